@@ -1,0 +1,7 @@
+//! Identity: the CA, access tokens, passwords, TOTP and sealed secrets.
+
+pub mod ca;
+pub mod password;
+pub mod sealed;
+pub mod tokens;
+pub mod totp;

@@ -1,0 +1,254 @@
+//! The council's words, parsed once at the edge: a value of one of these
+//! types is known to be valid, so the code behind it never checks again.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a value was refused. The message names the value and what is wanted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+fn invalid(msg: impl Into<String>) -> Invalid {
+    Invalid(msg.into())
+}
+
+/// A short lowercase name: usernames, group names, app names.
+fn parse_name(kind: &str, s: &str, max: usize) -> Result<String, Invalid> {
+    let s = s.trim();
+    let first_ok = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let ok = !s.is_empty()
+        && s.len() <= max
+        && first_ok
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(invalid(format!(
+            "bad {kind} {s:?}: use 1-{max} characters a-z, 0-9, '.', '-' or '_', starting with a letter or digit"
+        )))
+    }
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $max:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(s: &str) -> Result<Self, Invalid> {
+                parse_name($kind, s, $max).map(Self)
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A staff member's login name, e.g. `j.smith`.
+    Username, "username", 64
+);
+name_type!(
+    /// An access group, e.g. `contact-centre`.
+    GroupName, "group name", 64
+);
+name_type!(
+    /// An internal app's name, e.g. `hr`.
+    AppName, "app name", 64
+);
+
+/// Priority tier: 1 is the most urgent (front-line staff who must keep working).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Priority(u8);
+
+impl Priority {
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        match s.trim() {
+            "1" => Ok(Self(1)),
+            "2" => Ok(Self(2)),
+            "3" => Ok(Self(3)),
+            other => Err(invalid(format!("bad priority {other:?}: use 1, 2 or 3"))),
+        }
+    }
+    pub fn from_i64(n: i64) -> Result<Self, Invalid> {
+        Self::parse(&n.to_string())
+    }
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl Default for Priority {
+    fn default() -> Self {
+        Self(3)
+    }
+}
+
+/// Which devices an app may be reached from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKindRule {
+    Managed,
+    Personal,
+    Any,
+}
+
+impl DeviceKindRule {
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        match s.trim() {
+            "managed" => Ok(Self::Managed),
+            "personal" => Ok(Self::Personal),
+            "any" => Ok(Self::Any),
+            other => Err(invalid(format!(
+                "bad device kind {other:?}: use managed, personal or any"
+            ))),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Managed => "managed",
+            Self::Personal => "personal",
+            Self::Any => "any",
+        }
+    }
+}
+
+/// Where an app listens inside the council's network: `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Target(String);
+
+impl Target {
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        let s = s.trim();
+        if lanyard_proto::enrol::valid_host_port(s) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(invalid(format!(
+                "bad target {s:?}: use HOST:PORT, e.g. hr.internal:443 or 10.0.0.5:8080"
+            )))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A laptop's asset tag as printed on its label, e.g. `LT-00421`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct AssetTag(String);
+
+impl AssetTag {
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        let s = s.trim();
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(invalid(format!(
+                "bad asset tag {s:?}: use 1-64 characters A-Z, a-z, 0-9, '-', '_', '.' or '/'"
+            )))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AssetTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Free text with a length limit and no control characters (names, notes).
+pub fn parse_text(field: &str, s: &str, max: usize, required: bool) -> Result<String, Invalid> {
+    let s = s.trim();
+    if required && s.is_empty() {
+        return Err(invalid(format!("{field} is required")));
+    }
+    if s.chars().count() > max {
+        return Err(invalid(format!("{field} is longer than {max} characters")));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(invalid(format!("{field} contains control characters")));
+    }
+    Ok(s.to_owned())
+}
+
+/// An email address, loosely: one '@' with text either side, no spaces.
+pub fn parse_email(s: &str) -> Result<String, Invalid> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(String::new());
+    }
+    let ok = s.len() <= 254
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(s.split_once('@'), Some((a, b)) if !a.is_empty() && b.contains('.') && !b.contains('@'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(invalid(format!("bad email {s:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(Username::parse("j.smith").is_ok());
+        assert_eq!(Username::parse(" j.smith ").unwrap().as_str(), "j.smith");
+        for bad in ["", "J.Smith", ".hidden", "a b", "x'--", &"a".repeat(65)] {
+            assert!(Username::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn priorities() {
+        assert_eq!(Priority::parse("1").unwrap().get(), 1);
+        for bad in ["0", "4", "-1", "one", ""] {
+            let err = Priority::parse(bad).unwrap_err();
+            assert!(err.0.contains("use 1, 2 or 3"), "{err}");
+        }
+    }
+
+    #[test]
+    fn targets_and_tags() {
+        assert!(Target::parse("hr.internal:443").is_ok());
+        assert!(Target::parse("hr.internal").is_err());
+        assert!(AssetTag::parse("LT-00421").is_ok());
+        assert!(AssetTag::parse("LT 1").is_err());
+    }
+
+    #[test]
+    fn text_and_email() {
+        assert!(parse_text("name", "", 10, true).is_err());
+        assert!(parse_text("name", "a\u{7}b", 10, false).is_err());
+        assert_eq!(parse_email("").unwrap(), "");
+        assert!(parse_email("a@b.gov.uk").is_ok());
+        assert!(parse_email("a@b").is_err());
+        assert!(parse_email("a b@c.uk").is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! Apps: internal services reachable through tunnels, with who may reach them.
+
+use serde::Serialize;
+
+use super::groups::require_groups;
+use super::{AuditEntry, Result, Store, StoreError};
+use crate::clock::Millis;
+use crate::model::{AppName, DeviceKindRule, GroupName, Target};
+
+#[derive(Debug, Clone)]
+pub struct NewApp {
+    pub name: AppName,
+    pub target: Target,
+    pub groups: Vec<GroupName>,
+    pub device_kind: DeviceKindRule,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct App {
+    pub name: String,
+    pub target: String,
+    pub allow_groups: Vec<String>,
+    pub device_kind: String,
+}
+
+impl Store {
+    pub async fn app_add(&self, actor: &str, new: &NewApp, now: Millis) -> Result<App> {
+        let mut tx = self.begin_audited(now).await?;
+        require_groups(&mut tx, &new.groups).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO apps (name, target, device_kind, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(new.name.as_str())
+        .bind(new.target.as_str())
+        .bind(new.device_kind.as_str())
+        .bind(now)
+        .execute(tx.conn())
+        .await
+        .map_err(StoreError::from);
+        match inserted {
+            Err(e) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!(
+                    "app {} already exists",
+                    new.name
+                )));
+            }
+            other => other?,
+        };
+        for g in &new.groups {
+            sqlx::query("INSERT INTO app_groups (app_name, group_name) VALUES ($1, $2)")
+                .bind(new.name.as_str())
+                .bind(g.as_str())
+                .execute(tx.conn())
+                .await?;
+        }
+        tx.audit(
+            AuditEntry::ok(actor, "app.add", new.name.as_str()).with_detail(serde_json::json!({
+                "target": new.target, "groups": new.groups, "device_kind": new.device_kind.as_str(),
+            })),
+        )
+        .await?;
+        tx.commit().await?;
+        self.app_get(new.name.as_str()).await
+    }
+
+    pub async fn app_list(&self) -> Result<Vec<App>> {
+        let apps: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT name, target, device_kind FROM apps ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        let grants: Vec<(String, String)> = sqlx::query_as(
+            "SELECT app_name, group_name FROM app_groups ORDER BY app_name, group_name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(apps
+            .into_iter()
+            .map(|(name, target, device_kind)| {
+                let allow_groups = grants
+                    .iter()
+                    .filter(|(a, _)| *a == name)
+                    .map(|(_, g)| g.clone())
+                    .collect();
+                App {
+                    name,
+                    target,
+                    allow_groups,
+                    device_kind,
+                }
+            })
+            .collect())
+    }
+
+    pub async fn app_get(&self, name: &str) -> Result<App> {
+        self.app_list()
+            .await?
+            .into_iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| StoreError::NotFound(format!("no app named {name}")))
+    }
+
+    pub async fn app_remove(&self, actor: &str, name: &str, now: Millis) -> Result<()> {
+        let mut tx = self.begin_audited(now).await?;
+        sqlx::query("DELETE FROM app_groups WHERE app_name = $1")
+            .bind(name)
+            .execute(tx.conn())
+            .await?;
+        let done = sqlx::query("DELETE FROM apps WHERE name = $1")
+            .bind(name)
+            .execute(tx.conn())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("no app named {name}")));
+        }
+        tx.audit(AuditEntry::ok(actor, "app.remove", name)).await?;
+        tx.commit().await
+    }
+}

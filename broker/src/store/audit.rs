@@ -1,0 +1,305 @@
+//! The audit log: append-only, each row hash-chained to the one before.
+//!
+//! `hash(n) = SHA-256(len-prefixed fields of row n || hash(n-1))`, and the
+//! head row remembers the last sequence number and hash. Editing a row
+//! breaks its hash; deleting one leaves a gap in the sequence or a broken
+//! link; deleting the newest rows leaves the head pointing past the end.
+
+use serde::Serialize;
+use sqlx::AnyConnection;
+
+use super::{col, Result, Store};
+use crate::clock::{rfc3339, Millis};
+
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Ok,
+    Denied,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Denied => "denied",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// One thing that happened. `detail` must never hold a secret.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub actor: String,
+    pub action: &'static str,
+    pub target: String,
+    pub outcome: Outcome,
+    pub detail: serde_json::Value,
+}
+
+impl AuditEntry {
+    pub fn ok(actor: &str, action: &'static str, target: &str) -> Self {
+        Self {
+            actor: actor.to_owned(),
+            action,
+            target: target.to_owned(),
+            outcome: Outcome::Ok,
+            detail: serde_json::Value::Null,
+        }
+    }
+
+    pub fn denied(actor: &str, action: &'static str, target: &str, reason: &str) -> Self {
+        Self {
+            outcome: Outcome::Denied,
+            detail: serde_json::json!({ "reason": reason }),
+            ..Self::ok(actor, action, target)
+        }
+    }
+
+    pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+/// An audit row as stored and listed.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AuditRow {
+    pub seq: i64,
+    #[serde(skip)]
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditRow {
+    pub fn at(&self) -> String {
+        rfc3339(self.at_ms)
+    }
+
+    fn expected_hash(&self) -> String {
+        row_hash(
+            self.seq,
+            self.at_ms,
+            &self.actor,
+            &self.action,
+            &self.target,
+            &self.outcome,
+            &self.detail,
+            &self.prev_hash,
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row_hash(
+    seq: i64,
+    at_ms: i64,
+    actor: &str,
+    action: &str,
+    target: &str,
+    outcome: &str,
+    detail: &str,
+    prev_hash: &str,
+) -> String {
+    let seq = seq.to_string();
+    let at = at_ms.to_string();
+    let mut buf = Vec::with_capacity(256);
+    for field in [
+        seq.as_str(),
+        &at,
+        actor,
+        action,
+        target,
+        outcome,
+        detail,
+        prev_hash,
+    ] {
+        buf.extend_from_slice(&(field.len() as u64).to_be_bytes());
+        buf.extend_from_slice(field.as_bytes());
+    }
+    crate::secrets::sha256_hex(&buf)
+}
+
+/// Inserts row `seq` chained to `prev_hash`; returns its hash.
+pub(super) async fn append(
+    conn: &mut AnyConnection,
+    seq: i64,
+    at_ms: Millis,
+    prev_hash: &str,
+    entry: &AuditEntry,
+) -> Result<String> {
+    let detail = if entry.detail.is_null() {
+        String::new()
+    } else {
+        entry.detail.to_string()
+    };
+    let outcome = entry.outcome.as_str();
+    let hash = row_hash(
+        seq,
+        at_ms,
+        &entry.actor,
+        entry.action,
+        &entry.target,
+        outcome,
+        &detail,
+        prev_hash,
+    );
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at_ms, actor, action, target, outcome, detail, prev_hash, hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(seq)
+    .bind(at_ms)
+    .bind(&entry.actor)
+    .bind(entry.action)
+    .bind(&entry.target)
+    .bind(outcome)
+    .bind(&detail)
+    .bind(prev_hash)
+    .bind(&hash)
+    .execute(conn)
+    .await?;
+    Ok(hash)
+}
+
+/// Which rows `audit list` shows.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub since: Option<Millis>,
+    pub actor: Option<String>,
+    pub action_prefix: Option<String>,
+    pub limit: i64,
+}
+
+/// The outcome of checking the whole chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub rows_checked: i64,
+    /// The first row found wrong, by sequence number.
+    pub bad_seq: Option<i64>,
+    pub problem: Option<String>,
+}
+
+const VERIFY_PAGE: i64 = 2_000;
+
+impl Store {
+    /// The newest rows matching `filter`, oldest first.
+    pub async fn audit_list(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>> {
+        let limit = filter.limit.clamp(1, 10_000);
+        let mut rows: Vec<AuditRow> = sqlx::query_as(
+            "SELECT seq, at_ms, actor, action, target, outcome, detail, prev_hash, hash
+             FROM audit_log
+             WHERE at_ms >= $1 AND ($2 = '' OR actor = $2) AND ($3 = '' OR action LIKE $4 ESCAPE '\\')
+             ORDER BY seq DESC LIMIT $5",
+        )
+        .bind(filter.since.unwrap_or(0))
+        .bind(filter.actor.clone().unwrap_or_default())
+        .bind(filter.action_prefix.clone().unwrap_or_default())
+        .bind(super::like_prefix(filter.action_prefix.as_deref().unwrap_or("")))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// Walks the whole chain and reports the first row that is wrong.
+    pub async fn audit_verify(&self) -> Result<VerifyReport> {
+        let mut expected_seq = 1i64;
+        let mut prev = GENESIS_HASH.to_owned();
+        let mut checked = 0i64;
+        let bad = |seq: i64, checked: i64, problem: String| VerifyReport {
+            ok: false,
+            rows_checked: checked,
+            bad_seq: Some(seq),
+            problem: Some(problem),
+        };
+        loop {
+            let page: Vec<AuditRow> = sqlx::query_as(
+                "SELECT seq, at_ms, actor, action, target, outcome, detail, prev_hash, hash
+                 FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(expected_seq)
+            .bind(VERIFY_PAGE)
+            .fetch_all(&self.pool)
+            .await?;
+            let n = page.len() as i64;
+            for row in page {
+                if row.seq != expected_seq {
+                    return Ok(bad(
+                        expected_seq,
+                        checked,
+                        format!(
+                            "row {expected_seq} is missing (deleted); the next row is {}",
+                            row.seq
+                        ),
+                    ));
+                }
+                if row.prev_hash != prev {
+                    return Ok(bad(
+                        row.seq,
+                        checked,
+                        format!("row {} does not link to the row before it (a row was replaced or removed)", row.seq),
+                    ));
+                }
+                if row.expected_hash() != row.hash {
+                    return Ok(bad(
+                        row.seq,
+                        checked,
+                        format!(
+                            "row {} was edited: its contents do not match its hash",
+                            row.seq
+                        ),
+                    ));
+                }
+                prev = row.hash;
+                expected_seq += 1;
+                checked += 1;
+            }
+            if n < VERIFY_PAGE {
+                break;
+            }
+        }
+        let (head_seq, head_hash): (i64, String) =
+            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        let last = expected_seq - 1;
+        if head_seq != last || head_hash != prev {
+            let problem = if head_seq > last {
+                format!(
+                    "rows {}..={head_seq} are missing (deleted from the end of the log)",
+                    last + 1
+                )
+            } else {
+                format!("the chain head (row {head_seq}) does not match the last row ({last})")
+            };
+            return Ok(bad(last + 1, checked, problem));
+        }
+        Ok(VerifyReport {
+            ok: true,
+            rows_checked: checked,
+            bad_seq: None,
+            problem: None,
+        })
+    }
+
+    /// Number of audit rows, for metrics and tests.
+    pub async fn audit_count(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM audit_log")
+            .fetch_one(&self.pool)
+            .await?;
+        col(&row, "n")
+    }
+}

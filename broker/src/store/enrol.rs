@@ -1,0 +1,208 @@
+//! Enrolment codes: single-use, short-lived, stored only as a hash, and
+//! consumed by one atomic statement so that of any number of concurrent
+//! uses exactly one succeeds.
+
+use serde::Serialize;
+
+use super::{AuditEntry, Result, Store, StoreError};
+use crate::clock::{rfc3339, Millis};
+use crate::model::{AssetTag, Username};
+
+/// What a code enrols.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnrolFor {
+    /// A council laptop, by asset tag.
+    Laptop(AssetTag),
+    /// A person's own device.
+    Personal(Username),
+}
+
+impl EnrolFor {
+    fn kind(&self) -> &'static str {
+        match self {
+            EnrolFor::Laptop(_) => "managed",
+            EnrolFor::Personal(_) => "personal",
+        }
+    }
+    fn target(&self) -> String {
+        match self {
+            EnrolFor::Laptop(t) => format!("laptop:{t}"),
+            EnrolFor::Personal(u) => format!("personal:{u}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IssuedCode {
+    pub id: String,
+    pub kind: &'static str,
+    pub expires_at: String,
+}
+
+/// A consumed code: what the enrolment that used it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedCode {
+    pub id: String,
+    pub enrol_for: EnrolFor,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("unknown enrolment code")]
+    Unknown,
+    #[error("this enrolment code has already been used; ask ICT for a new one")]
+    Used,
+    #[error("this enrolment code has expired; ask ICT for a new one")]
+    Expired,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Store {
+    /// Stores a new code for `what`; `secret_hash` is the SHA-256 of the
+    /// secret, which only the caller sees.
+    pub async fn enrol_code_create(
+        &self,
+        actor: &str,
+        what: &EnrolFor,
+        secret_hash: &str,
+        ttl_ms: Millis,
+        now: Millis,
+    ) -> Result<IssuedCode> {
+        let mut tx = self.begin_audited(now).await?;
+        let (asset_tag, username) = match what {
+            EnrolFor::Laptop(tag) => {
+                let status: Option<String> =
+                    sqlx::query_scalar("SELECT status FROM laptops WHERE asset_tag = $1")
+                        .bind(tag.as_str())
+                        .fetch_optional(tx.conn())
+                        .await?;
+                match status.as_deref() {
+                    None => return Err(StoreError::NotFound(format!(
+                        "no laptop with asset tag {tag}; add it first with `lanyard devices add`"
+                    ))),
+                    Some(s @ ("lost" | "retired")) => {
+                        return Err(StoreError::Invalid(format!(
+                            "laptop {tag} is {s}; it cannot be enrolled"
+                        )))
+                    }
+                    Some(_) => {}
+                }
+                (Some(tag.as_str().to_owned()), None)
+            }
+            EnrolFor::Personal(user) => {
+                let active: Option<i64> =
+                    sqlx::query_scalar("SELECT active FROM staff WHERE username = $1")
+                        .bind(user.as_str())
+                        .fetch_optional(tx.conn())
+                        .await?;
+                match active {
+                    None => {
+                        return Err(StoreError::NotFound(format!(
+                            "no staff member named {user}"
+                        )))
+                    }
+                    Some(0) => {
+                        return Err(StoreError::Invalid(format!(
+                            "{user} is disabled; enable them before enrolling a device"
+                        )))
+                    }
+                    Some(_) => {}
+                }
+                (None, Some(user.as_str().to_owned()))
+            }
+        };
+        let id = crate::secrets::new_id();
+        let expires_at = now + ttl_ms;
+        sqlx::query(
+            "INSERT INTO enrolment_codes (id, secret_hash, kind, asset_tag, username, created_by, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&id)
+        .bind(secret_hash)
+        .bind(what.kind())
+        .bind(asset_tag)
+        .bind(username)
+        .bind(actor)
+        .bind(now)
+        .bind(expires_at)
+        .execute(tx.conn())
+        .await?;
+        tx.audit(
+            AuditEntry::ok(actor, "enrol_code.create", &what.target()).with_detail(
+                serde_json::json!({
+                    "code_id": id, "expires_at": rfc3339(expires_at),
+                }),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(IssuedCode {
+            id,
+            kind: what.kind(),
+            expires_at: rfc3339(expires_at),
+        })
+    }
+
+    /// Uses a code up. One statement decides, so concurrent callers with the
+    /// same code get exactly one success between them.
+    pub async fn enrol_code_consume(
+        &self,
+        secret_hash: &str,
+        now: Millis,
+    ) -> Result<ConsumedCode, ConsumeError> {
+        let mut tx = self.begin_audited(now).await?;
+        let row: Option<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+            "UPDATE enrolment_codes SET consumed_at = $1
+             WHERE secret_hash = $2 AND consumed_at IS NULL AND expires_at > $1
+             RETURNING id, kind, asset_tag, username",
+        )
+        .bind(now)
+        .bind(secret_hash)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(StoreError::from)?;
+        let Some((id, kind, asset_tag, username)) = row else {
+            drop(tx);
+            let state: Option<(Option<i64>, i64, String)> = sqlx::query_as(
+                "SELECT consumed_at, expires_at, id FROM enrolment_codes WHERE secret_hash = $1",
+            )
+            .bind(secret_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from)?;
+            let (err, target) = match state {
+                None => (ConsumeError::Unknown, "unknown".to_owned()),
+                Some((Some(_), _, id)) => (ConsumeError::Used, id),
+                Some((None, _, id)) => (ConsumeError::Expired, id),
+            };
+            self.audit_only(
+                now,
+                AuditEntry::denied("anonymous", "enrol_code.consume", &target, &err.to_string()),
+            )
+            .await?;
+            return Err(err);
+        };
+        let enrol_for = match (kind.as_str(), asset_tag, username) {
+            ("managed", Some(tag), _) => EnrolFor::Laptop(
+                AssetTag::parse(&tag).map_err(|e| StoreError::Invalid(e.to_string()))?,
+            ),
+            (_, _, Some(user)) => EnrolFor::Personal(
+                Username::parse(&user).map_err(|e| StoreError::Invalid(e.to_string()))?,
+            ),
+            _ => {
+                return Err(
+                    StoreError::Invalid(format!("enrolment code {id} is inconsistent")).into(),
+                )
+            }
+        };
+        tx.audit(
+            AuditEntry::ok("anonymous", "enrol_code.consume", &id).with_detail(serde_json::json!({
+                "for": enrol_for.target(),
+            })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ConsumedCode { id, enrol_for })
+    }
+}

@@ -1,0 +1,111 @@
+//! Access groups: the unit that apps grant access to.
+
+use serde::Serialize;
+
+use super::{AuditEntry, AuditedTx, Result, Store, StoreError};
+use crate::clock::Millis;
+use crate::model::GroupName;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    pub name: String,
+    pub description: String,
+    pub members: i64,
+    pub apps: i64,
+}
+
+impl Store {
+    pub async fn group_add(
+        &self,
+        actor: &str,
+        name: &GroupName,
+        description: &str,
+        now: Millis,
+    ) -> Result<()> {
+        let mut tx = self.begin_audited(now).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO access_groups (name, description, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(name.as_str())
+        .bind(description)
+        .bind(now)
+        .execute(tx.conn())
+        .await
+        .map_err(StoreError::from);
+        match inserted {
+            Err(e) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!("group {name} already exists")));
+            }
+            other => other?,
+        };
+        tx.audit(AuditEntry::ok(actor, "group.add", name.as_str()))
+            .await?;
+        tx.commit().await
+    }
+
+    pub async fn group_list(&self) -> Result<Vec<Group>> {
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT g.name, g.description,
+                    (SELECT COUNT(*) FROM staff_groups sg WHERE sg.group_name = g.name),
+                    (SELECT COUNT(*) FROM app_groups ag WHERE ag.group_name = g.name)
+             FROM access_groups g ORDER BY g.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, description, members, apps)| Group {
+                name,
+                description,
+                members,
+                apps,
+            })
+            .collect())
+    }
+
+    pub async fn group_remove(&self, actor: &str, name: &GroupName, now: Millis) -> Result<()> {
+        let mut tx = self.begin_audited(now).await?;
+        let (members, apps): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM staff_groups WHERE group_name = $1),
+                    (SELECT COUNT(*) FROM app_groups WHERE group_name = $1)",
+        )
+        .bind(name.as_str())
+        .fetch_one(tx.conn())
+        .await?;
+        if members > 0 || apps > 0 {
+            return Err(StoreError::Conflict(format!(
+                "group {name} is still used by {members} staff and {apps} apps; take them out of it first"
+            )));
+        }
+        let done = sqlx::query("DELETE FROM access_groups WHERE name = $1")
+            .bind(name.as_str())
+            .execute(tx.conn())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("no group named {name}")));
+        }
+        tx.audit(AuditEntry::ok(actor, "group.remove", name.as_str()))
+            .await?;
+        tx.commit().await
+    }
+}
+
+/// Fails with a clear message naming the first group that does not exist.
+pub(super) async fn require_groups(tx: &mut AuditedTx, groups: &[GroupName]) -> Result<()> {
+    for g in groups {
+        if !group_exists(tx, g).await? {
+            return Err(StoreError::Invalid(format!(
+                "unknown group {g}; create it first with `lanyard groups add {g}`"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn group_exists(tx: &mut AuditedTx, g: &GroupName) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM access_groups WHERE name = $1")
+        .bind(g.as_str())
+        .fetch_one(tx.conn())
+        .await?;
+    Ok(n > 0)
+}

@@ -1,0 +1,312 @@
+//! The store: one set of SQL that runs on SQLite (the embedded default, in
+//! WAL mode) and on PostgreSQL (several broker nodes), chosen by the URL.
+//!
+//! Every change that matters is made in an [`AuditedTx`]: the change and its
+//! audit row commit together or not at all. The transaction's first
+//! statement takes the audit chain's head row, which serialises audited
+//! writes (the chain needs that) and, on SQLite, takes the write lock up
+//! front so that a transaction never has to upgrade a read lock.
+
+pub mod api_tokens;
+pub mod apps;
+pub mod audit;
+pub mod enrol;
+pub mod groups;
+pub mod laptops;
+pub mod refresh;
+pub mod staff;
+
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor, Transaction};
+
+pub use audit::{AuditEntry, Outcome};
+
+use crate::clock::Millis;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Which database is behind the URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The thing asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The change collides with what is already there.
+    #[error("{0}")]
+    Conflict(String),
+    /// The change refers to something that does not exist or is not allowed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The database cannot be reached or is locked; try again later.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+}
+
+impl StoreError {
+    /// True for a unique or primary-key violation.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(e))
+            if e.kind() == sqlx::error::ErrorKind::UniqueViolation)
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(e),
+            sqlx::Error::Database(db) => {
+                let msg = db.message();
+                // SQLITE_BUSY / SQLITE_LOCKED, or PostgreSQL shutting down.
+                if msg.contains("database is locked")
+                    || msg.contains("database table is locked")
+                    || matches!(
+                        db.code().as_deref(),
+                        Some("5" | "6" | "517" | "57P01" | "57P03")
+                    )
+                {
+                    StoreError::Unavailable(e)
+                } else if msg.contains("disk is full")
+                    || matches!(db.code().as_deref(), Some("13" | "53100"))
+                {
+                    StoreError::Unavailable(e)
+                } else {
+                    StoreError::Database(e)
+                }
+            }
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH?mode=rwc` or `postgres://...`).
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(redact_url(url)));
+        };
+        let mut options = AnyPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(5))
+            .max_connections(match backend {
+                Backend::Sqlite => 8,
+                Backend::Postgres => 16,
+            });
+        if backend == Backend::Sqlite {
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(url).await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// The SQLite URL for a data dir's database file.
+    pub fn sqlite_url(path: &std::path::Path) -> String {
+        format!("sqlite://{}?mode=rwc", path.display())
+    }
+
+    /// Applies any migrations not yet applied; returns how many were.
+    pub async fn migrate(&self) -> Result<usize> {
+        let before = self.applied_migrations().await.unwrap_or(0);
+        MIGRATOR.run(&self.pool).await?;
+        let after = self.applied_migrations().await.unwrap_or(0);
+        Ok(after.saturating_sub(before))
+    }
+
+    async fn applied_migrations(&self) -> Result<usize> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n as usize)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// A cheap round trip, for `/readyz`.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Begins a transaction whose changes are recorded in the audit log.
+    pub async fn begin_audited(&self, now: Millis) -> Result<AuditedTx> {
+        let mut tx = self.pool.begin().await?;
+        // First statement: a write, so SQLite takes its write lock now and
+        // PostgreSQL locks the chain head until commit.
+        let (seq, hash): (i64, String) =
+            sqlx::query_as("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+                .fetch_one(&mut *tx)
+                .await?;
+        Ok(AuditedTx {
+            tx,
+            head_seq: seq,
+            head_hash: hash,
+            appended: false,
+            now,
+        })
+    }
+
+    /// Records one audit row on its own (a denied attempt, a failed sign-in).
+    pub async fn audit_only(&self, now: Millis, entry: AuditEntry) -> Result<()> {
+        let mut tx = self.begin_audited(now).await?;
+        tx.audit(entry).await?;
+        tx.commit().await
+    }
+}
+
+/// A transaction that carries audit rows with it.
+pub struct AuditedTx {
+    tx: Transaction<'static, Any>,
+    head_seq: i64,
+    head_hash: String,
+    appended: bool,
+    now: Millis,
+}
+
+impl AuditedTx {
+    pub fn now(&self) -> Millis {
+        self.now
+    }
+
+    /// The connection, for the change's own statements.
+    pub fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+
+    /// Appends an audit row, chained to the one before.
+    pub async fn audit(&mut self, entry: AuditEntry) -> Result<()> {
+        let seq = self.head_seq + 1;
+        let hash = audit::append(&mut self.tx, seq, self.now, &self.head_hash, &entry).await?;
+        self.head_seq = seq;
+        self.head_hash = hash;
+        self.appended = true;
+        Ok(())
+    }
+
+    pub async fn commit(mut self) -> Result<()> {
+        if self.appended {
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(self.head_seq)
+                .bind(&self.head_hash)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Hides any password in a database URL before it is shown or logged.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern.
+pub fn like_pattern(term: &str) -> String {
+    let mut out = String::with_capacity(term.len() + 2);
+    out.push('%');
+    for c in term.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// Escapes a term for `LIKE 'term%' ESCAPE '\'` (starts with).
+pub fn like_prefix(term: &str) -> String {
+    let mut out = like_pattern(term);
+    out.remove(0);
+    out
+}
+
+/// Reads one column, naming it in the error.
+pub(crate) fn col<'r, T>(row: &'r AnyRow, name: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
+{
+    use sqlx::Row;
+    row.try_get(name).map_err(StoreError::from)
+}
+
+pub(crate) fn flag(b: bool) -> i64 {
+    i64::from(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn like_escapes_wildcards() {
+        assert_eq!(like_pattern("50%_a\\"), "%50\\%\\_a\\\\%");
+    }
+}

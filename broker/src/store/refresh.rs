@@ -1,0 +1,166 @@
+//! Refresh tokens: opaque, single-use, rotated on every use, stored hashed.
+//!
+//! Each sign-in starts a family. Using a token marks it used and issues the
+//! next one in the same family. Presenting a token that was already used is
+//! a sign that it was stolen: the whole family is revoked, so both the thief
+//! and the person must sign in again.
+
+use super::{AuditEntry, Result, Store, StoreError};
+use crate::clock::Millis;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    pub username: String,
+    pub family_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("unknown refresh token; sign in again")]
+    Unknown,
+    #[error("refresh token has expired; sign in again")]
+    Expired,
+    #[error("refresh token was revoked; sign in again")]
+    Revoked,
+    #[error("refresh token was already used; all sessions from that sign-in are revoked")]
+    Reused,
+    #[error("refresh token belongs to another device")]
+    WrongDevice,
+    #[error("this person is disabled")]
+    Disabled,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Store {
+    /// Stores the first token of a new family (at sign-in).
+    pub async fn refresh_issue(
+        &self,
+        username: &str,
+        device_fingerprint: &str,
+        token_hash: &str,
+        ttl_ms: Millis,
+        now: Millis,
+    ) -> Result<String> {
+        let family = crate::secrets::new_id();
+        insert(
+            self.pool(),
+            &family,
+            username,
+            device_fingerprint,
+            token_hash,
+            ttl_ms,
+            now,
+        )
+        .await?;
+        Ok(family)
+    }
+
+    /// Uses `old_hash` up and stores `new_hash` as its successor.
+    pub async fn refresh_rotate(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        device_fingerprint: &str,
+        ttl_ms: Millis,
+        now: Millis,
+    ) -> Result<Rotated, RefreshError> {
+        let mut tx = self.begin_audited(now).await?;
+        let row: Option<(String, String, String, i64, Option<i64>, Option<i64>, i64)> = sqlx::query_as(
+            "SELECT r.family_id, r.username, r.device_fingerprint, r.expires_at, r.used_at, r.revoked_at, s.active
+             FROM refresh_tokens r JOIN staff s ON s.username = r.username
+             WHERE r.token_hash = $1",
+        )
+        .bind(old_hash)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(StoreError::from)?;
+        let Some((family, username, device, expires_at, used_at, revoked_at, active)) = row else {
+            return Err(RefreshError::Unknown);
+        };
+        let refuse = |e: RefreshError| e;
+        if used_at.is_some() {
+            sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(&family)
+                .execute(tx.conn())
+                .await
+                .map_err(StoreError::from)?;
+            tx.audit(AuditEntry::denied(
+                &username,
+                "token.refresh",
+                &username,
+                "refresh token reused; family revoked",
+            ))
+            .await?;
+            tx.commit().await?;
+            return Err(RefreshError::Reused);
+        }
+        if revoked_at.is_some() {
+            return Err(refuse(RefreshError::Revoked));
+        }
+        if expires_at <= now {
+            return Err(refuse(RefreshError::Expired));
+        }
+        if !crate::secrets::constant_time_eq(device.as_bytes(), device_fingerprint.as_bytes()) {
+            return Err(refuse(RefreshError::WrongDevice));
+        }
+        if active != 1 {
+            return Err(refuse(RefreshError::Disabled));
+        }
+        let claimed = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+        )
+        .bind(now)
+        .bind(old_hash)
+        .execute(tx.conn())
+        .await
+        .map_err(StoreError::from)?;
+        if claimed.rows_affected() != 1 {
+            return Err(RefreshError::Reused);
+        }
+        insert(
+            tx.conn(),
+            &family,
+            &username,
+            &device,
+            new_hash,
+            ttl_ms,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Rotated {
+            username,
+            family_id: family,
+        })
+    }
+}
+
+async fn insert<'e, E>(
+    executor: E,
+    family: &str,
+    username: &str,
+    device_fingerprint: &str,
+    token_hash: &str,
+    ttl_ms: Millis,
+    now: Millis,
+) -> Result<()>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query(
+        "INSERT INTO refresh_tokens (id, token_hash, family_id, username, device_fingerprint, issued_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(crate::secrets::new_id())
+    .bind(token_hash)
+    .bind(family)
+    .bind(username)
+    .bind(device_fingerprint)
+    .bind(now)
+    .bind(now + ttl_ms)
+    .execute(executor)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,404 @@
+//! Staff: the people who sign in, with their priority tier and groups.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Serialize;
+
+use super::groups::{group_exists, require_groups};
+use super::{flag, AuditEntry, AuditedTx, Result, Store, StoreError};
+use crate::clock::{rfc3339, Millis};
+use crate::model::{GroupName, Priority, Username};
+
+/// A new staff member, already validated.
+#[derive(Debug, Clone)]
+pub struct NewStaff {
+    pub username: Username,
+    pub name: String,
+    pub email: String,
+    pub department: String,
+    pub priority: Priority,
+    pub groups: Vec<GroupName>,
+    pub admin: bool,
+    /// An argon2id PHC string, never the password itself.
+    pub password_hash: Option<String>,
+}
+
+/// A staff member as listed and shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct Staff {
+    pub username: String,
+    pub name: String,
+    pub email: String,
+    pub department: String,
+    pub priority: i64,
+    pub groups: Vec<String>,
+    pub admin: bool,
+    pub active: bool,
+    pub has_password: bool,
+    pub totp: bool,
+    pub created_at: String,
+}
+
+/// What sign-in needs to know about a person.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub active: bool,
+    pub admin: bool,
+    pub password_hash: Option<String>,
+    pub totp_sealed: Option<String>,
+}
+
+/// One CSV row that cannot be imported, by its line in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowProblem {
+    pub line: u64,
+    pub problem: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("import refused: {} bad row(s), nothing was written", .0.len())]
+    Rows(Vec<RowProblem>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(sqlx::FromRow)]
+struct StaffRow {
+    username: String,
+    name: String,
+    email: String,
+    department: String,
+    priority: i64,
+    is_admin: i64,
+    active: i64,
+    password_hash: Option<String>,
+    totp_secret: Option<String>,
+    created_at: i64,
+}
+
+const STAFF_COLUMNS: &str =
+    "username, name, email, department, priority, is_admin, active, password_hash, totp_secret, created_at";
+
+impl StaffRow {
+    fn into_staff(self, groups: Vec<String>) -> Staff {
+        Staff {
+            username: self.username,
+            name: self.name,
+            email: self.email,
+            department: self.department,
+            priority: self.priority,
+            groups,
+            admin: self.is_admin == 1,
+            active: self.active == 1,
+            has_password: self.password_hash.is_some(),
+            totp: self.totp_secret.is_some(),
+            created_at: rfc3339(self.created_at),
+        }
+    }
+}
+
+async fn insert_staff(tx: &mut AuditedTx, s: &NewStaff) -> Result<()> {
+    let now = tx.now();
+    let inserted = sqlx::query(
+        "INSERT INTO staff (username, name, email, department, priority, is_admin, active,
+                            password_hash, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $8)",
+    )
+    .bind(s.username.as_str())
+    .bind(&s.name)
+    .bind(&s.email)
+    .bind(&s.department)
+    .bind(i64::from(s.priority.get()))
+    .bind(flag(s.admin))
+    .bind(s.password_hash.clone())
+    .bind(now)
+    .execute(tx.conn())
+    .await
+    .map_err(StoreError::from);
+    match inserted {
+        Err(e) if e.is_unique_violation() => {
+            return Err(StoreError::Conflict(format!(
+                "staff member {} already exists",
+                s.username
+            )));
+        }
+        other => other?,
+    };
+    for g in &s.groups {
+        sqlx::query("INSERT INTO staff_groups (username, group_name) VALUES ($1, $2)")
+            .bind(s.username.as_str())
+            .bind(g.as_str())
+            .execute(tx.conn())
+            .await?;
+    }
+    Ok(())
+}
+
+async fn staff_exists(tx: &mut AuditedTx, username: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM staff WHERE username = $1")
+        .bind(username)
+        .fetch_one(tx.conn())
+        .await?;
+    Ok(n > 0)
+}
+
+fn audit_detail(s: &NewStaff) -> serde_json::Value {
+    serde_json::json!({
+        "priority": s.priority.get(),
+        "groups": s.groups,
+        "admin": s.admin,
+        "department": s.department,
+    })
+}
+
+impl Store {
+    pub async fn staff_add(&self, actor: &str, new: &NewStaff, now: Millis) -> Result<Staff> {
+        let mut tx = self.begin_audited(now).await?;
+        require_groups(&mut tx, &new.groups).await?;
+        insert_staff(&mut tx, new).await?;
+        tx.audit(
+            AuditEntry::ok(actor, "staff.add", new.username.as_str())
+                .with_detail(audit_detail(new)),
+        )
+        .await?;
+        tx.commit().await?;
+        self.staff_get(new.username.as_str()).await
+    }
+
+    /// Imports many staff at once: every row is checked against the file
+    /// and the store first; any bad row refuses the whole file.
+    pub async fn staff_import(
+        &self,
+        actor: &str,
+        rows: &[(u64, NewStaff)],
+        now: Millis,
+    ) -> Result<usize, ImportError> {
+        let mut tx = self.begin_audited(now).await?;
+        let mut problems = Vec::new();
+        let mut seen = HashSet::new();
+        let mut known_groups: BTreeMap<String, bool> = BTreeMap::new();
+        for (line, s) in rows {
+            if !seen.insert(s.username.as_str().to_owned()) {
+                problems.push(RowProblem {
+                    line: *line,
+                    problem: format!("username {} appears twice in the file", s.username),
+                });
+                continue;
+            }
+            if staff_exists(&mut tx, s.username.as_str()).await? {
+                problems.push(RowProblem {
+                    line: *line,
+                    problem: format!("staff member {} already exists", s.username),
+                });
+            }
+            for g in &s.groups {
+                let exists = match known_groups.get(g.as_str()) {
+                    Some(e) => *e,
+                    None => {
+                        let e = group_exists(&mut tx, g).await?;
+                        known_groups.insert(g.as_str().to_owned(), e);
+                        e
+                    }
+                };
+                if !exists {
+                    problems.push(RowProblem {
+                        line: *line,
+                        problem: format!("unknown group {g}"),
+                    });
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ImportError::Rows(problems));
+        }
+        for (_, s) in rows {
+            insert_staff(&mut tx, s).await?;
+        }
+        let names: Vec<&str> = rows.iter().map(|(_, s)| s.username.as_str()).collect();
+        tx.audit(
+            AuditEntry::ok(actor, "staff.import", &format!("{} staff", rows.len()))
+                .with_detail(serde_json::json!({ "usernames": names })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(rows.len())
+    }
+
+    pub async fn staff_list(&self) -> Result<Vec<Staff>> {
+        let rows: Vec<StaffRow> = sqlx::query_as(&format!(
+            "SELECT {STAFF_COLUMNS} FROM staff ORDER BY username"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let memberships: Vec<(String, String)> = sqlx::query_as(
+            "SELECT username, group_name FROM staff_groups ORDER BY username, group_name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (u, g) in memberships {
+            groups.entry(u).or_default().push(g);
+        }
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let g = groups.remove(&r.username).unwrap_or_default();
+                r.into_staff(g)
+            })
+            .collect())
+    }
+
+    pub async fn staff_get(&self, username: &str) -> Result<Staff> {
+        let row: Option<StaffRow> = sqlx::query_as(&format!(
+            "SELECT {STAFF_COLUMNS} FROM staff WHERE username = $1"
+        ))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        let row =
+            row.ok_or_else(|| StoreError::NotFound(format!("no staff member named {username}")))?;
+        let groups: Vec<String> = sqlx::query_scalar(
+            "SELECT group_name FROM staff_groups WHERE username = $1 ORDER BY group_name",
+        )
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(row.into_staff(groups))
+    }
+
+    /// Disables or re-enables a person. Disabling also revokes their API
+    /// tokens' admin reach (checked live) and their refresh tokens.
+    pub async fn staff_set_active(
+        &self,
+        actor: &str,
+        username: &str,
+        active: bool,
+        now: Millis,
+    ) -> Result<Staff> {
+        let mut tx = self.begin_audited(now).await?;
+        let done = sqlx::query("UPDATE staff SET active = $1, updated_at = $2 WHERE username = $3")
+            .bind(flag(active))
+            .bind(now)
+            .bind(username)
+            .execute(tx.conn())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "no staff member named {username}"
+            )));
+        }
+        if !active {
+            sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE username = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(username)
+                .execute(tx.conn())
+                .await?;
+        }
+        let action = if active {
+            "staff.enable"
+        } else {
+            "staff.disable"
+        };
+        tx.audit(AuditEntry::ok(actor, action, username)).await?;
+        tx.commit().await?;
+        self.staff_get(username).await
+    }
+
+    pub async fn staff_set_password(
+        &self,
+        actor: &str,
+        username: &str,
+        password_hash: &str,
+        now: Millis,
+    ) -> Result<()> {
+        let mut tx = self.begin_audited(now).await?;
+        let done =
+            sqlx::query("UPDATE staff SET password_hash = $1, updated_at = $2 WHERE username = $3")
+                .bind(password_hash)
+                .bind(now)
+                .bind(username)
+                .execute(tx.conn())
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "no staff member named {username}"
+            )));
+        }
+        tx.audit(AuditEntry::ok(actor, "staff.password", username))
+            .await?;
+        tx.commit().await
+    }
+
+    /// Stores (or, with `None`, clears) a person's sealed TOTP secret.
+    pub async fn staff_set_totp(
+        &self,
+        actor: &str,
+        username: &str,
+        sealed: Option<&str>,
+        now: Millis,
+    ) -> Result<()> {
+        let mut tx = self.begin_audited(now).await?;
+        let done = sqlx::query(
+            "UPDATE staff SET totp_secret = $1, totp_last_step = NULL, updated_at = $2 WHERE username = $3",
+        )
+        .bind(sealed.map(str::to_owned))
+        .bind(now)
+        .bind(username)
+        .execute(tx.conn())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "no staff member named {username}"
+            )));
+        }
+        let action = if sealed.is_some() {
+            "staff.totp.enable"
+        } else {
+            "staff.totp.disable"
+        };
+        tx.audit(AuditEntry::ok(actor, action, username)).await?;
+        tx.commit().await
+    }
+
+    pub async fn staff_credentials(&self, username: &str) -> Result<Option<Credentials>> {
+        let row: Option<(String, i64, i64, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT username, active, is_admin, password_hash, totp_secret FROM staff WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(
+            |(username, active, admin, password_hash, totp_sealed)| Credentials {
+                username,
+                active: active == 1,
+                admin: admin == 1,
+                password_hash,
+                totp_sealed,
+            },
+        ))
+    }
+
+    /// Records that TOTP step `step` was used; false if it (or a later one)
+    /// already was, so that one code cannot sign in twice.
+    pub async fn staff_claim_totp_step(&self, username: &str, step: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE staff SET totp_last_step = $1
+             WHERE username = $2 AND (totp_last_step IS NULL OR totp_last_step < $1)",
+        )
+        .bind(step)
+        .bind(username)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn staff_count_admins(&self) -> Result<i64> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM staff WHERE is_admin = 1 AND active = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,458 @@
+//! The store's behaviour, on SQLite and (when configured) PostgreSQL.
+
+use std::sync::Arc;
+
+use lanyard_broker::model::{
+    AppName, AssetTag, DeviceKindRule, GroupName, Priority, Target, Username,
+};
+use lanyard_broker::store::api_tokens::TokenLookup;
+use lanyard_broker::store::apps::NewApp;
+use lanyard_broker::store::enrol::{ConsumeError, EnrolFor};
+use lanyard_broker::store::laptops::NewLaptop;
+use lanyard_broker::store::refresh::RefreshError;
+use lanyard_broker::store::staff::{ImportError, NewStaff};
+use lanyard_broker::store::{Store, StoreError};
+use lanyard_broker::testkit::stores;
+
+const NOW: i64 = 1_800_000_000_000;
+
+fn person(username: &str, groups: &[&str]) -> NewStaff {
+    NewStaff {
+        username: Username::parse(username).unwrap(),
+        name: format!("Person {username}"),
+        email: format!("{username}@council.example"),
+        department: "Revenues".into(),
+        priority: Priority::parse("2").unwrap(),
+        groups: groups
+            .iter()
+            .map(|g| GroupName::parse(g).unwrap())
+            .collect(),
+        admin: false,
+        password_hash: None,
+    }
+}
+
+async fn with_groups(store: &Store, groups: &[&str]) {
+    for g in groups {
+        store
+            .group_add("admin", &GroupName::parse(g).unwrap(), "", NOW)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent() {
+    for ts in stores().await {
+        assert_eq!(ts.store.migrate().await.unwrap(), 0, "{ts:?}");
+        ts.store.ping().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn staff_add_list_and_refusals_change_nothing() {
+    for ts in stores().await {
+        let store = &ts.store;
+        with_groups(store, &["hr", "contact-centre"]).await;
+        let added = store
+            .staff_add("admin", &person("j.smith", &["hr"]), NOW)
+            .await
+            .unwrap();
+        assert_eq!(added.groups, vec!["hr"]);
+        assert!(added.active);
+
+        let audit_before = store.audit_count().await.unwrap();
+        let dup = store
+            .staff_add("admin", &person("j.smith", &[]), NOW)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(dup, StoreError::Conflict(ref m) if m.contains("already exists")),
+            "{ts:?}: {dup}"
+        );
+        let unknown = store
+            .staff_add("admin", &person("a.jones", &["nope"]), NOW)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(unknown, StoreError::Invalid(ref m) if m.contains("unknown group nope")),
+            "{ts:?}: {unknown}"
+        );
+        assert_eq!(
+            store.audit_count().await.unwrap(),
+            audit_before,
+            "{ts:?}: refusals wrote audit rows"
+        );
+        assert!(
+            matches!(
+                store.staff_get("a.jones").await,
+                Err(StoreError::NotFound(_))
+            ),
+            "{ts:?}"
+        );
+
+        let list = store.staff_list().await.unwrap();
+        assert_eq!(list.len(), 1, "{ts:?}");
+        assert_eq!(list[0].username, "j.smith");
+    }
+}
+
+#[tokio::test]
+async fn staff_import_is_all_or_nothing_with_line_numbers() {
+    for ts in stores().await {
+        let store = &ts.store;
+        with_groups(store, &["hr"]).await;
+        store
+            .staff_add("admin", &person("existing", &[]), NOW)
+            .await
+            .unwrap();
+        let rows = vec![
+            (2, person("a.one", &["hr"])),
+            (3, person("existing", &[])),
+            (4, person("a.two", &["ghosts"])),
+            (5, person("a.one", &[])),
+        ];
+        match store.staff_import("admin", &rows, NOW).await {
+            Err(ImportError::Rows(problems)) => {
+                let lines: Vec<u64> = problems.iter().map(|p| p.line).collect();
+                assert_eq!(lines, vec![3, 4, 5], "{ts:?}: {problems:?}");
+                assert!(problems[1].problem.contains("unknown group ghosts"));
+            }
+            other => panic!("{ts:?}: expected refusal, got {other:?}"),
+        }
+        assert_eq!(
+            store.staff_list().await.unwrap().len(),
+            1,
+            "{ts:?}: a refused import wrote rows"
+        );
+
+        let good = vec![(2, person("a.one", &["hr"])), (3, person("a.two", &[]))];
+        assert_eq!(store.staff_import("admin", &good, NOW).await.unwrap(), 2);
+        assert_eq!(store.staff_list().await.unwrap().len(), 3, "{ts:?}");
+    }
+}
+
+#[tokio::test]
+async fn apps_need_known_groups_and_can_be_removed() {
+    for ts in stores().await {
+        let store = &ts.store;
+        with_groups(store, &["hr"]).await;
+        let app = NewApp {
+            name: AppName::parse("hr-system").unwrap(),
+            target: Target::parse("hr.internal:443").unwrap(),
+            groups: vec![GroupName::parse("hr").unwrap()],
+            device_kind: DeviceKindRule::Managed,
+        };
+        let added = store.app_add("admin", &app, NOW).await.unwrap();
+        assert_eq!(added.allow_groups, vec!["hr"]);
+        assert_eq!(added.device_kind, "managed");
+        assert!(
+            matches!(
+                store.app_add("admin", &app, NOW).await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{ts:?}"
+        );
+        let mut bad = app.clone();
+        bad.name = AppName::parse("other").unwrap();
+        bad.groups = vec![GroupName::parse("nobody").unwrap()];
+        assert!(
+            matches!(
+                store.app_add("admin", &bad, NOW).await,
+                Err(StoreError::Invalid(_))
+            ),
+            "{ts:?}"
+        );
+        // A group in use cannot be removed.
+        let in_use = store
+            .group_remove("admin", &GroupName::parse("hr").unwrap(), NOW)
+            .await
+            .unwrap_err();
+        assert!(matches!(in_use, StoreError::Conflict(_)), "{ts:?}");
+        store.app_remove("admin", "hr-system", NOW).await.unwrap();
+        assert!(store.app_list().await.unwrap().is_empty());
+        assert!(matches!(
+            store.app_remove("admin", "hr-system", NOW).await,
+            Err(StoreError::NotFound(_))
+        ));
+        store
+            .group_remove("admin", &GroupName::parse("hr").unwrap(), NOW)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn enrolment_codes_are_single_use_even_under_a_race() {
+    for ts in stores().await {
+        let store = &ts.store;
+        store
+            .staff_add("admin", &person("j.smith", &[]), NOW)
+            .await
+            .unwrap();
+        let who = EnrolFor::Personal(Username::parse("j.smith").unwrap());
+
+        // In sequence.
+        store
+            .enrol_code_create("admin", &who, "hash-seq", 60_000, NOW)
+            .await
+            .unwrap();
+        let used = store.enrol_code_consume("hash-seq", NOW + 1).await.unwrap();
+        assert_eq!(used.enrol_for, who);
+        assert!(
+            matches!(
+                store.enrol_code_consume("hash-seq", NOW + 2).await,
+                Err(ConsumeError::Used)
+            ),
+            "{ts:?}"
+        );
+        assert!(
+            matches!(
+                store.enrol_code_consume("nope", NOW).await,
+                Err(ConsumeError::Unknown)
+            ),
+            "{ts:?}"
+        );
+
+        // Expired.
+        store
+            .enrol_code_create("admin", &who, "hash-old", 60_000, NOW)
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                store.enrol_code_consume("hash-old", NOW + 60_000).await,
+                Err(ConsumeError::Expired)
+            ),
+            "{ts:?}"
+        );
+
+        // 50 at once.
+        store
+            .enrol_code_create("admin", &who, "hash-race", 60_000, NOW)
+            .await
+            .unwrap();
+        let store = Arc::new(store.clone());
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store.enrol_code_consume("hash-race", NOW + 5).await
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(ConsumeError::Used) => {}
+                Err(e) => panic!("{ts:?}: unexpected {e}"),
+            }
+        }
+        assert_eq!(
+            ok, 1,
+            "{ts:?}: exactly one of 50 concurrent uses must succeed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn enrolment_codes_for_laptops_need_a_usable_laptop() {
+    for ts in stores().await {
+        let store = &ts.store;
+        let tag = AssetTag::parse("LT-001").unwrap();
+        let missing = store
+            .enrol_code_create("admin", &EnrolFor::Laptop(tag.clone()), "h1", 1000, NOW)
+            .await;
+        assert!(matches!(missing, Err(StoreError::NotFound(_))), "{ts:?}");
+        let laptop = NewLaptop {
+            asset_tag: tag.clone(),
+            serial: "SN1".into(),
+            model: "X1".into(),
+            status: "in-stock".into(),
+        };
+        store.laptop_add("admin", &laptop, NOW).await.unwrap();
+        store
+            .enrol_code_create("admin", &EnrolFor::Laptop(tag.clone()), "h1", 1000, NOW)
+            .await
+            .unwrap();
+        let used = store.enrol_code_consume("h1", NOW).await.unwrap();
+        assert_eq!(used.enrol_for, EnrolFor::Laptop(tag));
+    }
+}
+
+#[tokio::test]
+async fn audit_chain_verifies_and_names_an_edited_or_deleted_row() {
+    for ts in stores().await {
+        let store = &ts.store;
+        with_groups(store, &["a", "b", "c", "d", "e"]).await;
+        let report = store.audit_verify().await.unwrap();
+        assert!(report.ok, "{ts:?}: {report:?}");
+        assert_eq!(report.rows_checked, 5);
+
+        sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE seq = 3")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let report = store.audit_verify().await.unwrap();
+        assert!(!report.ok);
+        assert_eq!(report.bad_seq, Some(3), "{ts:?}: {report:?}");
+        assert!(report.problem.unwrap().contains("row 3 was edited"));
+        sqlx::query("UPDATE audit_log SET actor = 'admin' WHERE seq = 3")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert!(
+            store.audit_verify().await.unwrap().ok,
+            "{ts:?}: restoring the row restores the chain"
+        );
+
+        sqlx::query("DELETE FROM audit_log WHERE seq = 2")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let report = store.audit_verify().await.unwrap();
+        assert_eq!(report.bad_seq, Some(2), "{ts:?}: {report:?}");
+        assert!(report.problem.unwrap().contains("missing"));
+    }
+}
+
+#[tokio::test]
+async fn audit_chain_detects_a_deleted_tail() {
+    for ts in stores().await {
+        let store = &ts.store;
+        with_groups(store, &["a", "b", "c"]).await;
+        sqlx::query("DELETE FROM audit_log WHERE seq = 3")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let report = store.audit_verify().await.unwrap();
+        assert_eq!(report.bad_seq, Some(3), "{ts:?}: {report:?}");
+    }
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_a_replay_revokes_the_family() {
+    for ts in stores().await {
+        let store = &ts.store;
+        store
+            .staff_add("admin", &person("j.smith", &[]), NOW)
+            .await
+            .unwrap();
+        store
+            .refresh_issue("j.smith", "fp1", "r1", 60_000, NOW)
+            .await
+            .unwrap();
+        let rotated = store
+            .refresh_rotate("r1", "r2", "fp1", 60_000, NOW + 1)
+            .await
+            .unwrap();
+        assert_eq!(rotated.username, "j.smith");
+        assert!(
+            matches!(
+                store
+                    .refresh_rotate("r2", "r3", "fp2", 60_000, NOW + 2)
+                    .await,
+                Err(RefreshError::WrongDevice)
+            ),
+            "{ts:?}"
+        );
+        // r1 again: stolen. The family (r2 too) is revoked.
+        assert!(
+            matches!(
+                store
+                    .refresh_rotate("r1", "rx", "fp1", 60_000, NOW + 3)
+                    .await,
+                Err(RefreshError::Reused)
+            ),
+            "{ts:?}"
+        );
+        assert!(
+            matches!(
+                store
+                    .refresh_rotate("r2", "r3", "fp1", 60_000, NOW + 4)
+                    .await,
+                Err(RefreshError::Revoked)
+            ),
+            "{ts:?}"
+        );
+        assert!(matches!(
+            store.refresh_rotate("zz", "r3", "fp1", 60_000, NOW).await,
+            Err(RefreshError::Unknown)
+        ));
+
+        store
+            .refresh_issue("j.smith", "fp1", "s1", 60_000, NOW)
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                store
+                    .refresh_rotate("s1", "s2", "fp1", 60_000, NOW + 60_000)
+                    .await,
+                Err(RefreshError::Expired)
+            ),
+            "{ts:?}"
+        );
+        store
+            .refresh_issue("j.smith", "fp1", "t1", 60_000, NOW)
+            .await
+            .unwrap();
+        store
+            .staff_set_active("admin", "j.smith", false, NOW)
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                store
+                    .refresh_rotate("t1", "t2", "fp1", 60_000, NOW + 1)
+                    .await,
+                Err(RefreshError::Revoked)
+            ),
+            "{ts:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn api_tokens_expire_and_follow_their_owner() {
+    for ts in stores().await {
+        let store = &ts.store;
+        assert!(store.api_token_ensure_bootstrap("boot", NOW).await.unwrap());
+        assert!(
+            !store.api_token_ensure_bootstrap("boot", NOW).await.unwrap(),
+            "{ts:?}: inserted twice"
+        );
+        match store.api_token_lookup("boot", NOW).await.unwrap() {
+            TokenLookup::Valid(c) => assert!(c.admin && c.name == "bootstrap"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            store.api_token_lookup("nope", NOW).await.unwrap(),
+            TokenLookup::Unknown
+        );
+
+        let mut admin = person("boss", &[]);
+        admin.admin = true;
+        store.staff_add("bootstrap", &admin, NOW).await.unwrap();
+        store
+            .api_token_create("boss", true, "t-boss", 1000, NOW)
+            .await
+            .unwrap();
+        assert!(
+            matches!(store.api_token_lookup("t-boss", NOW).await.unwrap(), TokenLookup::Valid(ref c) if c.admin)
+        );
+        assert_eq!(
+            store.api_token_lookup("t-boss", NOW + 1000).await.unwrap(),
+            TokenLookup::Expired
+        );
+        store
+            .staff_set_active("bootstrap", "boss", false, NOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.api_token_lookup("t-boss", NOW).await.unwrap(),
+            TokenLookup::Disabled,
+            "{ts:?}"
+        );
+    }
+}
