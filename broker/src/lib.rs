@@ -3,10 +3,20 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod auth;
+pub mod broker;
 pub mod clock;
+pub mod config;
+pub mod csv_import;
 pub mod datadir;
+pub mod metrics;
 pub mod model;
+pub mod quic;
 pub mod secrets;
+pub mod state;
 pub mod store;
 pub mod testkit;
+
+pub use broker::{Broker, StartError};
+pub use config::Settings;

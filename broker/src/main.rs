@@ -1,1 +1,261 @@
-fn main() {}
+//! `lanyard-broker`: serve, migrate, check-config.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use lanyard_broker::config::{FileConfig, Overrides, Settings};
+use lanyard_broker::store::{redact_url, Store};
+use lanyard_broker::Broker;
+
+/// Lanyard broker: zero-trust remote access for staff, and the council's
+/// laptop inventory.
+///
+/// Start it with `lanyard-broker serve`. On first start it creates, in the
+/// data dir, the CA (ca.pem is what agents and the CLI trust), the token
+/// signing key and a bootstrap admin token (DIR/admin-token) for the
+/// `lanyard` CLI.
+#[derive(Debug, Parser)]
+#[command(name = "lanyard-broker", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker: the HTTPS admin API and the QUIC endpoint for agents.
+    ///
+    /// Prints one line when ready:
+    /// `lanyard-broker ready api=https://HOST:PORT quic=HOST:PORT ca=sha256:HEX`.
+    /// SIGTERM or Ctrl-C stops accepting and drains for up to --grace-period;
+    /// a second signal exits at once.
+    Serve(ServeArgs),
+    /// Apply the store's migrations and exit (serve also does this at start).
+    Migrate(StoreArgs),
+    /// Check a TOML config file and print the settings it gives.
+    CheckConfig(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// Where keys, the CA, the admin token and the SQLite database live.
+    #[arg(long, env = "LANYARD_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Use PostgreSQL (postgres://...) instead of SQLite in the data dir.
+    #[arg(
+        long,
+        env = "LANYARD_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
+    /// A TOML config file (see broker/tests/fixtures/valid.toml for every key).
+    #[arg(long, env = "LANYARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// HTTPS admin API address [default: 127.0.0.1:8443]; port 0 picks a free port.
+    #[arg(long, env = "LANYARD_API_LISTEN", value_name = "ADDR")]
+    api_listen: Option<String>,
+    /// QUIC (UDP) address agents connect to [default: 0.0.0.0:4433]; port 0 picks a free port.
+    #[arg(long, env = "LANYARD_QUIC_LISTEN", value_name = "ADDR")]
+    quic_listen: Option<String>,
+    /// The HOST:PORT laptops use to reach the QUIC listener; goes into enrolment codes.
+    #[arg(long, env = "LANYARD_PUBLIC_ADDR", value_name = "HOST:PORT")]
+    public_addr: Option<String>,
+    /// Another DNS name or address for the broker's certificate (repeatable).
+    #[arg(
+        long = "server-name",
+        env = "LANYARD_SERVER_NAMES",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    server_names: Vec<String>,
+    /// Serve the API with this certificate chain (PEM) instead of one from the broker's CA.
+    #[arg(
+        long,
+        env = "LANYARD_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) for --tls-cert.
+    #[arg(
+        long,
+        env = "LANYARD_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// How long to drain live connections on SIGTERM [default: 30s].
+    #[arg(long, env = "LANYARD_GRACE_PERIOD", value_name = "DURATION")]
+    grace_period: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The TOML config file to check.
+    #[arg(long, env = "LANYARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LANYARD_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,quinn=warn,rustls=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn settings(store: StoreArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Settings> {
+    let file = match &store.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let mut over = Overrides {
+        data_dir: store.data_dir,
+        database_url: store.database_url,
+        ..Overrides::default()
+    };
+    if let Some(s) = serve {
+        over.api_listen = s.api_listen.clone();
+        over.quic_listen = s.quic_listen.clone();
+        over.public_addr = s.public_addr.clone();
+        over.server_names = s.server_names.clone();
+        over.tls_cert = s.tls_cert.clone();
+        over.tls_key = s.tls_key.clone();
+        over.grace_period = s.grace_period.clone();
+    }
+    Ok(Settings::resolve(over, file)?)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = StoreArgs {
+        data_dir: args.store.data_dir.clone(),
+        database_url: args.store.database_url.clone(),
+        config: args.store.config.clone(),
+    };
+    let settings = settings(store, Some(&args))?;
+    let broker = Broker::start(settings).await?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", broker.ready_line())?;
+        out.flush()?;
+    }
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = first_tx.send(());
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    broker
+        .serve(async {
+            let _ = first_rx.await;
+        })
+        .await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
+    let settings = settings(args, None)?;
+    lanyard_broker::datadir::DataDir::open(&settings.data_dir)?;
+    let url = settings.database_url();
+    let store = Store::connect(&url)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the store at {}: {e}", redact_url(&url)))?;
+    let applied = store.migrate().await?;
+    println!("migrations applied: {applied} (store {})", redact_url(&url));
+    store.close().await;
+    Ok(())
+}
+
+fn check_config(args: CheckArgs) -> anyhow::Result<()> {
+    let Some(path) = args.config else {
+        anyhow::bail!("no config file given; pass --config FILE (or set LANYARD_CONFIG)");
+    };
+    let s = Settings::resolve(Overrides::default(), FileConfig::load(&path)?)?;
+    println!("config ok: {}", path.display());
+    println!("  data_dir      {}", s.data_dir.display());
+    println!("  database      {}", redact_url(&s.database_url()));
+    println!("  api_listen    {}", s.api_listen);
+    println!("  quic_listen   {}", s.quic_listen);
+    println!(
+        "  public_addr   {}",
+        s.public_addr
+            .as_deref()
+            .unwrap_or("(derived from quic_listen)")
+    );
+    println!(
+        "  grace_period  {}",
+        humantime::format_duration(s.grace_period)
+    );
+    println!(
+        "  access_ttl    {}",
+        humantime::format_duration(s.access_ttl)
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::CheckConfig(args) = cli.command {
+        return report(check_config(args));
+    }
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return report(Err(e.into())),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Migrate(args) => migrate(args).await,
+            Command::CheckConfig(_) => unreachable!("handled above"),
+        }
+    });
+    report(result)
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            let mut line = chain[0].clone();
+            for c in &chain[1..] {
+                if !line.contains(c.as_str()) {
+                    line.push_str(": ");
+                    line.push_str(c);
+                }
+            }
+            eprintln!("lanyard-broker: error: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}

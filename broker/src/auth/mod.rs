@@ -3,5 +3,6 @@
 pub mod ca;
 pub mod password;
 pub mod sealed;
+pub mod signin;
 pub mod tokens;
 pub mod totp;

@@ -78,9 +78,11 @@ impl Store {
                         .fetch_optional(tx.conn())
                         .await?;
                 match status.as_deref() {
-                    None => return Err(StoreError::NotFound(format!(
+                    None => {
+                        return Err(StoreError::NotFound(format!(
                         "no laptop with asset tag {tag}; add it first with `lanyard devices add`"
-                    ))),
+                    )))
+                    }
                     Some(s @ ("lost" | "retired")) => {
                         return Err(StoreError::Invalid(format!(
                             "laptop {tag} is {s}; it cannot be enrolled"

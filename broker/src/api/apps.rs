@@ -1,0 +1,72 @@
+//! `/api/v1/apps`: internal apps and who may reach them.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::auth::Admin;
+use super::error::ApiResult;
+use super::JsonBody;
+use crate::clock::now_ms;
+use crate::model::{AppName, DeviceKindRule, GroupName, Target};
+use crate::state::AppState;
+use crate::store::apps::{App, NewApp};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/apps", get(list).post(add))
+        .route("/apps/{name}", delete(remove))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppRequest {
+    name: String,
+    target: String,
+    #[serde(default)]
+    allow_groups: Vec<String>,
+    #[serde(default)]
+    device_kind: Option<String>,
+}
+
+async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Vec<App>>> {
+    Ok(Json(state.store.app_list().await?))
+}
+
+async fn add(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    JsonBody(req): JsonBody<AppRequest>,
+) -> ApiResult<(StatusCode, Json<App>)> {
+    let mut groups = Vec::new();
+    for g in &req.allow_groups {
+        let g = GroupName::parse(g)?;
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    let new = NewApp {
+        name: AppName::parse(&req.name)?,
+        target: Target::parse(&req.target)?,
+        groups,
+        device_kind: DeviceKindRule::parse(req.device_kind.as_deref().unwrap_or("any"))?,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(state.store.app_add(&caller.name, &new, now_ms()).await?),
+    ))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    state
+        .store
+        .app_remove(&caller.name, &name, now_ms())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,76 @@
+//! `/api/v1/audit`: read and verify the hash-chained audit log.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Admin;
+use super::error::{ApiError, ApiResult};
+use super::QueryParams;
+use crate::clock::{duration_ms, now_ms, parse_rfc3339};
+use crate::state::AppState;
+use crate::store::audit::{AuditFilter, AuditRow, VerifyReport};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/audit", get(list))
+        .route("/audit/verify", get(verify))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// RFC 3339 time (`2026-11-01T09:00:00Z`), a date, or an age like `24h`.
+    since: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Entry {
+    at: String,
+    #[serde(flatten)]
+    row: AuditRow,
+}
+
+fn parse_since(s: &str) -> Result<i64, ApiError> {
+    if let Some(t) = parse_rfc3339(s) {
+        return Ok(t);
+    }
+    humantime::parse_duration(s.trim())
+        .map(|d| now_ms() - duration_ms(d))
+        .map_err(|_| {
+            ApiError::bad(format!(
+                "bad --since {s:?}: use a time like 2026-11-01T09:00:00Z or an age like 24h"
+            ))
+        })
+}
+
+async fn list(
+    State(state): State<AppState>,
+    _admin: Admin,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> ApiResult<Json<Vec<Entry>>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad("limit must be between 1 and 10000"));
+    }
+    let filter = AuditFilter {
+        since: q.since.as_deref().map(parse_since).transpose()?,
+        actor: q.actor,
+        action_prefix: q.action,
+        limit,
+    };
+    let rows = state.store.audit_list(&filter).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|row| Entry { at: row.at(), row })
+            .collect(),
+    ))
+}
+
+async fn verify(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<VerifyReport>> {
+    Ok(Json(state.store.audit_verify().await?))
+}

@@ -1,0 +1,106 @@
+//! `/api/v1/enrolment-codes`: single-use codes that enrol one device.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use lanyard_proto::enrol::{EnrolmentCode, SECRET_LEN};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Admin;
+use super::error::{ApiError, ApiResult};
+use super::JsonBody;
+use crate::clock::{duration_ms, now_ms};
+use crate::model::{AssetTag, Username};
+use crate::state::AppState;
+use crate::store::enrol::EnrolFor;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/enrolment-codes", post(create))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeRequest {
+    #[serde(default)]
+    device: Option<String>,
+    #[serde(default)]
+    personal: Option<String>,
+    /// A duration such as `24h` or `30m`.
+    #[serde(default)]
+    ttl: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct CodeResponse {
+    /// The one string to hand to the laptop's user. Shown once.
+    code: String,
+    id: String,
+    kind: &'static str,
+    #[serde(rename = "for")]
+    for_: String,
+    broker: String,
+    expires_at: String,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    JsonBody(req): JsonBody<CodeRequest>,
+) -> ApiResult<(StatusCode, Json<CodeResponse>)> {
+    let what = match (req.device.as_deref(), req.personal.as_deref()) {
+        (Some(tag), None) => EnrolFor::Laptop(AssetTag::parse(tag)?),
+        (None, Some(user)) => EnrolFor::Personal(Username::parse(user)?),
+        _ => {
+            return Err(ApiError::bad(
+                "give exactly one of --device ASSET_TAG or --personal USERNAME",
+            ))
+        }
+    };
+    let ttl = match req.ttl.as_deref() {
+        None => state.settings.code_ttl,
+        Some(s) => humantime::parse_duration(s.trim())
+            .map_err(|_| ApiError::bad(format!("bad ttl {s:?}: use a duration like 30m or 24h")))?,
+    };
+    if ttl.as_secs() < 60 || ttl > state.settings.max_code_ttl {
+        return Err(ApiError::bad(format!(
+            "ttl must be between 1m and {}",
+            humantime::format_duration(state.settings.max_code_ttl)
+        )));
+    }
+    let secret: [u8; SECRET_LEN] = crate::secrets::random_bytes();
+    let code = EnrolmentCode {
+        broker_addr: state.public_quic_addr.clone(),
+        ca_fingerprint: state.ca.fingerprint(),
+        secret,
+    };
+    let issued = state
+        .store
+        .enrol_code_create(
+            &caller.name,
+            &what,
+            &crate::secrets::hash_secret(&secret),
+            duration_ms(ttl),
+            now_ms(),
+        )
+        .await?;
+    state
+        .metrics
+        .enrol_codes_created
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let for_ = match &what {
+        EnrolFor::Laptop(t) => format!("laptop {t}"),
+        EnrolFor::Personal(u) => format!("personal device of {u}"),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(CodeResponse {
+            code: code.encode(),
+            id: issued.id,
+            kind: issued.kind,
+            for_,
+            broker: state.public_quic_addr.clone(),
+            expires_at: issued.expires_at,
+        }),
+    ))
+}

@@ -1,0 +1,69 @@
+//! `/api/v1/groups`
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::auth::Admin;
+use super::error::ApiResult;
+use super::JsonBody;
+use crate::clock::now_ms;
+use crate::model::{parse_text, GroupName};
+use crate::state::AppState;
+use crate::store::groups::Group;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/groups", get(list).post(add))
+        .route("/groups/{name}", delete(remove))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGroup {
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Vec<Group>>> {
+    Ok(Json(state.store.group_list().await?))
+}
+
+async fn add(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    JsonBody(req): JsonBody<NewGroup>,
+) -> ApiResult<(StatusCode, Json<Group>)> {
+    let name = GroupName::parse(&req.name)?;
+    let description = parse_text("description", &req.description, 200, false)?;
+    state
+        .store
+        .group_add(&caller.name, &name, &description, now_ms())
+        .await?;
+    let group = state
+        .store
+        .group_list()
+        .await?
+        .into_iter()
+        .find(|g| g.name == name.as_str());
+    Ok((
+        StatusCode::CREATED,
+        Json(group.ok_or(super::error::ApiError::Internal)?),
+    ))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let name = GroupName::parse(&name)?;
+    state
+        .store
+        .group_remove(&caller.name, &name, now_ms())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

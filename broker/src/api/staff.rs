@@ -1,0 +1,273 @@
+//! `/api/v1/staff`: people, their groups, passwords and second factor.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Admin;
+use super::error::{rows_refused, ApiError, ApiResult};
+use super::JsonBody;
+use crate::auth::{password, totp};
+use crate::clock::now_ms;
+use crate::model::{parse_email, parse_text, GroupName, Priority, Username};
+use crate::state::AppState;
+use crate::store::staff::{NewStaff, RowProblem, Staff};
+
+pub const CSV_COLUMNS: [&str; 6] = [
+    "username",
+    "name",
+    "email",
+    "department",
+    "priority",
+    "groups",
+];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/staff", get(list).post(add))
+        .route("/staff/import", post(import))
+        .route("/staff/{username}", get(show))
+        .route("/staff/{username}/disable", post(disable))
+        .route("/staff/{username}/enable", post(enable))
+        .route("/staff/{username}/password", post(set_password))
+        .route(
+            "/staff/{username}/totp",
+            post(enable_totp).delete(disable_totp),
+        )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffRequest {
+    pub username: String,
+    pub name: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub department: String,
+    #[serde(default)]
+    pub priority: Option<u8>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+fn parse_groups<'a>(
+    groups: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<GroupName>, crate::model::Invalid> {
+    let mut out: Vec<GroupName> = Vec::new();
+    for g in groups {
+        let g = GroupName::parse(g)?;
+        if !out.contains(&g) {
+            out.push(g);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_staff(
+    username: &str,
+    name: &str,
+    email: &str,
+    department: &str,
+    priority: &str,
+    groups: Vec<GroupName>,
+) -> Result<NewStaff, crate::model::Invalid> {
+    Ok(NewStaff {
+        username: Username::parse(username)?,
+        name: parse_text("name", name, 200, true)?,
+        email: parse_email(email)?,
+        department: parse_text("department", department, 100, false)?,
+        priority: Priority::parse(priority)?,
+        groups,
+        admin: false,
+        password_hash: None,
+    })
+}
+
+async fn hash_password(pw: String) -> ApiResult<String> {
+    tokio::task::spawn_blocking(move || password::hash(&pw))
+        .await
+        .map_err(|_| ApiError::Internal)?
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+async fn add(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    JsonBody(req): JsonBody<StaffRequest>,
+) -> ApiResult<(StatusCode, Json<Staff>)> {
+    let priority = req
+        .priority
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "3".into());
+    let groups = parse_groups(req.groups.iter().map(String::as_str))?;
+    let mut new = parse_staff(
+        &req.username,
+        &req.name,
+        &req.email,
+        &req.department,
+        &priority,
+        groups,
+    )?;
+    new.admin = req.admin;
+    if let Some(pw) = req.password {
+        new.password_hash = Some(hash_password(pw).await?);
+    }
+    let staff = state.store.staff_add(&caller.name, &new, now_ms()).await?;
+    Ok((StatusCode::CREATED, Json(staff)))
+}
+
+#[derive(Debug, Serialize)]
+struct Imported {
+    imported: usize,
+}
+
+/// The body is the CSV file itself.
+async fn import(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    body: String,
+) -> ApiResult<Json<Imported>> {
+    let rows = crate::csv_import::read(&body, &CSV_COLUMNS).map_err(rows_refused)?;
+    let mut parsed = Vec::with_capacity(rows.len());
+    let mut problems = Vec::new();
+    for row in &rows {
+        let groups = parse_groups(
+            row.get("groups")
+                .split([';', ' '])
+                .filter(|g| !g.is_empty()),
+        );
+        let result = groups.and_then(|groups| {
+            parse_staff(
+                row.get("username"),
+                row.get("name"),
+                row.get("email"),
+                row.get("department"),
+                row.get("priority"),
+                groups,
+            )
+        });
+        match result {
+            Ok(s) => parsed.push((row.line, s)),
+            Err(e) => problems.push(RowProblem {
+                line: row.line,
+                problem: e.0,
+            }),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(rows_refused(problems));
+    }
+    if parsed.is_empty() {
+        return Err(ApiError::bad("the file has a header but no rows"));
+    }
+    let imported = state
+        .store
+        .staff_import(&caller.name, &parsed, now_ms())
+        .await?;
+    Ok(Json(Imported { imported }))
+}
+
+async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Vec<Staff>>> {
+    Ok(Json(state.store.staff_list().await?))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(username): Path<String>,
+) -> ApiResult<Json<Staff>> {
+    Ok(Json(state.store.staff_get(&username).await?))
+}
+
+async fn disable(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(username): Path<String>,
+) -> ApiResult<Json<Staff>> {
+    if caller.name == username {
+        return Err(ApiError::bad("you cannot disable yourself"));
+    }
+    Ok(Json(
+        state
+            .store
+            .staff_set_active(&caller.name, &username, false, now_ms())
+            .await?,
+    ))
+}
+
+async fn enable(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(username): Path<String>,
+) -> ApiResult<Json<Staff>> {
+    Ok(Json(
+        state
+            .store
+            .staff_set_active(&caller.name, &username, true, now_ms())
+            .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordRequest {
+    password: String,
+}
+
+async fn set_password(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(username): Path<String>,
+    JsonBody(req): JsonBody<PasswordRequest>,
+) -> ApiResult<StatusCode> {
+    let hash = hash_password(req.password).await?;
+    state
+        .store
+        .staff_set_password(&caller.name, &username, &hash, now_ms())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize)]
+struct TotpEnrolled {
+    username: String,
+    otpauth_uri: String,
+}
+
+/// Makes a new TOTP secret; the URI is shown this once and never again.
+async fn enable_totp(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(username): Path<String>,
+) -> ApiResult<Json<TotpEnrolled>> {
+    let username = Username::parse(&username)?;
+    let secret = totp::new_secret();
+    let sealed = state.seal.seal(&secret, username.as_str());
+    state
+        .store
+        .staff_set_totp(&caller.name, username.as_str(), Some(&sealed), now_ms())
+        .await?;
+    Ok(Json(TotpEnrolled {
+        otpauth_uri: totp::otpauth_uri(&secret, username.as_str()),
+        username: username.to_string(),
+    }))
+}
+
+async fn disable_totp(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(username): Path<String>,
+) -> ApiResult<StatusCode> {
+    state
+        .store
+        .staff_set_totp(&caller.name, &username, None, now_ms())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,260 @@
+//! The broker's life: start (data dir, keys, store, listeners), serve, stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::ca::{Ca, CaError};
+use crate::auth::sealed::SealKey;
+use crate::auth::tokens::TokenKeys;
+use crate::clock::now_ms;
+use crate::config::Settings;
+use crate::datadir::{DataDir, DataDirError};
+use crate::metrics::Metrics;
+use crate::quic::{self, QuicError};
+use crate::state::{AppState, Shared};
+use crate::store::{redact_url, Store, StoreError};
+
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error("cannot open the store at {url}: {source}")]
+    Store { url: String, source: StoreError },
+    #[error("cannot listen on TCP {addr} for the API: {source}")]
+    BindApi {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Quic(#[from] QuicError),
+    #[error("API TLS: {0}")]
+    Tls(String),
+}
+
+/// A broker whose listeners are bound and whose store is ready.
+pub struct Broker {
+    shared: AppState,
+    api_listener: TcpListener,
+    api_tls: TlsAcceptor,
+    endpoint: quinn::Endpoint,
+    api_addr: SocketAddr,
+    quic_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("api", &self.api_addr)
+            .field("quic", &self.quic_addr)
+            .finish()
+    }
+}
+
+fn local_hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+fn api_tls(settings: &Settings, ca: &Ca, names: &[String]) -> Result<TlsAcceptor, StartError> {
+    let (chain, key): (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) = match &settings.tls {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    StartError::Tls(format!("cannot read --tls-cert {}: {e:?}", cert.display()))
+                })?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                StartError::Tls(format!("cannot read --tls-key {}: {e:?}", key.display()))
+            })?;
+            (chain, key)
+        }
+        None => ca.issue_server_cert(names)?,
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StartError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+impl Broker {
+    /// Prepares the data dir (first start makes the CA, keys and admin
+    /// token), opens and migrates the store, and binds both listeners.
+    pub async fn start(settings: Settings) -> Result<Self, StartError> {
+        let dir = DataDir::open(&settings.data_dir)?;
+        let ca = Ca::load_or_create(&dir)?;
+        let token_keys = TokenKeys::load_or_create(&dir)?;
+        let seal = SealKey::load_or_create(&dir)?;
+        let (admin_token, created) = dir.read_or_create(ADMIN_TOKEN_FILE, || {
+            format!("{}\n", crate::secrets::new_token("lyt_")).into_bytes()
+        })?;
+        if created {
+            tracing::info!(path = %dir.file(ADMIN_TOKEN_FILE).display(), "wrote the bootstrap admin token");
+        }
+        let admin_token = String::from_utf8_lossy(&admin_token).trim().to_owned();
+
+        if settings.database_url.is_none() {
+            // SQLite gives its -wal and -shm files the database file's mode:
+            // create it 0600 first, since it holds password hashes.
+            let db = dir.file("lanyard.db");
+            if !db.exists() {
+                use std::os::unix::fs::OpenOptionsExt;
+                let _ = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&db);
+            }
+        }
+        let url = settings.database_url();
+        let store_err = |source| StartError::Store {
+            url: redact_url(&url),
+            source,
+        };
+        let store = Store::connect(&url).await.map_err(store_err)?;
+        let applied = store.migrate().await.map_err(store_err)?;
+        if applied > 0 {
+            tracing::info!(applied, "applied store migrations");
+        }
+        store
+            .api_token_ensure_bootstrap(
+                &crate::secrets::hash_secret(admin_token.as_bytes()),
+                now_ms(),
+            )
+            .await
+            .map_err(store_err)?;
+
+        let mut names = settings.server_names.clone();
+        names.extend(local_hostname());
+        if let Some(host) = settings
+            .public_addr
+            .as_deref()
+            .and_then(|a| a.rsplit_once(':'))
+            .map(|(h, _)| h)
+        {
+            names.push(host.trim_matches(['[', ']']).to_owned());
+        }
+        let api_tls = api_tls(&settings, &ca, &names)?;
+        let api_listener = TcpListener::bind(settings.api_listen)
+            .await
+            .map_err(|source| StartError::BindApi {
+                addr: settings.api_listen,
+                source,
+            })?;
+        let api_addr = api_listener
+            .local_addr()
+            .map_err(|source| StartError::BindApi {
+                addr: settings.api_listen,
+                source,
+            })?;
+
+        let (chain, key) = ca.issue_server_cert(&names)?;
+        let endpoint = quic::bind(settings.quic_listen, quic::server_config(chain, key)?)?;
+        let quic_addr = endpoint.local_addr().map_err(|source| QuicError::Bind {
+            addr: settings.quic_listen,
+            source,
+        })?;
+
+        let public_quic_addr = match &settings.public_addr {
+            Some(p) => p.clone(),
+            None if quic_addr.ip().is_unspecified() => {
+                let addr = format!("127.0.0.1:{}", quic_addr.port());
+                tracing::warn!(
+                    %addr,
+                    "no --public-addr: enrolment codes will send agents to {addr}; set --public-addr to the address laptops use"
+                );
+                addr
+            }
+            None => quic_addr.to_string(),
+        };
+        let shared = Arc::new(Shared {
+            store,
+            ca,
+            token_keys,
+            seal,
+            metrics: Metrics::default(),
+            settings,
+            public_quic_addr,
+            started_at_secs: now_ms() / 1000,
+            throttle: Default::default(),
+        });
+        Ok(Self {
+            shared,
+            api_listener,
+            api_tls,
+            endpoint,
+            api_addr,
+            quic_addr,
+        })
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.shared
+    }
+
+    pub fn admin_token_path(&self) -> std::path::PathBuf {
+        self.shared.settings.data_dir.join(ADMIN_TOKEN_FILE)
+    }
+
+    /// The one line printed when the broker is ready.
+    pub fn ready_line(&self) -> String {
+        format!(
+            "lanyard-broker ready api=https://{} quic={} ca=sha256:{}",
+            self.api_addr,
+            self.quic_addr,
+            self.shared.ca.fingerprint_hex()
+        )
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and drains
+    /// open work for up to the grace period (less if it finishes sooner).
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let grace = self.shared.settings.grace_period;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let api = tokio::spawn(crate::api::serve(
+            self.api_listener,
+            self.api_tls,
+            self.shared.clone(),
+            stop_rx.clone(),
+            grace,
+        ));
+        let quic = tokio::spawn(quic::serve(
+            self.endpoint.clone(),
+            self.shared.clone(),
+            stop_rx,
+        ));
+        shutdown.await;
+        tracing::info!(grace = %humantime::format_duration(grace), "stopping: no new connections; draining");
+        let _ = stop_tx.send(true);
+        let _ = quic.await;
+        self.endpoint.close(0u32.into(), b"broker stopping");
+        let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
+        let _ = api.await;
+        self.shared.store.close().await;
+        tracing::info!("stopped");
+    }
+}

@@ -1,0 +1,413 @@
+//! Configuration: a TOML file (every table refuses unknown keys), flags and
+//! environment variables, resolved into [`Settings`] with every value
+//! checked and defaulted. Precedence: flag or environment, then the file,
+//! then the default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub const DEFAULT_DATA_DIR: &str = "./lanyard-data";
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8443";
+pub const DEFAULT_QUIC_LISTEN: &str = "0.0.0.0:4433";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("bad value for {field}: {message}")]
+    Value {
+        field: &'static str,
+        message: String,
+    },
+}
+
+fn value_err(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Value {
+        field,
+        message: message.into(),
+    }
+}
+
+/// The config file, as written. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub api_listen: Option<String>,
+    pub quic_listen: Option<String>,
+    /// The `host:port` laptops use to reach the QUIC listener (put in enrolment codes).
+    pub public_addr: Option<String>,
+    /// Extra DNS names or addresses for the broker's server certificate.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub grace_period: Option<String>,
+    #[serde(default)]
+    pub tokens: TokensConfig,
+    #[serde(default)]
+    pub enrolment: EnrolmentConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensConfig {
+    /// Lifetime of an agent's access token (default 15m).
+    pub access_ttl: Option<String>,
+    /// Lifetime of a refresh token (default 12h).
+    pub refresh_ttl: Option<String>,
+    /// Lifetime of an API token from `lanyard login` (default 12h).
+    pub api_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolmentConfig {
+    /// Default lifetime of an enrolment code (default 24h).
+    pub code_ttl: Option<String>,
+    /// The longest lifetime an admin may ask for (default 7d).
+    pub max_code_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Concurrent HTTPS connections to the admin API (default 512).
+    pub http_connections: Option<usize>,
+    /// Time allowed for one API request, body included (default 30s).
+    pub http_request_timeout: Option<String>,
+    /// Largest request body, in bytes (default 8 MiB, for CSV imports).
+    pub http_body_bytes: Option<usize>,
+}
+
+/// Everything the broker needs, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    /// `None`: SQLite in the data dir.
+    pub database_url: Option<String>,
+    pub api_listen: SocketAddr,
+    pub quic_listen: SocketAddr,
+    pub public_addr: Option<String>,
+    pub server_names: Vec<String>,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub grace_period: Duration,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub api_token_ttl: Duration,
+    pub code_ttl: Duration,
+    pub max_code_ttl: Duration,
+    pub http_connections: usize,
+    pub http_request_timeout: Duration,
+    pub http_body_bytes: usize,
+}
+
+/// Values from flags and the environment (clap fills these).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub api_listen: Option<String>,
+    pub quic_listen: Option<String>,
+    pub public_addr: Option<String>,
+    pub server_names: Vec<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub grace_period: Option<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+    }
+}
+
+fn duration(
+    field: &'static str,
+    value: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(s) => humantime::parse_duration(s.trim()).map_err(|e| {
+            value_err(
+                field,
+                format!("{s:?} is not a duration like 30s, 15m or 12h ({e})"),
+            )
+        }),
+    }
+}
+
+fn addr(
+    field: &'static str,
+    value: Option<&str>,
+    default: &str,
+) -> Result<SocketAddr, ConfigError> {
+    let s = value.unwrap_or(default).trim();
+    s.parse().map_err(|_| {
+        value_err(
+            field,
+            format!("{s:?} is not an address like 127.0.0.1:8443 (port 0 picks a free port)"),
+        )
+    })
+}
+
+impl Settings {
+    /// Resolves flags over the file over defaults, checking every value.
+    pub fn resolve(over: Overrides, file: FileConfig) -> Result<Self, ConfigError> {
+        let database_url = over
+            .database_url
+            .or(file.database_url)
+            .filter(|u| !u.trim().is_empty());
+        if let Some(url) = &database_url {
+            let ok = ["sqlite:", "postgres://", "postgresql://"]
+                .iter()
+                .any(|p| url.starts_with(p));
+            if !ok {
+                return Err(value_err(
+                    "database_url",
+                    format!(
+                        "{} is not a sqlite:// or postgres:// URL",
+                        crate::store::redact_url(url)
+                    ),
+                ));
+            }
+        }
+        let public_addr = over.public_addr.or(file.public_addr);
+        if let Some(p) = &public_addr {
+            if !lanyard_proto::enrol::valid_host_port(p) {
+                return Err(value_err("public_addr", format!("{p:?} is not HOST:PORT")));
+            }
+        }
+        let mut server_names = file.server_names;
+        server_names.extend(over.server_names);
+        for n in &server_names {
+            if n.is_empty() || n.contains(char::is_whitespace) {
+                return Err(value_err(
+                    "server_names",
+                    format!("{n:?} is not a DNS name or address"),
+                ));
+            }
+        }
+        let tls = match (
+            over.tls_cert.or(file.tls_cert),
+            over.tls_key.or(file.tls_key),
+        ) {
+            (None, None) => None,
+            (Some(c), Some(k)) => Some((c, k)),
+            _ => {
+                return Err(value_err(
+                    "tls_cert",
+                    "give both tls_cert and tls_key, or neither",
+                ))
+            }
+        };
+        let limits = file.limits;
+        let http_connections = limits.http_connections.unwrap_or(512);
+        if http_connections == 0 {
+            return Err(value_err("limits.http_connections", "must be at least 1"));
+        }
+        let http_body_bytes = limits.http_body_bytes.unwrap_or(8 * 1024 * 1024);
+        if !(1024..=256 * 1024 * 1024).contains(&http_body_bytes) {
+            return Err(value_err(
+                "limits.http_body_bytes",
+                "must be between 1024 and 268435456",
+            ));
+        }
+        let settings = Settings {
+            data_dir: over
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            database_url,
+            api_listen: addr(
+                "api_listen",
+                over.api_listen.as_deref().or(file.api_listen.as_deref()),
+                DEFAULT_API_LISTEN,
+            )?,
+            quic_listen: addr(
+                "quic_listen",
+                over.quic_listen.as_deref().or(file.quic_listen.as_deref()),
+                DEFAULT_QUIC_LISTEN,
+            )?,
+            public_addr,
+            server_names,
+            tls,
+            grace_period: duration(
+                "grace_period",
+                over.grace_period
+                    .as_deref()
+                    .or(file.grace_period.as_deref()),
+                Duration::from_secs(30),
+            )?,
+            access_ttl: duration(
+                "tokens.access_ttl",
+                file.tokens.access_ttl.as_deref(),
+                Duration::from_secs(15 * 60),
+            )?,
+            refresh_ttl: duration(
+                "tokens.refresh_ttl",
+                file.tokens.refresh_ttl.as_deref(),
+                Duration::from_secs(12 * 3600),
+            )?,
+            api_token_ttl: duration(
+                "tokens.api_ttl",
+                file.tokens.api_ttl.as_deref(),
+                Duration::from_secs(12 * 3600),
+            )?,
+            code_ttl: duration(
+                "enrolment.code_ttl",
+                file.enrolment.code_ttl.as_deref(),
+                Duration::from_secs(24 * 3600),
+            )?,
+            max_code_ttl: duration(
+                "enrolment.max_code_ttl",
+                file.enrolment.max_code_ttl.as_deref(),
+                Duration::from_secs(7 * 24 * 3600),
+            )?,
+            http_connections,
+            http_request_timeout: duration(
+                "limits.http_request_timeout",
+                limits.http_request_timeout.as_deref(),
+                Duration::from_secs(30),
+            )?,
+            http_body_bytes,
+        };
+        if settings.access_ttl < Duration::from_secs(60)
+            || settings.access_ttl > Duration::from_secs(24 * 3600)
+        {
+            return Err(value_err("tokens.access_ttl", "must be between 1m and 24h"));
+        }
+        if settings.code_ttl > settings.max_code_ttl {
+            return Err(value_err(
+                "enrolment.code_ttl",
+                "is longer than enrolment.max_code_ttl",
+            ));
+        }
+        Ok(settings)
+    }
+
+    /// Settings for a broker in a test: loopback, port 0, the given store.
+    pub fn for_test(data_dir: &Path, database_url: Option<String>) -> Self {
+        let over = Overrides {
+            data_dir: Some(data_dir.to_owned()),
+            database_url,
+            api_listen: Some("127.0.0.1:0".into()),
+            quic_listen: Some("127.0.0.1:0".into()),
+            grace_period: Some("5s".into()),
+            ..Overrides::default()
+        };
+        Self::resolve(over, FileConfig::default()).expect("test settings are valid")
+    }
+
+    /// The database URL, defaulting to SQLite in the data dir.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| crate::store::Store::sqlite_url(&self.data_dir.join("lanyard.db")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(text: &str) -> Result<Settings, ConfigError> {
+        Settings::resolve(
+            Overrides::default(),
+            FileConfig::parse(text).map_err(|m| value_err("file", m))?,
+        )
+    }
+
+    #[test]
+    fn empty_config_gives_the_documented_defaults() {
+        let s = resolve("").unwrap();
+        assert_eq!(s.api_listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(s.quic_listen.to_string(), "0.0.0.0:4433");
+        assert_eq!(s.data_dir, PathBuf::from("./lanyard-data"));
+        assert_eq!(s.grace_period, Duration::from_secs(30));
+        assert!(s
+            .database_url()
+            .starts_with("sqlite://./lanyard-data/lanyard.db"));
+    }
+
+    #[test]
+    fn the_valid_fixture_parses() {
+        let s = resolve(include_str!("../tests/fixtures/valid.toml")).unwrap();
+        assert_eq!(
+            s.public_addr.as_deref(),
+            Some("broker.council.example:4433")
+        );
+        assert_eq!(s.access_ttl, Duration::from_secs(600));
+        assert_eq!(s.http_connections, 256);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_everywhere() {
+        for text in [
+            "colour = 'blue'",
+            "[tokens]\naccess_tll = '5m'",
+            "[limits]\nhttp_conns = 3",
+            "[nope]",
+        ] {
+            let err = resolve(text).unwrap_err().to_string();
+            assert!(err.contains("unknown"), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        for (text, field) in [
+            ("api_listen = 'localhost'", "api_listen"),
+            ("grace_period = 'soon'", "grace_period"),
+            ("database_url = 'mysql://x'", "database_url"),
+            ("tls_cert = '/x.pem'", "tls_cert"),
+            ("public_addr = 'nohost'", "public_addr"),
+            ("[tokens]\naccess_ttl = '1s'", "tokens.access_ttl"),
+            ("[limits]\nhttp_connections = 0", "limits.http_connections"),
+        ] {
+            let err = resolve(text).unwrap_err().to_string();
+            assert!(err.contains(field), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn flags_beat_the_file() {
+        let file = FileConfig::parse("api_listen = '127.0.0.1:1'").unwrap();
+        let over = Overrides {
+            api_listen: Some("127.0.0.1:2".into()),
+            ..Overrides::default()
+        };
+        assert_eq!(Settings::resolve(over, file).unwrap().api_listen.port(), 2);
+    }
+
+    #[test]
+    fn database_urls_are_redacted_in_errors() {
+        let err = resolve("database_url = 'mysql://u:hunter2@h/db'")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

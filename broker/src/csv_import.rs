@@ -1,0 +1,122 @@
+//! Reading an uploaded CSV file whole before anything is written: the
+//! header must have exactly the expected columns (in any order), and every
+//! row is parsed so that all bad rows can be named at once, by line.
+
+use std::collections::HashMap;
+
+use crate::store::staff::RowProblem;
+
+/// A parsed data row: its line in the file and its fields by column name.
+#[derive(Debug)]
+pub struct Row {
+    pub line: u64,
+    fields: HashMap<String, String>,
+}
+
+impl Row {
+    pub fn get(&self, column: &str) -> &str {
+        self.fields.get(column).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Reads `text` with the given columns. A bad header refuses the file as a
+/// whole (one problem at line 1); bad rows are each reported.
+pub fn read(text: &str, columns: &[&str]) -> Result<Vec<Row>, Vec<RowProblem>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let header: Vec<String> = match reader.headers() {
+        Ok(h) => h.iter().map(|c| c.to_ascii_lowercase()).collect(),
+        Err(e) => {
+            return Err(vec![RowProblem {
+                line: 1,
+                problem: format!("cannot read the header: {e}"),
+            }])
+        }
+    };
+    let want = columns.join(",");
+    let mut header_problems = Vec::new();
+    for c in columns {
+        if !header.iter().any(|h| h == c) {
+            header_problems.push(format!("missing column {c}"));
+        }
+    }
+    for h in &header {
+        if !columns.contains(&h.as_str()) {
+            header_problems.push(format!("unknown column {h:?}"));
+        }
+    }
+    if !header_problems.is_empty() {
+        return Err(vec![RowProblem {
+            line: 1,
+            problem: format!("{} (the header must be {want})", header_problems.join(", ")),
+        }]);
+    }
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    for record in reader.records() {
+        match record {
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                problems.push(RowProblem {
+                    line,
+                    problem: format!("unreadable row: {e}"),
+                });
+            }
+            Ok(r) => {
+                let line = r.position().map(|p| p.line()).unwrap_or(0);
+                if r.iter().all(str::is_empty) {
+                    continue;
+                }
+                if r.len() != header.len() {
+                    problems.push(RowProblem {
+                        line,
+                        problem: format!("has {} fields, the header has {}", r.len(), header.len()),
+                    });
+                    continue;
+                }
+                let fields = header
+                    .iter()
+                    .cloned()
+                    .zip(r.iter().map(str::to_owned))
+                    .collect();
+                rows.push(Row { line, fields });
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(rows)
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_rows_by_column_in_any_order() {
+        let rows = read("b,a\n2,1\n\n4,3\n", &["a", "b"]).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].get("a"), "1");
+        assert_eq!(rows[1].line, 4);
+    }
+
+    #[test]
+    fn header_problems_refuse_the_file() {
+        let err = read("a,c\n1,2\n", &["a", "b"]).unwrap_err();
+        assert_eq!(err[0].line, 1);
+        assert!(err[0].problem.contains("missing column b"));
+        assert!(err[0].problem.contains("unknown column \"c\""));
+    }
+
+    #[test]
+    fn short_rows_are_named_by_line() {
+        let err = read("a,b\n1,2\n3\n5,6,7\n", &["a", "b"]).unwrap_err();
+        let lines: Vec<u64> = err.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![3, 4]);
+    }
+}

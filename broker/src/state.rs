@@ -1,0 +1,27 @@
+//! What every request handler and connection task shares.
+
+use std::sync::Arc;
+
+use crate::auth::ca::Ca;
+use crate::auth::sealed::SealKey;
+use crate::auth::signin::Throttle;
+use crate::auth::tokens::TokenKeys;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+pub type AppState = Arc<Shared>;
+
+#[derive(Debug)]
+pub struct Shared {
+    pub store: Store,
+    pub ca: Ca,
+    pub token_keys: TokenKeys,
+    pub seal: SealKey,
+    pub metrics: Metrics,
+    pub settings: Settings,
+    /// The QUIC address put in enrolment codes.
+    pub public_quic_addr: String,
+    pub started_at_secs: i64,
+    pub throttle: Throttle,
+}
