@@ -20,8 +20,10 @@ impl Row {
 }
 
 /// Reads `text` with the given columns. A bad header refuses the file as a
-/// whole (one problem at line 1); bad rows are each reported.
-pub fn read(text: &str, columns: &[&str]) -> Result<Vec<Row>, Vec<RowProblem>> {
+/// whole (`Err`, one problem at line 1); otherwise the readable rows and a
+/// problem for each unreadable one, so that callers can add their own
+/// checks and report every bad row at once.
+pub fn read(text: &str, columns: &[&str]) -> Result<(Vec<Row>, Vec<RowProblem>), Vec<RowProblem>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
@@ -54,19 +56,33 @@ pub fn read(text: &str, columns: &[&str]) -> Result<Vec<Row>, Vec<RowProblem>> {
             problem: format!("{} (the header must be {want})", header_problems.join(", ")),
         }]);
     }
+    // The file's own line numbers (what an editor shows), from byte offsets:
+    // the reader's line counter skips blank lines.
+    let line_of = |pos: Option<&csv::Position>| -> u64 {
+        pos.map(|p| {
+            let bytes = text.as_bytes();
+            let mut end = (p.byte() as usize).min(bytes.len());
+            // A record's position can sit before the blank lines it skipped.
+            while end < bytes.len() && matches!(bytes[end], b'\n' | b'\r') {
+                end += 1;
+            }
+            bytes[..end].iter().filter(|&&b| b == b'\n').count() as u64 + 1
+        })
+        .unwrap_or(0)
+    };
     let mut rows = Vec::new();
     let mut problems = Vec::new();
     for record in reader.records() {
         match record {
             Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                let line = line_of(e.position());
                 problems.push(RowProblem {
                     line,
                     problem: format!("unreadable row: {e}"),
                 });
             }
             Ok(r) => {
-                let line = r.position().map(|p| p.line()).unwrap_or(0);
+                let line = line_of(r.position());
                 if r.iter().all(str::is_empty) {
                     continue;
                 }
@@ -86,11 +102,7 @@ pub fn read(text: &str, columns: &[&str]) -> Result<Vec<Row>, Vec<RowProblem>> {
             }
         }
     }
-    if problems.is_empty() {
-        Ok(rows)
-    } else {
-        Err(problems)
-    }
+    Ok((rows, problems))
 }
 
 #[cfg(test)]
@@ -99,7 +111,8 @@ mod tests {
 
     #[test]
     fn reads_rows_by_column_in_any_order() {
-        let rows = read("b,a\n2,1\n\n4,3\n", &["a", "b"]).unwrap();
+        let (rows, problems) = read("b,a\n2,1\n\n4,3\n", &["a", "b"]).unwrap();
+        assert!(problems.is_empty());
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].get("a"), "1");
         assert_eq!(rows[1].line, 4);
@@ -115,8 +128,9 @@ mod tests {
 
     #[test]
     fn short_rows_are_named_by_line() {
-        let err = read("a,b\n1,2\n3\n5,6,7\n", &["a", "b"]).unwrap_err();
-        let lines: Vec<u64> = err.iter().map(|p| p.line).collect();
+        let (rows, problems) = read("a,b\n1,2\n3\n5,6,7\n", &["a", "b"]).unwrap();
+        assert_eq!(rows.len(), 1);
+        let lines: Vec<u64> = problems.iter().map(|p| p.line).collect();
         assert_eq!(lines, vec![3, 4]);
     }
 }

@@ -1,1 +1,133 @@
-pub fn x() {}
+//! `lanyard`: the admin command line, a thin client of the broker's API.
+//!
+//! The binary is a few lines over [`run`], which tests call too.
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod commands;
+pub mod output;
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+
+pub use client::{Client, ClientError};
+pub use commands::Command;
+use output::Out;
+
+/// Lanyard's admin command line: staff, apps, enrolment codes, laptops,
+/// audit.
+///
+/// It talks to the broker's HTTPS API. Run from the directory where the
+/// broker keeps `lanyard-data/`, it finds the broker's CA certificate and
+/// bootstrap admin token there by itself; elsewhere pass --ca-cert and
+/// --token (or set LANYARD_CA_CERT and LANYARD_TOKEN).
+///
+/// Example:
+///   lanyard groups add hr
+///   lanyard staff add j.smith --name "Jo Smith" --priority 1 --group hr
+///   lanyard apps add hr-system --target hr.internal:443 --allow-group hr
+///   lanyard enroll-code create --personal j.smith
+#[derive(Debug, Parser)]
+#[command(name = "lanyard", version, max_term_width = 100)]
+pub struct Cli {
+    /// The broker's API address.
+    #[arg(
+        long,
+        global = true,
+        env = "LANYARD_BROKER",
+        value_name = "URL",
+        default_value = "https://127.0.0.1:8443"
+    )]
+    pub broker: String,
+    /// API token (the broker's DATA_DIR/admin-token, or one from `lanyard login`).
+    #[arg(
+        long,
+        global = true,
+        env = "LANYARD_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Read the API token from this file [default: ./lanyard-data/admin-token if present].
+    #[arg(long, global = true, env = "LANYARD_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The broker's CA certificate [default: ./lanyard-data/ca.pem if present].
+    #[arg(long, global = true, env = "LANYARD_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const DEFAULT_DATA_DIR: &str = "lanyard-data";
+
+/// Everything that can stop a command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error("cannot write output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Cli {
+    fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
+        std::fs::read(path)
+            .map_err(|e| CliError::Usage(format!("cannot read {what} {}: {e}", path.display())))
+    }
+
+    fn token(&self) -> Result<Option<String>, CliError> {
+        if let Some(t) = &self.token {
+            return Ok(Some(t.trim().to_owned()));
+        }
+        let file = match &self.token_file {
+            Some(f) => Some(f.clone()),
+            None => Some(Path::new(DEFAULT_DATA_DIR).join("admin-token")).filter(|p| p.exists()),
+        };
+        match file {
+            Some(f) => {
+                let text = Self::read_file(&f, "--token-file")?;
+                Ok(Some(String::from_utf8_lossy(&text).trim().to_owned()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// An API client from the global flags.
+    pub fn client(&self, needs_token: bool) -> Result<Client, CliError> {
+        let ca_path = match &self.ca_cert {
+            Some(p) => p.clone(),
+            None => {
+                let p = Path::new(DEFAULT_DATA_DIR).join("ca.pem");
+                if !p.exists() {
+                    return Err(CliError::Usage(
+                        "no CA certificate: pass --ca-cert (the broker's DATA_DIR/ca.pem) or set LANYARD_CA_CERT".into(),
+                    ));
+                }
+                p
+            }
+        };
+        let ca = Self::read_file(&ca_path, "--ca-cert")?;
+        let token = self.token()?;
+        if needs_token && token.is_none() {
+            return Err(CliError::Usage(
+                "no API token: pass --token, set LANYARD_TOKEN, or use --token-file DATA_DIR/admin-token".into(),
+            ));
+        }
+        Ok(Client::new(&self.broker, &ca, token)?)
+    }
+}
+
+/// Runs one command, writing its output to `w`.
+pub async fn run(cli: Cli, w: &mut dyn std::io::Write) -> Result<(), CliError> {
+    let mut out = Out { json: cli.json, w };
+    commands::run(&cli, &mut out).await
+}

@@ -1,1 +1,38 @@
-fn main() {}
+//! `lanyard`: see `lanyard --help`.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use lanyard_cli::{Cli, CliError, ClientError};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lanyard: error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    match runtime.block_on(lanyard_cli::run(cli, &mut stdout)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lanyard: error: {e}");
+            if let CliError::Client(ClientError::Api { rows, .. }) = &e {
+                for r in rows {
+                    eprintln!("  line {}: {}", r.line, r.problem);
+                }
+            }
+            match e {
+                CliError::Usage(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}

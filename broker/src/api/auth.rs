@@ -32,8 +32,14 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .then_some(token.trim())
 }
 
+/// `METHOD /path` as the caller sent it (before any router nesting).
 fn what(parts: &Parts) -> String {
-    format!("{} {}", parts.method, parts.uri.path())
+    let path = parts
+        .extensions
+        .get::<axum::extract::OriginalUri>()
+        .map(|u| u.0.path().to_owned())
+        .unwrap_or_else(|| parts.uri.path().to_owned());
+    format!("{} {}", parts.method, path)
 }
 
 impl FromRequestParts<AppState> for Authenticated {

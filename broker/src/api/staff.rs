@@ -134,9 +134,9 @@ async fn import(
     Admin(caller): Admin,
     body: String,
 ) -> ApiResult<Json<Imported>> {
-    let rows = crate::csv_import::read(&body, &CSV_COLUMNS).map_err(rows_refused)?;
+    let (rows, mut problems) =
+        crate::csv_import::read(&body, &CSV_COLUMNS).map_err(rows_refused)?;
     let mut parsed = Vec::with_capacity(rows.len());
-    let mut problems = Vec::new();
     for row in &rows {
         let groups = parse_groups(
             row.get("groups")
@@ -162,6 +162,7 @@ async fn import(
         }
     }
     if !problems.is_empty() {
+        problems.sort_by_key(|p| p.line);
         return Err(rows_refused(problems));
     }
     if parsed.is_empty() {

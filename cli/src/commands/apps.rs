@@ -1,0 +1,105 @@
+//! `lanyard apps add/list/remove`
+
+use clap::Subcommand;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::client::encode;
+use crate::output::{join, Out};
+use crate::{Cli, CliError};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DeviceKind {
+    /// Council laptops only.
+    Managed,
+    /// Staff's own devices only.
+    Personal,
+    /// Either.
+    Any,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppsCommand {
+    /// Add an internal app.
+    ///
+    /// Example: lanyard apps add hr-system --target hr.internal:443 --allow-group hr --device-kind managed
+    Add {
+        name: String,
+        /// Where the app listens inside the network.
+        #[arg(long, value_name = "HOST:PORT")]
+        target: String,
+        /// A group whose members may reach it (repeatable).
+        #[arg(long = "allow-group", value_name = "G")]
+        allow_groups: Vec<String>,
+        /// Which devices may reach it.
+        #[arg(long, value_enum, default_value = "any")]
+        device_kind: DeviceKind,
+    },
+    /// List apps.
+    List,
+    /// Remove an app; its live tunnels close.
+    Remove { name: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct App {
+    name: String,
+    target: String,
+    allow_groups: Vec<String>,
+    device_kind: String,
+}
+
+pub async fn run(cli: &Cli, cmd: &AppsCommand, out: &mut Out<'_>) -> Result<(), CliError> {
+    let client = cli.client(true)?;
+    match cmd {
+        AppsCommand::Add {
+            name,
+            target,
+            allow_groups,
+            device_kind,
+        } => {
+            let kind = match device_kind {
+                DeviceKind::Managed => "managed",
+                DeviceKind::Personal => "personal",
+                DeviceKind::Any => "any",
+            };
+            let body = json!({ "name": name, "target": target, "allow_groups": allow_groups, "device_kind": kind });
+            let app: App = client.post("/api/v1/apps", &body).await?;
+            if out.json {
+                return Ok(out.json(&app)?);
+            }
+            out.line(format!(
+                "added app {} -> {} for groups {} on {} devices",
+                app.name,
+                app.target,
+                join(&app.allow_groups),
+                app.device_kind
+            ))?;
+        }
+        AppsCommand::List => {
+            let apps: Vec<App> = client.get("/api/v1/apps").await?;
+            if out.json {
+                return Ok(out.json(&apps)?);
+            }
+            let rows = apps
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.name.clone(),
+                        a.target.clone(),
+                        join(&a.allow_groups),
+                        a.device_kind.clone(),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            out.table(&["APP", "TARGET", "GROUPS", "DEVICES"], &rows)?;
+        }
+        AppsCommand::Remove { name } => {
+            client
+                .delete(&format!("/api/v1/apps/{}", encode(name)))
+                .await?;
+            out.line(format!("removed app {name}"))?;
+        }
+    }
+    Ok(())
+}

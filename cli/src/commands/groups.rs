@@ -1,0 +1,74 @@
+//! `lanyard groups add/list/remove`
+
+use clap::Subcommand;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::client::encode;
+use crate::output::Out;
+use crate::{Cli, CliError};
+
+#[derive(Debug, Subcommand)]
+pub enum GroupsCommand {
+    /// Create a group, e.g. `lanyard groups add contact-centre`.
+    Add {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List groups with how many staff and apps use each.
+    List,
+    /// Remove a group that no staff member or app uses.
+    Remove { name: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Group {
+    name: String,
+    description: String,
+    members: i64,
+    apps: i64,
+}
+
+pub async fn run(cli: &Cli, cmd: &GroupsCommand, out: &mut Out<'_>) -> Result<(), CliError> {
+    let client = cli.client(true)?;
+    match cmd {
+        GroupsCommand::Add { name, description } => {
+            let g: Group = client
+                .post(
+                    "/api/v1/groups",
+                    &json!({ "name": name, "description": description }),
+                )
+                .await?;
+            if out.json {
+                return Ok(out.json(&g)?);
+            }
+            out.line(format!("added group {}", g.name))?;
+        }
+        GroupsCommand::List => {
+            let groups: Vec<Group> = client.get("/api/v1/groups").await?;
+            if out.json {
+                return Ok(out.json(&groups)?);
+            }
+            let rows = groups
+                .iter()
+                .map(|g| {
+                    vec![
+                        g.name.clone(),
+                        g.members.to_string(),
+                        g.apps.to_string(),
+                        g.description.clone(),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            out.table(&["GROUP", "STAFF", "APPS", "DESCRIPTION"], &rows)?;
+        }
+        GroupsCommand::Remove { name } => {
+            client
+                .delete(&format!("/api/v1/groups/{}", encode(name)))
+                .await?;
+            out.line(format!("removed group {name}"))?;
+        }
+    }
+    Ok(())
+}

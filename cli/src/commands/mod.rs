@@ -1,0 +1,76 @@
+//! One module per command group.
+
+pub mod apps;
+pub mod audit;
+pub mod devices;
+pub mod enroll_code;
+pub mod groups;
+pub mod login;
+pub mod staff;
+
+use clap::Subcommand;
+
+use crate::output::Out;
+use crate::{Cli, CliError};
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sign in with a staff member's password and print an API token.
+    Login(login::LoginArgs),
+    /// Access groups: what apps grant access to.
+    #[command(subcommand)]
+    Groups(groups::GroupsCommand),
+    /// Staff: people who sign in, their priority tier and groups.
+    #[command(subcommand)]
+    Staff(staff::StaffCommand),
+    /// Internal apps reachable through tunnels, and who may reach them.
+    #[command(subcommand)]
+    Apps(apps::AppsCommand),
+    /// Single-use codes that enrol a laptop or a personal device.
+    #[command(subcommand, name = "enroll-code")]
+    EnrollCode(enroll_code::EnrollCodeCommand),
+    /// Council laptops in the inventory.
+    #[command(subcommand)]
+    Devices(devices::DevicesCommand),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+}
+
+pub async fn run(cli: &Cli, out: &mut Out<'_>) -> Result<(), CliError> {
+    match &cli.command {
+        Command::Login(args) => login::run(cli, args, out).await,
+        Command::Groups(c) => groups::run(cli, c, out).await,
+        Command::Staff(c) => staff::run(cli, c, out).await,
+        Command::Apps(c) => apps::run(cli, c, out).await,
+        Command::EnrollCode(c) => enroll_code::run(cli, c, out).await,
+        Command::Devices(c) => devices::run(cli, c, out).await,
+        Command::Audit(c) => audit::run(cli, c, out).await,
+    }
+}
+
+/// Reads a secret from stdin (one line), or prompts without echo on a terminal.
+pub fn read_secret(prompt: &str, from_stdin: bool) -> Result<String, CliError> {
+    use std::io::{BufRead, IsTerminal};
+    let secret = if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        rpassword::prompt_password(prompt)?
+    };
+    if secret.is_empty() {
+        return Err(CliError::Usage("no password given on stdin".into()));
+    }
+    Ok(secret)
+}
+
+/// Priority tier 1-3, checked by clap so a bad value is a usage error.
+pub fn parse_priority(s: &str) -> Result<u8, String> {
+    match s {
+        "1" | "2" | "3" => Ok(s.parse().unwrap_or(3)),
+        _ => Err(format!(
+            "{s:?} is not a priority: use 1 (most urgent), 2 or 3"
+        )),
+    }
+}

@@ -1,0 +1,247 @@
+//! `lanyard staff ...`
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use http::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::client::encode;
+use crate::output::{join, yes_no, Out};
+use crate::{Cli, CliError};
+
+#[derive(Debug, Subcommand)]
+pub enum StaffCommand {
+    /// Add a staff member.
+    ///
+    /// Example: lanyard staff add j.smith --name "Jo Smith" --department Revenues --priority 1 --group hr
+    Add {
+        /// Login name: lowercase letters, digits, '.', '-', '_'.
+        username: String,
+        /// Full name.
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        email: String,
+        #[arg(long, default_value = "")]
+        department: String,
+        /// 1 = must keep working whatever happens (served first), 3 = least urgent.
+        #[arg(long, default_value = "3", value_parser = super::parse_priority)]
+        priority: u8,
+        /// An access group (repeatable); the group must exist.
+        #[arg(long = "group", value_name = "G")]
+        groups: Vec<String>,
+        /// Give admin rights over the API.
+        #[arg(long)]
+        admin: bool,
+        /// Read an initial password from stdin (at least 10 characters).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Import staff from CSV with the header username,name,email,department,priority,groups.
+    ///
+    /// Groups are separated by ';'. The whole file is checked first: if any
+    /// row is bad, nothing is written and every bad row is listed by line.
+    Import { file: PathBuf },
+    /// List staff.
+    List,
+    /// Show one staff member.
+    Show { username: String },
+    /// Disable a staff member: they can no longer sign in; their sessions end.
+    Disable { username: String },
+    /// Enable a disabled staff member.
+    Enable { username: String },
+    /// Set a staff member's password (read from stdin).
+    Password {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Turn on TOTP for a staff member and print the otpauth:// URI for their app (shown once).
+    Totp {
+        username: String,
+        /// Turn TOTP off instead.
+        #[arg(long)]
+        disable: bool,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Staff {
+    pub username: String,
+    pub name: String,
+    pub email: String,
+    pub department: String,
+    pub priority: i64,
+    pub groups: Vec<String>,
+    pub admin: bool,
+    pub active: bool,
+    pub has_password: bool,
+    pub totp: bool,
+    pub created_at: String,
+}
+
+fn show(out: &mut Out<'_>, s: &Staff) -> Result<(), CliError> {
+    if out.json {
+        return Ok(out.json(s)?);
+    }
+    out.line(format!("username    {}", s.username))?;
+    out.line(format!("name        {}", s.name))?;
+    out.line(format!("email       {}", s.email))?;
+    out.line(format!("department  {}", s.department))?;
+    out.line(format!("priority    {}", s.priority))?;
+    out.line(format!("groups      {}", join(&s.groups)))?;
+    out.line(format!("admin       {}", yes_no(s.admin)))?;
+    out.line(format!("active      {}", yes_no(s.active)))?;
+    out.line(format!(
+        "password    {}",
+        if s.has_password { "set" } else { "not set" }
+    ))?;
+    out.line(format!("totp        {}", if s.totp { "on" } else { "off" }))?;
+    out.line(format!("created     {}", s.created_at))?;
+    Ok(())
+}
+
+pub async fn run(cli: &Cli, cmd: &StaffCommand, out: &mut Out<'_>) -> Result<(), CliError> {
+    let client = cli.client(true)?;
+    match cmd {
+        StaffCommand::Add {
+            username,
+            name,
+            email,
+            department,
+            priority,
+            groups,
+            admin,
+            password_stdin,
+        } => {
+            let password = if *password_stdin {
+                Some(super::read_secret("Password: ", true)?)
+            } else {
+                None
+            };
+            let body = json!({
+                "username": username, "name": name, "email": email, "department": department,
+                "priority": priority, "groups": groups, "admin": admin, "password": password,
+            });
+            let s: Staff = client.post("/api/v1/staff", &body).await?;
+            if out.json {
+                return Ok(out.json(&s)?);
+            }
+            out.line(format!(
+                "added {} ({}), priority {}, groups {}",
+                s.username,
+                s.name,
+                s.priority,
+                join(&s.groups)
+            ))?;
+        }
+        StaffCommand::Import { file } => {
+            let csv = std::fs::read(file)
+                .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", file.display())))?;
+            let resp: serde_json::Value = client
+                .call(
+                    Method::POST,
+                    "/api/v1/staff/import",
+                    Some(("text/csv", csv)),
+                )
+                .await?;
+            if out.json {
+                return Ok(out.json(&resp)?);
+            }
+            out.line(format!(
+                "imported {} staff from {}",
+                resp["imported"],
+                file.display()
+            ))?;
+        }
+        StaffCommand::List => {
+            let staff: Vec<Staff> = client.get("/api/v1/staff").await?;
+            if out.json {
+                return Ok(out.json(&staff)?);
+            }
+            let rows = staff
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.username.clone(),
+                        s.name.clone(),
+                        s.department.clone(),
+                        s.priority.to_string(),
+                        join(&s.groups),
+                        if s.active { "active" } else { "disabled" }.into(),
+                        if s.admin { "admin" } else { "" }.into(),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            out.table(
+                &[
+                    "USERNAME",
+                    "NAME",
+                    "DEPARTMENT",
+                    "PRIORITY",
+                    "GROUPS",
+                    "STATUS",
+                    "ROLE",
+                ],
+                &rows,
+            )?;
+        }
+        StaffCommand::Show { username } => {
+            let s: Staff = client
+                .get(&format!("/api/v1/staff/{}", encode(username)))
+                .await?;
+            show(out, &s)?;
+        }
+        StaffCommand::Disable { username } | StaffCommand::Enable { username } => {
+            let verb = if matches!(cmd, StaffCommand::Disable { .. }) {
+                "disable"
+            } else {
+                "enable"
+            };
+            let s: Staff = client
+                .post(
+                    &format!("/api/v1/staff/{}/{verb}", encode(username)),
+                    &json!({}),
+                )
+                .await?;
+            if out.json {
+                return Ok(out.json(&s)?);
+            }
+            out.line(format!(
+                "{} is now {}",
+                s.username,
+                if s.active { "active" } else { "disabled" }
+            ))?;
+        }
+        StaffCommand::Password {
+            username,
+            password_stdin,
+        } => {
+            let password = super::read_secret("New password: ", *password_stdin)?;
+            let _: serde_json::Value = client
+                .post(
+                    &format!("/api/v1/staff/{}/password", encode(username)),
+                    &json!({ "password": password }),
+                )
+                .await?;
+            out.line(format!("password set for {username}"))?;
+        }
+        StaffCommand::Totp { username, disable } => {
+            let path = format!("/api/v1/staff/{}/totp", encode(username));
+            if *disable {
+                client.delete(&path).await?;
+                out.line(format!("TOTP turned off for {username}"))?;
+            } else {
+                let resp: serde_json::Value = client.post(&path, &json!({})).await?;
+                if out.json {
+                    return Ok(out.json(&resp)?);
+                }
+                out.line(resp["otpauth_uri"].as_str().unwrap_or_default())?;
+                eprintln!("TOTP is on for {username}: add the URI above to their authenticator app; it is not shown again");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,503 @@
+//! The `lanyard` binary against a real broker (in-process, 127.0.0.1 port 0).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use lanyard_broker::state::AppState;
+use lanyard_broker::{Broker, Settings};
+use tokio::io::AsyncWriteExt;
+
+struct Env {
+    dir: tempfile::TempDir,
+    api: String,
+    quic: std::net::SocketAddr,
+    ca: PathBuf,
+    token: String,
+    state: AppState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
+}
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Env {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let broker = Broker::start(Settings::for_test(&data, None))
+            .await
+            .unwrap();
+        let api = format!("https://{}", broker.api_addr());
+        let quic = broker.quic_addr();
+        let state = broker.state().clone();
+        let token = std::fs::read_to_string(broker.admin_token_path())
+            .unwrap()
+            .trim()
+            .to_owned();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let served = tokio::spawn(broker.serve(async {
+            let _ = rx.await;
+        }));
+        Env {
+            ca: data.join("ca.pem"),
+            dir,
+            api,
+            quic,
+            token,
+            state,
+            stop: Some(tx),
+            served: Some(served),
+        }
+    }
+
+    async fn run_with(&self, args: &[&str], token: Option<&str>, stdin: Option<&str>) -> Output {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_lanyard"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_remove("LANYARD_TOKEN_FILE")
+            .env("LANYARD_BROKER", &self.api)
+            .env("LANYARD_CA_CERT", &self.ca)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        match token {
+            Some(t) => cmd.env("LANYARD_TOKEN", t),
+            None => cmd.env_remove("LANYARD_TOKEN"),
+        };
+        let mut child = cmd.spawn().unwrap();
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            pipe.write_all(input.as_bytes()).await.unwrap();
+            drop(pipe);
+        }
+        let out = child.wait_with_output().await.unwrap();
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, Some(&self.token.clone()), None).await
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        assert_eq!(out.code, 0, "lanyard {args:?} failed: {}", out.stderr);
+        out.stdout
+    }
+
+    async fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let text = self.ok(&all).await;
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is not one JSON document ({e}): {text}"))
+    }
+
+    async fn staff_count(&self) -> usize {
+        self.json(&["staff", "list"])
+            .await
+            .as_array()
+            .unwrap()
+            .len()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.served.take().unwrap().await.unwrap();
+    }
+}
+
+/// One line on stderr, non-zero exit.
+fn refused(out: &Output, code: i32, needle: &str) {
+    assert_eq!(
+        out.code, code,
+        "want exit {code}, got {}: {}",
+        out.code, out.stderr
+    );
+    assert!(
+        out.stderr.contains(needle),
+        "stderr lacks {needle:?}: {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tour_adds_staff_and_apps_and_creates_a_code() {
+    let env = Env::start().await;
+    env.ok(&["groups", "add", "hr"]).await;
+    let out = env
+        .ok(&[
+            "staff",
+            "add",
+            "j.smith",
+            "--name",
+            "Jo Smith",
+            "--priority",
+            "1",
+            "--group",
+            "hr",
+        ])
+        .await;
+    assert!(out.contains("added j.smith"), "{out}");
+    let staff = env.json(&["staff", "list"]).await;
+    assert_eq!(staff[0]["username"], "j.smith");
+    assert_eq!(staff[0]["priority"], 1);
+    assert_eq!(staff[0]["groups"], serde_json::json!(["hr"]));
+
+    env.ok(&[
+        "apps",
+        "add",
+        "hr-system",
+        "--target",
+        "hr.internal:443",
+        "--allow-group",
+        "hr",
+        "--device-kind",
+        "managed",
+    ])
+    .await;
+    let apps = env.json(&["apps", "list"]).await;
+    assert_eq!(apps[0]["device_kind"], "managed");
+    let table = env.ok(&["apps", "list"]).await;
+    assert!(table.starts_with("APP "), "{table}");
+
+    let code = env
+        .ok(&["enroll-code", "create", "--personal", "j.smith"])
+        .await;
+    assert_eq!(code.lines().count(), 1, "{code}");
+    let decoded = lanyard_proto::EnrolmentCode::decode(code.trim()).unwrap();
+    assert_eq!(decoded.broker_addr, env.quic.to_string());
+    assert_eq!(decoded.ca_fingerprint, env.state.ca.fingerprint());
+
+    env.ok(&[
+        "devices",
+        "add",
+        "LT-0001",
+        "--serial",
+        "SN1",
+        "--model",
+        "ThinkPad T14",
+    ])
+    .await;
+    let code = env
+        .ok(&[
+            "enroll-code",
+            "create",
+            "--device",
+            "LT-0001",
+            "--ttl",
+            "30m",
+        ])
+        .await;
+    assert!(code.starts_with("lye1."));
+
+    let verify = env.ok(&["audit", "verify"]).await;
+    assert!(verify.contains("audit log intact"), "{verify}");
+    let audit = env.json(&["audit", "list", "--action", "staff."]).await;
+    assert_eq!(audit.as_array().unwrap().len(), 1);
+    assert_eq!(audit[0]["actor"], "bootstrap");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_one_clear_line_and_changes_nothing() {
+    let env = Env::start().await;
+    env.ok(&["groups", "add", "hr"]).await;
+    env.ok(&["staff", "add", "j.smith", "--name", "Jo Smith"])
+        .await;
+    let audit_rows = env.json(&["audit", "list"]).await.as_array().unwrap().len();
+
+    refused(
+        &env.run(&["staff", "add", "j.smith", "--name", "Again"])
+            .await,
+        1,
+        "staff member j.smith already exists",
+    );
+    refused(
+        &env.run(&["staff", "add", "a.jones", "--name", "A", "--group", "nope"])
+            .await,
+        1,
+        "unknown group nope",
+    );
+    refused(
+        &env.run(&["staff", "add", "a.jones", "--name", "A", "--priority", "7"])
+            .await,
+        2,
+        "priority",
+    );
+    refused(
+        &env.run(&["staff", "add", "A Jones", "--name", "A"]).await,
+        1,
+        "bad username",
+    );
+    refused(&env.run(&["staff", "list", "--bogus"]).await, 2, "--bogus");
+    refused(
+        &env.run(&["apps", "add", "x", "--target", "nowhere"]).await,
+        1,
+        "bad target",
+    );
+    refused(
+        &env.run(&["enroll-code", "create", "--device", "LT-404"])
+            .await,
+        1,
+        "no laptop with asset tag LT-404",
+    );
+    refused(
+        &env.run(&[
+            "enroll-code",
+            "create",
+            "--personal",
+            "j.smith",
+            "--ttl",
+            "90d",
+        ])
+        .await,
+        1,
+        "ttl must be between",
+    );
+    refused(&env.run(&["enroll-code", "create"]).await, 2, "--device");
+    refused(
+        &env.run_with(&["staff", "list"], Some("lyt_wrong"), None)
+            .await,
+        1,
+        "the token is not valid",
+    );
+    refused(
+        &env.run_with(&["staff", "list"], None, None).await,
+        2,
+        "no API token",
+    );
+    for out in [&env.run(&["staff", "list"]).await] {
+        assert_eq!(out.stderr, "");
+    }
+    assert_eq!(env.staff_count().await, 1);
+    let audit = env.json(&["audit", "list"]).await;
+    let denied: Vec<_> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "denied")
+        .collect();
+    // The one refused for a bad token is audited; the refusals of bad input wrote nothing.
+    assert_eq!(denied.len(), 1, "{audit:#}");
+    assert_eq!(denied[0]["action"], "api.unauthorized");
+    assert_eq!(audit.as_array().unwrap().len(), audit_rows + 1);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_import_refuses_the_whole_file_naming_each_bad_row() {
+    let env = Env::start().await;
+    env.ok(&["groups", "add", "hr"]).await;
+    env.ok(&["groups", "add", "contact-centre"]).await;
+    env.ok(&["staff", "add", "existing", "--name", "E"]).await;
+    let bad = env.dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "username,name,email,department,priority,groups\n\
+         a.one,Ann One,ann@council.example,Revenues,1,hr\n\
+         a.two,Al Two,,Housing,7,\n\
+         existing,Someone,,,2,\n\
+         a.three,Ay Three,,,2,ghosts\n\
+         a.four,Four\n",
+    )
+    .unwrap();
+    let out = env.run(&["staff", "import", bad.to_str().unwrap()]).await;
+    refused(&out, 1, "import refused: 2 bad row(s), nothing was written");
+    assert!(
+        out.stderr.contains("line 3: bad priority \"7\""),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("line 6: has 2 fields"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.staff_count().await, 1);
+
+    // Once the file parses, the store's checks name their rows too.
+    std::fs::write(
+        &bad,
+        "username,name,email,department,priority,groups\n\
+         a.one,Ann One,,,1,hr;contact-centre\n\
+         existing,Someone,,,2,\n\
+         a.three,Ay Three,,,2,ghosts\n",
+    )
+    .unwrap();
+    let out = env.run(&["staff", "import", bad.to_str().unwrap()]).await;
+    refused(&out, 1, "import refused: 2 bad row(s)");
+    assert!(
+        out.stderr
+            .contains("line 3: staff member existing already exists"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("line 4: unknown group ghosts"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.staff_count().await, 1);
+
+    let missing = env.dir.path().join("missing.csv");
+    std::fs::write(&missing, "username,name,email\nx,y,z\n").unwrap();
+    let out = env
+        .run(&["staff", "import", missing.to_str().unwrap()])
+        .await;
+    refused(&out, 1, "line 1: missing column department");
+
+    let good = env.dir.path().join("good.csv");
+    std::fs::write(
+        &good,
+        "username,name,email,department,priority,groups\n\
+         a.one,Ann One,ann@council.example,Revenues,1,hr;contact-centre\n\
+         a.two,\"Two, Al\",,Housing,3,\n",
+    )
+    .unwrap();
+    let out = env.ok(&["staff", "import", good.to_str().unwrap()]).await;
+    assert!(out.contains("imported 2 staff"), "{out}");
+    let shown = env.json(&["staff", "show", "a.one"]).await;
+    assert_eq!(shown["groups"], serde_json::json!(["contact-centre", "hr"]));
+    assert_eq!(
+        env.json(&["staff", "show", "a.two"]).await["name"],
+        "Two, Al"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_admins_get_403_and_the_attempt_is_audited() {
+    let env = Env::start().await;
+    let out = env
+        .run_with(
+            &[
+                "staff",
+                "add",
+                "j.smith",
+                "--name",
+                "Jo",
+                "--password-stdin",
+            ],
+            Some(&env.token),
+            Some("correct horse battery\n"),
+        )
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let wrong = env
+        .run_with(
+            &["login", "j.smith", "--password-stdin"],
+            None,
+            Some("wrong password!!\n"),
+        )
+        .await;
+    refused(&wrong, 1, "wrong username or password");
+    let login = env
+        .run_with(
+            &["login", "j.smith", "--password-stdin"],
+            None,
+            Some("correct horse battery\n"),
+        )
+        .await;
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    let user_token = login.stdout.trim().to_owned();
+    assert!(user_token.starts_with("lyt_"));
+
+    let forbidden = env
+        .run_with(&["staff", "list"], Some(&user_token), None)
+        .await;
+    refused(&forbidden, 1, "j.smith is not an admin");
+    let forbidden = env
+        .run_with(&["audit", "verify"], Some(&user_token), None)
+        .await;
+    refused(&forbidden, 1, "not an admin");
+
+    let audit = env.json(&["audit", "list", "--actor", "j.smith"]).await;
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        vec!["signin", "api.login", "api.forbidden", "api.forbidden"],
+        "{audit:#}"
+    );
+    assert_eq!(audit[2]["target"], "GET /api/v1/staff");
+
+    // Disabling the person stops their token at once.
+    env.ok(&["staff", "disable", "j.smith"]).await;
+    refused(
+        &env.run_with(&["staff", "list"], Some(&user_token), None)
+            .await,
+        1,
+        "disabled",
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_names_a_row_edited_behind_the_api() {
+    let env = Env::start().await;
+    for g in ["a", "b", "c"] {
+        env.ok(&["groups", "add", g]).await;
+    }
+    env.ok(&["audit", "verify"]).await;
+    sqlx::query("UPDATE audit_log SET target = 'z' WHERE seq = 2")
+        .execute(env.state.store.pool())
+        .await
+        .unwrap();
+    let out = env.run(&["audit", "verify"]).await;
+    refused(&out, 1, "audit log damaged: row 2 was edited");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_answer_without_a_token() {
+    let env = Env::start().await;
+    let ca = std::fs::read(&env.ca).unwrap();
+    let client = lanyard_cli::Client::new(&env.api, &ca, None).unwrap();
+    let (status, body) = client
+        .send(http::Method::GET, "/healthz", None)
+        .await
+        .unwrap();
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"ok\n"[..]));
+    let (status, _) = client
+        .send(http::Method::GET, "/readyz", None)
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 200);
+    let _ = env.run(&["staff", "list"]).await;
+    let _ = env.run_with(&["staff", "list"], Some("nope"), None).await;
+    let (_, metrics) = client
+        .send(http::Method::GET, "/metrics", None)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&metrics);
+    assert!(text.contains("lanyard_api_auth_denied_total 1"), "{text}");
+    assert!(text.contains("lanyard_store_up 1"), "{text}");
+
+    // Closing the store makes the broker not ready, without a panic.
+    env.state.store.pool().close().await;
+    let (status, _) = client
+        .send(http::Method::GET, "/readyz", None)
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 503);
+    let out = env.run(&["staff", "list"]).await;
+    refused(&out, 1, "store is unavailable");
+    env.stop().await;
+}
