@@ -279,9 +279,11 @@ async fn bad_input_gets_one_clear_line_and_changes_nothing() {
         2,
         "no API token",
     );
-    for out in [&env.run(&["staff", "list"]).await] {
-        assert_eq!(out.stderr, "");
-    }
+    assert_eq!(
+        env.run(&["staff", "list"]).await.stderr,
+        "",
+        "a good command prints nothing on stderr"
+    );
     assert_eq!(env.staff_count().await, 1);
     let audit = env.json(&["audit", "list"]).await;
     let denied: Vec<_> = audit

@@ -23,6 +23,17 @@ pub enum TokenLookup {
     Disabled,
 }
 
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: String,
+    username: Option<String>,
+    is_admin: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    owner_active: Option<i64>,
+    owner_admin: Option<i64>,
+}
+
 impl Store {
     /// Registers the bootstrap admin token's hash if it is not there yet.
     pub async fn api_token_ensure_bootstrap(&self, token_hash: &str, now: Millis) -> Result<bool> {
@@ -72,23 +83,24 @@ impl Store {
     }
 
     pub async fn api_token_lookup(&self, token_hash: &str, now: Millis) -> Result<TokenLookup> {
-        let row: Option<(
-            String,
-            Option<String>,
-            i64,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-        )> = sqlx::query_as(
-            "SELECT t.id, t.username, t.is_admin, t.expires_at, t.revoked_at, s.active, s.is_admin
-                 FROM api_tokens t LEFT JOIN staff s ON s.username = t.username
-                 WHERE t.token_hash = $1",
+        let row: Option<TokenRow> = sqlx::query_as(
+            "SELECT t.id, t.username, t.is_admin, t.expires_at, t.revoked_at,
+                    s.active AS owner_active, s.is_admin AS owner_admin
+             FROM api_tokens t LEFT JOIN staff s ON s.username = t.username
+             WHERE t.token_hash = $1",
         )
         .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?;
-        let Some((id, username, token_admin, expires_at, revoked_at, active, staff_admin)) = row
+        let Some(TokenRow {
+            id,
+            username,
+            is_admin: token_admin,
+            expires_at,
+            revoked_at,
+            owner_active: active,
+            owner_admin: staff_admin,
+        }) = row
         else {
             return Ok(TokenLookup::Unknown);
         };

@@ -73,17 +73,15 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Tls(_) => StoreError::Unavailable(e),
             sqlx::Error::Database(db) => {
                 let msg = db.message();
-                // SQLITE_BUSY / SQLITE_LOCKED, or PostgreSQL shutting down.
+                // Busy or locked (SQLite), shutting down (PostgreSQL), or a
+                // full disk on either: passing, so the caller may retry.
                 if msg.contains("database is locked")
                     || msg.contains("database table is locked")
+                    || msg.contains("disk is full")
                     || matches!(
                         db.code().as_deref(),
-                        Some("5" | "6" | "517" | "57P01" | "57P03")
+                        Some("5" | "6" | "13" | "517" | "57P01" | "57P03" | "53100")
                     )
-                {
-                    StoreError::Unavailable(e)
-                } else if msg.contains("disk is full")
-                    || matches!(db.code().as_deref(), Some("13" | "53100"))
                 {
                     StoreError::Unavailable(e)
                 } else {

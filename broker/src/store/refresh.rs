@@ -32,6 +32,17 @@ pub enum RefreshError {
     Store(#[from] StoreError),
 }
 
+#[derive(sqlx::FromRow)]
+struct RefreshRow {
+    family_id: String,
+    username: String,
+    device_fingerprint: String,
+    expires_at: i64,
+    used_at: Option<i64>,
+    revoked_at: Option<i64>,
+    active: i64,
+}
+
 impl Store {
     /// Stores the first token of a new family (at sign-in).
     pub async fn refresh_issue(
@@ -66,7 +77,7 @@ impl Store {
         now: Millis,
     ) -> Result<Rotated, RefreshError> {
         let mut tx = self.begin_audited(now).await?;
-        let row: Option<(String, String, String, i64, Option<i64>, Option<i64>, i64)> = sqlx::query_as(
+        let row: Option<RefreshRow> = sqlx::query_as(
             "SELECT r.family_id, r.username, r.device_fingerprint, r.expires_at, r.used_at, r.revoked_at, s.active
              FROM refresh_tokens r JOIN staff s ON s.username = r.username
              WHERE r.token_hash = $1",
@@ -75,7 +86,16 @@ impl Store {
         .fetch_optional(tx.conn())
         .await
         .map_err(StoreError::from)?;
-        let Some((family, username, device, expires_at, used_at, revoked_at, active)) = row else {
+        let Some(RefreshRow {
+            family_id: family,
+            username,
+            device_fingerprint: device,
+            expires_at,
+            used_at,
+            revoked_at,
+            active,
+        }) = row
+        else {
             return Err(RefreshError::Unknown);
         };
         let refuse = |e: RefreshError| e;

@@ -363,21 +363,19 @@ impl Store {
     }
 
     pub async fn staff_credentials(&self, username: &str) -> Result<Option<Credentials>> {
-        let row: Option<(String, i64, i64, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT username, active, is_admin, password_hash, totp_secret FROM staff WHERE username = $1",
-        )
+        let row: Option<StaffRow> = sqlx::query_as(&format!(
+            "SELECT {STAFF_COLUMNS} FROM staff WHERE username = $1"
+        ))
         .bind(username)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(
-            |(username, active, admin, password_hash, totp_sealed)| Credentials {
-                username,
-                active: active == 1,
-                admin: admin == 1,
-                password_hash,
-                totp_sealed,
-            },
-        ))
+        Ok(row.map(|r| Credentials {
+            username: r.username,
+            active: r.active == 1,
+            admin: r.is_admin == 1,
+            password_hash: r.password_hash,
+            totp_sealed: r.totp_secret,
+        }))
     }
 
     /// Records that TOTP step `step` was used; false if it (or a later one)

@@ -1,0 +1,196 @@
+//! `lanyard-broker` as a process: first start, restart, signals, bad input.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use lanyard_e2e::{bin, run, BrokerProcess};
+
+#[test]
+fn first_start_prints_one_ready_line_and_writes_0600_files_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut broker = BrokerProcess::start(&data, &[], &[]);
+    let line = &broker.ready_line;
+    assert!(
+        line.starts_with("lanyard-broker ready api=https://127.0.0.1:"),
+        "{line}"
+    );
+    assert!(
+        !broker.api.ends_with(":0") && !broker.quic.ends_with(":0"),
+        "{line}"
+    );
+    assert_eq!(broker.ca_fingerprint.len(), 64, "{line}");
+    for file in [
+        "ca.pem",
+        "ca-key.pem",
+        "token-signing-key.pem",
+        "seal.key",
+        "admin-token",
+        "lanyard.db",
+    ] {
+        let mode = std::fs::metadata(data.join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{file} has mode {mode:o}");
+    }
+    let token = broker.admin_token();
+    assert!(token.starts_with("lyt_"));
+    let ca = std::fs::read(data.join("ca.pem")).unwrap();
+
+    broker.signal("TERM");
+    assert_eq!(
+        broker.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "an idle broker stops at once with 0"
+    );
+
+    let mut again = BrokerProcess::start(&data, &[], &[]);
+    assert_eq!(
+        again.ca_fingerprint, broker.ca_fingerprint,
+        "the CA was regenerated"
+    );
+    assert_eq!(
+        again.admin_token(),
+        token,
+        "the admin token was overwritten"
+    );
+    assert_eq!(std::fs::read(data.join("ca.pem")).unwrap(), ca);
+    again.lanyard(&["staff", "list"], None, None).ok();
+    again.signal("INT");
+    assert_eq!(again.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn a_second_signal_exits_at_once_while_draining() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut broker =
+        BrokerProcess::start(&tmp.path().join("data"), &["--grace-period", "60s"], &[]);
+    // A connection that never finishes its TLS handshake keeps the drain busy.
+    let addr = broker.api.trim_start_matches("https://").to_owned();
+    let _held = std::net::TcpStream::connect(&addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    broker.signal("TERM");
+    assert_eq!(
+        broker.wait_exit(Duration::from_millis(500)),
+        None,
+        "it should be draining"
+    );
+    broker.signal("TERM");
+    let code = broker
+        .wait_exit(Duration::from_secs(5))
+        .expect("the second signal must end it");
+    assert_ne!(code, 0);
+    assert!(
+        broker.log_text().contains("second signal"),
+        "{}",
+        broker.log_text()
+    );
+}
+
+#[test]
+fn check_config_accepts_the_valid_fixture_and_names_a_bad_key() {
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../broker/tests/fixtures");
+    let mut cmd = Command::new(bin("lanyard-broker"));
+    cmd.args(["check-config", "--config"])
+        .arg(fixtures.join("valid.toml"));
+    let out = run(cmd, None).ok();
+    assert!(out.stdout.starts_with("config ok:"), "{}", out.stdout);
+    assert!(out.stdout.contains("broker.council.example:4433"));
+
+    let mut cmd = Command::new(bin("lanyard-broker"));
+    cmd.args(["check-config", "--config"])
+        .arg(fixtures.join("invalid.toml"));
+    let out = run(cmd, None);
+    assert_eq!(out.code, 1);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown field `grace_periode`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn bad_start_inputs_fail_with_one_line_and_no_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let data = tmp.path().join("d").to_str().unwrap().to_owned();
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec!["serve", "--data-dir", &data, "--api-listen", "nonsense"],
+            1,
+            "api_listen",
+        ),
+        (
+            vec![
+                "serve",
+                "--data-dir",
+                "/dev/null/lanyard",
+                "--api-listen",
+                "127.0.0.1:0",
+            ],
+            1,
+            "not writable",
+        ),
+        (
+            vec![
+                "serve",
+                "--data-dir",
+                &data,
+                "--api-listen",
+                &taken_addr,
+                "--quic-listen",
+                "127.0.0.1:0",
+            ],
+            1,
+            "cannot listen on TCP",
+        ),
+        (
+            vec![
+                "serve",
+                "--data-dir",
+                &data,
+                "--database-url",
+                "mysql://u:hunter2@h/db",
+            ],
+            1,
+            "mysql://u:***@h/db",
+        ),
+        (vec!["serve", "--no-such-flag"], 2, "--no-such-flag"),
+        (
+            vec!["serve", "--data-dir", &data, "--grace-period", "soon"],
+            1,
+            "grace_period",
+        ),
+    ];
+    for (args, want, needle) in cases {
+        let mut cmd = Command::new(bin("lanyard-broker"));
+        cmd.args(&args).env("LANYARD_LOG", "error");
+        let out = run(cmd, None);
+        assert_eq!(out.code, want, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
+        assert!(
+            !out.stderr.contains("panicked") && !out.stderr.contains("hunter2"),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: printed {}", out.stdout);
+    }
+}
+
+#[test]
+fn migrate_applies_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d");
+    let mut cmd = Command::new(bin("lanyard-broker"));
+    cmd.args(["migrate", "--data-dir"]).arg(&data);
+    assert!(run(cmd, None).ok().stdout.contains("migrations applied: 1"));
+    let mut cmd = Command::new(bin("lanyard-broker"));
+    cmd.args(["migrate", "--data-dir"]).arg(&data);
+    assert!(run(cmd, None).ok().stdout.contains("migrations applied: 0"));
+}
