@@ -193,6 +193,7 @@ impl Broker {
             public_quic_addr,
             started_at_secs: now_ms() / 1000,
             throttle: Default::default(),
+            revocations: Default::default(),
         });
         Ok(Self {
             shared,

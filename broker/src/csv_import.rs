@@ -23,7 +23,11 @@ impl Row {
 /// whole (`Err`, one problem at line 1); otherwise the readable rows and a
 /// problem for each unreadable one, so that callers can add their own
 /// checks and report every bad row at once.
-pub fn read(text: &str, columns: &[&str]) -> Result<(Vec<Row>, Vec<RowProblem>), Vec<RowProblem>> {
+pub fn read(
+    text: &str,
+    columns: &[&str],
+    optional: &[&str],
+) -> Result<(Vec<Row>, Vec<RowProblem>), Vec<RowProblem>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
@@ -38,7 +42,10 @@ pub fn read(text: &str, columns: &[&str]) -> Result<(Vec<Row>, Vec<RowProblem>),
             }])
         }
     };
-    let want = columns.join(",");
+    let mut want = columns.join(",");
+    if !optional.is_empty() {
+        want.push_str(&format!(" (optional: {})", optional.join(",")));
+    }
     let mut header_problems = Vec::new();
     for c in columns {
         if !header.iter().any(|h| h == c) {
@@ -46,7 +53,7 @@ pub fn read(text: &str, columns: &[&str]) -> Result<(Vec<Row>, Vec<RowProblem>),
         }
     }
     for h in &header {
-        if !columns.contains(&h.as_str()) {
+        if !columns.contains(&h.as_str()) && !optional.contains(&h.as_str()) {
             header_problems.push(format!("unknown column {h:?}"));
         }
     }
@@ -111,7 +118,7 @@ mod tests {
 
     #[test]
     fn reads_rows_by_column_in_any_order() {
-        let (rows, problems) = read("b,a\n2,1\n\n4,3\n", &["a", "b"]).unwrap();
+        let (rows, problems) = read("b,a\n2,1\n\n4,3\n", &["a", "b"], &[]).unwrap();
         assert!(problems.is_empty());
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].get("a"), "1");
@@ -119,8 +126,15 @@ mod tests {
     }
 
     #[test]
+    fn optional_columns_may_be_left_out() {
+        let (rows, _) = read("a,b\n1,2\n", &["a"], &["b", "c"]).unwrap();
+        assert_eq!(rows[0].get("b"), "2");
+        assert_eq!(rows[0].get("c"), "");
+    }
+
+    #[test]
     fn header_problems_refuse_the_file() {
-        let err = read("a,c\n1,2\n", &["a", "b"]).unwrap_err();
+        let err = read("a,c\n1,2\n", &["a", "b"], &[]).unwrap_err();
         assert_eq!(err[0].line, 1);
         assert!(err[0].problem.contains("missing column b"));
         assert!(err[0].problem.contains("unknown column \"c\""));
@@ -128,7 +142,7 @@ mod tests {
 
     #[test]
     fn short_rows_are_named_by_line() {
-        let (rows, problems) = read("a,b\n1,2\n3\n5,6,7\n", &["a", "b"]).unwrap();
+        let (rows, problems) = read("a,b\n1,2\n3\n5,6,7\n", &["a", "b"], &[]).unwrap();
         assert_eq!(rows.len(), 1);
         let lines: Vec<u64> = problems.iter().map(|p| p.line).collect();
         assert_eq!(lines, vec![3, 4]);

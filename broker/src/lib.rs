@@ -13,6 +13,7 @@ pub mod datadir;
 pub mod metrics;
 pub mod model;
 pub mod quic;
+pub mod revocation;
 pub mod secrets;
 pub mod state;
 pub mod store;

@@ -8,6 +8,7 @@ use crate::auth::signin::Throttle;
 use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
 use crate::metrics::Metrics;
+use crate::revocation::RevocationHub;
 use crate::store::Store;
 
 pub type AppState = Arc<Shared>;
@@ -24,4 +25,5 @@ pub struct Shared {
     pub public_quic_addr: String,
     pub started_at_secs: i64,
     pub throttle: Throttle,
+    pub revocations: RevocationHub,
 }

@@ -269,6 +269,9 @@ async fn enrolment_codes_for_laptops_need_a_usable_laptop() {
             serial: "SN1".into(),
             model: "X1".into(),
             status: "in-stock".into(),
+            notes: String::new(),
+            purchase_date: None,
+            warranty_end: None,
         };
         store.laptop_add("admin", &laptop, NOW).await.unwrap();
         store

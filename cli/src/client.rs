@@ -63,6 +63,19 @@ struct ErrorDetail {
     rows: Vec<RowProblem>,
 }
 
+/// The error an unsuccessful answer carries.
+pub fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => ClientError::Api {
+            status,
+            code: e.error.code,
+            message: e.error.message,
+            rows: e.error.rows,
+        },
+        Err(_) => ClientError::Protocol(format!("HTTP {status}")),
+    }
+}
+
 #[derive(Clone)]
 pub struct Client {
     url: String,

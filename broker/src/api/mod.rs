@@ -11,6 +11,8 @@ pub mod enrol;
 pub mod error;
 pub mod groups;
 pub mod health;
+pub mod report;
+pub mod requests;
 pub mod staff;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -86,6 +88,8 @@ pub fn router(state: AppState) -> Router {
         .merge(apps::router())
         .merge(enrol::router())
         .merge(devices::router())
+        .merge(requests::router())
+        .merge(report::router())
         .merge(audit::router());
     Router::new()
         .route("/healthz", get(health::healthz))

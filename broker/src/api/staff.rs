@@ -135,7 +135,7 @@ async fn import(
     body: String,
 ) -> ApiResult<Json<Imported>> {
     let (rows, mut problems) =
-        crate::csv_import::read(&body, &CSV_COLUMNS).map_err(rows_refused)?;
+        crate::csv_import::read(&body, &CSV_COLUMNS, &[]).map_err(rows_refused)?;
     let mut parsed = Vec::with_capacity(rows.len());
     for row in &rows {
         let groups = parse_groups(
@@ -195,12 +195,16 @@ async fn disable(
     if caller.name == username {
         return Err(ApiError::bad("you cannot disable yourself"));
     }
-    Ok(Json(
-        state
-            .store
-            .staff_set_active(&caller.name, &username, false, now_ms())
-            .await?,
-    ))
+    let staff = state
+        .store
+        .staff_set_active(&caller.name, &username, false, now_ms())
+        .await?;
+    state
+        .revocations
+        .publish(crate::revocation::Revocation::Staff {
+            username: staff.username.clone(),
+        });
+    Ok(Json(staff))
 }
 
 async fn enable(

@@ -1,10 +1,17 @@
-//! Council laptops: the inventory's stock.
+//! Council laptops: stock, allocations and their history.
+//!
+//! Every change is one `AuditedTx` whose audit rows name the asset tag, so a
+//! laptop's history is read straight from the tamper-evident log. Assigning
+//! is guarded twice: the conditional `UPDATE … WHERE status = 'in-stock'`
+//! lets one of any number of concurrent assigns through, and the partial
+//! unique index on open allocations refuses a second one regardless.
 
 use serde::Serialize;
 
-use super::{AuditEntry, Result, Store, StoreError};
+use super::staff::{ImportError, RowProblem};
+use super::{AuditEntry, AuditedTx, Result, Store, StoreError};
 use crate::clock::{rfc3339, Millis};
-use crate::model::AssetTag;
+use crate::model::{AssetTag, Username};
 
 pub const STATUSES: [&str; 5] = ["in-stock", "allocated", "in-repair", "lost", "retired"];
 
@@ -14,25 +21,157 @@ pub struct NewLaptop {
     pub serial: String,
     pub model: String,
     pub status: String,
+    pub notes: String,
+    pub purchase_date: Option<String>,
+    pub warranty_end: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct LaptopRow {
-    pub asset_tag: String,
-    pub serial: String,
-    pub model: String,
+/// A row of `devices list`: a council laptop, or a personal device.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceRow {
+    pub kind: &'static str,
+    pub asset_tag: Option<String>,
+    pub serial: Option<String>,
+    pub model: Option<String>,
     pub status: String,
+    /// Who has it: the allocation's holder, or a personal device's owner.
+    pub holder: Option<String>,
+    pub holder_name: Option<String>,
+    pub department: Option<String>,
+    pub allocated_since: Option<String>,
     pub notes: String,
+    pub purchase_date: Option<String>,
+    pub warranty_end: Option<String>,
+    /// A personal device's certificate fingerprint (first 16 hex digits).
+    pub device_id: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct LaptopRow {
+    asset_tag: String,
+    serial: String,
+    model: String,
+    status: String,
+    notes: String,
+    purchase_date: Option<String>,
+    warranty_end: Option<String>,
+    holder: Option<String>,
+    holder_name: Option<String>,
+    department: Option<String>,
+    allocated_at: Option<i64>,
+}
+
+impl From<LaptopRow> for DeviceRow {
+    fn from(r: LaptopRow) -> Self {
+        DeviceRow {
+            kind: "managed",
+            asset_tag: Some(r.asset_tag),
+            serial: Some(r.serial),
+            model: Some(r.model),
+            status: r.status,
+            holder: r.holder,
+            holder_name: r.holder_name,
+            department: r.department,
+            allocated_since: r.allocated_at.map(rfc3339),
+            notes: r.notes,
+            purchase_date: r.purchase_date,
+            warranty_end: r.warranty_end,
+            device_id: None,
+        }
+    }
+}
+
+/// One hand-over, open or closed.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Allocation {
+    pub id: String,
+    pub asset_tag: String,
+    pub username: String,
     #[serde(skip)]
-    pub created_at: i64,
+    pub allocated_at: i64,
+    pub allocated_by: String,
+    pub request_id: Option<String>,
+    #[serde(skip)]
+    pub returned_at: Option<i64>,
+    pub received_by: Option<String>,
+    pub return_condition: Option<String>,
+    pub return_note: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Laptop {
+pub struct AllocationView {
     #[serde(flatten)]
-    pub row: LaptopRow,
-    pub kind: &'static str,
-    pub created: String,
+    pub allocation: Allocation,
+    pub since: String,
+    pub returned: Option<String>,
+}
+
+/// The agent that holds a certificate for a device.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AgentRow {
+    pub fingerprint: String,
+    #[serde(skip)]
+    pub enrolled_at: i64,
+    #[serde(skip)]
+    pub cert_expires_at: i64,
+    #[serde(skip)]
+    pub last_seen_at: Option<i64>,
+    pub agent_version: Option<String>,
+    pub os: Option<String>,
+    #[serde(skip)]
+    pub revoked_at: Option<i64>,
+    pub revoke_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentView {
+    #[serde(flatten)]
+    pub agent: AgentRow,
+    pub enrolled: String,
+    pub cert_expires: String,
+    pub last_seen: Option<String>,
+    pub revoked: Option<String>,
+}
+
+impl From<AgentRow> for AgentView {
+    fn from(a: AgentRow) -> Self {
+        AgentView {
+            enrolled: rfc3339(a.enrolled_at),
+            cert_expires: rfc3339(a.cert_expires_at),
+            last_seen: a.last_seen_at.map(rfc3339),
+            revoked: a.revoked_at.map(rfc3339),
+            agent: a,
+        }
+    }
+}
+
+/// `devices show`: the laptop, who has it, its past, and its agent.
+#[derive(Debug, Clone, Serialize)]
+pub struct LaptopDetail {
+    #[serde(flatten)]
+    pub laptop: DeviceRow,
+    pub allocations: Vec<AllocationView>,
+    /// Agents enrolled on this laptop, newest first; empty if none.
+    pub agents: Vec<AgentView>,
+}
+
+/// Filters for `devices list`; empty strings mean "any".
+#[derive(Debug, Clone, Default)]
+pub struct LaptopFilter {
+    pub status: Option<String>,
+    pub kind: Option<String>,
+    pub model: Option<String>,
+    pub holder: Option<String>,
+    pub department: Option<String>,
+    /// Free text, matched literally (`%`, `_`, quotes are not special) and
+    /// without regard to case against asset tag, serial and model.
+    pub search: Option<String>,
+}
+
+/// What a revocation touched, so live tunnels can be closed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Revoked {
+    pub fingerprints: Vec<String>,
 }
 
 pub fn parse_status(s: &str) -> std::result::Result<String, crate::model::Invalid> {
@@ -47,30 +186,172 @@ pub fn parse_status(s: &str) -> std::result::Result<String, crate::model::Invali
     }
 }
 
-impl Store {
-    pub async fn laptop_add(&self, actor: &str, new: &NewLaptop, now: Millis) -> Result<Laptop> {
-        let mut tx = self.begin_audited(now).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO laptops (asset_tag, serial, model, status, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $5)",
-        )
-        .bind(new.asset_tag.as_str())
-        .bind(&new.serial)
-        .bind(&new.model)
-        .bind(&new.status)
-        .bind(now)
-        .execute(tx.conn())
-        .await
-        .map_err(StoreError::from);
-        match inserted {
-            Err(e) if e.is_unique_violation() => {
-                return Err(StoreError::Conflict(format!(
-                    "a laptop with asset tag {} or serial {} already exists",
-                    new.asset_tag, new.serial
-                )));
-            }
-            other => other?,
+/// `YYYY-MM-DD`, or empty for none.
+pub fn parse_date(
+    field: &str,
+    s: &str,
+) -> std::result::Result<Option<String>, crate::model::Invalid> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let parts: Vec<&str> = s.split('-').collect();
+    let ok = parts.len() == 3
+        && parts[0].len() == 4
+        && parts[1].len() == 2
+        && parts[2].len() == 2
+        && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        && matches!(parts[0].parse::<u32>(), Ok(1990..=2200))
+        && matches!(parts[1].parse::<u32>(), Ok(1..=12))
+        && matches!(parts[2].parse::<u32>(), Ok(1..=31));
+    if ok {
+        Ok(Some(s.to_owned()))
+    } else {
+        Err(crate::model::Invalid(format!(
+            "bad {field} {s:?}: use YYYY-MM-DD"
+        )))
+    }
+}
+
+pub fn search_key(tag: &str, serial: &str, model: &str) -> String {
+    format!("{tag} {serial} {model}").to_lowercase()
+}
+
+const LAPTOP_SELECT: &str =
+    "SELECT l.asset_tag, l.serial, l.model, l.status, l.notes, l.purchase_date, l.warranty_end,
+            a.username AS holder, s.name AS holder_name, s.department AS department, a.allocated_at
+     FROM laptops l
+     LEFT JOIN allocations a ON a.asset_tag = l.asset_tag AND a.returned_at IS NULL
+     LEFT JOIN staff s ON s.username = a.username";
+
+async fn insert_laptop(tx: &mut AuditedTx, l: &NewLaptop) -> Result<()> {
+    let now = tx.now();
+    let inserted = sqlx::query(
+        "INSERT INTO laptops (asset_tag, serial, model, status, notes, purchase_date, warranty_end,
+                              search_key, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+    )
+    .bind(l.asset_tag.as_str())
+    .bind(&l.serial)
+    .bind(&l.model)
+    .bind(&l.status)
+    .bind(&l.notes)
+    .bind(l.purchase_date.clone())
+    .bind(l.warranty_end.clone())
+    .bind(search_key(l.asset_tag.as_str(), &l.serial, &l.model))
+    .bind(now)
+    .execute(tx.conn())
+    .await
+    .map_err(StoreError::from);
+    match inserted {
+        Err(e) if e.is_unique_violation() => Err(StoreError::Conflict(format!(
+            "a laptop with asset tag {} or serial {} already exists",
+            l.asset_tag, l.serial
+        ))),
+        other => other.map(|_| ()),
+    }
+}
+
+async fn laptop_status(tx: &mut AuditedTx, tag: &str) -> Result<String> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM laptops WHERE asset_tag = $1")
+            .bind(tag)
+            .fetch_optional(tx.conn())
+            .await?;
+    status.ok_or_else(|| StoreError::NotFound(format!("no laptop with asset tag {tag}")))
+}
+
+async fn open_holder(tx: &mut AuditedTx, tag: &str) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT username FROM allocations WHERE asset_tag = $1 AND returned_at IS NULL",
+    )
+    .bind(tag)
+    .fetch_optional(tx.conn())
+    .await?)
+}
+
+/// Hands `tag` to `username` inside `tx`; the caller audits and commits.
+pub(super) async fn assign_in(
+    tx: &mut AuditedTx,
+    actor: &str,
+    tag: &str,
+    username: &str,
+    request_id: Option<&str>,
+) -> Result<String> {
+    let now = tx.now();
+    let claimed = sqlx::query(
+        "UPDATE laptops SET status = 'allocated', updated_at = $1 WHERE asset_tag = $2 AND status = 'in-stock'",
+    )
+    .bind(now)
+    .bind(tag)
+    .execute(tx.conn())
+    .await?;
+    if claimed.rows_affected() != 1 {
+        let status = laptop_status(tx, tag).await?;
+        let why = match (status.as_str(), open_holder(tx, tag).await?) {
+            ("allocated", Some(holder)) => format!("it is allocated to {holder}"),
+            (s, _) => format!("it is {s}"),
         };
+        return Err(StoreError::Conflict(format!(
+            "laptop {tag} is not in stock: {why}"
+        )));
+    }
+    let id = crate::secrets::new_id();
+    let inserted = sqlx::query(
+        "INSERT INTO allocations (id, asset_tag, username, allocated_at, allocated_by, request_id)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&id)
+    .bind(tag)
+    .bind(username)
+    .bind(now)
+    .bind(actor)
+    .bind(request_id.map(str::to_owned))
+    .execute(tx.conn())
+    .await
+    .map_err(StoreError::from);
+    match inserted {
+        Err(e) if e.is_unique_violation() => Err(StoreError::Conflict(format!(
+            "laptop {tag} is not in stock: it already has an open allocation"
+        ))),
+        other => other.map(|_| id),
+    }
+}
+
+async fn require_active(tx: &mut AuditedTx, username: &str) -> Result<()> {
+    let active: Option<i64> = sqlx::query_scalar("SELECT active FROM staff WHERE username = $1")
+        .bind(username)
+        .fetch_optional(tx.conn())
+        .await?;
+    match active {
+        None => Err(StoreError::NotFound(format!(
+            "no staff member named {username}"
+        ))),
+        Some(0) => Err(StoreError::Invalid(format!(
+            "{username} is disabled; enable them first"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+async fn revoke_agents_in(tx: &mut AuditedTx, tag: &str, reason: &str) -> Result<Revoked> {
+    let now = tx.now();
+    let fingerprints: Vec<String> = sqlx::query_scalar(
+        "UPDATE enrolled_devices SET revoked_at = $1, revoke_reason = $2
+         WHERE asset_tag = $3 AND revoked_at IS NULL RETURNING fingerprint",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(tag)
+    .fetch_all(tx.conn())
+    .await?;
+    Ok(Revoked { fingerprints })
+}
+
+impl Store {
+    pub async fn laptop_add(&self, actor: &str, new: &NewLaptop, now: Millis) -> Result<DeviceRow> {
+        let mut tx = self.begin_audited(now).await?;
+        insert_laptop(&mut tx, new).await?;
         tx.audit(
             AuditEntry::ok(actor, "laptop.add", new.asset_tag.as_str()).with_detail(
                 serde_json::json!({
@@ -83,34 +364,385 @@ impl Store {
         self.laptop_get(new.asset_tag.as_str()).await
     }
 
-    pub async fn laptop_get(&self, asset_tag: &str) -> Result<Laptop> {
-        let row: Option<LaptopRow> = sqlx::query_as(
-            "SELECT asset_tag, serial, model, status, notes, created_at FROM laptops WHERE asset_tag = $1",
+    /// Imports many laptops: checked against the file and the store first;
+    /// any bad row refuses the whole file.
+    pub async fn laptop_import(
+        &self,
+        actor: &str,
+        rows: &[(u64, NewLaptop)],
+        now: Millis,
+    ) -> Result<usize, ImportError> {
+        let mut tx = self.begin_audited(now).await?;
+        let mut problems = Vec::new();
+        let mut tags = std::collections::HashMap::new();
+        let mut serials = std::collections::HashMap::new();
+        for (line, l) in rows {
+            if let Some(first) = tags.insert(l.asset_tag.as_str().to_owned(), *line) {
+                problems.push(RowProblem {
+                    line: *line,
+                    problem: format!("asset tag {} is also on line {first}", l.asset_tag),
+                });
+            }
+            if let Some(first) = serials.insert(l.serial.clone(), *line) {
+                problems.push(RowProblem {
+                    line: *line,
+                    problem: format!("serial {} is also on line {first}", l.serial),
+                });
+            }
+            let (tag_taken, serial_taken): (i64, i64) = sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM laptops WHERE asset_tag = $1), (SELECT COUNT(*) FROM laptops WHERE serial = $2)",
+            )
+            .bind(l.asset_tag.as_str())
+            .bind(&l.serial)
+            .fetch_one(tx.conn())
+            .await
+            .map_err(StoreError::from)?;
+            if tag_taken > 0 {
+                problems.push(RowProblem {
+                    line: *line,
+                    problem: format!("asset tag {} already exists", l.asset_tag),
+                });
+            }
+            if serial_taken > 0 {
+                problems.push(RowProblem {
+                    line: *line,
+                    problem: format!("serial {} already exists", l.serial),
+                });
+            }
+        }
+        if !problems.is_empty() {
+            problems.sort_by_key(|p| p.line);
+            return Err(ImportError::Rows(problems));
+        }
+        for (_, l) in rows {
+            insert_laptop(&mut tx, l).await?;
+        }
+        let tags: Vec<&str> = rows.iter().map(|(_, l)| l.asset_tag.as_str()).collect();
+        tx.audit(
+            AuditEntry::ok(actor, "laptop.import", &format!("{} laptops", rows.len()))
+                .with_detail(serde_json::json!({ "asset_tags": tags })),
         )
-        .bind(asset_tag)
-        .fetch_optional(&self.pool)
         .await?;
-        row.map(laptop)
+        tx.commit().await?;
+        Ok(rows.len())
+    }
+
+    pub async fn laptop_get(&self, asset_tag: &str) -> Result<DeviceRow> {
+        let row: Option<LaptopRow> =
+            sqlx::query_as(&format!("{LAPTOP_SELECT} WHERE l.asset_tag = $1"))
+                .bind(asset_tag)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(DeviceRow::from)
             .ok_or_else(|| StoreError::NotFound(format!("no laptop with asset tag {asset_tag}")))
     }
 
-    pub async fn laptop_list(&self, status: Option<&str>) -> Result<Vec<Laptop>> {
-        let rows: Vec<LaptopRow> = sqlx::query_as(
-            "SELECT asset_tag, serial, model, status, notes, created_at FROM laptops
-             WHERE ($1 = '' OR status = $1) ORDER BY asset_tag",
+    pub async fn laptop_detail(&self, asset_tag: &str) -> Result<LaptopDetail> {
+        let laptop = self.laptop_get(asset_tag).await?;
+        let allocations: Vec<Allocation> = sqlx::query_as(
+            "SELECT id, asset_tag, username, allocated_at, allocated_by, request_id, returned_at,
+                    received_by, return_condition, return_note
+             FROM allocations WHERE asset_tag = $1 ORDER BY allocated_at DESC, id",
         )
-        .bind(status.unwrap_or(""))
+        .bind(asset_tag)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(laptop).collect())
+        let agents: Vec<AgentRow> = sqlx::query_as(
+            "SELECT fingerprint, enrolled_at, cert_expires_at, last_seen_at, agent_version, os, revoked_at, revoke_reason
+             FROM enrolled_devices WHERE asset_tag = $1 ORDER BY enrolled_at DESC",
+        )
+        .bind(asset_tag)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(LaptopDetail {
+            laptop,
+            allocations: allocations
+                .into_iter()
+                .map(|a| AllocationView {
+                    since: rfc3339(a.allocated_at),
+                    returned: a.returned_at.map(rfc3339),
+                    allocation: a,
+                })
+                .collect(),
+            agents: agents.into_iter().map(AgentView::from).collect(),
+        })
     }
-}
 
-fn laptop(row: LaptopRow) -> Laptop {
-    let created = rfc3339(row.created_at);
-    Laptop {
-        row,
-        kind: "managed",
-        created,
+    /// Laptops and personal devices matching `filter`, laptops first by tag.
+    pub async fn device_list(&self, filter: &LaptopFilter) -> Result<Vec<DeviceRow>> {
+        let want = |f: &Option<String>| f.clone().unwrap_or_default();
+        let search = filter.search.as_deref().map(str::trim).unwrap_or("");
+        let mut out = Vec::new();
+        let kind = filter.kind.as_deref().unwrap_or("");
+        if kind.is_empty() || kind == "managed" {
+            let rows: Vec<LaptopRow> = sqlx::query_as(&format!(
+                "{LAPTOP_SELECT}
+                 WHERE ($1 = '' OR l.status = $1)
+                   AND ($2 = '' OR l.model = $2)
+                   AND ($3 = '' OR a.username = $3)
+                   AND ($4 = '' OR s.department = $4)
+                   AND ($5 = '' OR l.search_key LIKE $6 ESCAPE '\\')
+                 ORDER BY l.asset_tag"
+            ))
+            .bind(want(&filter.status))
+            .bind(want(&filter.model))
+            .bind(want(&filter.holder))
+            .bind(want(&filter.department))
+            .bind(search)
+            .bind(super::like_pattern(&search.to_lowercase()))
+            .fetch_all(&self.pool)
+            .await?;
+            out.extend(rows.into_iter().map(DeviceRow::from));
+        }
+        // Personal devices have no status, model or serial of the laptop kind;
+        // they match only filters that apply to them.
+        let personal_applies = (kind.is_empty() || kind == "personal")
+            && filter.status.is_none()
+            && filter.model.is_none()
+            && search.is_empty();
+        if personal_applies {
+            let rows: Vec<(String, String, String, String, i64, Option<i64>, Option<String>)> = sqlx::query_as(
+                "SELECT d.fingerprint, d.owner, s.name, s.department, d.enrolled_at, d.revoked_at, d.os
+                 FROM enrolled_devices d JOIN staff s ON s.username = d.owner
+                 WHERE d.kind = 'personal' AND ($1 = '' OR d.owner = $1) AND ($2 = '' OR s.department = $2)
+                 ORDER BY d.owner, d.enrolled_at",
+            )
+            .bind(want(&filter.holder))
+            .bind(want(&filter.department))
+            .fetch_all(&self.pool)
+            .await?;
+            out.extend(
+                rows.into_iter()
+                    .map(|(fp, owner, name, dept, enrolled, revoked, os)| DeviceRow {
+                        kind: "personal",
+                        asset_tag: None,
+                        serial: None,
+                        model: os,
+                        status: if revoked.is_some() {
+                            "revoked"
+                        } else {
+                            "enrolled"
+                        }
+                        .into(),
+                        holder: Some(owner),
+                        holder_name: Some(name),
+                        department: Some(dept),
+                        allocated_since: Some(rfc3339(enrolled)),
+                        notes: String::new(),
+                        purchase_date: None,
+                        warranty_end: None,
+                        device_id: Some(fp.chars().take(16).collect()),
+                    }),
+            );
+        }
+        Ok(out)
+    }
+
+    pub async fn laptop_assign(
+        &self,
+        actor: &str,
+        tag: &AssetTag,
+        to: &Username,
+        note: &str,
+        now: Millis,
+    ) -> Result<DeviceRow> {
+        let mut tx = self.begin_audited(now).await?;
+        require_active(&mut tx, to.as_str()).await?;
+        let allocation = assign_in(&mut tx, actor, tag.as_str(), to.as_str(), None).await?;
+        tx.audit(
+            AuditEntry::ok(actor, "laptop.assign", tag.as_str()).with_detail(serde_json::json!({
+                "to": to, "allocation": allocation, "note": note,
+            })),
+        )
+        .await?;
+        tx.commit().await?;
+        self.laptop_get(tag.as_str()).await
+    }
+
+    /// Takes a laptop back; `condition` is the status it returns to.
+    pub async fn laptop_return(
+        &self,
+        actor: &str,
+        tag: &AssetTag,
+        condition: &str,
+        note: &str,
+        now: Millis,
+    ) -> Result<DeviceRow> {
+        if !matches!(condition, "in-stock" | "in-repair") {
+            return Err(StoreError::Invalid(format!(
+                "a returned laptop goes back in-stock or in-repair, not {condition}"
+            )));
+        }
+        let mut tx = self.begin_audited(now).await?;
+        laptop_status(&mut tx, tag.as_str()).await?;
+        let holder: Option<String> = sqlx::query_scalar(
+            "UPDATE allocations SET returned_at = $1, received_by = $2, return_condition = $3, return_note = $4
+             WHERE asset_tag = $5 AND returned_at IS NULL RETURNING username",
+        )
+        .bind(now)
+        .bind(actor)
+        .bind(condition)
+        .bind(note)
+        .bind(tag.as_str())
+        .fetch_optional(tx.conn())
+        .await?;
+        let Some(holder) = holder else {
+            return Err(StoreError::Conflict(format!(
+                "laptop {tag} is not allocated to anyone"
+            )));
+        };
+        sqlx::query("UPDATE laptops SET status = $1, updated_at = $2 WHERE asset_tag = $3")
+            .bind(condition)
+            .bind(now)
+            .bind(tag.as_str())
+            .execute(tx.conn())
+            .await?;
+        tx.audit(
+            AuditEntry::ok(actor, "laptop.return", tag.as_str()).with_detail(serde_json::json!({
+                "from": holder, "condition": condition, "note": note,
+            })),
+        )
+        .await?;
+        tx.commit().await?;
+        self.laptop_get(tag.as_str()).await
+    }
+
+    /// Sets a laptop's status. An allocated laptop must be returned first,
+    /// unless it is lost or retired: then its allocation is closed too.
+    /// Lost and retired laptops lose their agent certificates.
+    pub async fn laptop_mark(
+        &self,
+        actor: &str,
+        tag: &AssetTag,
+        status: &str,
+        note: &str,
+        now: Millis,
+    ) -> Result<(DeviceRow, Revoked)> {
+        if status == "allocated" {
+            return Err(StoreError::Invalid(
+                "use `lanyard devices assign` to allocate a laptop".into(),
+            ));
+        }
+        parse_status(status).map_err(|e| StoreError::Invalid(e.0))?;
+        let mut tx = self.begin_audited(now).await?;
+        let current = laptop_status(&mut tx, tag.as_str()).await?;
+        let mut detail = serde_json::json!({ "from": current, "status": status, "note": note });
+        if current == "allocated" {
+            if !matches!(status, "lost" | "retired") {
+                let holder = open_holder(&mut tx, tag.as_str())
+                    .await?
+                    .unwrap_or_default();
+                return Err(StoreError::Conflict(format!(
+                    "laptop {tag} is allocated to {holder}; take it back with `lanyard devices return {tag}` first"
+                )));
+            }
+            let holder: Option<String> = sqlx::query_scalar(
+                "UPDATE allocations SET returned_at = $1, received_by = $2, return_condition = $3, return_note = $4
+                 WHERE asset_tag = $5 AND returned_at IS NULL RETURNING username",
+            )
+            .bind(now)
+            .bind(actor)
+            .bind(status)
+            .bind(note)
+            .bind(tag.as_str())
+            .fetch_optional(tx.conn())
+            .await?;
+            detail["holder"] = serde_json::json!(holder);
+        }
+        let notes_update = if note.is_empty() {
+            "UPDATE laptops SET status = $1, updated_at = $2 WHERE asset_tag = $3"
+        } else {
+            "UPDATE laptops SET status = $1, updated_at = $2, notes = $4 WHERE asset_tag = $3"
+        };
+        let mut q = sqlx::query(notes_update)
+            .bind(status)
+            .bind(now)
+            .bind(tag.as_str());
+        if !note.is_empty() {
+            q = q.bind(note);
+        }
+        q.execute(tx.conn()).await?;
+        let revoked = if matches!(status, "lost" | "retired") {
+            revoke_agents_in(&mut tx, tag.as_str(), &format!("laptop marked {status}")).await?
+        } else {
+            Revoked::default()
+        };
+        detail["revoked_certificates"] = serde_json::json!(revoked.fingerprints.len());
+        tx.audit(AuditEntry::ok(actor, "laptop.mark", tag.as_str()).with_detail(detail))
+            .await?;
+        tx.commit().await?;
+        Ok((self.laptop_get(tag.as_str()).await?, revoked))
+    }
+
+    /// Revokes every agent certificate held by a laptop.
+    pub async fn laptop_revoke(
+        &self,
+        actor: &str,
+        tag: &AssetTag,
+        reason: &str,
+        now: Millis,
+    ) -> Result<Revoked> {
+        let mut tx = self.begin_audited(now).await?;
+        laptop_status(&mut tx, tag.as_str()).await?;
+        let revoked = revoke_agents_in(&mut tx, tag.as_str(), reason).await?;
+        tx.audit(
+            AuditEntry::ok(actor, "device.revoke", tag.as_str()).with_detail(serde_json::json!({
+                "reason": reason, "revoked_certificates": revoked.fingerprints.len(),
+            })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    /// The audit rows about one laptop, oldest first.
+    pub async fn laptop_history(&self, asset_tag: &str) -> Result<Vec<super::audit::AuditRow>> {
+        let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM laptops WHERE asset_tag = $1")
+            .bind(asset_tag)
+            .fetch_one(&self.pool)
+            .await?;
+        if exists == 0 {
+            return Err(StoreError::NotFound(format!(
+                "no laptop with asset tag {asset_tag}"
+            )));
+        }
+        Ok(sqlx::query_as(
+            "SELECT seq, at_ms, actor, action, target, outcome, detail, prev_hash, hash
+             FROM audit_log WHERE target = $1 ORDER BY seq",
+        )
+        .bind(asset_tag)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Records an enrolled agent device (written by enrolment).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn enrolled_device_insert(
+        &self,
+        fingerprint: &str,
+        kind: &str,
+        asset_tag: Option<&str>,
+        owner: Option<&str>,
+        cert_expires_at: Millis,
+        agent_version: &str,
+        os: &str,
+        now: Millis,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO enrolled_devices (fingerprint, kind, asset_tag, owner, enrolled_at, cert_expires_at,
+                                           last_seen_at, agent_version, os)
+             VALUES ($1, $2, $3, $4, $5, $6, $5, $7, $8)",
+        )
+        .bind(fingerprint)
+        .bind(kind)
+        .bind(asset_tag.map(str::to_owned))
+        .bind(owner.map(str::to_owned))
+        .bind(now)
+        .bind(cert_expires_at)
+        .bind(agent_version)
+        .bind(os)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

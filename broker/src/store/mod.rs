@@ -14,6 +14,7 @@ pub mod enrol;
 pub mod groups;
 pub mod laptops;
 pub mod refresh;
+pub mod requests;
 pub mod staff;
 
 use std::time::Duration;

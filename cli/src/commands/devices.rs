@@ -1,7 +1,10 @@
-//! `lanyard devices ...`: council laptops.
+//! `lanyard devices ...`: council laptops and enrolled personal devices.
+
+use std::path::PathBuf;
 
 use clap::Subcommand;
-use serde_json::json;
+use http::Method;
+use serde_json::{json, Value};
 
 use crate::client::encode;
 use crate::output::Out;
@@ -28,6 +31,26 @@ impl Status {
     }
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReturnStatus {
+    InStock,
+    InRepair,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum MarkStatus {
+    InStock,
+    InRepair,
+    Lost,
+    Retired,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Kind {
+    Managed,
+    Personal,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum DevicesCommand {
     /// Add a council laptop to the inventory.
@@ -41,80 +64,365 @@ pub enum DevicesCommand {
         model: String,
         #[arg(long, value_enum, default_value = "in-stock")]
         status: Status,
+        #[arg(long, default_value = "")]
+        notes: String,
+        /// YYYY-MM-DD
+        #[arg(long, default_value = "")]
+        purchase_date: String,
+        /// YYYY-MM-DD
+        #[arg(long, default_value = "")]
+        warranty_end: String,
     },
-    /// List laptops.
+    /// Import laptops from CSV with the header asset_tag,serial,model,status.
+    ///
+    /// notes, purchase_date and warranty_end may be added as columns. The
+    /// whole file is checked first: if any row is bad (duplicate tag or
+    /// serial, unknown status, missing column), nothing is written and every
+    /// bad row is listed by line.
+    Import { file: PathBuf },
+    /// List laptops and personal devices, with filters.
     List {
         #[arg(long, value_enum)]
         status: Option<Status>,
+        #[arg(long, value_enum)]
+        kind: Option<Kind>,
+        /// Exact model name.
+        #[arg(long)]
+        model: Option<String>,
+        /// Who has it (username).
+        #[arg(long)]
+        holder: Option<String>,
+        /// The holder's department.
+        #[arg(long)]
+        department: Option<String>,
+        /// Text in the asset tag, serial or model (literal, any case).
+        #[arg(long)]
+        search: Option<String>,
     },
-    /// Show one laptop.
+    /// Show a laptop: who has it, its allocations, and its agent.
     Show { asset_tag: String },
+    /// Hand an in-stock laptop to a staff member.
+    Assign {
+        asset_tag: String,
+        #[arg(long, value_name = "USERNAME")]
+        to: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Take a laptop back from its holder.
+    Return {
+        asset_tag: String,
+        /// The condition it came back in.
+        #[arg(long, value_enum, default_value = "in-stock")]
+        status: ReturnStatus,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Set a laptop's status. Lost or retired also revokes its agent and closes its tunnels.
+    Mark {
+        asset_tag: String,
+        #[arg(long, value_enum)]
+        status: MarkStatus,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Revoke the laptop's agent certificate and close its tunnels.
+    Revoke {
+        asset_tag: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Everything that happened to a laptop, from the audit log.
+    History { asset_tag: String },
+}
+
+fn s(v: &Value, k: &str) -> String {
+    match &v[k] {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn summary(l: &Value) -> String {
+    let holder = match l["holder"].as_str() {
+        Some(h) => format!(", with {h}"),
+        None => String::new(),
+    };
+    format!(
+        "{} ({}, serial {}): {}{holder}",
+        s(l, "asset_tag"),
+        s(l, "model"),
+        s(l, "serial"),
+        s(l, "status")
+    )
 }
 
 pub async fn run(cli: &Cli, cmd: &DevicesCommand, out: &mut Out<'_>) -> Result<(), CliError> {
     let client = cli.client(true)?;
+    let path = |tag: &str, rest: &str| format!("/api/v1/devices/{}{rest}", encode(tag));
     match cmd {
         DevicesCommand::Add {
             asset_tag,
             serial,
             model,
             status,
+            notes,
+            purchase_date,
+            warranty_end,
         } => {
-            let body = json!({ "asset_tag": asset_tag, "serial": serial, "model": model, "status": status.as_str() });
-            let l: serde_json::Value = client.post("/api/v1/devices", &body).await?;
+            let body = json!({
+                "asset_tag": asset_tag, "serial": serial, "model": model, "status": status.as_str(),
+                "notes": notes, "purchase_date": purchase_date, "warranty_end": warranty_end,
+            });
+            let l: Value = client.post("/api/v1/devices", &body).await?;
             if out.json {
                 return Ok(out.json(&l)?);
             }
+            out.line(format!("added {}", summary(&l)))?;
+        }
+        DevicesCommand::Import { file } => {
+            let csv = std::fs::read(file)
+                .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", file.display())))?;
+            let resp: Value = client
+                .call(
+                    Method::POST,
+                    "/api/v1/devices/import",
+                    Some(("text/csv", csv)),
+                )
+                .await?;
+            if out.json {
+                return Ok(out.json(&resp)?);
+            }
             out.line(format!(
-                "added laptop {} ({}, serial {}), {}",
-                l["asset_tag"].as_str().unwrap_or(""),
-                l["model"].as_str().unwrap_or(""),
-                l["serial"].as_str().unwrap_or(""),
-                l["status"].as_str().unwrap_or("")
+                "imported {} laptops from {}",
+                resp["imported"],
+                file.display()
             ))?;
         }
-        DevicesCommand::List { status } => {
-            let path = match status {
-                Some(s) => format!("/api/v1/devices?status={}", s.as_str()),
-                None => "/api/v1/devices".into(),
+        DevicesCommand::List {
+            status,
+            kind,
+            model,
+            holder,
+            department,
+            search,
+        } => {
+            let mut query = Vec::new();
+            if let Some(v) = status {
+                query.push(format!("status={}", v.as_str()));
+            }
+            if let Some(k) = kind {
+                query.push(format!(
+                    "kind={}",
+                    if matches!(k, Kind::Managed) {
+                        "managed"
+                    } else {
+                        "personal"
+                    }
+                ));
+            }
+            for (key, v) in [
+                ("model", model),
+                ("holder", holder),
+                ("department", department),
+                ("q", search),
+            ] {
+                if let Some(v) = v {
+                    query.push(format!("{key}={}", encode(v)));
+                }
+            }
+            let url = if query.is_empty() {
+                "/api/v1/devices".into()
+            } else {
+                format!("/api/v1/devices?{}", query.join("&"))
             };
-            let list: Vec<serde_json::Value> = client.get(&path).await?;
+            let list: Vec<Value> = client.get(&url).await?;
             if out.json {
                 return Ok(out.json(&list)?);
             }
-            let s = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or("").to_owned();
             let rows = list
                 .iter()
                 .map(|l| {
+                    let id = if l["kind"] == "personal" {
+                        s(l, "device_id")
+                    } else {
+                        s(l, "asset_tag")
+                    };
                     vec![
-                        s(l, "asset_tag"),
-                        s(l, "serial"),
-                        s(l, "model"),
-                        s(l, "status"),
+                        id,
                         s(l, "kind"),
+                        s(l, "model"),
+                        s(l, "serial"),
+                        s(l, "status"),
+                        s(l, "holder"),
+                        s(l, "department"),
+                        s(l, "allocated_since"),
                     ]
                 })
                 .collect::<Vec<_>>();
-            out.table(&["ASSET TAG", "SERIAL", "MODEL", "STATUS", "KIND"], &rows)?;
+            out.table(
+                &[
+                    "DEVICE",
+                    "KIND",
+                    "MODEL",
+                    "SERIAL",
+                    "STATUS",
+                    "HOLDER",
+                    "DEPARTMENT",
+                    "SINCE",
+                ],
+                &rows,
+            )?;
         }
         DevicesCommand::Show { asset_tag } => {
-            let l: serde_json::Value = client
-                .get(&format!("/api/v1/devices/{}", encode(asset_tag)))
-                .await?;
+            let d: Value = client.get(&path(asset_tag, "")).await?;
             if out.json {
-                return Ok(out.json(&l)?);
+                return Ok(out.json(&d)?);
             }
             for key in [
                 "asset_tag",
                 "serial",
                 "model",
                 "status",
-                "kind",
+                "holder",
+                "holder_name",
+                "department",
+                "allocated_since",
+                "purchase_date",
+                "warranty_end",
                 "notes",
-                "created",
             ] {
-                out.line(format!("{key:<11} {}", l[key].as_str().unwrap_or("")))?;
+                out.line(format!("{key:<16} {}", s(&d, key)))?;
             }
+            let agents = d["agents"].as_array().cloned().unwrap_or_default();
+            match agents.first() {
+                None => out.line("agent            not enrolled")?,
+                Some(a) => {
+                    let state = if a["revoked"].is_null() {
+                        "enrolled"
+                    } else {
+                        "revoked"
+                    };
+                    out.line(format!(
+                        "agent            {state}, certificate {}",
+                        s(a, "fingerprint").chars().take(16).collect::<String>()
+                    ))?;
+                    out.line(format!("  cert expires   {}", s(a, "cert_expires")))?;
+                    out.line(format!("  last seen      {}", s(a, "last_seen")))?;
+                    out.line(format!(
+                        "  version / os   {} / {}",
+                        s(a, "agent_version"),
+                        s(a, "os")
+                    ))?;
+                }
+            }
+            let allocations = d["allocations"].as_array().cloned().unwrap_or_default();
+            out.line(format!("allocations      {}", allocations.len()))?;
+            for a in allocations {
+                let back = match a["returned"].as_str() {
+                    Some(r) => format!(
+                        "returned {r} to {} ({})",
+                        s(&a, "received_by"),
+                        s(&a, "return_condition")
+                    ),
+                    None => "still out".into(),
+                };
+                out.line(format!(
+                    "  {} to {} by {}; {back}",
+                    s(&a, "since"),
+                    s(&a, "username"),
+                    s(&a, "allocated_by")
+                ))?;
+            }
+        }
+        DevicesCommand::Assign {
+            asset_tag,
+            to,
+            note,
+        } => {
+            let l: Value = client
+                .post(
+                    &path(asset_tag, "/assign"),
+                    &json!({ "to": to, "note": note }),
+                )
+                .await?;
+            if out.json {
+                return Ok(out.json(&l)?);
+            }
+            out.line(format!("assigned {}", summary(&l)))?;
+        }
+        DevicesCommand::Return {
+            asset_tag,
+            status,
+            note,
+        } => {
+            let st = if matches!(status, ReturnStatus::InStock) {
+                "in-stock"
+            } else {
+                "in-repair"
+            };
+            let l: Value = client
+                .post(
+                    &path(asset_tag, "/return"),
+                    &json!({ "status": st, "note": note }),
+                )
+                .await?;
+            if out.json {
+                return Ok(out.json(&l)?);
+            }
+            out.line(format!("returned {}", summary(&l)))?;
+        }
+        DevicesCommand::Mark {
+            asset_tag,
+            status,
+            note,
+        } => {
+            let st = match status {
+                MarkStatus::InStock => "in-stock",
+                MarkStatus::InRepair => "in-repair",
+                MarkStatus::Lost => "lost",
+                MarkStatus::Retired => "retired",
+            };
+            let l: Value = client
+                .post(
+                    &path(asset_tag, "/mark"),
+                    &json!({ "status": st, "note": note }),
+                )
+                .await?;
+            if out.json {
+                return Ok(out.json(&l)?);
+            }
+            out.line(format!("marked {}", summary(&l)))?;
+            if l["revoked_certificates"].as_u64().unwrap_or(0) > 0 {
+                out.line(format!(
+                    "revoked {} agent certificate(s); its tunnels are closed",
+                    l["revoked_certificates"]
+                ))?;
+            }
+        }
+        DevicesCommand::Revoke { asset_tag, reason } => {
+            let r: Value = client
+                .post(&path(asset_tag, "/revoke"), &json!({ "reason": reason }))
+                .await?;
+            if out.json {
+                return Ok(out.json(&r)?);
+            }
+            out.line(format!(
+                "revoked {} agent certificate(s) of {asset_tag}",
+                r["revoked_certificates"]
+            ))?;
+        }
+        DevicesCommand::History { asset_tag } => {
+            let rows: Vec<Value> = client.get(&path(asset_tag, "/history")).await?;
+            if out.json {
+                return Ok(out.json(&rows)?);
+            }
+            let table = rows
+                .iter()
+                .map(|r| vec![s(r, "at"), s(r, "actor"), s(r, "action"), s(r, "detail")])
+                .collect::<Vec<_>>();
+            out.table(&["AT", "BY", "ACTION", "DETAIL"], &table)?;
         }
     }
     Ok(())

@@ -6,6 +6,8 @@ pub mod devices;
 pub mod enroll_code;
 pub mod groups;
 pub mod login;
+pub mod report;
+pub mod requests;
 pub mod staff;
 
 use clap::Subcommand;
@@ -29,9 +31,15 @@ pub enum Command {
     /// Single-use codes that enrol a laptop or a personal device.
     #[command(subcommand, name = "enroll-code")]
     EnrollCode(enroll_code::EnrollCodeCommand),
-    /// Council laptops in the inventory.
+    /// Council laptops (stock, allocation, returns, losses) and personal devices.
     #[command(subcommand)]
     Devices(devices::DevicesCommand),
+    /// The laptop request queue, served priority 1 first.
+    #[command(subcommand)]
+    Requests(requests::RequestsCommand),
+    /// Reports: the inventory as CSV or JSON.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -45,6 +53,8 @@ pub async fn run(cli: &Cli, out: &mut Out<'_>) -> Result<(), CliError> {
         Command::Apps(c) => apps::run(cli, c, out).await,
         Command::EnrollCode(c) => enroll_code::run(cli, c, out).await,
         Command::Devices(c) => devices::run(cli, c, out).await,
+        Command::Requests(c) => requests::run(cli, c, out).await,
+        Command::Report(c) => report::run(cli, c, out).await,
         Command::Audit(c) => audit::run(cli, c, out).await,
     }
 }
