@@ -19,9 +19,13 @@ pub fn duration_ms(d: Duration) -> Millis {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The last millisecond of year 9999, the most RFC 3339 can write.
+const MAX_RFC3339_MS: Millis = 253_402_300_799_999;
+
 /// RFC 3339 (UTC, seconds) for a millisecond timestamp, for JSON output.
+/// Times outside years 1970-9999 are clamped, never a panic.
 pub fn rfc3339(ms: Millis) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    let t = UNIX_EPOCH + Duration::from_millis(ms.clamp(0, MAX_RFC3339_MS) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
@@ -41,6 +45,8 @@ mod tests {
     #[test]
     fn formats_and_parses() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(-5), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
         assert_eq!(parse_rfc3339("1970-01-01T00:00:10Z"), Some(10_000));
         assert_eq!(parse_rfc3339("1970-01-02"), Some(86_400_000));
         assert_eq!(parse_rfc3339("yesterday"), None);

@@ -503,3 +503,172 @@ async fn health_readiness_and_metrics_answer_without_a_token() {
     refused(&out, 1, "store is unavailable");
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_tour_imports_queues_and_fulfils_in_priority_order() {
+    let env = Env::start().await;
+    let dir = env.dir.path();
+    std::fs::write(
+        dir.join("bad-laptops.csv"),
+        "asset_tag,serial,model,status\nLT-1,S1,T14,in-stock\nLT-1,S2,T14,in-stock\nLT-3,S3,T14,broken\n",
+    )
+    .unwrap();
+    let out = env
+        .run(&[
+            "devices",
+            "import",
+            dir.join("bad-laptops.csv").to_str().unwrap(),
+        ])
+        .await;
+    refused(&out, 1, "import refused: 2 bad row(s)");
+    assert!(
+        out.stderr
+            .contains("line 3: asset tag LT-1 is also on line 2"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("line 4: bad status \"broken\""),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        env.json(&["devices", "list"])
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    std::fs::write(
+        dir.join("laptops.csv"),
+        "asset_tag,serial,model,status,warranty_end\nLT-1,S1,ThinkPad T14,in-stock,2028-03-31\nLT-2,S2,ThinkPad T14,in-stock,\nLT-3,S3,Latitude 5440,in-repair,\n",
+    )
+    .unwrap();
+    env.ok(&[
+        "devices",
+        "import",
+        dir.join("laptops.csv").to_str().unwrap(),
+    ])
+    .await;
+    std::fs::write(
+        dir.join("staff.csv"),
+        "username,name,email,department,priority,groups\nc.three,Cy Three,,Parks,3,\nb.one,Bea One,,Contact Centre,1,\na.two,Al Two,,Housing,2,\nd.one,Di One,,Contact Centre,1,\n",
+    )
+    .unwrap();
+    env.ok(&["staff", "import", dir.join("staff.csv").to_str().unwrap()])
+        .await;
+    for u in ["c.three", "b.one", "a.two", "d.one"] {
+        env.ok(&["requests", "add", u, "--reason", "working from home"])
+            .await;
+    }
+    refused(
+        &env.run(&["requests", "add", "b.one"]).await,
+        1,
+        "b.one already has an open laptop request",
+    );
+    let queue = env.json(&["requests", "list", "--open"]).await;
+    let order: Vec<&str> = queue
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, vec!["b.one", "d.one", "a.two", "c.three"]);
+
+    let fulfil = env.json(&["requests", "fulfil"]).await;
+    let got: Vec<(&str, &str)> = fulfil["allocated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["username"].as_str().unwrap(),
+                a["asset_tag"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![("b.one", "LT-1"), ("d.one", "LT-2")]);
+    assert_eq!(fulfil["still_queued"], 2);
+    let text = env.ok(&["requests", "fulfil"]).await;
+    assert!(
+        text.contains("allocated 0; 2 request(s) still queued; 0 laptop(s) left in stock"),
+        "{text}"
+    );
+
+    refused(
+        &env.run(&["devices", "assign", "LT-1", "--to", "a.two"])
+            .await,
+        1,
+        "laptop LT-1 is not in stock: it is allocated to b.one",
+    );
+    let found = env.json(&["devices", "list", "--search", "latitude"]).await;
+    assert_eq!(found[0]["asset_tag"], "LT-3");
+    let contact = env
+        .json(&["devices", "list", "--department", "Contact Centre"])
+        .await;
+    assert_eq!(contact.as_array().unwrap().len(), 2);
+
+    let csv = env.ok(&["report", "inventory", "--format", "csv"]).await;
+    let mut lines = csv.lines();
+    assert_eq!(lines.next().unwrap(), "asset_tag,serial,model,status,holder,holder_name,department,allocated_since,purchase_date,warranty_end,notes");
+    let lt1 = lines.next().unwrap();
+    assert!(
+        lt1.starts_with("LT-1,S1,ThinkPad T14,allocated,b.one,Bea One,Contact Centre,"),
+        "{lt1}"
+    );
+    assert!(lt1.contains("2028-03-31"), "{lt1}");
+    let report = env.json(&["report", "inventory"]).await;
+    assert_eq!(report["by_status"]["allocated"], 2);
+    assert_eq!(report["by_status"]["in-repair"], 1);
+
+    // A lost laptop loses its agent, and the tunnel layer hears of it.
+    env.state
+        .store
+        .enrolled_device_insert(
+            "fp-lt1",
+            "managed",
+            Some("LT-1"),
+            None,
+            i64::MAX / 2,
+            "0.1.0",
+            "linux",
+            0,
+        )
+        .await
+        .unwrap();
+    let mut revocations = env.state.revocations.subscribe();
+    let out = env
+        .ok(&[
+            "devices",
+            "mark",
+            "LT-1",
+            "--status",
+            "lost",
+            "--note",
+            "stolen from car",
+        ])
+        .await;
+    assert!(out.contains("revoked 1 agent certificate"), "{out}");
+    match revocations.try_recv().unwrap() {
+        lanyard_broker::revocation::Revocation::Devices { fingerprints, .. } => {
+            assert_eq!(fingerprints, vec!["fp-lt1"])
+        }
+        other => panic!("{other:?}"),
+    }
+    let shown = env.json(&["devices", "show", "LT-1"]).await;
+    assert_eq!(shown["status"], "lost");
+    assert_eq!(shown["allocations"][0]["return_condition"], "lost");
+    assert!(shown["agents"][0]["revoked"].is_string());
+    let history = env.json(&["devices", "history", "LT-1"]).await;
+    let actions: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, vec!["laptop.add", "laptop.assign", "laptop.mark"]);
+    env.ok(&["audit", "verify"]).await;
+    env.stop().await;
+}

@@ -159,7 +159,25 @@ async fn import(
     let (rows, mut problems) =
         crate::csv_import::read(&body, &CSV_COLUMNS, &CSV_OPTIONAL).map_err(rows_refused)?;
     let mut parsed = Vec::with_capacity(rows.len());
+    let mut first_tag: std::collections::HashMap<String, u64> = Default::default();
+    let mut first_serial: std::collections::HashMap<String, u64> = Default::default();
     for row in &rows {
+        for (seen, key, what) in [
+            (&mut first_tag, row.get("asset_tag"), "asset tag"),
+            (&mut first_serial, row.get("serial"), "serial"),
+        ] {
+            if key.is_empty() {
+                continue;
+            }
+            if let Some(first) = seen.get(key) {
+                problems.push(RowProblem {
+                    line: row.line,
+                    problem: format!("{what} {key} is also on line {first}"),
+                });
+            } else {
+                seen.insert(key.to_owned(), row.line);
+            }
+        }
         match parse_laptop(
             row.get("asset_tag"),
             row.get("serial"),

@@ -137,7 +137,17 @@ async fn import(
     let (rows, mut problems) =
         crate::csv_import::read(&body, &CSV_COLUMNS, &[]).map_err(rows_refused)?;
     let mut parsed = Vec::with_capacity(rows.len());
+    let mut first_line: std::collections::HashMap<String, u64> = Default::default();
     for row in &rows {
+        let name = row.get("username");
+        if let Some(first) = first_line.get(name) {
+            problems.push(RowProblem {
+                line: row.line,
+                problem: format!("username {name} is also on line {first}"),
+            });
+            continue;
+        }
+        first_line.insert(name.to_owned(), row.line);
         let groups = parse_groups(
             row.get("groups")
                 .split([';', ' '])

@@ -24,10 +24,12 @@ impl EnrolFor {
             EnrolFor::Personal(_) => "personal",
         }
     }
+    /// The audit target: the asset tag (so the code shows in the laptop's
+    /// history) or the person's username.
     fn target(&self) -> String {
         match self {
-            EnrolFor::Laptop(t) => format!("laptop:{t}"),
-            EnrolFor::Personal(u) => format!("personal:{u}"),
+            EnrolFor::Laptop(t) => t.to_string(),
+            EnrolFor::Personal(u) => u.to_string(),
         }
     }
 }
@@ -133,7 +135,7 @@ impl Store {
         tx.audit(
             AuditEntry::ok(actor, "enrol_code.create", &what.target()).with_detail(
                 serde_json::json!({
-                    "code_id": id, "expires_at": rfc3339(expires_at),
+                    "code_id": id, "kind": what.kind(), "expires_at": rfc3339(expires_at),
                 }),
             ),
         )
@@ -199,9 +201,8 @@ impl Store {
             }
         };
         tx.audit(
-            AuditEntry::ok("anonymous", "enrol_code.consume", &id).with_detail(serde_json::json!({
-                "for": enrol_for.target(),
-            })),
+            AuditEntry::ok("anonymous", "enrol_code.consume", &enrol_for.target())
+                .with_detail(serde_json::json!({ "code_id": id, "kind": enrol_for.kind() })),
         )
         .await?;
         tx.commit().await?;

@@ -46,6 +46,18 @@ pub struct DeviceRow {
     pub device_id: Option<String>,
 }
 
+/// An enrolled personal device and its owner.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct PersonalRow {
+    fingerprint: String,
+    owner: String,
+    name: String,
+    department: String,
+    enrolled_at: i64,
+    revoked_at: Option<i64>,
+    os: Option<String>,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct LaptopRow {
     asset_tag: String,
@@ -414,15 +426,14 @@ impl Store {
             problems.sort_by_key(|p| p.line);
             return Err(ImportError::Rows(problems));
         }
-        for (_, l) in rows {
+        // One audit row per laptop, so each laptop's history starts with it.
+        for (line, l) in rows {
             insert_laptop(&mut tx, l).await?;
+            tx.audit(AuditEntry::ok(actor, "laptop.add", l.asset_tag.as_str()).with_detail(serde_json::json!({
+                "serial": l.serial, "model": l.model, "status": l.status, "import_line": line,
+            })))
+            .await?;
         }
-        let tags: Vec<&str> = rows.iter().map(|(_, l)| l.asset_tag.as_str()).collect();
-        tx.audit(
-            AuditEntry::ok(actor, "laptop.import", &format!("{} laptops", rows.len()))
-                .with_detail(serde_json::json!({ "asset_tags": tags })),
-        )
-        .await?;
         tx.commit().await?;
         Ok(rows.len())
     }
@@ -501,7 +512,7 @@ impl Store {
             && filter.model.is_none()
             && search.is_empty();
         if personal_applies {
-            let rows: Vec<(String, String, String, String, i64, Option<i64>, Option<String>)> = sqlx::query_as(
+            let rows: Vec<PersonalRow> = sqlx::query_as(
                 "SELECT d.fingerprint, d.owner, s.name, s.department, d.enrolled_at, d.revoked_at, d.os
                  FROM enrolled_devices d JOIN staff s ON s.username = d.owner
                  WHERE d.kind = 'personal' AND ($1 = '' OR d.owner = $1) AND ($2 = '' OR s.department = $2)
@@ -511,29 +522,28 @@ impl Store {
             .bind(want(&filter.department))
             .fetch_all(&self.pool)
             .await?;
-            out.extend(
-                rows.into_iter()
-                    .map(|(fp, owner, name, dept, enrolled, revoked, os)| DeviceRow {
-                        kind: "personal",
-                        asset_tag: None,
-                        serial: None,
-                        model: os,
-                        status: if revoked.is_some() {
-                            "revoked"
-                        } else {
-                            "enrolled"
-                        }
-                        .into(),
-                        holder: Some(owner),
-                        holder_name: Some(name),
-                        department: Some(dept),
-                        allocated_since: Some(rfc3339(enrolled)),
-                        notes: String::new(),
-                        purchase_date: None,
-                        warranty_end: None,
-                        device_id: Some(fp.chars().take(16).collect()),
-                    }),
-            );
+            out.extend(rows.into_iter().map(|p| {
+                DeviceRow {
+                    kind: "personal",
+                    asset_tag: None,
+                    serial: None,
+                    model: p.os,
+                    status: if p.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "enrolled"
+                    }
+                    .into(),
+                    holder: Some(p.owner),
+                    holder_name: Some(p.name),
+                    department: Some(p.department),
+                    allocated_since: Some(rfc3339(p.enrolled_at)),
+                    notes: String::new(),
+                    purchase_date: None,
+                    warranty_end: None,
+                    device_id: Some(p.fingerprint.chars().take(16).collect()),
+                }
+            }));
         }
         Ok(out)
     }
