@@ -112,6 +112,29 @@ pub fn read(
     Ok((rows, problems))
 }
 
+/// A problem for each row whose `column` repeats an earlier row's value
+/// (empty values are left to the field checks).
+pub fn repeats(rows: &[Row], column: &str, what: &str) -> Vec<RowProblem> {
+    let mut first: HashMap<&str, u64> = HashMap::new();
+    let mut problems = Vec::new();
+    for row in rows {
+        let value = row.get(column);
+        if value.is_empty() {
+            continue;
+        }
+        match first.get(value) {
+            Some(line) => problems.push(RowProblem {
+                line: row.line,
+                problem: format!("{what} {value} is also on line {line}"),
+            }),
+            None => {
+                first.insert(value, row.line);
+            }
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +146,17 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].get("a"), "1");
         assert_eq!(rows[1].line, 4);
+    }
+
+    #[test]
+    fn repeats_name_the_first_line() {
+        let (rows, _) = read("a\nx\ny\nx\n", &["a"], &[]).unwrap();
+        let p = repeats(&rows, "a", "value");
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            (p[0].line, p[0].problem.as_str()),
+            (4, "value x is also on line 2")
+        );
     }
 
     #[test]

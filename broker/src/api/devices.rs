@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
-use super::error::{rows_refused, ApiError, ApiResult};
+use super::error::{refuse_bad_rows, rows_refused, ApiError, ApiResult, Imported};
 use super::{JsonBody, QueryParams};
 use crate::clock::now_ms;
 use crate::model::{parse_text, AssetTag, Username};
@@ -144,11 +144,6 @@ async fn add(
     ))
 }
 
-#[derive(Debug, Serialize)]
-struct Imported {
-    imported: usize,
-}
-
 /// The body is the CSV file: asset_tag,serial,model,status (notes,
 /// purchase_date, warranty_end optional). All or nothing.
 async fn import(
@@ -159,25 +154,9 @@ async fn import(
     let (rows, mut problems) =
         crate::csv_import::read(&body, &CSV_COLUMNS, &CSV_OPTIONAL).map_err(rows_refused)?;
     let mut parsed = Vec::with_capacity(rows.len());
-    let mut first_tag: std::collections::HashMap<String, u64> = Default::default();
-    let mut first_serial: std::collections::HashMap<String, u64> = Default::default();
+    problems.extend(crate::csv_import::repeats(&rows, "asset_tag", "asset tag"));
+    problems.extend(crate::csv_import::repeats(&rows, "serial", "serial"));
     for row in &rows {
-        for (seen, key, what) in [
-            (&mut first_tag, row.get("asset_tag"), "asset tag"),
-            (&mut first_serial, row.get("serial"), "serial"),
-        ] {
-            if key.is_empty() {
-                continue;
-            }
-            if let Some(first) = seen.get(key) {
-                problems.push(RowProblem {
-                    line: row.line,
-                    problem: format!("{what} {key} is also on line {first}"),
-                });
-            } else {
-                seen.insert(key.to_owned(), row.line);
-            }
-        }
         match parse_laptop(
             row.get("asset_tag"),
             row.get("serial"),
@@ -194,10 +173,7 @@ async fn import(
             }),
         }
     }
-    if !problems.is_empty() {
-        problems.sort_by_key(|p| p.line);
-        return Err(rows_refused(problems));
-    }
+    refuse_bad_rows(problems)?;
     if parsed.is_empty() {
         return Err(ApiError::bad("the file has a header but no rows"));
     }

@@ -116,3 +116,18 @@ impl IntoResponse for ApiError {
         (status, Json(body)).into_response()
     }
 }
+
+/// Refuses a file if any row has a problem, listing them by line.
+pub fn refuse_bad_rows(mut problems: Vec<RowProblem>) -> ApiResult<()> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    problems.sort_by_key(|p| p.line);
+    Err(rows_refused(problems))
+}
+
+/// What an import answers.
+#[derive(Debug, serde::Serialize)]
+pub struct Imported {
+    pub imported: usize,
+}

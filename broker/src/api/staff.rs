@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
-use super::error::{rows_refused, ApiError, ApiResult};
+use super::error::{refuse_bad_rows, rows_refused, ApiError, ApiResult, Imported};
 use super::JsonBody;
 use crate::auth::{password, totp};
 use crate::clock::now_ms;
@@ -123,11 +123,6 @@ async fn add(
     Ok((StatusCode::CREATED, Json(staff)))
 }
 
-#[derive(Debug, Serialize)]
-struct Imported {
-    imported: usize,
-}
-
 /// The body is the CSV file itself.
 async fn import(
     State(state): State<AppState>,
@@ -137,17 +132,8 @@ async fn import(
     let (rows, mut problems) =
         crate::csv_import::read(&body, &CSV_COLUMNS, &[]).map_err(rows_refused)?;
     let mut parsed = Vec::with_capacity(rows.len());
-    let mut first_line: std::collections::HashMap<String, u64> = Default::default();
+    problems.extend(crate::csv_import::repeats(&rows, "username", "username"));
     for row in &rows {
-        let name = row.get("username");
-        if let Some(first) = first_line.get(name) {
-            problems.push(RowProblem {
-                line: row.line,
-                problem: format!("username {name} is also on line {first}"),
-            });
-            continue;
-        }
-        first_line.insert(name.to_owned(), row.line);
         let groups = parse_groups(
             row.get("groups")
                 .split([';', ' '])
@@ -171,10 +157,7 @@ async fn import(
             }),
         }
     }
-    if !problems.is_empty() {
-        problems.sort_by_key(|p| p.line);
-        return Err(rows_refused(problems));
-    }
+    refuse_bad_rows(problems)?;
     if parsed.is_empty() {
         return Err(ApiError::bad("the file has a header but no rows"));
     }
