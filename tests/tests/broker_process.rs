@@ -184,13 +184,32 @@ fn bad_start_inputs_fail_with_one_line_and_no_panic() {
 }
 
 #[test]
-fn migrate_applies_once() {
+fn migrate_applies_every_migration_once() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    let files = std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "sql")
+        })
+        .count();
+    assert!(files >= 2);
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("d");
     let mut cmd = Command::new(bin("lanyard-broker"));
     cmd.args(["migrate", "--data-dir"]).arg(&data);
-    assert!(run(cmd, None).ok().stdout.contains("migrations applied: 1"));
+    let first = run(cmd, None).ok().stdout;
+    assert!(
+        first.contains(&format!("migrations applied: {files} ")),
+        "{first}"
+    );
     let mut cmd = Command::new(bin("lanyard-broker"));
     cmd.args(["migrate", "--data-dir"]).arg(&data);
-    assert!(run(cmd, None).ok().stdout.contains("migrations applied: 0"));
+    assert!(run(cmd, None)
+        .ok()
+        .stdout
+        .contains("migrations applied: 0 "));
 }
