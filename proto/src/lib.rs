@@ -7,8 +7,13 @@
 #![forbid(unsafe_code)]
 
 pub mod enrol;
+pub mod frame;
+pub mod messages;
+pub mod wire;
 
 pub use enrol::{EnrolmentCode, EnrolmentCodeError};
+pub use frame::{FrameDecoder, FrameError, MAX_FRAME};
+pub use messages::{AppGrant, ErrorCode, KeyAlg, Message};
 
 /// The ALPN protocol name an agent and the broker agree on over QUIC.
 pub const ALPN: &[u8] = b"lanyard/1";

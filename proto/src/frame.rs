@@ -1,0 +1,301 @@
+//! Framing: `length (u32, big-endian) | type (u8) | payload`, where length
+//! counts the type byte and the payload and is at most [`MAX_FRAME`].
+//!
+//! [`FrameDecoder`] is sans-IO: feed it whatever bytes arrived, take whole
+//! messages out. It never buffers more than one maximal frame, and a bad
+//! length is refused as soon as its four bytes are seen.
+
+use crate::messages::Message;
+use crate::wire::{DecodeError, Writer};
+
+/// The largest frame, type byte included.
+pub const MAX_FRAME: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame length {0} is outside 1..={MAX_FRAME}")]
+    Length(u64),
+    #[error("bad frame: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("the stream ended inside a frame ({0} bytes buffered)")]
+    Incomplete(usize),
+}
+
+/// Encodes one message as a frame, appending to `out`.
+pub fn encode(msg: &Message, out: &mut Vec<u8>) {
+    let mut w = Writer::default();
+    w.u8(msg.tag());
+    msg.write_payload(&mut w);
+    out.extend_from_slice(&(w.buf.len() as u32).to_be_bytes());
+    out.extend_from_slice(&w.buf);
+}
+
+/// Encodes one message as a new frame.
+pub fn to_frame(msg: &Message) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode(msg, &mut out);
+    out
+}
+
+/// Reassembles frames from arbitrary chunks.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    failed: bool,
+}
+
+impl FrameDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes held waiting for the rest of a frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Adds bytes and returns the next whole message, if any; call
+    /// [`next_message`](Self::next_message) again for further messages from the same bytes.
+    /// After an error the decoder refuses everything: the stream is bad.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Option<Message>, FrameError> {
+        if !self.failed {
+            self.buf.extend_from_slice(bytes);
+        }
+        self.next_message()
+    }
+
+    /// The next whole message already buffered, if any.
+    pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
+        if self.failed {
+            return Err(FrameError::Decode(DecodeError::BadValue(
+                "stream already failed",
+            )));
+        }
+        let result = self.take();
+        if result.is_err() {
+            self.failed = true;
+            self.buf = Vec::new();
+        }
+        result
+    }
+
+    fn take(&mut self) -> Result<Option<Message>, FrameError> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len == 0 || len > MAX_FRAME {
+            return Err(FrameError::Length(len as u64));
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let msg = Message::decode(self.buf[4], &self.buf[5..4 + len])?;
+        self.buf.drain(..4 + len);
+        Ok(Some(msg))
+    }
+
+    /// Call when the stream ends: an error if half a frame is left.
+    pub fn finish(&self) -> Result<(), FrameError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(FrameError::Incomplete(self.buf.len()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::{AppGrant, ErrorCode, KeyAlg};
+
+    fn samples() -> Vec<Message> {
+        vec![
+            Message::EnrolRequest {
+                secret: [3; 20],
+                key_alg: KeyAlg::EcdsaP256,
+                public_key: vec![4; 65],
+                proof: vec![9; 70],
+                agent_version: "0.1.0".into(),
+                os: "linux".into(),
+            },
+            Message::Certificate {
+                certificate: vec![0x30; 600],
+                expires_at: 1_800_000_000,
+            },
+            Message::Renew,
+            Message::SignIn {
+                username: "j.smith".into(),
+                password: "pw".into(),
+                totp: Some("123456".into()),
+            },
+            Message::SignIn {
+                username: "j.smith".into(),
+                password: "pw".into(),
+                totp: None,
+            },
+            Message::Tokens {
+                access_token: "a.b.c".into(),
+                refresh_token: "lyr_x".into(),
+                expires_in: 900,
+            },
+            Message::Refresh {
+                refresh_token: "lyr_x".into(),
+            },
+            Message::Hello {
+                version: 1,
+                access_token: "a.b.c".into(),
+                agent_version: "0.1.0".into(),
+                os: "macos".into(),
+            },
+            Message::Welcome {
+                session_id: "s1".into(),
+                apps: vec![
+                    AppGrant {
+                        name: "hr".into(),
+                        port_hint: 8080,
+                    },
+                    AppGrant {
+                        name: "pbx".into(),
+                        port_hint: 0,
+                    },
+                ],
+            },
+            Message::AppsChanged { apps: vec![] },
+            Message::Ping { nonce: 42 },
+            Message::Pong { nonce: 42 },
+            Message::Revoked {
+                reason: "laptop marked lost".into(),
+            },
+            Message::Refused {
+                code: ErrorCode::AtCapacity,
+                message: "at capacity, try again later".into(),
+            },
+            Message::StreamOpen {
+                app: "hr".into(),
+                request_id: 7,
+            },
+            Message::StreamAccepted { request_id: 7 },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_through_a_frame() {
+        for msg in samples() {
+            let frame = to_frame(&msg);
+            let mut d = FrameDecoder::new();
+            assert_eq!(d.push(&frame).unwrap(), Some(msg.clone()), "{msg:?}");
+            d.finish().unwrap();
+        }
+    }
+
+    #[test]
+    fn frames_split_anywhere_and_joined_together_decode() {
+        let mut stream = Vec::new();
+        for msg in samples() {
+            encode(&msg, &mut stream);
+        }
+        for chunk in [1, 2, 3, 7, 64, 4096] {
+            let mut d = FrameDecoder::new();
+            let mut got = Vec::new();
+            for part in stream.chunks(chunk) {
+                if let Some(m) = d.push(part).unwrap() {
+                    got.push(m);
+                }
+                while let Some(m) = d.next_message().unwrap() {
+                    got.push(m);
+                }
+            }
+            d.finish().unwrap();
+            assert_eq!(got, samples(), "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn oversized_zero_and_truncated_frames_are_refused() {
+        let mut d = FrameDecoder::new();
+        assert_eq!(
+            d.push(&[0xff, 0xff, 0xff, 0xff]),
+            Err(FrameError::Length(u32::MAX as u64))
+        );
+        assert!(
+            d.push(&to_frame(&Message::Renew)).is_err(),
+            "a failed stream stays failed"
+        );
+        assert_eq!(d.buffered(), 0);
+
+        let mut d = FrameDecoder::new();
+        assert_eq!(d.push(&[0, 0, 0, 0]), Err(FrameError::Length(0)));
+
+        let mut d = FrameDecoder::new();
+        let frame = to_frame(&Message::Ping { nonce: 1 });
+        assert_eq!(d.push(&frame[..frame.len() - 1]), Ok(None));
+        assert_eq!(d.finish(), Err(FrameError::Incomplete(frame.len() - 1)));
+
+        // A "negative" length read as u32 is simply too long.
+        let mut d = FrameDecoder::new();
+        assert_eq!(
+            d.push(&(-1i32).to_be_bytes()),
+            Err(FrameError::Length(u32::MAX as u64))
+        );
+    }
+
+    #[test]
+    fn malformed_payloads_are_errors() {
+        let mut d = FrameDecoder::new();
+        assert_eq!(
+            d.push(&[0, 0, 0, 1, 0x7f]),
+            Err(FrameError::Decode(DecodeError::UnknownType(0x7f)))
+        );
+        // A Ping with trailing bytes.
+        let mut d = FrameDecoder::new();
+        assert_eq!(
+            d.push(&[0, 0, 0, 10, 0x23, 0, 0, 0, 0, 0, 0, 0, 1, 9]),
+            Err(FrameError::Decode(DecodeError::Trailing(1)))
+        );
+        // An app list claiming more entries than allowed.
+        let mut d = FrameDecoder::new();
+        assert!(matches!(
+            d.push(&[0, 0, 0, 3, 0x22, 0xff, 0xff]),
+            Err(FrameError::Decode(DecodeError::TooLong { .. }))
+        ));
+        // A refusal with an unknown code.
+        let mut d = FrameDecoder::new();
+        assert!(matches!(
+            d.push(&[0, 0, 0, 5, 0x26, 0, 99, 0, 0]),
+            Err(FrameError::Decode(DecodeError::BadValue(_)))
+        ));
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        for msg in samples() {
+            let shown = format!("{msg:?}");
+            for secret in ["pw", "a.b.c", "lyr_x", "123456"] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+        }
+    }
+
+    /// Every prefix of every valid frame, and every single-byte corruption,
+    /// decodes to a message, waits for more, or fails: it never panics.
+    #[test]
+    fn no_corruption_panics() {
+        for msg in samples() {
+            let frame = to_frame(&msg);
+            for cut in 0..frame.len() {
+                let mut d = FrameDecoder::new();
+                let _ = d.push(&frame[..cut]);
+            }
+            for i in 0..frame.len() {
+                for flip in [0x01u8, 0x80, 0xff] {
+                    let mut bad = frame.clone();
+                    bad[i] ^= flip;
+                    let mut d = FrameDecoder::new();
+                    let _ = d.push(&bad);
+                }
+            }
+        }
+    }
+}

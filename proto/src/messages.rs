@@ -1,0 +1,462 @@
+//! The typed messages of protocol version 1.
+//!
+//! Streams: the agent opens an **enrol** stream (no client certificate yet)
+//! or, with its device certificate, a **control** stream (sign-in, session
+//! hello, refresh, keepalive and broker events) and one **tunnel** stream per
+//! TCP connection, which starts with `StreamOpen` and continues as raw bytes
+//! once the broker answers `StreamAccepted`.
+
+use crate::enrol::SECRET_LEN;
+use crate::wire::{DecodeError, Reader, Writer};
+
+/// Field limits, in bytes. Generous for real use, small enough that a peer
+/// cannot make us hold much.
+pub mod limits {
+    pub const NAME: usize = 64;
+    pub const VERSION: usize = 64;
+    pub const PASSWORD: usize = 1024;
+    pub const TOKEN: usize = 8 * 1024;
+    pub const MESSAGE: usize = 512;
+    pub const PUBLIC_KEY: usize = 512;
+    pub const SIGNATURE: usize = 512;
+    pub const CERTIFICATE: usize = 16 * 1024;
+    pub const APPS: usize = 1024;
+}
+
+/// The device key's algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAlg {
+    EcdsaP256,
+    Ed25519,
+}
+
+/// Why the broker refused something. The agent prints the message and acts
+/// on the code (e.g. backs off on `AtCapacity`, stops on `Revoked`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest = 1,
+    Unauthorized = 2,
+    Forbidden = 3,
+    NotFound = 4,
+    AtCapacity = 5,
+    Unavailable = 6,
+    VersionMismatch = 7,
+    Revoked = 8,
+    Internal = 9,
+}
+
+impl ErrorCode {
+    fn from_u16(v: u16) -> Result<Self, DecodeError> {
+        Ok(match v {
+            1 => Self::BadRequest,
+            2 => Self::Unauthorized,
+            3 => Self::Forbidden,
+            4 => Self::NotFound,
+            5 => Self::AtCapacity,
+            6 => Self::Unavailable,
+            7 => Self::VersionMismatch,
+            8 => Self::Revoked,
+            9 => Self::Internal,
+            _ => return Err(DecodeError::BadValue("error code")),
+        })
+    }
+}
+
+/// An app the person may reach from this device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppGrant {
+    pub name: String,
+    /// A local port the agent may use for it, or 0 for "any".
+    pub port_hint: u16,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Agent → broker, first on an enrol stream.
+    EnrolRequest {
+        secret: [u8; SECRET_LEN],
+        key_alg: KeyAlg,
+        /// The raw public key (uncompressed P-256 point or Ed25519 key).
+        public_key: Vec<u8>,
+        /// The device key's signature over `secret || public_key`: proof
+        /// that the agent holds the private key.
+        proof: Vec<u8>,
+        agent_version: String,
+        os: String,
+    },
+    /// Broker → agent: the device certificate (DER) and its expiry (s).
+    Certificate {
+        certificate: Vec<u8>,
+        expires_at: u64,
+    },
+    /// Agent → broker on a control stream: renew the presented certificate.
+    Renew,
+    /// Agent → broker: sign a person in on this device.
+    SignIn {
+        username: String,
+        password: String,
+        totp: Option<String>,
+    },
+    /// Broker → agent: tokens after a sign-in or refresh.
+    Tokens {
+        access_token: String,
+        refresh_token: String,
+        expires_in: u32,
+    },
+    /// Agent → broker: exchange a refresh token.
+    Refresh {
+        refresh_token: String,
+    },
+    /// Agent → broker, first on a control stream for a session.
+    Hello {
+        version: u16,
+        access_token: String,
+        agent_version: String,
+        os: String,
+    },
+    /// Broker → agent: the session and what it may reach.
+    Welcome {
+        session_id: String,
+        apps: Vec<AppGrant>,
+    },
+    /// Broker → agent: the set of apps changed.
+    AppsChanged {
+        apps: Vec<AppGrant>,
+    },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+    /// Broker → agent: the session ends now and must not be redialled
+    /// until the reason is dealt with.
+    Revoked {
+        reason: String,
+    },
+    /// Either side: a request was refused.
+    Refused {
+        code: ErrorCode,
+        message: String,
+    },
+    /// Agent → broker, first on a tunnel stream.
+    StreamOpen {
+        app: String,
+        request_id: u64,
+    },
+    /// Broker → agent: the stream is allowed; raw bytes follow.
+    StreamAccepted {
+        request_id: u64,
+    },
+}
+
+impl std::fmt::Debug for Message {
+    /// Secrets (enrolment secret, password, tokens) never appear.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Message::EnrolRequest {
+                key_alg,
+                agent_version,
+                os,
+                ..
+            } => f
+                .debug_struct("EnrolRequest")
+                .field("key_alg", key_alg)
+                .field("agent_version", agent_version)
+                .field("os", os)
+                .finish_non_exhaustive(),
+            Message::Certificate {
+                expires_at,
+                certificate,
+            } => f
+                .debug_struct("Certificate")
+                .field("len", &certificate.len())
+                .field("expires_at", expires_at)
+                .finish(),
+            Message::Renew => f.write_str("Renew"),
+            Message::SignIn { username, totp, .. } => f
+                .debug_struct("SignIn")
+                .field("username", username)
+                .field("totp", &totp.is_some())
+                .finish_non_exhaustive(),
+            Message::Tokens { expires_in, .. } => f
+                .debug_struct("Tokens")
+                .field("expires_in", expires_in)
+                .finish_non_exhaustive(),
+            Message::Refresh { .. } => f.write_str("Refresh"),
+            Message::Hello {
+                version,
+                agent_version,
+                os,
+                ..
+            } => f
+                .debug_struct("Hello")
+                .field("version", version)
+                .field("agent_version", agent_version)
+                .field("os", os)
+                .finish_non_exhaustive(),
+            Message::Welcome { session_id, apps } => f
+                .debug_struct("Welcome")
+                .field("session_id", session_id)
+                .field("apps", apps)
+                .finish(),
+            Message::AppsChanged { apps } => {
+                f.debug_struct("AppsChanged").field("apps", apps).finish()
+            }
+            Message::Ping { nonce } => f.debug_struct("Ping").field("nonce", nonce).finish(),
+            Message::Pong { nonce } => f.debug_struct("Pong").field("nonce", nonce).finish(),
+            Message::Revoked { reason } => {
+                f.debug_struct("Revoked").field("reason", reason).finish()
+            }
+            Message::Refused { code, message } => f
+                .debug_struct("Refused")
+                .field("code", code)
+                .field("message", message)
+                .finish(),
+            Message::StreamOpen { app, request_id } => f
+                .debug_struct("StreamOpen")
+                .field("app", app)
+                .field("request_id", request_id)
+                .finish(),
+            Message::StreamAccepted { request_id } => f
+                .debug_struct("StreamAccepted")
+                .field("request_id", request_id)
+                .finish(),
+        }
+    }
+}
+
+mod tag {
+    pub const ENROL_REQUEST: u8 = 0x01;
+    pub const CERTIFICATE: u8 = 0x02;
+    pub const RENEW: u8 = 0x03;
+    pub const SIGN_IN: u8 = 0x10;
+    pub const TOKENS: u8 = 0x11;
+    pub const REFRESH: u8 = 0x12;
+    pub const HELLO: u8 = 0x20;
+    pub const WELCOME: u8 = 0x21;
+    pub const APPS_CHANGED: u8 = 0x22;
+    pub const PING: u8 = 0x23;
+    pub const PONG: u8 = 0x24;
+    pub const REVOKED: u8 = 0x25;
+    pub const REFUSED: u8 = 0x26;
+    pub const STREAM_OPEN: u8 = 0x30;
+    pub const STREAM_ACCEPTED: u8 = 0x31;
+}
+
+fn write_apps(w: &mut Writer, apps: &[AppGrant]) {
+    let apps = &apps[..apps.len().min(limits::APPS)];
+    w.u16(apps.len() as u16);
+    for a in apps {
+        w.string(&a.name);
+        w.u16(a.port_hint);
+    }
+}
+
+fn read_apps(r: &mut Reader<'_>) -> Result<Vec<AppGrant>, DecodeError> {
+    let n = usize::from(r.u16()?);
+    if n > limits::APPS {
+        return Err(DecodeError::TooLong {
+            len: n,
+            max: limits::APPS,
+        });
+    }
+    let mut apps = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        apps.push(AppGrant {
+            name: r.string(limits::NAME)?,
+            port_hint: r.u16()?,
+        });
+    }
+    Ok(apps)
+}
+
+impl Message {
+    /// The message type byte.
+    pub fn tag(&self) -> u8 {
+        match self {
+            Message::EnrolRequest { .. } => tag::ENROL_REQUEST,
+            Message::Certificate { .. } => tag::CERTIFICATE,
+            Message::Renew => tag::RENEW,
+            Message::SignIn { .. } => tag::SIGN_IN,
+            Message::Tokens { .. } => tag::TOKENS,
+            Message::Refresh { .. } => tag::REFRESH,
+            Message::Hello { .. } => tag::HELLO,
+            Message::Welcome { .. } => tag::WELCOME,
+            Message::AppsChanged { .. } => tag::APPS_CHANGED,
+            Message::Ping { .. } => tag::PING,
+            Message::Pong { .. } => tag::PONG,
+            Message::Revoked { .. } => tag::REVOKED,
+            Message::Refused { .. } => tag::REFUSED,
+            Message::StreamOpen { .. } => tag::STREAM_OPEN,
+            Message::StreamAccepted { .. } => tag::STREAM_ACCEPTED,
+        }
+    }
+
+    /// Appends the payload (without the type byte).
+    pub fn write_payload(&self, w: &mut Writer) {
+        match self {
+            Message::EnrolRequest {
+                secret,
+                key_alg,
+                public_key,
+                proof,
+                agent_version,
+                os,
+            } => {
+                w.buf.extend_from_slice(secret);
+                w.u8(match key_alg {
+                    KeyAlg::EcdsaP256 => 1,
+                    KeyAlg::Ed25519 => 2,
+                });
+                w.bytes16(public_key);
+                w.bytes16(proof);
+                w.string(agent_version);
+                w.string(os);
+            }
+            Message::Certificate {
+                certificate,
+                expires_at,
+            } => {
+                w.bytes32(certificate);
+                w.u64(*expires_at);
+            }
+            Message::Renew => {}
+            Message::SignIn {
+                username,
+                password,
+                totp,
+            } => {
+                w.string(username);
+                w.string(password);
+                w.bool(totp.is_some());
+                if let Some(t) = totp {
+                    w.string(t);
+                }
+            }
+            Message::Tokens {
+                access_token,
+                refresh_token,
+                expires_in,
+            } => {
+                w.string(access_token);
+                w.string(refresh_token);
+                w.u32(*expires_in);
+            }
+            Message::Refresh { refresh_token } => w.string(refresh_token),
+            Message::Hello {
+                version,
+                access_token,
+                agent_version,
+                os,
+            } => {
+                w.u16(*version);
+                w.string(access_token);
+                w.string(agent_version);
+                w.string(os);
+            }
+            Message::Welcome { session_id, apps } => {
+                w.string(session_id);
+                write_apps(w, apps);
+            }
+            Message::AppsChanged { apps } => write_apps(w, apps),
+            Message::Ping { nonce } | Message::Pong { nonce } => w.u64(*nonce),
+            Message::Revoked { reason } => w.string(reason),
+            Message::Refused { code, message } => {
+                w.u16(*code as u16);
+                w.string(message);
+            }
+            Message::StreamOpen { app, request_id } => {
+                w.string(app);
+                w.u64(*request_id);
+            }
+            Message::StreamAccepted { request_id } => w.u64(*request_id),
+        }
+    }
+
+    /// Decodes one message from its type byte and payload; the payload must
+    /// be consumed exactly.
+    pub fn decode(tag: u8, payload: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(payload);
+        let msg = match tag {
+            tag::ENROL_REQUEST => {
+                let mut secret = [0u8; SECRET_LEN];
+                for b in &mut secret {
+                    *b = r.u8()?;
+                }
+                let key_alg = match r.u8()? {
+                    1 => KeyAlg::EcdsaP256,
+                    2 => KeyAlg::Ed25519,
+                    _ => return Err(DecodeError::BadValue("key algorithm")),
+                };
+                Message::EnrolRequest {
+                    secret,
+                    key_alg,
+                    public_key: r.bytes16(limits::PUBLIC_KEY)?.to_vec(),
+                    proof: r.bytes16(limits::SIGNATURE)?.to_vec(),
+                    agent_version: r.string(limits::VERSION)?,
+                    os: r.string(limits::VERSION)?,
+                }
+            }
+            tag::CERTIFICATE => Message::Certificate {
+                certificate: r.bytes32(limits::CERTIFICATE)?.to_vec(),
+                expires_at: r.u64()?,
+            },
+            tag::RENEW => Message::Renew,
+            tag::SIGN_IN => {
+                let username = r.string(limits::NAME)?;
+                let password = r.string(limits::PASSWORD)?;
+                let totp = if r.bool()? {
+                    Some(r.string(limits::NAME)?)
+                } else {
+                    None
+                };
+                Message::SignIn {
+                    username,
+                    password,
+                    totp,
+                }
+            }
+            tag::TOKENS => Message::Tokens {
+                access_token: r.string(limits::TOKEN)?,
+                refresh_token: r.string(limits::TOKEN)?,
+                expires_in: r.u32()?,
+            },
+            tag::REFRESH => Message::Refresh {
+                refresh_token: r.string(limits::TOKEN)?,
+            },
+            tag::HELLO => Message::Hello {
+                version: r.u16()?,
+                access_token: r.string(limits::TOKEN)?,
+                agent_version: r.string(limits::VERSION)?,
+                os: r.string(limits::VERSION)?,
+            },
+            tag::WELCOME => Message::Welcome {
+                session_id: r.string(limits::NAME)?,
+                apps: read_apps(&mut r)?,
+            },
+            tag::APPS_CHANGED => Message::AppsChanged {
+                apps: read_apps(&mut r)?,
+            },
+            tag::PING => Message::Ping { nonce: r.u64()? },
+            tag::PONG => Message::Pong { nonce: r.u64()? },
+            tag::REVOKED => Message::Revoked {
+                reason: r.string(limits::MESSAGE)?,
+            },
+            tag::REFUSED => Message::Refused {
+                code: ErrorCode::from_u16(r.u16()?)?,
+                message: r.string(limits::MESSAGE)?,
+            },
+            tag::STREAM_OPEN => Message::StreamOpen {
+                app: r.string(limits::NAME)?,
+                request_id: r.u64()?,
+            },
+            tag::STREAM_ACCEPTED => Message::StreamAccepted {
+                request_id: r.u64()?,
+            },
+            other => return Err(DecodeError::UnknownType(other)),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
