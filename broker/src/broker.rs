@@ -102,7 +102,7 @@ impl Broker {
         let token_keys = TokenKeys::load_or_create(&dir)?;
         let seal = SealKey::load_or_create(&dir)?;
         let (admin_token, created) = dir.read_or_create(ADMIN_TOKEN_FILE, || {
-            format!("{}\n", crate::secrets::new_token("lyt_")).into_bytes()
+            Ok::<_, DataDirError>(format!("{}\n", crate::secrets::new_token("lyt_")).into_bytes())
         })?;
         if created {
             tracing::info!(path = %dir.file(ADMIN_TOKEN_FILE).display(), "wrote the bootstrap admin token");

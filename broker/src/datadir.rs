@@ -69,17 +69,18 @@ impl DataDir {
     }
 
     /// Returns the contents of `name`, first creating it from `make` if it
-    /// does not exist. An existing file is never replaced. The bool is true
-    /// when this call created the file.
-    pub fn read_or_create(
+    /// does not exist. An existing file is never replaced, and if `make`
+    /// fails nothing is written. The bool is true when this call created
+    /// the file.
+    pub fn read_or_create<E: From<DataDirError>>(
         &self,
         name: &str,
-        make: impl FnOnce() -> Vec<u8>,
-    ) -> Result<(Vec<u8>, bool), DataDirError> {
+        make: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<(Vec<u8>, bool), E> {
         if let Some(bytes) = self.read(name)? {
             return Ok((bytes, false));
         }
-        let bytes = make();
+        let bytes = make()?;
         match self.create_new(name, &bytes) {
             Ok(()) => Ok((bytes, true)),
             // Someone else made it between our read and our link: theirs wins.
@@ -90,7 +91,8 @@ impl DataDir {
             Err(source) => Err(DataDirError::NotWritable {
                 path: self.file(name),
                 source,
-            }),
+            }
+            .into()),
         }
     }
 
@@ -131,10 +133,14 @@ mod tests {
     fn creates_once_with_0600_and_never_overwrites() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = DataDir::open(&tmp.path().join("d")).unwrap();
-        let (a, created) = dir.read_or_create("k", || b"first".to_vec()).unwrap();
+        let (a, created) = dir
+            .read_or_create("k", || Ok::<_, DataDirError>(b"first".to_vec()))
+            .unwrap();
         assert!(created);
         assert_eq!(a, b"first");
-        let (b, created) = dir.read_or_create("k", || b"second".to_vec()).unwrap();
+        let (b, created) = dir
+            .read_or_create("k", || Ok::<_, DataDirError>(b"second".to_vec()))
+            .unwrap();
         assert!(!created);
         assert_eq!(b, b"first");
         let mode = fs::metadata(dir.file("k")).unwrap().permissions().mode() & 0o777;
@@ -148,17 +154,24 @@ mod tests {
     }
 
     #[test]
-    fn unwritable_dir_is_a_clear_error() {
+    fn a_failed_maker_writes_nothing() {
         let tmp = tempfile::tempdir().unwrap();
-        let ro = tmp.path().join("ro");
-        fs::create_dir(&ro).unwrap();
-        fs::set_permissions(&ro, fs::Permissions::from_mode(0o500)).unwrap();
-        // root ignores permission bits; the check only means something otherwise.
-        if fs::write(ro.join("x"), b"").is_ok() {
-            eprintln!("skipped: running as root, permission bits are not enforced");
-            return;
-        }
-        let err = DataDir::open(&ro).unwrap_err();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        let err = dir.read_or_create("k", || {
+            Err(DataDirError::Damaged {
+                path: "k".into(),
+                reason: "no".into(),
+            })
+        });
+        assert!(err.is_err());
+        assert!(dir.read("k").unwrap().is_none());
+    }
+
+    #[test]
+    fn unwritable_dir_is_a_clear_error() {
+        // A path under a file cannot be a directory, even for root.
+        let err = DataDir::open(Path::new("/dev/null/lanyard")).unwrap_err();
+        assert!(matches!(err, DataDirError::NotWritable { .. }), "{err}");
         assert!(err.to_string().contains("not writable"), "{err}");
     }
 }

@@ -84,9 +84,11 @@ impl Ca {
             return Err(damaged(dir, missing, "it is missing while its pair exists"));
         }
         let (key_pem, _) = dir.read_or_create(CA_KEY_FILE, || {
-            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
-                .map(|k| k.serialize_pem().into_bytes())
-                .unwrap_or_default()
+            Ok::<_, CaError>(
+                KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?
+                    .serialize_pem()
+                    .into_bytes(),
+            )
         })?;
         let key_pem = String::from_utf8(key_pem).map_err(|e| damaged(dir, CA_KEY_FILE, e))?;
         let key = KeyPair::from_pem(&key_pem).map_err(|e| damaged(dir, CA_KEY_FILE, e))?;
@@ -96,10 +98,7 @@ impl Ca {
             let now = OffsetDateTime::now_utc();
             params.not_before = now - Duration::from_secs(3600);
             params.not_after = now + CA_VALIDITY;
-            params
-                .self_signed(&key)
-                .map(|c| c.pem().into_bytes())
-                .unwrap_or_default()
+            Ok::<_, CaError>(params.self_signed(&key)?.pem().into_bytes())
         })?;
         let cert_der = CertificateDer::from_pem_slice(&cert_pem)
             .map_err(|e| damaged(dir, CA_CERT_FILE, format!("{e:?}")))?

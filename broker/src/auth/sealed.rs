@@ -24,7 +24,7 @@ pub struct OpenError;
 impl SealKey {
     pub fn load_or_create(dir: &DataDir) -> Result<Self, DataDirError> {
         let (bytes, _) = dir.read_or_create(SEAL_KEY_FILE, || {
-            crate::secrets::random_bytes::<32>().to_vec()
+            Ok::<_, DataDirError>(crate::secrets::random_bytes::<32>().to_vec())
         })?;
         Self::from_bytes(&bytes).ok_or(DataDirError::Damaged {
             path: dir.file(SEAL_KEY_FILE),

@@ -112,7 +112,7 @@ impl TokenKeys {
         let (pem, _) = dir.read_or_create(TOKEN_KEY_FILE, || {
             let rng = ring::rand::SystemRandom::new();
             let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("random source failed");
-            to_pem("PRIVATE KEY", pkcs8.as_ref()).into_bytes()
+            Ok::<_, DataDirError>(to_pem("PRIVATE KEY", pkcs8.as_ref()).into_bytes())
         })?;
         let damaged = |reason: String| DataDirError::Damaged {
             path: dir.file(TOKEN_KEY_FILE),
