@@ -391,8 +391,7 @@ mod tests {
         let attacker = TokenKeys::generate();
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(keys.kid().into());
-        // A jwk in the header pointing at the attacker's key must be ignored.
-        header.jwk = None;
+        // Key locations offered in the header must be ignored.
         header.jku = Some("https://attacker.invalid/keys".into());
         header.x5u = Some("https://attacker.invalid/cert".into());
         let forged = jsonwebtoken::encode(&header, &good_claims(&keys), &attacker.signing).unwrap();

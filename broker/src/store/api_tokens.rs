@@ -125,13 +125,4 @@ impl Store {
             }),
         })
     }
-
-    pub async fn api_token_revoke(&self, token_id: &str, now: Millis) -> Result<()> {
-        sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(token_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
 }

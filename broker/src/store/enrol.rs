@@ -167,7 +167,7 @@ impl Store {
         .await
         .map_err(StoreError::from)?;
         let Some((id, kind, asset_tag, username)) = row else {
-            drop(tx);
+            tx.rollback().await?;
             let state: Option<(Option<i64>, i64, String)> = sqlx::query_as(
                 "SELECT consumed_at, expires_at, id FROM enrolment_codes WHERE secret_hash = $1",
             )

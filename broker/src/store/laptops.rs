@@ -167,7 +167,7 @@ pub struct LaptopDetail {
     pub agents: Vec<AgentView>,
 }
 
-/// Filters for `devices list`; empty strings mean "any".
+/// Filters for `devices list`; `None` means "any".
 #[derive(Debug, Clone, Default)]
 pub struct LaptopFilter {
     pub status: Option<String>,
@@ -659,19 +659,17 @@ impl Store {
             .await?;
             detail["holder"] = serde_json::json!(holder);
         }
-        let notes_update = if note.is_empty() {
-            "UPDATE laptops SET status = $1, updated_at = $2 WHERE asset_tag = $3"
-        } else {
-            "UPDATE laptops SET status = $1, updated_at = $2, notes = $4 WHERE asset_tag = $3"
-        };
-        let mut q = sqlx::query(notes_update)
-            .bind(status)
-            .bind(now)
-            .bind(tag.as_str());
-        if !note.is_empty() {
-            q = q.bind(note);
-        }
-        q.execute(tx.conn()).await?;
+        // An empty note keeps the laptop's notes as they were.
+        sqlx::query(
+            "UPDATE laptops SET status = $1, updated_at = $2, notes = CASE WHEN $4 = '' THEN notes ELSE $4 END
+             WHERE asset_tag = $3",
+        )
+        .bind(status)
+        .bind(now)
+        .bind(tag.as_str())
+        .bind(note)
+        .execute(tx.conn())
+        .await?;
         let revoked = if matches!(status, "lost" | "retired") {
             revoke_agents_in(&mut tx, tag.as_str(), &format!("laptop marked {status}")).await?
         } else {

@@ -229,6 +229,12 @@ impl AuditedTx {
         Ok(())
     }
 
+    /// Abandons the change; the chain head is released at once.
+    pub async fn rollback(self) -> Result<()> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+
     pub async fn commit(mut self) -> Result<()> {
         if self.appended {
             sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")

@@ -98,7 +98,6 @@ impl Store {
         else {
             return Err(RefreshError::Unknown);
         };
-        let refuse = |e: RefreshError| e;
         if used_at.is_some() {
             sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
                 .bind(now)
@@ -117,16 +116,16 @@ impl Store {
             return Err(RefreshError::Reused);
         }
         if revoked_at.is_some() {
-            return Err(refuse(RefreshError::Revoked));
+            return Err(RefreshError::Revoked);
         }
         if expires_at <= now {
-            return Err(refuse(RefreshError::Expired));
+            return Err(RefreshError::Expired);
         }
         if !crate::secrets::constant_time_eq(device.as_bytes(), device_fingerprint.as_bytes()) {
-            return Err(refuse(RefreshError::WrongDevice));
+            return Err(RefreshError::WrongDevice);
         }
         if active != 1 {
-            return Err(refuse(RefreshError::Disabled));
+            return Err(RefreshError::Disabled);
         }
         let claimed = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",

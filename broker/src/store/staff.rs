@@ -391,12 +391,4 @@ impl Store {
         .await?;
         Ok(done.rows_affected() == 1)
     }
-
-    pub async fn staff_count_admins(&self) -> Result<i64> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM staff WHERE is_admin = 1 AND active = 1")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(n)
-    }
 }
