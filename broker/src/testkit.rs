@@ -75,6 +75,13 @@ impl TestStore {
     }
 }
 
+/// Says on the terminal that part of a test did not run. Written to stderr
+/// directly: the test harness would swallow `eprintln!` from a passing test.
+pub fn say_skipped(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {what}");
+}
+
 /// The base URL with the schema as search path, and as application name so
 /// that cleanup can find this test's connections.
 fn schema_url(base_url: &str, schema: &str) -> String {
@@ -87,7 +94,9 @@ pub async fn stores() -> Vec<TestStore> {
     let mut all = vec![TestStore::sqlite().await];
     match TestStore::postgres().await {
         Some(pg) => all.push(pg),
-        None => eprintln!("skipped: the PostgreSQL half of this test ({PG_ENV} is not set)"),
+        None => say_skipped(&format!(
+            "the PostgreSQL half of this test ({PG_ENV} is not set)"
+        )),
     }
     all
 }

@@ -110,7 +110,9 @@ fn tour_on_sqlite_keeps_every_secret_out_of_a_debug_log() {
 fn tour_on_postgres() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let Some(pg) = rt.block_on(TestStore::postgres()) else {
-        eprintln!("skipped: LANYARD_TEST_DATABASE_URL is not set, so the broker was not run on PostgreSQL");
+        lanyard_broker::testkit::say_skipped(
+            "LANYARD_TEST_DATABASE_URL is not set, so the broker was not run on PostgreSQL",
+        );
         return;
     };
     let url = pg.url();
