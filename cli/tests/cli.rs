@@ -672,3 +672,90 @@ async fn inventory_tour_imports_queues_and_fulfils_in_priority_order() {
     env.ok(&["audit", "verify"]).await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totp_codes_work_once_and_repeated_failures_lock_the_username() {
+    let env = Env::start().await;
+    let pw = "correct horse battery\n";
+    env.run_with(
+        &["staff", "add", "t.user", "--name", "T", "--password-stdin"],
+        Some(&env.token),
+        Some(pw),
+    )
+    .await;
+    let uri = env.ok(&["staff", "totp", "t.user"]).await;
+    let secret_b32 = uri
+        .trim()
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+    let secret = decode_base32(&secret_b32);
+    let login = |totp: Option<String>| {
+        let mut args = vec![
+            "login".to_owned(),
+            "t.user".into(),
+            "--password-stdin".into(),
+        ];
+        if let Some(code) = totp {
+            args.push("--totp".into());
+            args.push(code);
+        }
+        args
+    };
+    let env_ref = &env;
+    let run = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        env_ref.run_with(&refs, None, Some(pw)).await
+    };
+    refused(&run(login(None)).await, 1, "a TOTP code is required");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = format!(
+        "{:06}",
+        lanyard_broker::auth::totp::code_at(&secret, now / 30, 6)
+    );
+    let ok = run(login(Some(code.clone()))).await;
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    refused(
+        &run(login(Some(code))).await,
+        1,
+        "wrong or already used TOTP code",
+    );
+
+    // A success clears the count; the reuse above and four more failures
+    // make five in a row: then even the right answer waits.
+    for _ in 0..4 {
+        refused(
+            &run(login(Some("000000".into()))).await,
+            1,
+            "wrong or already used TOTP code",
+        );
+    }
+    let next = format!(
+        "{:06}",
+        lanyard_broker::auth::totp::code_at(&secret, now / 30 + 1, 6)
+    );
+    refused(&run(login(Some(next))).await, 1, "too many failed sign-ins");
+    env.stop().await;
+}
+
+fn decode_base32(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut bits, mut value, mut out) = (0u32, 0u64, Vec::new());
+    for c in s.bytes() {
+        let v = ALPHABET.iter().position(|&a| a == c).expect("base32") as u64;
+        value = (value << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((value >> bits) as u8);
+        }
+    }
+    out
+}
