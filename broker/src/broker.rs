@@ -22,6 +22,8 @@ use crate::state::{AppState, Shared};
 use crate::store::{redact_url, Store, StoreError};
 
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// Keys the QUIC stateless resets, so they stay valid across restarts.
+pub const QUIC_RESET_KEY_FILE: &str = "quic-reset-key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -165,7 +167,14 @@ impl Broker {
             })?;
 
         let (chain, key) = ca.issue_server_cert(&names)?;
-        let endpoint = quic::bind(settings.quic_listen, quic::server_config(chain, key)?)?;
+        let (reset_key, _) = dir.read_or_create(QUIC_RESET_KEY_FILE, || {
+            Ok::<_, DataDirError>(crate::secrets::random_bytes::<32>().to_vec())
+        })?;
+        let endpoint = quic::bind(
+            settings.quic_listen,
+            quic::server_config(chain, key, ca.cert_der(), settings.streams_per_agent)?,
+            &reset_key,
+        )?;
         let quic_addr = endpoint.local_addr().map_err(|source| QuicError::Bind {
             addr: settings.quic_listen,
             source,
@@ -194,7 +203,16 @@ impl Broker {
             started_at_secs: now_ms() / 1000,
             throttle: Default::default(),
             revocations: Default::default(),
+            policy: Default::default(),
+            sessions: Default::default(),
         });
+        // Stale sessions from an earlier run do not exist in memory; the
+        // rules must be loaded before the first agent is served.
+        shared
+            .policy
+            .reload(&shared.store, now_ms())
+            .await
+            .map_err(store_err)?;
         Ok(Self {
             shared,
             api_listener,
@@ -246,13 +264,21 @@ impl Broker {
         let quic = tokio::spawn(quic::serve(
             self.endpoint.clone(),
             self.shared.clone(),
+            stop_rx.clone(),
+        ));
+        let policy = tokio::spawn(crate::policy::snapshot::PolicyCache::run(
+            self.shared.clone(),
             stop_rx,
         ));
         shutdown.await;
         tracing::info!(grace = %humantime::format_duration(grace), "stopping: no new connections; draining");
         let _ = stop_tx.send(true);
-        let _ = quic.await;
-        self.endpoint.close(0u32.into(), b"broker stopping");
+        let _ = tokio::time::timeout(grace, quic).await;
+        let _ = policy.await;
+        self.endpoint.close(
+            lanyard_proto::close::SHUTDOWN.into(),
+            b"the broker is restarting",
+        );
         let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
         let _ = api.await;
         self.shared.store.close().await;

@@ -78,6 +78,9 @@ pub struct EnrolmentConfig {
     pub code_ttl: Option<String>,
     /// The longest lifetime an admin may ask for (default 7d).
     pub max_code_ttl: Option<String>,
+    /// Lifetime of a device certificate; agents renew it before it ends
+    /// (default 7d).
+    pub device_cert_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,6 +92,10 @@ pub struct LimitsConfig {
     pub http_request_timeout: Option<String>,
     /// Largest request body, in bytes (default 8 MiB, for CSV imports).
     pub http_body_bytes: Option<usize>,
+    /// Concurrent agent (QUIC) connections (default 10000).
+    pub agents: Option<usize>,
+    /// Concurrent tunnel streams per agent connection (default 256).
+    pub streams_per_agent: Option<u32>,
 }
 
 /// Everything the broker needs, checked.
@@ -111,6 +118,9 @@ pub struct Settings {
     pub http_connections: usize,
     pub http_request_timeout: Duration,
     pub http_body_bytes: usize,
+    pub device_cert_ttl: Duration,
+    pub max_agents: usize,
+    pub streams_per_agent: u32,
 }
 
 /// Values from flags and the environment (clap fills these).
@@ -294,7 +304,31 @@ impl Settings {
                 Duration::from_secs(30),
             )?,
             http_body_bytes,
+            device_cert_ttl: duration(
+                "enrolment.device_cert_ttl",
+                file.enrolment.device_cert_ttl.as_deref(),
+                Duration::from_secs(7 * 24 * 3600),
+            )?,
+            max_agents: limits.agents.unwrap_or(10_000),
+            streams_per_agent: limits.streams_per_agent.unwrap_or(256),
         };
+        if settings.device_cert_ttl < Duration::from_secs(3600)
+            || settings.device_cert_ttl > Duration::from_secs(90 * 24 * 3600)
+        {
+            return Err(value_err(
+                "enrolment.device_cert_ttl",
+                "must be between 1h and 90d",
+            ));
+        }
+        if !(1..=1_000_000).contains(&settings.max_agents) {
+            return Err(value_err("limits.agents", "must be between 1 and 1000000"));
+        }
+        if !(1..=10_000).contains(&settings.streams_per_agent) {
+            return Err(value_err(
+                "limits.streams_per_agent",
+                "must be between 1 and 10000",
+            ));
+        }
         if settings.access_ttl < Duration::from_secs(60)
             || settings.access_ttl > Duration::from_secs(24 * 3600)
         {

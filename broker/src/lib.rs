@@ -12,12 +12,14 @@ pub mod csv_import;
 pub mod datadir;
 pub mod metrics;
 pub mod model;
+pub mod policy;
 pub mod quic;
 pub mod revocation;
 pub mod secrets;
 pub mod state;
 pub mod store;
 pub mod testkit;
+pub mod tunnel;
 
 pub use broker::{Broker, StartError};
 pub use config::Settings;

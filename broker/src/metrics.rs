@@ -1,7 +1,9 @@
 //! Counters and gauges, rendered in the Prometheus text format at /metrics.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -15,6 +17,29 @@ pub struct Metrics {
     pub api_logins_failed: AtomicU64,
     pub enrol_codes_created: AtomicU64,
     pub http_connections_open: AtomicU64,
+    pub quic_refused_capacity: AtomicU64,
+    pub quic_handshakes: AtomicU64,
+    pub quic_handshake_failures: AtomicU64,
+    pub enrolments: AtomicU64,
+    pub enrolment_failures: AtomicU64,
+    pub agent_signins: AtomicU64,
+    pub agent_signin_failures: AtomicU64,
+    pub sessions_opened: AtomicU64,
+    pub sessions_refused: AtomicU64,
+    pub streams_allowed: AtomicU64,
+    /// Refused streams and sessions by reason.
+    pub denials: Mutex<BTreeMap<&'static str, u64>>,
+    pub bytes_up: AtomicU64,
+    pub bytes_down: AtomicU64,
+}
+
+/// Live figures read when /metrics is rendered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Live {
+    pub sessions: u64,
+    pub streams: u64,
+    pub store_up: bool,
+    pub started_at_secs: i64,
 }
 
 impl Metrics {
@@ -23,8 +48,23 @@ impl Metrics {
         self.http_responses[class].fetch_add(1, Relaxed);
     }
 
-    pub fn render(&self, store_up: bool, started_at_secs: i64) -> String {
-        let mut out = String::with_capacity(2048);
+    pub fn deny(&self, reason: &'static str) {
+        *self
+            .denials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    pub fn render(&self, live: Live) -> String {
+        let Live {
+            sessions,
+            streams,
+            store_up,
+            started_at_secs,
+        } = live;
+        let mut out = String::with_capacity(4096);
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = writeln!(
                 out,
@@ -56,6 +96,22 @@ impl Metrics {
             "Enrolment codes issued.",
             self.enrol_codes_created.load(Relaxed),
         );
+        for (name, help, v) in [
+            ("lanyard_quic_handshakes_total", "Agent QUIC handshakes completed.", &self.quic_handshakes),
+            ("lanyard_quic_handshake_failures_total", "Agent QUIC handshakes that failed or timed out.", &self.quic_handshake_failures),
+            ("lanyard_quic_refused_capacity_total", "Agent connections refused at the connection cap.", &self.quic_refused_capacity),
+            ("lanyard_enrolments_total", "Devices enrolled.", &self.enrolments),
+            ("lanyard_enrolment_failures_total", "Enrolments refused.", &self.enrolment_failures),
+            ("lanyard_agent_signins_total", "Agent sign-ins that succeeded.", &self.agent_signins),
+            ("lanyard_agent_signin_failures_total", "Agent sign-ins refused.", &self.agent_signin_failures),
+            ("lanyard_sessions_opened_total", "Tunnel sessions opened.", &self.sessions_opened),
+            ("lanyard_sessions_refused_total", "Tunnel sessions refused.", &self.sessions_refused),
+            ("lanyard_streams_allowed_total", "Tunnel streams allowed.", &self.streams_allowed),
+            ("lanyard_tunnel_bytes_up_total", "Bytes relayed from agents to apps.", &self.bytes_up),
+            ("lanyard_tunnel_bytes_down_total", "Bytes relayed from apps to agents.", &self.bytes_down),
+        ] {
+            counter(name, help, v.load(Relaxed));
+        }
         counter(
             "lanyard_http_connections_refused_total",
             "HTTPS connections refused at the connection cap.",
@@ -91,6 +147,20 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP lanyard_denials_total Refused sessions and streams by reason (each also audited)."
+        );
+        let _ = writeln!(out, "# TYPE lanyard_denials_total counter");
+        for (reason, n) in self.denials.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "lanyard_denials_total{{reason=\"{reason}\"}} {n}");
+        }
+        for (name, help, v) in [
+            ("lanyard_sessions_live", "Agent sessions open on this node.", sessions),
+            ("lanyard_streams_open", "Tunnel streams open on this node.", streams),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        let _ = writeln!(
+            out,
             "# HELP lanyard_store_up Whether the store answered the last check (1) or not (0)."
         );
         let _ = writeln!(out, "# TYPE lanyard_store_up gauge");
@@ -122,7 +192,17 @@ mod tests {
         m.count_response(200);
         m.count_response(204);
         m.count_response(403);
-        let text = m.render(true, 5);
+        m.deny("not_in_group");
+        m.deny("not_in_group");
+        let text = m.render(Live {
+            sessions: 3,
+            streams: 7,
+            store_up: true,
+            started_at_secs: 5,
+        });
+        assert!(text.contains("lanyard_denials_total{reason=\"not_in_group\"} 2"), "{text}");
+        assert!(text.contains("lanyard_sessions_live 3"), "{text}");
+        assert!(text.contains("lanyard_streams_open 7"), "{text}");
         assert!(
             text.contains("lanyard_http_responses_total{class=\"2xx\"} 2"),
             "{text}"

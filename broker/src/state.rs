@@ -8,8 +8,10 @@ use crate::auth::signin::Throttle;
 use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
 use crate::metrics::Metrics;
+use crate::policy::snapshot::PolicyCache;
 use crate::revocation::RevocationHub;
 use crate::store::Store;
+use crate::tunnel::Sessions;
 
 pub type AppState = Arc<Shared>;
 
@@ -26,4 +28,6 @@ pub struct Shared {
     pub started_at_secs: i64,
     pub throttle: Throttle,
     pub revocations: RevocationHub,
+    pub policy: PolicyCache,
+    pub sessions: Sessions,
 }

@@ -37,6 +37,25 @@ pub fn to_frame(msg: &Message) -> Vec<u8> {
     out
 }
 
+/// Reads a frame's 4-byte length prefix: the number of bytes that follow
+/// (type byte and payload), checked against [`MAX_FRAME`]. For readers that
+/// take one frame at a time off a stream and then switch to raw bytes.
+pub fn frame_len(prefix: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len == 0 || len > MAX_FRAME {
+        return Err(FrameError::Length(len as u64));
+    }
+    Ok(len)
+}
+
+/// Decodes the body of one frame (what follows its length prefix).
+pub fn decode_body(body: &[u8]) -> Result<Message, FrameError> {
+    match body.split_first() {
+        Some((tag, payload)) => Ok(Message::decode(*tag, payload)?),
+        None => Err(FrameError::Length(0)),
+    }
+}
+
 /// Reassembles frames from arbitrary chunks.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
@@ -83,10 +102,7 @@ impl FrameDecoder {
         if self.buf.len() < 4 {
             return Ok(None);
         }
-        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        if len == 0 || len > MAX_FRAME {
-            return Err(FrameError::Length(len as u64));
-        }
+        let len = frame_len([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])?;
         if self.buf.len() < 4 + len {
             return Ok(None);
         }

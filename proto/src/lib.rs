@@ -9,6 +9,7 @@
 pub mod enrol;
 pub mod frame;
 pub mod messages;
+pub mod session;
 pub mod wire;
 
 pub use enrol::{EnrolmentCode, EnrolmentCodeError};
@@ -20,3 +21,26 @@ pub const ALPN: &[u8] = b"lanyard/1";
 
 /// The protocol version carried in the first message of every connection.
 pub const PROTOCOL_VERSION: u16 = 1;
+
+/// QUIC application close codes: why the broker ended a connection. The
+/// agent decides from the code whether to redial, and shows the reason text.
+pub mod close {
+    /// An orderly end (the agent stops, or the broker drains).
+    pub const NORMAL: u32 = 0;
+    /// The peer broke the protocol.
+    pub const PROTOCOL: u32 = 1;
+    /// The device's certificate was revoked: do not redial; re-enrol.
+    pub const DEVICE_REVOKED: u32 = 2;
+    /// The sign-in was ended (session killed, person disabled, token no
+    /// longer valid): sign in again before redialling.
+    pub const SIGNED_OUT: u32 = 3;
+    /// The broker is stopping: redial with backoff.
+    pub const SHUTDOWN: u32 = 4;
+    /// The device certificate expired: renew or re-enrol.
+    pub const CERT_EXPIRED: u32 = 5;
+    /// The broker could not confirm revocation state and failed closed:
+    /// redial with backoff.
+    pub const STALE_STATE: u32 = 6;
+    /// The broker is at capacity: redial with backoff.
+    pub const AT_CAPACITY: u32 = 7;
+}

@@ -24,6 +24,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     );
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(up, state.started_at_secs),
+        state.metrics.render(crate::metrics::Live {
+            sessions: state.sessions.len() as u64,
+            streams: state.sessions.open_streams(),
+            store_up: up,
+            started_at_secs: state.started_at_secs,
+        }),
     )
 }

@@ -126,6 +126,15 @@ impl Ca {
         data_encoding::HEXLOWER.encode(&self.fingerprint)
     }
 
+    /// Signs `params` for a public key held elsewhere (a device's).
+    pub(crate) fn sign_for(
+        &self,
+        params: CertificateParams,
+        key: &impl rcgen::PublicKeyData,
+    ) -> Result<CertificateDer<'static>, CaError> {
+        Ok(params.signed_by(key, &self.issuer, &self.key)?.der().clone())
+    }
+
     /// A fresh server certificate for the broker's own listeners, valid for
     /// `localhost`, the loopback addresses and `names`.
     pub fn issue_server_cert(

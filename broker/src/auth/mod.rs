@@ -1,6 +1,7 @@
 //! Identity: the CA, access tokens, passwords, TOTP and sealed secrets.
 
 pub mod ca;
+pub mod device;
 pub mod password;
 pub mod sealed;
 pub mod signin;

@@ -39,6 +39,10 @@ pub struct AccessClaims {
     pub iat: i64,
     pub jti: String,
     pub cnf: Confirmation,
+    /// The sign-in (refresh-token family) this token came from, so that
+    /// ending that sign-in ends the sessions opened with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// Binds a token to one device certificate.
@@ -158,7 +162,20 @@ impl TokenKeys {
     /// Signs an access token for `username` on the device whose certificate
     /// has `fingerprint`, valid from `now` for `ttl_secs`.
     pub fn issue(&self, username: &str, fingerprint: &[u8; 32], now: i64, ttl_secs: i64) -> String {
+        self.issue_for_sign_in(username, fingerprint, None, now, ttl_secs)
+    }
+
+    /// As [`issue`](Self::issue), naming the sign-in (refresh family) too.
+    pub fn issue_for_sign_in(
+        &self,
+        username: &str,
+        fingerprint: &[u8; 32],
+        sign_in: Option<&str>,
+        now: i64,
+        ttl_secs: i64,
+    ) -> String {
         let claims = AccessClaims {
+            sid: sign_in.map(str::to_owned),
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
             sub: username.into(),

@@ -1,13 +1,38 @@
 //! The QUIC endpoint agents connect to (ALPN `lanyard/1`, TLS 1.3 with the
-//! broker's CA-issued certificate). Laptops need only this one UDP port.
+//! broker's CA-issued certificate). Laptops need only this one UDP port:
+//! enrolment (no client certificate yet), sign-in, renewal and tunnels all
+//! arrive here.
+//!
+//! A client certificate is optional at the TLS layer, so that a laptop
+//! without one can enrol; anything else needs a device certificate issued
+//! by the broker's CA, which rustls checks (chain, validity, client-auth
+//! usage) before a byte of ours is read.
+
+mod connection;
+mod enrol;
+mod session;
+mod signin;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::state::AppState;
+
+/// Idle connections are closed after this (agents keep alive well within).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Receive window per connection and per stream: with `limits.agents`
+/// connections each filling its window, the total stays bounded
+/// (10,000 agents x 1 MiB = 10 GiB at most, a few KiB each when idle).
+pub const CONNECTION_WINDOW: u32 = 1024 * 1024;
+pub const STREAM_WINDOW: u32 = 512 * 1024;
+/// Asked-for UDP socket buffers: a burst of connects must not drop
+/// handshakes (the kernel's default of about 208 KiB overflows at 100).
+pub const UDP_BUFFER: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuicError {
@@ -20,44 +45,119 @@ pub enum QuicError {
     },
 }
 
+/// Transport limits for agent connections.
+pub fn transport(streams_per_agent: u32) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(streams_per_agent.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .receive_window(CONNECTION_WINDOW.into())
+        .stream_receive_window(STREAM_WINDOW.into())
+        .send_window(u64::from(CONNECTION_WINDOW))
+        .datagram_receive_buffer_size(None)
+        // Idle timeouts are small numbers of ms: this cannot fail.
+        .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("idle timeout fits")));
+    t
+}
+
 /// The server side of the TLS handshake agents see.
 pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    ca: &CertificateDer<'static>,
+    streams_per_agent: u32,
 ) -> Result<quinn::ServerConfig, QuicError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(ca.clone())
+        .map_err(|e| QuicError::Tls(e.to_string()))?;
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| QuicError::Tls(e.to_string()))?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| QuicError::Tls(e.to_string()))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|e| QuicError::Tls(e.to_string()))?;
     tls.alpn_protocols = vec![lanyard_proto::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| QuicError::Tls(e.to_string()))?;
-    Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport(streams_per_agent)));
+    Ok(config)
 }
 
-pub fn bind(addr: SocketAddr, config: quinn::ServerConfig) -> Result<quinn::Endpoint, QuicError> {
-    quinn::Endpoint::server(config, addr).map_err(|source| QuicError::Bind { addr, source })
+/// Binds the endpoint. `reset_key` keeps stateless resets valid across
+/// restarts, so that after a crash agents learn at their next packet that
+/// their connection is gone instead of waiting out the idle timeout.
+pub fn bind(
+    addr: SocketAddr,
+    config: quinn::ServerConfig,
+    reset_key: &[u8],
+) -> Result<quinn::Endpoint, QuicError> {
+    let bind_err = |source| QuicError::Bind { addr, source };
+    let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
+    raise_buffers(&socket);
+    let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
+    let endpoint_config = quinn::EndpointConfig::new(Arc::new(hmac));
+    quinn::Endpoint::new(
+        endpoint_config,
+        Some(config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(bind_err)
 }
 
-/// Accepts agent connections until shutdown. Sessions (enrolment, sign-in
-/// and tunnels) are served by the tunnel layer; until an agent protocol
-/// handler is installed, incoming connections are refused cleanly.
+/// Asks for [`UDP_BUFFER`] each way; the kernel may give less
+/// (`net.core.rmem_max`), which is logged.
+pub fn raise_buffers(socket: &std::net::UdpSocket) {
+    let sock = socket2::SockRef::from(socket);
+    let _ = sock.set_recv_buffer_size(UDP_BUFFER);
+    let _ = sock.set_send_buffer_size(UDP_BUFFER);
+    let got = sock.recv_buffer_size().unwrap_or(0);
+    if got < UDP_BUFFER {
+        tracing::info!(
+            asked = UDP_BUFFER,
+            got,
+            "UDP receive buffer is smaller than asked; raise net.core.rmem_max for connect bursts"
+        );
+    }
+}
+
+/// Accepts agent connections until shutdown, at most `max_agents` at once.
+/// On shutdown, live sessions are told the broker is stopping.
 pub async fn serve(
     endpoint: quinn::Endpoint,
-    _state: AppState,
+    state: AppState,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let permits = Arc::new(Semaphore::new(state.settings.max_agents));
+    let mut tasks = JoinSet::new();
+    let stop_rx = shutdown.clone();
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                tracing::debug!(remote = %incoming.remote_address(), "refusing QUIC connection: no agent protocol handler");
-                incoming.refuse();
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    state.metrics.quic_refused_capacity.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    incoming.refuse();
+                    continue;
+                };
+                let state = state.clone();
+                let stop = stop_rx.clone();
+                tasks.spawn(async move {
+                    connection::handle(incoming, state, stop).await;
+                    drop(permit);
+                });
             }
         }
     }
+    // Drain: connection tasks see the shutdown signal themselves.
+    while tasks.join_next().await.is_some() {}
 }

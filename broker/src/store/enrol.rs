@@ -18,7 +18,7 @@ pub enum EnrolFor {
 }
 
 impl EnrolFor {
-    fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &'static str {
         match self {
             EnrolFor::Laptop(_) => "managed",
             EnrolFor::Personal(_) => "personal",
@@ -26,7 +26,7 @@ impl EnrolFor {
     }
     /// The audit target: the asset tag (so the code shows in the laptop's
     /// history) or the person's username.
-    fn target(&self) -> String {
+    pub fn target(&self) -> String {
         match self {
             EnrolFor::Laptop(t) => t.to_string(),
             EnrolFor::Personal(u) => u.to_string(),
@@ -155,6 +155,18 @@ impl Store {
         secret_hash: &str,
         now: Millis,
     ) -> Result<ConsumedCode, ConsumeError> {
+        self.enrol_code_consume_with(secret_hash, now, |_| None).await
+    }
+
+    /// Uses a code up and, in the same transaction, records the device that
+    /// `device` makes for what the code enrols. A failure writes nothing
+    /// but the audit row of the refusal.
+    pub async fn enrol_code_consume_with(
+        &self,
+        secret_hash: &str,
+        now: Millis,
+        device: impl FnOnce(&EnrolFor) -> Option<super::devices::NewDevice>,
+    ) -> Result<ConsumedCode, ConsumeError> {
         let mut tx = self.begin_audited(now).await?;
         let row: Option<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
             "UPDATE enrolment_codes SET consumed_at = $1
@@ -200,9 +212,16 @@ impl Store {
                 )
             }
         };
+        let mut detail = serde_json::json!({ "code_id": id, "kind": enrol_for.kind() });
+        if let Some(new) = device(&enrol_for) {
+            super::devices::insert(&mut tx, &new, now).await?;
+            detail["device"] = serde_json::json!(new.fingerprint);
+            detail["agent_version"] = serde_json::json!(new.agent_version);
+            detail["os"] = serde_json::json!(new.os);
+        }
         tx.audit(
             AuditEntry::ok("anonymous", "enrol_code.consume", &enrol_for.target())
-                .with_detail(serde_json::json!({ "code_id": id, "kind": enrol_for.kind() })),
+                .with_detail(detail),
         )
         .await?;
         tx.commit().await?;

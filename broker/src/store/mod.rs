@@ -10,6 +10,7 @@
 pub mod api_tokens;
 pub mod apps;
 pub mod audit;
+pub mod devices;
 pub mod enrol;
 pub mod groups;
 pub mod laptops;

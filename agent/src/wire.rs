@@ -1,0 +1,163 @@
+//! Protocol frames and raw bytes over QUIC streams, shared by the agent, the
+//! broker and the stress tester: read or write one typed frame, then relay a
+//! TCP socket and a QUIC stream both ways with half-close.
+//!
+//! The relay moves `Bytes` chunks: what quinn hands over is written to the
+//! socket as it is, and what the socket gives is handed to quinn without a
+//! further copy.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use lanyard_proto::frame::{decode_body, frame_len, to_frame};
+use lanyard_proto::{ErrorCode, FrameError, Message};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How much one socket read asks for.
+const READ_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("the stream ended before a whole frame")]
+    Truncated,
+    #[error("no frame within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("stream: {0}")]
+    Read(#[from] quinn::ReadExactError),
+    #[error("stream: {0}")]
+    Write(#[from] quinn::WriteError),
+}
+
+/// Reads exactly one frame from `recv`, within `limit`. What follows the
+/// frame stays in the stream.
+pub async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    limit: Duration,
+) -> Result<Message, WireError> {
+    let read = async {
+        let mut prefix = [0u8; 4];
+        recv.read_exact(&mut prefix).await.map_err(truncated)?;
+        let len = frame_len(prefix)?;
+        let mut body = vec![0u8; len];
+        recv.read_exact(&mut body).await.map_err(truncated)?;
+        Ok(decode_body(&body)?)
+    };
+    tokio::time::timeout(limit, read)
+        .await
+        .map_err(|_| WireError::Timeout(limit))?
+}
+
+fn truncated(e: quinn::ReadExactError) -> WireError {
+    match e {
+        quinn::ReadExactError::FinishedEarly(_) => WireError::Truncated,
+        other => WireError::Read(other),
+    }
+}
+
+/// Writes one frame.
+pub async fn write_frame(send: &mut quinn::SendStream, msg: &Message) -> Result<(), WireError> {
+    Ok(send.write_all(&to_frame(msg)).await?)
+}
+
+/// A QUIC reset or stop code from a protocol error code.
+pub fn code(c: ErrorCode) -> quinn::VarInt {
+    quinn::VarInt::from_u32(c as u32)
+}
+
+/// Byte counters a relay adds to as it goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Meters<'a> {
+    /// QUIC to TCP.
+    pub inbound: &'a [&'a AtomicU64],
+    /// TCP to QUIC.
+    pub outbound: &'a [&'a AtomicU64],
+}
+
+fn add(counters: &[&AtomicU64], n: u64) {
+    for c in counters {
+        c.fetch_add(n, Relaxed);
+    }
+}
+
+/// How a relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relayed {
+    pub inbound: u64,
+    pub outbound: u64,
+}
+
+/// Relays `tcp` and a QUIC stream both ways until both directions end.
+///
+/// A direction ends cleanly when its sender finishes: a QUIC FIN becomes a
+/// TCP write shutdown, a TCP end of file becomes a QUIC FIN. An error on
+/// either side resets (or stops) the QUIC stream, so the far end sees an
+/// error and never a clean end after missing bytes.
+///
+/// The caller keeps the QUIC halves: if it abandons the relay (a revocation),
+/// it must reset them, since a dropped `SendStream` finishes cleanly.
+pub async fn relay(
+    tcp: TcpStream,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    meters: Meters<'_>,
+) -> Result<Relayed, std::io::Error> {
+    let _ = tcp.set_nodelay(true);
+    let (mut tcp_read, mut tcp_write) = tcp.into_split();
+    let inbound = async {
+        let mut total = 0u64;
+        loop {
+            match recv.read_chunk(READ_CHUNK, true).await {
+                Ok(Some(chunk)) => {
+                    let n = chunk.bytes.len() as u64;
+                    if let Err(e) = tcp_write.write_all(&chunk.bytes).await {
+                        let _ = recv.stop(code(ErrorCode::Unavailable));
+                        return Err(e);
+                    }
+                    total += n;
+                    add(meters.inbound, n);
+                }
+                Ok(None) => {
+                    let _ = tcp_write.shutdown().await;
+                    return Ok(total);
+                }
+                Err(e) => return Err(std::io::Error::other(e)),
+            }
+        }
+    };
+    let outbound = async {
+        let mut total = 0u64;
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        loop {
+            buf.reserve(READ_CHUNK);
+            let n = match tcp_read.read_buf(&mut buf).await {
+                Ok(0) => {
+                    let _ = send.finish();
+                    return Ok(total);
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = send.reset(code(ErrorCode::Unavailable));
+                    return Err(e);
+                }
+            };
+            if let Err(e) = send.write_chunk(buf.split().freeze()).await {
+                return Err(std::io::Error::other(e));
+            }
+            total += n as u64;
+            add(meters.outbound, n as u64);
+        }
+    };
+    let (inbound, outbound) = tokio::join!(inbound, outbound);
+    match (inbound, outbound) {
+        (Ok(inbound), Ok(outbound)) => Ok(Relayed { inbound, outbound }),
+        (Err(e), _) | (_, Err(e)) => {
+            let _ = send.reset(code(ErrorCode::Unavailable));
+            let _ = recv.stop(code(ErrorCode::Unavailable));
+            Err(e)
+        }
+    }
+}

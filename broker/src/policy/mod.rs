@@ -1,0 +1,349 @@
+//! Who may reach what: a pure decision over a snapshot of the rules.
+//!
+//! [`decide_session`] says whether a live session may go on at all (person
+//! active, device not revoked, certificate and token valid, rules fresh);
+//! [`decide_stream`] adds the app: it exists, the person is in one of its
+//! groups, and the device is of a kind it allows. Both are called for every
+//! stream and again for every live session and stream whenever the rules
+//! change, so a change takes effect on tunnels already open.
+
+pub mod snapshot;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use lanyard_proto::ErrorCode;
+
+use crate::clock::Millis;
+use crate::model::DeviceKindRule;
+
+/// How long the rules may go unconfirmed before every decision fails closed.
+pub const MAX_STALENESS_MS: Millis = 60_000;
+
+/// A person as the rules see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    pub active: bool,
+    pub priority: u8,
+    pub groups: BTreeSet<String>,
+}
+
+/// An app and who may reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRule {
+    pub name: String,
+    pub target: String,
+    pub groups: BTreeSet<String>,
+    pub device_kind: DeviceKindRule,
+}
+
+/// The rules at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub staff: HashMap<String, Person>,
+    pub apps: HashMap<String, AppRule>,
+    pub revoked_devices: HashSet<String>,
+    /// When these rules were last confirmed against the store.
+    pub loaded_at: Millis,
+}
+
+/// Whether a device is a council laptop or a person's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Managed,
+    Personal,
+}
+
+impl DeviceKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "managed" => Some(Self::Managed),
+            "personal" => Some(Self::Personal),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Managed => "managed",
+            Self::Personal => "personal",
+        }
+    }
+}
+
+/// What is asking: one person on one device, with one token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject<'a> {
+    pub username: &'a str,
+    pub device_id: &'a str,
+    pub device_kind: DeviceKind,
+    pub cert_expires_at: Millis,
+    /// When the access token behind the session expires (leeway included).
+    pub token_expires_at: Millis,
+}
+
+/// Why something was refused. Each has a short label for metrics and a
+/// message the agent prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deny {
+    UnknownPerson,
+    PersonDisabled,
+    DeviceRevoked,
+    CertificateExpired,
+    TokenExpired,
+    StaleRules,
+    UnknownApp(String),
+    NotInGroup(String),
+    DeviceKind { app: String, allowed: &'static str },
+}
+
+impl Deny {
+    /// A short, fixed label (metrics, audit detail).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Deny::UnknownPerson => "unknown_person",
+            Deny::PersonDisabled => "person_disabled",
+            Deny::DeviceRevoked => "device_revoked",
+            Deny::CertificateExpired => "certificate_expired",
+            Deny::TokenExpired => "token_expired",
+            Deny::StaleRules => "stale_rules",
+            Deny::UnknownApp(_) => "unknown_app",
+            Deny::NotInGroup(_) => "not_in_group",
+            Deny::DeviceKind { .. } => "device_kind",
+        }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Deny::UnknownPerson | Deny::TokenExpired => ErrorCode::Unauthorized,
+            Deny::DeviceRevoked | Deny::CertificateExpired => ErrorCode::Revoked,
+            Deny::StaleRules => ErrorCode::Unavailable,
+            Deny::UnknownApp(_) => ErrorCode::NotFound,
+            Deny::PersonDisabled | Deny::NotInGroup(_) | Deny::DeviceKind { .. } => {
+                ErrorCode::Forbidden
+            }
+        }
+    }
+
+    /// Whether this ends the whole session, not just one stream.
+    pub fn ends_session(&self) -> bool {
+        !matches!(
+            self,
+            Deny::UnknownApp(_) | Deny::NotInGroup(_) | Deny::DeviceKind { .. }
+        )
+    }
+}
+
+impl std::fmt::Display for Deny {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Deny::UnknownPerson => write!(f, "unknown person; sign in again"),
+            Deny::PersonDisabled => write!(f, "this person is disabled; contact ICT"),
+            Deny::DeviceRevoked => write!(f, "this device has been revoked; contact ICT"),
+            Deny::CertificateExpired => {
+                write!(f, "this device's certificate has expired; enrol it again")
+            }
+            Deny::TokenExpired => write!(f, "the sign-in has expired; sign in again"),
+            Deny::StaleRules => write!(
+                f,
+                "the broker cannot confirm access rules right now; try again shortly"
+            ),
+            Deny::UnknownApp(app) => write!(f, "no app named {app}"),
+            Deny::NotInGroup(app) => {
+                write!(f, "not allowed to reach {app}: not in any of its groups")
+            }
+            Deny::DeviceKind { app, allowed } => {
+                write!(f, "{app} may only be reached from {allowed} devices")
+            }
+        }
+    }
+}
+
+/// May this session go on at `now`?
+pub fn decide_session(policy: &Policy, who: &Subject<'_>, now: Millis) -> Result<(), Deny> {
+    if now - policy.loaded_at > MAX_STALENESS_MS {
+        return Err(Deny::StaleRules);
+    }
+    if policy.revoked_devices.contains(who.device_id) {
+        return Err(Deny::DeviceRevoked);
+    }
+    if who.cert_expires_at <= now {
+        return Err(Deny::CertificateExpired);
+    }
+    let person = policy.staff.get(who.username).ok_or(Deny::UnknownPerson)?;
+    if !person.active {
+        return Err(Deny::PersonDisabled);
+    }
+    if who.token_expires_at <= now {
+        return Err(Deny::TokenExpired);
+    }
+    Ok(())
+}
+
+/// May this session open a stream to `app` at `now`? The app's rule on
+/// success.
+pub fn decide_stream<'p>(
+    policy: &'p Policy,
+    who: &Subject<'_>,
+    app: &str,
+    now: Millis,
+) -> Result<&'p AppRule, Deny> {
+    decide_session(policy, who, now)?;
+    let rule = policy
+        .apps
+        .get(app)
+        .ok_or_else(|| Deny::UnknownApp(app.chars().take(64).collect()))?;
+    // decide_session found the person.
+    let person = &policy.staff[who.username];
+    if rule.groups.is_disjoint(&person.groups) {
+        return Err(Deny::NotInGroup(rule.name.clone()));
+    }
+    let kind_ok = match rule.device_kind {
+        DeviceKindRule::Any => true,
+        DeviceKindRule::Managed => who.device_kind == DeviceKind::Managed,
+        DeviceKindRule::Personal => who.device_kind == DeviceKind::Personal,
+    };
+    if !kind_ok {
+        return Err(Deny::DeviceKind {
+            app: rule.name.clone(),
+            allowed: rule.device_kind.as_str(),
+        });
+    }
+    Ok(rule)
+}
+
+/// The apps this session may reach, sorted by name.
+pub fn allowed_apps<'p>(policy: &'p Policy, who: &Subject<'_>, now: Millis) -> Vec<&'p AppRule> {
+    let mut apps: Vec<&AppRule> = policy
+        .apps
+        .keys()
+        .filter_map(|name| decide_stream(policy, who, name, now).ok())
+        .collect();
+    apps.sort_by(|a, b| a.name.cmp(&b.name));
+    apps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Millis = 1_800_000_000_000;
+
+    fn policy() -> Policy {
+        let mut p = Policy {
+            loaded_at: NOW - 1_000,
+            ..Policy::default()
+        };
+        let person = |active, groups: &[&str]| Person {
+            active,
+            priority: 2,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        };
+        p.staff.insert("a.patel".into(), person(true, &["hr"]));
+        p.staff.insert("m.jones".into(), person(true, &["housing"]));
+        p.staff.insert("k.lee".into(), person(false, &["hr"]));
+        let app = |name: &str, groups: &[&str], kind| AppRule {
+            name: name.into(),
+            target: "127.0.0.1:1".into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            device_kind: kind,
+        };
+        p.apps.insert(
+            "hr-system".into(),
+            app("hr-system", &["hr"], DeviceKindRule::Managed),
+        );
+        p.apps
+            .insert("intranet".into(), app("intranet", &["hr", "housing"], DeviceKindRule::Any));
+        p.revoked_devices.insert("dead".into());
+        p
+    }
+
+    fn subject<'a>(user: &'a str, device: &'a str, kind: DeviceKind) -> Subject<'a> {
+        Subject {
+            username: user,
+            device_id: device,
+            device_kind: kind,
+            cert_expires_at: NOW + 86_400_000,
+            token_expires_at: NOW + 600_000,
+        }
+    }
+
+    #[test]
+    fn allowed_when_in_a_group_on_an_allowed_device() {
+        let p = policy();
+        let who = subject("a.patel", "d1", DeviceKind::Managed);
+        assert_eq!(decide_stream(&p, &who, "hr-system", NOW).unwrap().name, "hr-system");
+        let names: Vec<_> = allowed_apps(&p, &who, NOW).iter().map(|a| &a.name).collect();
+        assert_eq!(names, ["hr-system", "intranet"]);
+    }
+
+    #[test]
+    fn each_reason_to_deny() {
+        let p = policy();
+        let cases: Vec<(Subject, &str, Deny)> = vec![
+            (
+                subject("m.jones", "d1", DeviceKind::Managed),
+                "hr-system",
+                Deny::NotInGroup("hr-system".into()),
+            ),
+            (
+                subject("a.patel", "d1", DeviceKind::Personal),
+                "hr-system",
+                Deny::DeviceKind {
+                    app: "hr-system".into(),
+                    allowed: "managed",
+                },
+            ),
+            (
+                subject("k.lee", "d1", DeviceKind::Managed),
+                "intranet",
+                Deny::PersonDisabled,
+            ),
+            (
+                subject("nobody", "d1", DeviceKind::Managed),
+                "intranet",
+                Deny::UnknownPerson,
+            ),
+            (
+                subject("a.patel", "dead", DeviceKind::Managed),
+                "intranet",
+                Deny::DeviceRevoked,
+            ),
+            (
+                subject("a.patel", "d1", DeviceKind::Managed),
+                "payroll",
+                Deny::UnknownApp("payroll".into()),
+            ),
+            (
+                Subject {
+                    token_expires_at: NOW,
+                    ..subject("a.patel", "d1", DeviceKind::Managed)
+                },
+                "intranet",
+                Deny::TokenExpired,
+            ),
+            (
+                Subject {
+                    cert_expires_at: NOW - 1,
+                    ..subject("a.patel", "d1", DeviceKind::Managed)
+                },
+                "intranet",
+                Deny::CertificateExpired,
+            ),
+        ];
+        for (who, app, want) in cases {
+            assert_eq!(decide_stream(&p, &who, app, NOW).unwrap_err(), want, "{who:?} {app}");
+        }
+    }
+
+    #[test]
+    fn stale_rules_fail_closed() {
+        let mut p = policy();
+        let who = subject("a.patel", "d1", DeviceKind::Managed);
+        p.loaded_at = NOW - MAX_STALENESS_MS;
+        assert!(decide_session(&p, &who, NOW).is_ok());
+        p.loaded_at = NOW - MAX_STALENESS_MS - 1;
+        assert_eq!(decide_session(&p, &who, NOW), Err(Deny::StaleRules));
+        assert!(Deny::StaleRules.ends_session());
+        assert!(!Deny::NotInGroup("x".into()).ends_session());
+    }
+}

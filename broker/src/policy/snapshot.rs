@@ -1,0 +1,115 @@
+//! The rules in memory: loaded from the store at start, reloaded at once
+//! after every admin change and revocation, and every
+//! [`RELOAD_INTERVAL`] anyway (which is how changes made on another broker
+//! node arrive). Each reload bumps a generation that live sessions and
+//! streams watch, so they re-check themselves against the new rules.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use super::{AppRule, Person, Policy};
+use crate::clock::{now_ms, Millis};
+use crate::model::DeviceKindRule;
+use crate::state::Shared;
+use crate::store::{Store, StoreError};
+
+/// How often the rules are re-read even when nothing here changed them.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+pub struct PolicyCache {
+    current: RwLock<Arc<Policy>>,
+    generation: watch::Sender<u64>,
+    wake: Notify,
+}
+
+impl Default for PolicyCache {
+    fn default() -> Self {
+        Self {
+            current: RwLock::new(Arc::new(Policy::default())),
+            generation: watch::channel(0).0,
+            wake: Notify::new(),
+        }
+    }
+}
+
+impl PolicyCache {
+    /// The rules now.
+    pub fn current(&self) -> Arc<Policy> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Changes each time the rules are reloaded (or found stale).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Asks for a reload now (after an admin change).
+    pub fn trigger(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Reads the rules from the store and installs them.
+    pub async fn reload(&self, store: &Store, now: Millis) -> Result<(), StoreError> {
+        let policy = load(store, now).await?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        self.generation.send_modify(|g| *g += 1);
+        Ok(())
+    }
+
+    /// Keeps the rules fresh until `shutdown`.
+    pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+        let mut revocations = shared.revocations.subscribe();
+        loop {
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                _ = shared.policy.wake.notified() => {}
+                _ = revocations.recv() => {}
+                _ = tokio::time::sleep(RELOAD_INTERVAL) => {}
+            }
+            if let Err(e) = shared.policy.reload(&shared.store, now_ms()).await {
+                let age = now_ms() - shared.policy.current().loaded_at;
+                tracing::warn!(error = %e, age_ms = age, "cannot reload access rules; keeping the last ones");
+                // Wake the sessions anyway: past the limit they fail closed.
+                shared.policy.generation.send_modify(|g| *g += 1);
+            }
+        }
+    }
+}
+
+async fn load(store: &Store, now: Millis) -> Result<Policy, StoreError> {
+    let mut policy = Policy {
+        loaded_at: now,
+        ..Policy::default()
+    };
+    for (username, active, priority, groups) in store.staff_access().await? {
+        policy.staff.insert(
+            username,
+            Person {
+                active,
+                priority: priority.clamp(1, 3) as u8,
+                groups: groups.into_iter().collect(),
+            },
+        );
+    }
+    for app in store.app_list().await? {
+        let device_kind = DeviceKindRule::parse(&app.device_kind).unwrap_or(DeviceKindRule::Any);
+        policy.apps.insert(
+            app.name.clone(),
+            AppRule {
+                name: app.name,
+                target: app.target,
+                groups: app.allow_groups.into_iter().collect::<BTreeSet<_>>(),
+                device_kind,
+            },
+        );
+    }
+    policy.revoked_devices = store.devices_revoked().await?.into_iter().collect();
+    Ok(policy)
+}

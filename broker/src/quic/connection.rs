@@ -1,0 +1,197 @@
+//! One agent connection: the handshake, then every stream it opens, each
+//! dispatched by its first frame.
+//!
+//! Without a client certificate only enrolment is possible. With one (the
+//! device certificate, already checked by rustls against the CA), the
+//! device must be enrolled and not revoked; then it may sign in, refresh,
+//! renew its certificate, open one session (the control stream) and, in
+//! that session, tunnel streams.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use lanyard_agent::wire::{code, read_frame, write_frame};
+use lanyard_proto::{close, ErrorCode, Message};
+use rustls_pki_types::CertificateDer;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::auth::device::{cert_thumbprint, device_id};
+use crate::policy::DeviceKind;
+use crate::state::AppState;
+use crate::store::devices::Device;
+use crate::tunnel::LiveSession;
+
+/// The TLS handshake must finish within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first frame of a stream must arrive within this.
+pub(super) const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every stream of a device connection shares.
+pub(super) struct DeviceConn {
+    pub state: AppState,
+    pub conn: quinn::Connection,
+    pub device: Device,
+    pub kind: DeviceKind,
+    /// SHA-256 of the certificate presented (tokens are bound to it).
+    pub thumbprint: [u8; 32],
+    /// The session, once the control stream has opened one.
+    pub session: OnceLock<Arc<LiveSession>>,
+}
+
+pub(super) fn refuse_stream(send: &mut quinn::SendStream, code_: ErrorCode, message: String) {
+    let frame = lanyard_proto::frame::to_frame(&Message::Refused {
+        code: code_,
+        message,
+    });
+    // Best effort: the refusal, then the end of the stream.
+    let _ = send.write_chunk(frame.into());
+    let _ = send.finish();
+}
+
+pub(super) async fn handle(
+    incoming: quinn::Incoming,
+    state: AppState,
+    shutdown: watch::Receiver<bool>,
+) {
+    let remote = incoming.remote_address();
+    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, async { incoming.await }).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            state.metrics.quic_handshake_failures.fetch_add(1, Relaxed);
+            tracing::debug!(%remote, error = %e, "agent handshake failed");
+            return;
+        }
+        Err(_) => {
+            state.metrics.quic_handshake_failures.fetch_add(1, Relaxed);
+            tracing::debug!(%remote, "agent handshake timed out");
+            return;
+        }
+    };
+    state.metrics.quic_handshakes.fetch_add(1, Relaxed);
+    let cert = conn
+        .peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|chain| chain.into_iter().next());
+    match cert {
+        None => super::enrol::serve(conn, state).await,
+        Some(cert) => serve_device(conn, cert, state, shutdown).await,
+    }
+}
+
+async fn serve_device(
+    conn: quinn::Connection,
+    cert: CertificateDer<'static>,
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Ok(id) = device_id(&cert) else {
+        conn.close(close::PROTOCOL.into(), b"unreadable device certificate");
+        return;
+    };
+    let device = match state.store.device_get(&id).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            conn.close(
+                close::DEVICE_REVOKED.into(),
+                b"this device is not enrolled with this broker; enrol it again",
+            );
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look up a device");
+            conn.close(
+                close::STALE_STATE.into(),
+                b"the broker's store is unavailable; try again shortly",
+            );
+            return;
+        }
+    };
+    if device.revoked_at.is_some() {
+        let reason = format!(
+            "this device has been revoked ({}); contact ICT",
+            device.revoke_reason.as_deref().unwrap_or("no reason given")
+        );
+        state.metrics.deny("device_revoked");
+        conn.close(close::DEVICE_REVOKED.into(), reason.as_bytes());
+        return;
+    }
+    let Some(kind) = DeviceKind::parse(&device.kind) else {
+        conn.close(close::PROTOCOL.into(), b"unknown device kind");
+        return;
+    };
+    let ctx = Arc::new(DeviceConn {
+        state: state.clone(),
+        conn: conn.clone(),
+        thumbprint: cert_thumbprint(&cert),
+        device,
+        kind,
+        session: OnceLock::new(),
+    });
+    let mut streams = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            accepted = conn.accept_bi() => {
+                let Ok((send, recv)) = accepted else { break };
+                streams.spawn(dispatch(ctx.clone(), send, recv));
+            }
+        }
+    }
+    if *shutdown.borrow() {
+        // Draining: let open streams finish; the broker bounds the wait.
+        while streams.join_next().await.is_some() {}
+        conn.close(close::SHUTDOWN.into(), b"the broker is restarting");
+    }
+    if let Some(s) = ctx.session.get() {
+        state.sessions.remove(&s.id);
+    }
+}
+
+async fn dispatch(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let first = match read_frame(&mut recv, FIRST_FRAME_TIMEOUT).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::debug!(error = %e, "bad first frame on a stream");
+            let _ = send.reset(code(ErrorCode::BadRequest));
+            let _ = recv.stop(code(ErrorCode::BadRequest));
+            return;
+        }
+    };
+    match first {
+        Message::SignIn {
+            username,
+            password,
+            totp,
+        } => {
+            let reply =
+                super::signin::sign_in(&ctx, &username, &password, totp.as_deref()).await;
+            let _ = write_frame(&mut send, &reply).await;
+            let _ = send.finish();
+        }
+        Message::Refresh { refresh_token } => {
+            let reply = super::signin::refresh(&ctx, &refresh_token).await;
+            let _ = write_frame(&mut send, &reply).await;
+            let _ = send.finish();
+        }
+        Message::Renew => {
+            let reply = super::enrol::renew(&ctx).await;
+            let _ = write_frame(&mut send, &reply).await;
+            let _ = send.finish();
+        }
+        hello @ Message::Hello { .. } => super::session::control(ctx, send, recv, hello).await,
+        Message::StreamOpen { app, request_id } => {
+            super::session::tunnel(ctx, send, recv, app, request_id).await
+        }
+        other => {
+            tracing::debug!(message = ?other, "unexpected first frame");
+            refuse_stream(
+                &mut send,
+                ErrorCode::BadRequest,
+                "unexpected message to open a stream".into(),
+            );
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Enrolment over QUIC (a connection with no client certificate) and
+//! certificate renewal (over a device's own connection).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use data_encoding::BASE64;
+use lanyard_agent::wire::{read_frame, write_frame};
+use lanyard_proto::enrol::SECRET_LEN;
+use lanyard_proto::{close, ErrorCode, KeyAlg, Message};
+
+use super::connection::{DeviceConn, FIRST_FRAME_TIMEOUT};
+use crate::auth::device::DevicePublicKey;
+use crate::clock::now_ms;
+use crate::state::AppState;
+use crate::store::devices::NewDevice;
+use crate::store::enrol::{ConsumeError, EnrolFor};
+use crate::store::StoreError;
+
+fn refused(code: ErrorCode, message: impl Into<String>) -> Message {
+    Message::Refused {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Serves a connection without a client certificate: one enrolment, then
+/// the agent closes (or is closed after a few seconds).
+pub(super) async fn serve(conn: quinn::Connection, state: AppState) {
+    let accepted = tokio::time::timeout(FIRST_FRAME_TIMEOUT, conn.accept_bi()).await;
+    let Ok(Ok((mut send, mut recv))) = accepted else {
+        conn.close(close::PROTOCOL.into(), b"no enrolment request");
+        return;
+    };
+    let reply = match read_frame(&mut recv, FIRST_FRAME_TIMEOUT).await {
+        Ok(Message::EnrolRequest {
+            secret,
+            key_alg,
+            public_key,
+            proof,
+            agent_version,
+            os,
+        }) => {
+            enrol(
+                &state,
+                &secret,
+                key_alg,
+                &public_key,
+                &proof,
+                &agent_version,
+                &os,
+            )
+            .await
+        }
+        Ok(_) => refused(
+            ErrorCode::Unauthorized,
+            "no device certificate was presented: only enrolment is possible; run `lanyard-agent enroll CODE`",
+        ),
+        Err(e) => refused(ErrorCode::BadRequest, format!("bad enrolment request: {e}")),
+    };
+    if matches!(reply, Message::Certificate { .. }) {
+        state.metrics.enrolments.fetch_add(1, Relaxed);
+    } else {
+        state.metrics.enrolment_failures.fetch_add(1, Relaxed);
+    }
+    let _ = write_frame(&mut send, &reply).await;
+    let _ = send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+}
+
+async fn enrol(
+    state: &AppState,
+    secret: &[u8; SECRET_LEN],
+    key_alg: KeyAlg,
+    public_key: &[u8],
+    proof: &[u8],
+    agent_version: &str,
+    os: &str,
+) -> Message {
+    let key = match DevicePublicKey::parse(key_alg, public_key) {
+        Ok(k) => k,
+        Err(e) => return refused(ErrorCode::BadRequest, e.to_string()),
+    };
+    // The proof is checked before the code is used, so a bad request
+    // cannot burn a good code.
+    if let Err(e) = key.verify_proof(secret, proof) {
+        return refused(ErrorCode::BadRequest, e.to_string());
+    }
+    let fingerprint = crate::secrets::sha256_hex(&key.spki_der());
+    let mut issued = None;
+    let result = state
+        .store
+        .enrol_code_consume_with(&crate::secrets::hash_secret(secret), now_ms(), |what| {
+            let (label, asset_tag, owner) = match what {
+                EnrolFor::Laptop(tag) => (tag.to_string(), Some(tag.to_string()), None),
+                EnrolFor::Personal(user) => {
+                    (format!("personal:{user}"), None, Some(user.to_string()))
+                }
+            };
+            let (cert, expires_at) = match state.ca.issue_device_cert(
+                &key,
+                &label,
+                state.settings.device_cert_ttl,
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot issue a device certificate");
+                    return None;
+                }
+            };
+            issued = Some((cert, expires_at));
+            Some(NewDevice {
+                fingerprint: fingerprint.clone(),
+                kind: what.kind(),
+                asset_tag,
+                owner,
+                public_key: BASE64.encode(key.raw()),
+                cert_expires_at: expires_at,
+                agent_version: agent_version.chars().take(64).collect(),
+                os: os.chars().take(64).collect(),
+            })
+        })
+        .await;
+    match (result, issued) {
+        (Ok(consumed), Some((cert, expires_at))) => {
+            tracing::info!(code_id = %consumed.id, device = %fingerprint, "device enrolled");
+            Message::Certificate {
+                certificate: cert.to_vec(),
+                expires_at: (expires_at / 1000) as u64,
+            }
+        }
+        (Ok(_), None) => refused(
+            ErrorCode::Internal,
+            "the broker could not issue a certificate; ask ICT for a new code",
+        ),
+        (Err(ConsumeError::Store(StoreError::Conflict(m))), _) => {
+            refused(ErrorCode::BadRequest, m)
+        }
+        (Err(ConsumeError::Store(e)), _) => {
+            tracing::warn!(error = %e, "enrolment failed in the store");
+            refused(
+                ErrorCode::Unavailable,
+                "the broker's store is unavailable; try again shortly",
+            )
+        }
+        (Err(e), _) => refused(ErrorCode::Unauthorized, e.to_string()),
+    }
+}
+
+/// Issues a fresh certificate for the device on this connection.
+pub(super) async fn renew(ctx: &DeviceConn) -> Message {
+    let state = &ctx.state;
+    let key = match BASE64
+        .decode(ctx.device.public_key.as_bytes())
+        .ok()
+        .and_then(|raw| DevicePublicKey::parse(KeyAlg::EcdsaP256, &raw).ok())
+    {
+        Some(k) => k,
+        None => {
+            return refused(
+                ErrorCode::BadRequest,
+                "this device was enrolled without a renewable key; enrol it again",
+            )
+        }
+    };
+    let (cert, expires_at) = match state.ca.issue_device_cert(
+        &key,
+        &ctx.device.label(),
+        state.settings.device_cert_ttl,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot issue a device certificate");
+            return refused(ErrorCode::Internal, "cannot issue a certificate now");
+        }
+    };
+    match state
+        .store
+        .device_renew(&ctx.device.fingerprint, expires_at, now_ms())
+        .await
+    {
+        Ok(()) => Message::Certificate {
+            certificate: cert.to_vec(),
+            expires_at: (expires_at / 1000) as u64,
+        },
+        Err(StoreError::NotFound(m)) => refused(ErrorCode::Revoked, m),
+        Err(e) => {
+            tracing::warn!(error = %e, "renewal failed in the store");
+            refused(
+                ErrorCode::Unavailable,
+                "the broker's store is unavailable; try again shortly",
+            )
+        }
+    }
+}

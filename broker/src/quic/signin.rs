@@ -1,0 +1,142 @@
+//! Sign-in and token refresh over a device's connection.
+//!
+//! The access token is bound to the certificate this connection presented
+//! (`cnf`), and names the sign-in (refresh family) it came from. The refresh
+//! token is bound to the device key, so it survives a certificate renewal.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use lanyard_proto::{ErrorCode, Message};
+
+use super::connection::DeviceConn;
+use crate::auth::signin::check_credentials;
+use crate::auth::tokens::LEEWAY_SECS;
+use crate::clock::now_ms;
+use crate::store::refresh::RefreshError;
+use crate::store::AuditEntry;
+
+fn refused(code: ErrorCode, message: impl Into<String>) -> Message {
+    Message::Refused {
+        code,
+        message: message.into(),
+    }
+}
+
+fn tokens(ctx: &DeviceConn, username: &str, family: &str, refresh_token: String) -> Message {
+    let ttl = ctx.state.settings.access_ttl.as_secs() as i64;
+    let now = now_ms() / 1000;
+    let access = ctx.state.token_keys.issue_for_sign_in(
+        username,
+        &ctx.thumbprint,
+        Some(family),
+        now,
+        ttl,
+    );
+    if let Some(session) = ctx.session.get() {
+        if session.username == username {
+            session
+                .token_expires_at
+                .store((now + ttl + LEEWAY_SECS) * 1000, Relaxed);
+        }
+    }
+    Message::Tokens {
+        access_token: access,
+        refresh_token,
+        expires_in: ttl as u32,
+    }
+}
+
+pub(super) async fn sign_in(
+    ctx: &DeviceConn,
+    username: &str,
+    password: &str,
+    totp: Option<&str>,
+) -> Message {
+    let state = &ctx.state;
+    let now = now_ms();
+    let person = match check_credentials(state, username, password, totp, now).await {
+        Ok(p) => p,
+        Err(crate::auth::signin::SignInError::Store(e)) => {
+            tracing::warn!(error = %e, "sign-in failed in the store");
+            state.metrics.agent_signin_failures.fetch_add(1, Relaxed);
+            return refused(
+                ErrorCode::Unavailable,
+                "the broker's store is unavailable; try again shortly",
+            );
+        }
+        Err(e) => {
+            state.metrics.agent_signin_failures.fetch_add(1, Relaxed);
+            return refused(ErrorCode::Unauthorized, e.to_string());
+        }
+    };
+    if let Some(owner) = &ctx.device.owner {
+        if ctx.device.asset_tag.is_none() && *owner != person.username {
+            state.metrics.agent_signin_failures.fetch_add(1, Relaxed);
+            let reason = format!("this personal device belongs to {owner}");
+            let entry = AuditEntry::denied(
+                &person.username,
+                "agent.signin",
+                &ctx.device.label(),
+                &reason,
+            );
+            if let Err(e) = state.store.audit_only(now, entry).await {
+                tracing::warn!(error = %e, "could not audit a refused sign-in");
+            }
+            return refused(ErrorCode::Forbidden, reason);
+        }
+    }
+    let refresh = crate::secrets::new_token("lyr_");
+    let family = match state
+        .store
+        .refresh_issue(
+            &person.username,
+            &ctx.device.fingerprint,
+            &crate::secrets::hash_secret(refresh.as_bytes()),
+            crate::clock::duration_ms(state.settings.refresh_ttl),
+            now,
+        )
+        .await
+    {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot store a refresh token");
+            return refused(
+                ErrorCode::Unavailable,
+                "the broker's store is unavailable; try again shortly",
+            );
+        }
+    };
+    let entry = AuditEntry::ok(&person.username, "agent.signin", &ctx.device.label())
+        .with_detail(serde_json::json!({ "sign_in": family, "device": ctx.device.fingerprint }));
+    if let Err(e) = state.store.audit_only(now, entry).await {
+        tracing::warn!(error = %e, "could not audit a sign-in");
+    }
+    state.metrics.agent_signins.fetch_add(1, Relaxed);
+    tokens(ctx, &person.username, &family, refresh)
+}
+
+pub(super) async fn refresh(ctx: &DeviceConn, refresh_token: &str) -> Message {
+    let state = &ctx.state;
+    let next = crate::secrets::new_token("lyr_");
+    let rotated = state
+        .store
+        .refresh_rotate(
+            &crate::secrets::hash_secret(refresh_token.as_bytes()),
+            &crate::secrets::hash_secret(next.as_bytes()),
+            &ctx.device.fingerprint,
+            crate::clock::duration_ms(state.settings.refresh_ttl),
+            now_ms(),
+        )
+        .await;
+    match rotated {
+        Ok(r) => tokens(ctx, &r.username, &r.family_id, next),
+        Err(RefreshError::Store(e)) => {
+            tracing::warn!(error = %e, "refresh failed in the store");
+            refused(
+                ErrorCode::Unavailable,
+                "the broker's store is unavailable; try again shortly",
+            )
+        }
+        Err(e) => refused(ErrorCode::Unauthorized, e.to_string()),
+    }
+}

@@ -1,0 +1,195 @@
+//! Enrolled agent devices: what the QUIC side needs to know about a device
+//! certificate it is shown, and its renewals.
+//!
+//! A device's `fingerprint` is the SHA-256 of its public key
+//! (SubjectPublicKeyInfo), so it stays the same when its certificate is
+//! renewed; the certificate itself is short-lived.
+
+use super::{AuditEntry, AuditedTx, Result, Store, StoreError};
+use crate::clock::Millis;
+
+/// A device about to be recorded at enrolment.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    pub fingerprint: String,
+    /// `managed` or `personal`.
+    pub kind: &'static str,
+    pub asset_tag: Option<String>,
+    pub owner: Option<String>,
+    /// base64 of the raw public key, for renewals.
+    pub public_key: String,
+    pub cert_expires_at: Millis,
+    pub agent_version: String,
+    pub os: String,
+}
+
+/// An enrolled device as the tunnel layer sees it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Device {
+    pub fingerprint: String,
+    pub kind: String,
+    pub asset_tag: Option<String>,
+    pub owner: Option<String>,
+    pub public_key: String,
+    pub cert_expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub revoke_reason: Option<String>,
+}
+
+impl Device {
+    /// How the device is named to people: its asset tag, or whose it is.
+    pub fn label(&self) -> String {
+        match (&self.asset_tag, &self.owner) {
+            (Some(tag), _) => tag.clone(),
+            (None, Some(owner)) => format!("personal:{owner}"),
+            (None, None) => self.fingerprint.chars().take(12).collect(),
+        }
+    }
+}
+
+pub(super) async fn insert(tx: &mut AuditedTx, new: &NewDevice, now: Millis) -> Result<()> {
+    let inserted = sqlx::query(
+        "INSERT INTO enrolled_devices (fingerprint, kind, asset_tag, owner, enrolled_at, cert_expires_at,
+                                       last_seen_at, agent_version, os, public_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $5, $7, $8, $9)",
+    )
+    .bind(&new.fingerprint)
+    .bind(new.kind)
+    .bind(new.asset_tag.clone())
+    .bind(new.owner.clone())
+    .bind(now)
+    .bind(new.cert_expires_at)
+    .bind(&new.agent_version)
+    .bind(&new.os)
+    .bind(&new.public_key)
+    .execute(tx.conn())
+    .await
+    .map_err(StoreError::from);
+    match inserted {
+        Err(e) if e.is_unique_violation() => Err(StoreError::Conflict(
+            "this device key is already enrolled; make a new key (remove the state dir) to enrol again"
+                .into(),
+        )),
+        other => other.map(|_| ()),
+    }
+}
+
+impl Store {
+    pub async fn device_get(&self, fingerprint: &str) -> Result<Option<Device>> {
+        Ok(sqlx::query_as(
+            "SELECT fingerprint, kind, asset_tag, owner, public_key, cert_expires_at, revoked_at, revoke_reason
+             FROM enrolled_devices WHERE fingerprint = $1",
+        )
+        .bind(fingerprint)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Records a renewed certificate's expiry; refused for a revoked device.
+    pub async fn device_renew(
+        &self,
+        fingerprint: &str,
+        cert_expires_at: Millis,
+        now: Millis,
+    ) -> Result<()> {
+        let mut tx = self.begin_audited(now).await?;
+        let done = sqlx::query(
+            "UPDATE enrolled_devices SET cert_expires_at = $1, last_seen_at = $2
+             WHERE fingerprint = $3 AND revoked_at IS NULL",
+        )
+        .bind(cert_expires_at)
+        .bind(now)
+        .bind(fingerprint)
+        .execute(tx.conn())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(
+                "this device is revoked or not enrolled".into(),
+            ));
+        }
+        tx.audit(
+            AuditEntry::ok("agent", "device.renew", fingerprint).with_detail(serde_json::json!({
+                "cert_expires_at": crate::clock::rfc3339(cert_expires_at),
+            })),
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    /// Notes that a device connected, with what it runs.
+    pub async fn device_seen(
+        &self,
+        fingerprint: &str,
+        agent_version: &str,
+        os: &str,
+        now: Millis,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE enrolled_devices SET last_seen_at = $1, agent_version = $2, os = $3 WHERE fingerprint = $4",
+        )
+        .bind(now)
+        .bind(agent_version)
+        .bind(os)
+        .bind(fingerprint)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every revoked device's fingerprint.
+    pub async fn devices_revoked(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT fingerprint FROM enrolled_devices WHERE revoked_at IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Revokes the refresh-token family behind a session, so that its
+    /// agent must sign in again.
+    pub async fn refresh_family_revoke(&self, family_id: &str, now: Millis) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(family_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// Whether a sign-in (refresh-token family) has been revoked.
+    pub async fn refresh_family_revoked(&self, family_id: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM refresh_tokens WHERE family_id = $1 AND revoked_at IS NOT NULL",
+        )
+        .bind(family_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Who may reach what: every person with their state and groups.
+    pub async fn staff_access(&self) -> Result<Vec<(String, bool, i64, Vec<String>)>> {
+        let people: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT username, active, priority FROM staff")
+                .fetch_all(&self.pool)
+                .await?;
+        let memberships: Vec<(String, String)> =
+            sqlx::query_as("SELECT username, group_name FROM staff_groups")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut groups: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
+        for (user, group) in memberships {
+            groups.entry(user).or_default().push(group);
+        }
+        Ok(people
+            .into_iter()
+            .map(|(u, active, priority)| {
+                let g = groups.remove(&u).unwrap_or_default();
+                (u, active == 1, priority, g)
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,133 @@
+//! The live sessions on this broker node.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::clock::{rfc3339, Millis};
+use crate::policy::{DeviceKind, Subject};
+
+/// One agent's session: a person on a device, over one QUIC connection.
+#[derive(Debug)]
+pub struct LiveSession {
+    pub id: String,
+    pub username: String,
+    pub device_id: String,
+    pub device_label: String,
+    pub device_kind: DeviceKind,
+    /// The sign-in (refresh-token family) behind the session.
+    pub sign_in: Option<String>,
+    pub remote: SocketAddr,
+    pub since: Millis,
+    pub cert_expires_at: Millis,
+    /// When the session's access token runs out (with leeway); moved on by
+    /// each refresh over the same connection.
+    pub token_expires_at: AtomicI64,
+    pub open_streams: AtomicU64,
+    pub streams_total: AtomicU64,
+    pub denied_streams: AtomicU64,
+    /// Agent to app.
+    pub bytes_up: AtomicU64,
+    /// App to agent.
+    pub bytes_down: AtomicU64,
+    pub conn: quinn::Connection,
+}
+
+impl LiveSession {
+    pub fn subject(&self) -> Subject<'_> {
+        Subject {
+            username: &self.username,
+            device_id: &self.device_id,
+            device_kind: self.device_kind,
+            cert_expires_at: self.cert_expires_at,
+            token_expires_at: self.token_expires_at.load(Relaxed),
+        }
+    }
+
+    /// Ends the session: the agent sees `code` and `reason`.
+    pub fn close(&self, code: u32, reason: &str) {
+        let reason: String = reason.chars().take(200).collect();
+        self.conn.close(code.into(), reason.as_bytes());
+    }
+
+    pub fn view(&self) -> SessionView {
+        SessionView {
+            id: self.id.clone(),
+            username: self.username.clone(),
+            device: self.device_label.clone(),
+            kind: self.device_kind.as_str(),
+            remote: self.remote.to_string(),
+            since: rfc3339(self.since),
+            open_streams: self.open_streams.load(Relaxed),
+            streams_total: self.streams_total.load(Relaxed),
+            bytes_up: self.bytes_up.load(Relaxed),
+            bytes_down: self.bytes_down.load(Relaxed),
+        }
+    }
+}
+
+/// A session as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionView {
+    pub id: String,
+    pub username: String,
+    pub device: String,
+    pub kind: &'static str,
+    pub remote: String,
+    pub since: String,
+    pub open_streams: u64,
+    pub streams_total: u64,
+    /// Bytes from the agent to its apps.
+    pub bytes_up: u64,
+    /// Bytes from the apps to the agent.
+    pub bytes_down: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<String, Arc<LiveSession>>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<LiveSession>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn insert(&self, s: Arc<LiveSession>) {
+        self.lock().insert(s.id.clone(), s);
+    }
+
+    pub fn remove(&self, id: &str) -> Option<Arc<LiveSession>> {
+        self.lock().remove(id)
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<LiveSession>> {
+        self.lock().get(id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Streams open across every live session.
+    pub fn open_streams(&self) -> u64 {
+        self.lock()
+            .values()
+            .map(|s| s.open_streams.load(Relaxed))
+            .sum()
+    }
+
+    /// Every live session, oldest first.
+    pub fn list(&self) -> Vec<Arc<LiveSession>> {
+        let mut all: Vec<_> = self.lock().values().cloned().collect();
+        all.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.id.cmp(&b.id)));
+        all
+    }
+}
