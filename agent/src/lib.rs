@@ -3,5 +3,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod account;
+pub mod backoff;
+pub mod client;
+pub mod identity;
 pub mod state;
+pub mod up;
 pub mod wire;

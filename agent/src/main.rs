@@ -2,16 +2,24 @@
 
 #![forbid(unsafe_code)]
 
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use lanyard_agent::account;
+use lanyard_agent::identity::{now_secs, TOKENS_FILE};
 use lanyard_agent::state::{default_dir, StateDir};
+use lanyard_agent::up::{self, Forward, UpConfig, UpEvent, UpStatus};
 
 /// Lanyard agent: reach the council's internal apps from home.
 ///
 /// Enrol this laptop once with the code ICT gives you, sign in, then run
-/// `lanyard-agent up` and use the local addresses it prints.
+/// `lanyard-agent up` and use the local addresses it prints:
+///
+///   lanyard-agent enroll lye1.AAAA...
+///   lanyard-agent login j.smith
+///   lanyard-agent up
 #[derive(Debug, Parser)]
 #[command(name = "lanyard-agent", version, max_term_width = 100)]
 struct Cli {
@@ -26,21 +34,67 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Enrol this device with a code from ICT: makes the device key pair here
-    /// and gets its certificate from the broker.
+    /// (it never leaves this device) and gets its certificate from the broker.
+    ///
+    /// Example: lanyard-agent enroll lye1.AAAA...
     Enroll {
         /// The code, as one string (starts with `lye1.`).
         code: String,
     },
-    /// Show whether this device is enrolled and signed in.
+    /// Sign a person in on this device (password, and a TOTP code if they
+    /// have one).
+    ///
+    /// Example: echo "$PASSWORD" | lanyard-agent login j.smith --password-stdin
+    Login {
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// The current code from the authenticator app.
+        #[arg(long, value_name = "CODE")]
+        totp: Option<String>,
+    },
+    /// Connect and forward local ports to the apps you may use; keeps
+    /// running and reconnects by itself. Prints one line
+    /// `lanyard-agent up APP=127.0.0.1:PORT ...` whenever its forwards are ready.
+    ///
+    /// Example: lanyard-agent up --forward hr-system=127.0.0.1:8080
+    Up {
+        /// Forward APP on a local address (repeatable). Without any, every app
+        /// you may use gets a local port (the same one each time where free).
+        #[arg(long, value_name = "APP=ADDR")]
+        forward: Vec<Forward>,
+    },
+    /// Show whether this device is enrolled, who is signed in, and whether
+    /// `up` is running.
     Status {
         #[arg(long)]
         json: bool,
     },
+    /// Forget the sign-in on this device.
+    Logout,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LANYARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lanyard-agent: error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lanyard-agent: error: {e}");
@@ -49,30 +103,204 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Reads a password: the first line of stdin, or a prompt without echo.
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    let line = if from_stdin || !std::io::stdin().is_terminal() {
+        if !from_stdin {
+            anyhow::bail!("no terminal to ask for the password on: use --password-stdin");
+        }
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line
+    } else {
+        eprint!("Password: ");
+        std::io::stderr().flush()?;
+        let stty = |arg: &str| {
+            std::process::Command::new("stty")
+                .arg(arg)
+                .stdin(std::process::Stdio::inherit())
+                .status()
+        };
+        let _ = stty("-echo");
+        let mut line = String::new();
+        let read = std::io::stdin().lock().read_line(&mut line);
+        let _ = stty("echo");
+        eprintln!();
+        read?;
+        line
+    };
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        anyhow::bail!("empty password");
+    }
+    Ok(password)
+}
+
+fn when(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let dir = match cli.state_dir {
         Some(d) => d,
         None => default_dir()?,
     };
     match cli.command {
         Command::Enroll { code } => {
-            let code = lanyard_proto::EnrolmentCode::decode(&code)?;
-            anyhow::bail!(
-                "this agent build cannot enrol yet: the broker at {} speaks the enrolment protocol from the next release",
-                code.broker_addr
-            )
+            let code = lanyard_proto::EnrolmentCode::decode(code.trim())?;
+            let state = StateDir::open(&dir)?;
+            let done = account::enrol(&state, &code).await?;
+            println!(
+                "enrolled with {}; certificate valid until {}",
+                done.broker,
+                when(done.cert_expires_at)
+            );
+            eprintln!("next: lanyard-agent login USERNAME");
+            Ok(())
+        }
+        Command::Login {
+            username,
+            password_stdin,
+            totp,
+        } => {
+            let state = StateDir::open(&dir)?;
+            let device = state.device()?;
+            let password = read_password(password_stdin)?;
+            let (endpoint, conn) = account::connect(&device).await?;
+            let signed =
+                account::sign_in(&state, &device, &conn, &username, password, totp).await;
+            conn.close(0u32.into(), b"signed in");
+            endpoint.wait_idle().await;
+            let tokens = signed?;
+            println!("signed in as {}", tokens.username);
+            eprintln!("next: lanyard-agent up");
+            Ok(())
+        }
+        Command::Up { forward } => {
+            let state = StateDir::open(&dir)?;
+            let config = UpConfig {
+                forwards: forward,
+                ..UpConfig::default()
+            };
+            let report = |event: UpEvent| match event {
+                UpEvent::Ready {
+                    forwards,
+                    not_allowed,
+                    ..
+                } => {
+                    let mut line = String::from("lanyard-agent up");
+                    for (app, addr) in &forwards {
+                        line.push_str(&format!(" {app}={addr}"));
+                    }
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                    if forwards.is_empty() {
+                        eprintln!("lanyard-agent: connected, but no app is open to you on this device");
+                    }
+                    for app in not_allowed {
+                        eprintln!("lanyard-agent: {app}: not allowed for you on this device");
+                    }
+                }
+                UpEvent::Disconnected { reason, retry_in } => eprintln!(
+                    "lanyard-agent: disconnected: {reason}; reconnecting in {}",
+                    humantime::format_duration(std::time::Duration::from_millis(
+                        retry_in.as_millis() as u64
+                    ))
+                ),
+                UpEvent::StreamFailed { app, reason } => {
+                    eprintln!("lanyard-agent: {app}: {reason}")
+                }
+            };
+            let shutdown = async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = async {
+                        match term.as_mut() {
+                            Some(t) => { t.recv().await; }
+                            None => std::future::pending::<()>().await,
+                        }
+                    } => {}
+                }
+            };
+            up::run(state, config, report, shutdown).await?;
+            Ok(())
         }
         Command::Status { json } => {
             let state = StateDir::open(&dir)?;
-            let enrolled = state.read("device.pem")?.is_some();
+            let enrolment = state.enrolment()?;
+            let tokens = state.tokens()?;
+            let running: Option<UpStatus> = state
+                .read(up::STATUS_FILE)?
+                .and_then(|b| serde_json::from_slice::<UpStatus>(&b).ok())
+                .filter(|s| pid_alive(s.pid));
+            let now = now_secs();
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "state_dir": dir, "enrolled": enrolled, "signed_in": false })
-                );
+                let value = serde_json::json!({
+                    "state_dir": dir,
+                    "enrolled": enrolment.is_some(),
+                    "broker": enrolment.as_ref().map(|e| &e.broker),
+                    "certificate_expires_at": enrolment.as_ref().map(|e| when(e.cert_expires_at)),
+                    "signed_in": tokens.is_some(),
+                    "username": tokens.as_ref().map(|t| &t.username),
+                    "up": running.is_some(),
+                    "connected": running.as_ref().is_some_and(|r| r.connected),
+                    "session_id": running.as_ref().and_then(|r| r.session_id.clone()),
+                    "forwards": running.as_ref().map(|r| r.forwards.clone()).unwrap_or_default(),
+                    "last_error": running.as_ref().and_then(|r| r.last_error.clone()),
+                });
+                println!("{value}");
+                return Ok(());
+            }
+            println!("state dir    {}", dir.display());
+            match &enrolment {
+                Some(e) => {
+                    println!("enrolled     yes, with {}", e.broker);
+                    let note = if now >= e.cert_expires_at {
+                        " (expired: enrol again)"
+                    } else {
+                        ""
+                    };
+                    println!("certificate  valid until {}{note}", when(e.cert_expires_at));
+                }
+                None => println!("enrolled     no (lanyard-agent enroll CODE)"),
+            }
+            match &tokens {
+                Some(t) => println!("signed in    {}", t.username),
+                None => println!("signed in    no (lanyard-agent login USERNAME)"),
+            }
+            match &running {
+                Some(r) if r.connected => {
+                    println!(
+                        "up           connected, session {}",
+                        r.session_id.as_deref().unwrap_or("?")
+                    );
+                    for (app, addr) in &r.forwards {
+                        println!("  {app:<20} {addr}");
+                    }
+                }
+                Some(r) => println!(
+                    "up           reconnecting ({})",
+                    r.last_error.as_deref().unwrap_or("starting")
+                ),
+                None => println!("up           not running"),
+            }
+            Ok(())
+        }
+        Command::Logout => {
+            let state = StateDir::open(&dir)?;
+            if state.remove(TOKENS_FILE)? {
+                println!("signed out on this device");
             } else {
-                println!("state dir  {}", dir.display());
-                println!("enrolled   {}", if enrolled { "yes" } else { "no" });
+                println!("nobody was signed in on this device");
             }
             Ok(())
         }

@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use lanyard_proto::frame::{decode_body, frame_len, to_frame};
 use lanyard_proto::{ErrorCode, FrameError, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 /// How much one socket read asks for.
@@ -90,6 +91,62 @@ pub struct Relayed {
     pub outbound: u64,
 }
 
+/// QUIC to TCP until the QUIC side finishes (then a TCP write shutdown).
+async fn pump_in(
+    recv: &mut quinn::RecvStream,
+    tcp: &mut OwnedWriteHalf,
+    meters: &[&AtomicU64],
+) -> std::io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        match recv.read_chunk(READ_CHUNK, true).await {
+            Ok(Some(chunk)) => {
+                let n = chunk.bytes.len() as u64;
+                if let Err(e) = tcp.write_all(&chunk.bytes).await {
+                    let _ = recv.stop(code(ErrorCode::Unavailable));
+                    return Err(e);
+                }
+                total += n;
+                add(meters, n);
+            }
+            Ok(None) => {
+                let _ = tcp.shutdown().await;
+                return Ok(total);
+            }
+            Err(e) => return Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// TCP to QUIC until the TCP side ends (then a QUIC FIN).
+async fn pump_out(
+    tcp: &mut OwnedReadHalf,
+    send: &mut quinn::SendStream,
+    meters: &[&AtomicU64],
+) -> std::io::Result<u64> {
+    let mut total = 0u64;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        buf.reserve(READ_CHUNK);
+        let n = match tcp.read_buf(&mut buf).await {
+            Ok(0) => {
+                let _ = send.finish();
+                return Ok(total);
+            }
+            Ok(n) => n,
+            Err(e) => {
+                let _ = send.reset(code(ErrorCode::Unavailable));
+                return Err(e);
+            }
+        };
+        send.write_chunk(buf.split().freeze())
+            .await
+            .map_err(std::io::Error::other)?;
+        total += n as u64;
+        add(meters, n as u64);
+    }
+}
+
 /// Relays `tcp` and a QUIC stream both ways until both directions end.
 ///
 /// A direction ends cleanly when its sender finishes: a QUIC FIN becomes a
@@ -104,54 +161,13 @@ pub async fn relay(
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
     meters: Meters<'_>,
-) -> Result<Relayed, std::io::Error> {
+) -> std::io::Result<Relayed> {
     let _ = tcp.set_nodelay(true);
     let (mut tcp_read, mut tcp_write) = tcp.into_split();
-    let inbound = async {
-        let mut total = 0u64;
-        loop {
-            match recv.read_chunk(READ_CHUNK, true).await {
-                Ok(Some(chunk)) => {
-                    let n = chunk.bytes.len() as u64;
-                    if let Err(e) = tcp_write.write_all(&chunk.bytes).await {
-                        let _ = recv.stop(code(ErrorCode::Unavailable));
-                        return Err(e);
-                    }
-                    total += n;
-                    add(meters.inbound, n);
-                }
-                Ok(None) => {
-                    let _ = tcp_write.shutdown().await;
-                    return Ok(total);
-                }
-                Err(e) => return Err(std::io::Error::other(e)),
-            }
-        }
-    };
-    let outbound = async {
-        let mut total = 0u64;
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        loop {
-            buf.reserve(READ_CHUNK);
-            let n = match tcp_read.read_buf(&mut buf).await {
-                Ok(0) => {
-                    let _ = send.finish();
-                    return Ok(total);
-                }
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = send.reset(code(ErrorCode::Unavailable));
-                    return Err(e);
-                }
-            };
-            if let Err(e) = send.write_chunk(buf.split().freeze()).await {
-                return Err(std::io::Error::other(e));
-            }
-            total += n as u64;
-            add(meters.outbound, n as u64);
-        }
-    };
-    let (inbound, outbound) = tokio::join!(inbound, outbound);
+    let (inbound, outbound) = tokio::join!(
+        pump_in(recv, &mut tcp_write, meters.inbound),
+        pump_out(&mut tcp_read, send, meters.outbound)
+    );
     match (inbound, outbound) {
         (Ok(inbound), Ok(outbound)) => Ok(Relayed { inbound, outbound }),
         (Err(e), _) | (_, Err(e)) => {
@@ -160,4 +176,72 @@ pub async fn relay(
             Err(e)
         }
     }
+}
+
+/// Why a tunnel stream opened by the agent did not carry through.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("refused: {message}")]
+    Refused { code: ErrorCode, message: String },
+    #[error("the broker answered with an unexpected message")]
+    Unexpected,
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// The agent's side of a tunnel stream whose `StreamOpen` has been sent:
+/// bytes from `tcp` flow at once (the broker holds them until it has
+/// decided), and bytes back flow once the broker's answer says
+/// `StreamAccepted`. A refusal ends the relay with its reason.
+pub async fn relay_after_answer(
+    tcp: TcpStream,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    answer_timeout: Duration,
+    meters: Meters<'_>,
+) -> Result<Relayed, StreamError> {
+    let _ = tcp.set_nodelay(true);
+    let (mut tcp_read, mut tcp_write) = tcp.into_split();
+    let result = {
+    let inbound = async {
+        match read_frame(&mut *recv, answer_timeout).await? {
+            Message::StreamAccepted { .. } => {}
+            Message::Refused { code, message } => {
+                return Err(StreamError::Refused { code, message })
+            }
+            _ => return Err(StreamError::Unexpected),
+        }
+        Ok(pump_in(&mut *recv, &mut tcp_write, meters.inbound).await?)
+    };
+    let outbound = pump_out(&mut tcp_read, &mut *send, meters.outbound);
+    tokio::pin!(inbound, outbound);
+    let mut sent = None;
+    loop {
+        tokio::select! {
+            got = &mut inbound => match got {
+                Ok(n) => {
+                    let out = match sent.take() {
+                        Some(out) => out,
+                        None => (&mut outbound).await,
+                    };
+                    break out.map(|o| Relayed { inbound: n, outbound: o }).map_err(StreamError::from);
+                }
+                Err(e) => break Err(e),
+            },
+            out = &mut outbound, if sent.is_none() => {
+                if out.is_err() {
+                    break out.map(|_| Relayed { inbound: 0, outbound: 0 }).map_err(StreamError::from);
+                }
+                sent = Some(out);
+            }
+        }
+    }
+    };
+    if result.is_err() {
+        let _ = send.reset(code(ErrorCode::Unavailable));
+        let _ = recv.stop(code(ErrorCode::Unavailable));
+    }
+    result
 }

@@ -24,6 +24,8 @@ pub struct PolicyCache {
     current: RwLock<Arc<Policy>>,
     generation: watch::Sender<u64>,
     wake: Notify,
+    /// One reload at a time, so an older read never replaces a newer one.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Default for PolicyCache {
@@ -32,6 +34,7 @@ impl Default for PolicyCache {
             current: RwLock::new(Arc::new(Policy::default())),
             generation: watch::channel(0).0,
             wake: Notify::new(),
+            reloading: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -57,7 +60,8 @@ impl PolicyCache {
 
     /// Reads the rules from the store and installs them.
     pub async fn reload(&self, store: &Store, now: Millis) -> Result<(), StoreError> {
-        let policy = load(store, now).await?;
+        let _one = self.reloading.lock().await;
+        let policy = load(store, now.max(now_ms())).await?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
         self.generation.send_modify(|g| *g += 1);
         Ok(())
@@ -99,7 +103,12 @@ async fn load(store: &Store, now: Millis) -> Result<Policy, StoreError> {
         );
     }
     for app in store.app_list().await? {
-        let device_kind = DeviceKindRule::parse(&app.device_kind).unwrap_or(DeviceKindRule::Any);
+        // The store's CHECK allows only valid kinds; anything else is
+        // left out (no access) rather than guessed.
+        let Ok(device_kind) = DeviceKindRule::parse(&app.device_kind) else {
+            tracing::error!(app = %app.name, kind = %app.device_kind, "unknown device kind in the store");
+            continue;
+        };
         policy.apps.insert(
             app.name.clone(),
             AppRule {

@@ -145,17 +145,32 @@ impl Store {
         .await?)
     }
 
-    /// Revokes the refresh-token family behind a session, so that its
-    /// agent must sign in again.
-    pub async fn refresh_family_revoke(&self, family_id: &str, now: Millis) -> Result<u64> {
-        Ok(sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+    /// Records that `actor` ended a live session, revoking the sign-in
+    /// behind it so that its agent cannot reconnect without signing in.
+    pub async fn session_kill(
+        &self,
+        actor: &str,
+        session_id: &str,
+        username: &str,
+        sign_in: Option<&str>,
+        now: Millis,
+    ) -> Result<()> {
+        let mut tx = self.begin_audited(now).await?;
+        if let Some(family) = sign_in {
+            sqlx::query(
+                "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(family)
+            .execute(tx.conn())
+            .await?;
+        }
+        tx.audit(
+            AuditEntry::ok(actor, "session.kill", username)
+                .with_detail(serde_json::json!({ "session": session_id, "sign_in": sign_in })),
         )
-        .bind(now)
-        .bind(family_id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        .await?;
+        tx.commit().await
     }
 
     /// Whether a sign-in (refresh-token family) has been revoked.

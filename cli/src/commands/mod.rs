@@ -8,6 +8,7 @@ pub mod groups;
 pub mod login;
 pub mod report;
 pub mod requests;
+pub mod sessions;
 pub mod staff;
 
 use clap::Subcommand;
@@ -37,6 +38,9 @@ pub enum Command {
     /// The laptop request queue, served priority 1 first.
     #[command(subcommand)]
     Requests(requests::RequestsCommand),
+    /// Live agent sessions: list them, end one.
+    #[command(subcommand)]
+    Sessions(sessions::SessionsCommand),
     /// Reports: the inventory as CSV or JSON.
     #[command(subcommand)]
     Report(report::ReportCommand),
@@ -54,6 +58,7 @@ pub async fn run(cli: &Cli, out: &mut Out<'_>) -> Result<(), CliError> {
         Command::EnrollCode(c) => enroll_code::run(cli, c, out).await,
         Command::Devices(c) => devices::run(cli, c, out).await,
         Command::Requests(c) => requests::run(cli, c, out).await,
+        Command::Sessions(c) => sessions::run(cli, c, out).await,
         Command::Report(c) => report::run(cli, c, out).await,
         Command::Audit(c) => audit::run(cli, c, out).await,
     }

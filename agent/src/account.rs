@@ -1,0 +1,189 @@
+//! The one-shot exchanges with the broker: enrol this device, sign a person
+//! in, refresh the tokens, renew the certificate.
+
+use lanyard_proto::{EnrolmentCode, KeyAlg, Message};
+
+use crate::client::{self, ClientError, PinnedCa};
+use crate::identity::{self, now_secs, Device, Enrolment, IdentityError, Tokens};
+use crate::state::StateDir;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("this device is already enrolled with {0}; to enrol it again, use a fresh --state-dir or remove the state dir first")]
+    AlreadyEnrolled(String),
+    #[error("the broker did not show its CA during the handshake")]
+    NoCa,
+}
+
+/// What an enrolment produced.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    pub broker: String,
+    pub cert_expires_at: u64,
+}
+
+pub fn agent_version() -> String {
+    env!("CARGO_PKG_VERSION").to_owned()
+}
+
+pub fn os_name() -> String {
+    std::env::consts::OS.to_owned()
+}
+
+/// Enrols this device: makes its key pair here, proves it holds the key,
+/// and stores the certificate the broker issues. Nothing is written unless
+/// the broker accepts.
+pub async fn enrol(state: &StateDir, code: &EnrolmentCode) -> Result<Enrolled, AccountError> {
+    if let Some(e) = state.enrolment()? {
+        return Err(AccountError::AlreadyEnrolled(e.broker));
+    }
+    let (pkcs8, public_key) = identity::generate_key()?;
+    let proof = identity::prove(&pkcs8, &code.secret, &public_key)?;
+    let (addr, host) = client::resolve(&code.broker_addr).await?;
+    let endpoint = client::endpoint(addr)?;
+    let pin = PinnedCa::new(code.ca_fingerprint);
+    let conn = client::connect(
+        &endpoint,
+        client::enrolment_config(pin.clone())?,
+        addr,
+        &host,
+    )
+    .await?;
+    let answer = client::request(
+        &conn,
+        &Message::EnrolRequest {
+            secret: code.secret,
+            key_alg: KeyAlg::EcdsaP256,
+            public_key,
+            proof,
+            agent_version: agent_version(),
+            os: os_name(),
+        },
+    )
+    .await;
+    conn.close(0u32.into(), b"enrolled");
+    endpoint.wait_idle().await;
+    let Message::Certificate {
+        certificate,
+        expires_at,
+    } = answer?
+    else {
+        return Err(ClientError::Unexpected.into());
+    };
+    let ca = pin.ca().ok_or(AccountError::NoCa)?;
+    state.save_key(&pkcs8)?;
+    state.save_cert(identity::CERT_FILE, &certificate)?;
+    state.save_cert(identity::CA_FILE, &ca)?;
+    let now = now_secs();
+    state.save_enrolment(&Enrolment {
+        broker: code.broker_addr.clone(),
+        ca_fingerprint: data_encoding::HEXLOWER.encode(&code.ca_fingerprint),
+        enrolled_at: now,
+        cert_issued_at: now,
+        cert_expires_at: expires_at,
+    })?;
+    Ok(Enrolled {
+        broker: code.broker_addr.clone(),
+        cert_expires_at: expires_at,
+    })
+}
+
+/// A mutual-TLS connection as this device.
+pub async fn connect(device: &Device) -> Result<(quinn::Endpoint, quinn::Connection), AccountError> {
+    let (addr, host) = client::resolve(&device.enrolment.broker).await?;
+    let endpoint = client::endpoint(addr)?;
+    let conn = client::connect(&endpoint, client::device_config(device)?, addr, &host).await?;
+    Ok((endpoint, conn))
+}
+
+fn store_tokens(
+    state: &StateDir,
+    device: &Device,
+    username: String,
+    answer: Message,
+) -> Result<Tokens, AccountError> {
+    let Message::Tokens {
+        access_token,
+        refresh_token,
+        expires_in,
+    } = answer
+    else {
+        return Err(ClientError::Unexpected.into());
+    };
+    let now = now_secs();
+    let tokens = Tokens {
+        username,
+        access_token,
+        refresh_token,
+        issued_at: now,
+        expires_at: now + u64::from(expires_in),
+        cert_thumbprint: device.thumbprint_hex(),
+    };
+    state.save_tokens(&tokens)?;
+    Ok(tokens)
+}
+
+/// Signs `username` in on this device over `conn`.
+pub async fn sign_in(
+    state: &StateDir,
+    device: &Device,
+    conn: &quinn::Connection,
+    username: &str,
+    password: String,
+    totp: Option<String>,
+) -> Result<Tokens, AccountError> {
+    let answer = client::request(
+        conn,
+        &Message::SignIn {
+            username: username.to_owned(),
+            password,
+            totp,
+        },
+    )
+    .await?;
+    store_tokens(state, device, username.trim().to_ascii_lowercase(), answer)
+}
+
+/// Exchanges the refresh token for new tokens (bound to the certificate
+/// this connection presents).
+pub async fn refresh(
+    state: &StateDir,
+    device: &Device,
+    conn: &quinn::Connection,
+    tokens: &Tokens,
+) -> Result<Tokens, AccountError> {
+    let answer = client::request(
+        conn,
+        &Message::Refresh {
+            refresh_token: tokens.refresh_token.clone(),
+        },
+    )
+    .await?;
+    store_tokens(state, device, tokens.username.clone(), answer)
+}
+
+/// Gets a fresh certificate for this device's key and stores it. The new
+/// certificate is used from the next connection on.
+pub async fn renew(
+    state: &StateDir,
+    device: &Device,
+    conn: &quinn::Connection,
+) -> Result<Device, AccountError> {
+    let Message::Certificate {
+        certificate,
+        expires_at,
+    } = client::request(conn, &Message::Renew).await?
+    else {
+        return Err(ClientError::Unexpected.into());
+    };
+    state.save_cert(identity::CERT_FILE, &certificate)?;
+    let mut enrolment = device.enrolment.clone();
+    enrolment.cert_issued_at = now_secs();
+    enrolment.cert_expires_at = expires_at;
+    state.save_enrolment(&enrolment)?;
+    Ok(state.device()?)
+}
