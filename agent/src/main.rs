@@ -105,31 +105,15 @@ fn main() -> ExitCode {
 
 /// Reads a password: the first line of stdin, or a prompt without echo.
 fn read_password(from_stdin: bool) -> anyhow::Result<String> {
-    let line = if from_stdin || !std::io::stdin().is_terminal() {
-        if !from_stdin {
-            anyhow::bail!("no terminal to ask for the password on: use --password-stdin");
-        }
+    let password = if from_stdin {
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
-        line
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("Password: ")?
     } else {
-        eprint!("Password: ");
-        std::io::stderr().flush()?;
-        let stty = |arg: &str| {
-            std::process::Command::new("stty")
-                .arg(arg)
-                .stdin(std::process::Stdio::inherit())
-                .status()
-        };
-        let _ = stty("-echo");
-        let mut line = String::new();
-        let read = std::io::stdin().lock().read_line(&mut line);
-        let _ = stty("echo");
-        eprintln!();
-        read?;
-        line
+        anyhow::bail!("no terminal to ask for the password on: use --password-stdin");
     };
-    let password = line.trim_end_matches(['\r', '\n']).to_owned();
     if password.is_empty() {
         anyhow::bail!("empty password");
     }

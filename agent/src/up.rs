@@ -637,10 +637,13 @@ async fn serve_forward(
                 return;
             };
             if let Err(e) = tunnel(&current.conn, &app, id, tcp, &counters).await {
-                let _ = failures.send(UpEvent::StreamFailed {
-                    app,
-                    reason: e.to_string(),
-                });
+                let reason = match current.conn.close_reason() {
+                    Some(quinn::ConnectionError::ApplicationClosed(c)) => {
+                        format!("closed by the broker: {}", String::from_utf8_lossy(&c.reason))
+                    }
+                    _ => e.to_string(),
+                };
+                let _ = failures.send(UpEvent::StreamFailed { app, reason });
             }
         });
     }

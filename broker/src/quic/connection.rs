@@ -38,6 +38,8 @@ pub(super) struct DeviceConn {
     pub thumbprint: [u8; 32],
     /// The session, once the control stream has opened one.
     pub session: OnceLock<Arc<LiveSession>>,
+    /// Turns true when the broker starts draining.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 pub(super) fn refuse_stream(send: &mut quinn::SendStream, code_: ErrorCode, message: String) {
@@ -128,6 +130,7 @@ async fn serve_device(
         device,
         kind,
         session: OnceLock::new(),
+        shutdown: shutdown.clone(),
     });
     let mut streams = JoinSet::new();
     loop {
@@ -140,9 +143,11 @@ async fn serve_device(
             }
         }
     }
+    // Let the streams finish: when draining, the broker bounds the wait;
+    // when the connection has closed, they end at once (and a closing
+    // session still writes its audit row).
+    while streams.join_next().await.is_some() {}
     if *shutdown.borrow() {
-        // Draining: let open streams finish; the broker bounds the wait.
-        while streams.join_next().await.is_some() {}
         conn.close(close::SHUTDOWN.into(), b"the broker is restarting");
     }
     if let Some(s) = ctx.session.get() {

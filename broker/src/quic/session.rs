@@ -205,37 +205,47 @@ pub(super) async fn control(
     }
 
     let mut generation = state.policy.subscribe();
+    let mut stopping = ctx.shutdown.clone();
+    let mut draining = false;
     let ended = loop {
         if !flush(&mut ctl, &mut send).await {
-            break None;
+            break End::Agent;
+        }
+        if draining && session.open_streams.load(Relaxed) == 0 {
+            break End::Drained;
         }
         let deadline = session
             .token_expires_at
             .load(Relaxed)
             .min(session.cert_expires_at);
-        let wait = Duration::from_millis((deadline - now_ms()).clamp(0, 3_600_000) as u64 + 10);
+        let wait = if draining {
+            Duration::from_millis(50)
+        } else {
+            Duration::from_millis((deadline - now_ms()).clamp(0, 3_600_000) as u64 + 10)
+        };
         tokio::select! {
             chunk = recv.read_chunk(4096, true) => match chunk {
                 Ok(Some(c)) => {
                     if let Err(e) = ctl.handle_bytes(&c.bytes) {
                         tracing::debug!(error = %e, "control stream protocol error");
                         ctx.conn.close(close::PROTOCOL.into(), e.to_string().as_bytes());
-                        break None;
+                        break End::Agent;
                     }
                 }
                 // The agent ended its session.
-                Ok(None) | Err(_) => break None,
+                Ok(None) | Err(_) => break End::Agent,
             },
             changed = generation.changed() => {
                 if changed.is_err() {
-                    break None;
+                    break End::Agent;
                 }
             }
+            _ = stopping.wait_for(|s| *s), if !draining => draining = true,
             _ = tokio::time::sleep(wait) => {}
         }
         let policy = state.policy.current();
         match decide_session(&policy, &session.subject(), now_ms()) {
-            Err(d) => break Some(d),
+            Err(d) => break End::Denied(d),
             Ok(()) => {
                 let now_apps = grants(&policy, &session);
                 if now_apps != apps {
@@ -245,16 +255,30 @@ pub(super) async fn control(
             }
         }
     };
-    if let Some(d) = ended {
-        let reason = d.to_string();
-        state.metrics.deny(d.label());
-        tracing::info!(session = %session.id, username = %session.username, reason = %reason, "session closed by the rules");
-        ctl.revoke(reason.clone());
-        flush(&mut ctl, &mut send).await;
-        session.close(close_code(&d), &reason);
-        audit_denial(&state, &session.username, "session.close", &session.device_label, &reason).await;
+    match ended {
+        End::Agent => {}
+        End::Drained => session.close(close::SHUTDOWN, "the broker is restarting"),
+        End::Denied(d) => {
+            let reason = d.to_string();
+            state.metrics.deny(d.label());
+            tracing::info!(session = %session.id, username = %session.username, reason = %reason, "session closed by the rules");
+            ctl.revoke(reason.clone());
+            flush(&mut ctl, &mut send).await;
+            session.close(close_code(&d), &reason);
+            audit_denial(&state, &session.username, "session.close", &session.device_label, &reason).await;
+        }
     }
     state.sessions.remove(&session.id);
+}
+
+/// Why a control stream ended.
+enum End {
+    /// The agent ended it, or the connection is gone.
+    Agent,
+    /// The broker is stopping and the session has no open stream.
+    Drained,
+    /// The rules no longer allow it.
+    Denied(Deny),
 }
 
 /// Decrements a session's open-stream count however the stream ends.
