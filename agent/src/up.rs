@@ -128,7 +128,6 @@ pub struct UpStatus {
 #[derive(Debug)]
 struct Link {
     conn: quinn::Connection,
-    apps: BTreeSet<String>,
 }
 
 type LinkTx = watch::Sender<Option<Arc<Link>>>;
@@ -342,10 +341,7 @@ impl Runner {
 
     async fn ready(&mut self, session_id: &str, apps: BTreeSet<String>, conn: &quinn::Connection) -> Result<UpEvent, UpError> {
         let (forwards, not_allowed) = self.sync_forwards(&apps).await?;
-        self.link.send_replace(Some(Arc::new(Link {
-            conn: conn.clone(),
-            apps,
-        })));
+        self.link.send_replace(Some(Arc::new(Link { conn: conn.clone() })));
         self.status.connected = true;
         self.status.session_id = Some(session_id.to_owned());
         self.status.since.get_or_insert(now_secs());
@@ -622,8 +618,9 @@ async fn serve_forward(
         let failures = failures.clone();
         let id = next_request.fetch_add(1, Relaxed);
         tokio::spawn(async move {
-            let wanted =
-                |l: &Option<Arc<Link>>| l.as_ref().is_some_and(|l| l.apps.contains(&app));
+            // Any open session will do: the broker decides every stream
+            // and says why when it refuses one.
+            let wanted = |l: &Option<Arc<Link>>| l.is_some();
             let current = match tokio::time::timeout(WAIT_FOR_SESSION, link.wait_for(wanted)).await
             {
                 Ok(Ok(l)) => l.clone(),
@@ -632,7 +629,7 @@ async fn serve_forward(
             let Some(current) = current else {
                 let _ = failures.send(UpEvent::StreamFailed {
                     app,
-                    reason: "no session with the broker allows this app right now".into(),
+                    reason: "not connected to the broker right now; try again shortly".into(),
                 });
                 return;
             };

@@ -230,12 +230,9 @@ pub async fn relay_after_answer(
                 }
                 Err(e) => break Err(e),
             },
-            out = &mut outbound, if sent.is_none() => {
-                if out.is_err() {
-                    break out.map(|_| Relayed { inbound: 0, outbound: 0 }).map_err(StreamError::from);
-                }
-                sent = Some(out);
-            }
+            // Even if sending failed (the broker stops reading a stream it
+            // refuses), the answer decides how the stream ended.
+            out = &mut outbound, if sent.is_none() => sent = Some(out),
         }
     }
     };

@@ -64,18 +64,29 @@ impl BrokerProcess {
     /// Starts `lanyard-broker serve` on 127.0.0.1 port 0 and waits for the
     /// ready line (at most 60 s).
     pub fn start(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_at(data_dir, "127.0.0.1:0", "127.0.0.1:0", extra, env)
+    }
+
+    /// As [`start`](Self::start), on the given addresses (to restart a
+    /// broker where its agents expect it).
+    pub fn start_at(
+        data_dir: &Path,
+        api: &str,
+        quic: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = data_dir.with_extension("log");
-        let log_file = std::fs::File::create(&log).expect("log file");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
         let mut cmd = Command::new(bin("lanyard-broker"));
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args([
-                "--api-listen",
-                "127.0.0.1:0",
-                "--quic-listen",
-                "127.0.0.1:0",
-            ])
+            .args(["--api-listen", api, "--quic-listen", quic])
             .args(extra)
             .env_remove("LANYARD_DATABASE_URL")
             .stdin(Stdio::null())
@@ -149,6 +160,46 @@ impl BrokerProcess {
         None
     }
 
+    /// `GET /metrics` over HTTPS, trusting the broker's CA.
+    pub fn lanyard_metrics(&self) -> String {
+        self.https_get("/metrics")
+    }
+
+    /// A plain HTTPS GET of `path` on the API listener; the body.
+    pub fn https_get(&self, path: &str) -> String {
+        use rustls_pki_types::pem::PemObject;
+        use std::io::Read;
+        let ca = rustls_pki_types::CertificateDer::from_pem_file(self.data_dir.join("ca.pem"))
+            .expect("ca.pem");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca).expect("CA");
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let addr = self.api.trim_start_matches("https://");
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name");
+        let conn =
+            rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("TLS client");
+        let tcp = std::net::TcpStream::connect(addr).expect("connect to the API");
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        write!(
+            tls,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send request");
+        let mut response = Vec::new();
+        let _ = tls.read_to_end(&mut response);
+        let response = String::from_utf8_lossy(&response).into_owned();
+        match response.split_once("\r\n\r\n") {
+            Some((_, body)) => body.to_owned(),
+            None => response,
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -207,4 +258,187 @@ pub fn run(mut cmd: Command, stdin: Option<&str>) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// A TCP echo server on 127.0.0.1 (one thread per connection); it echoes
+/// until the client half-closes, then closes its side.
+pub fn echo_server() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind echo");
+    let addr = listener.local_addr().expect("echo addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut reader = conn.try_clone().expect("clone");
+                let _ = std::io::copy(&mut reader, &mut conn);
+                let _ = conn.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+/// A small HTTP/1.1 server on 127.0.0.1 that answers every request with
+/// `body` and closes.
+pub fn http_server(body: &'static str) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind http");
+    let addr = listener.local_addr().expect("http addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                use std::io::Read;
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(response.as_bytes());
+            });
+        }
+    });
+    addr
+}
+
+/// Runs `lanyard-agent` with a state dir of its own.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub state_dir: PathBuf,
+}
+
+impl Agent {
+    pub fn new(state_dir: PathBuf) -> Self {
+        Self { state_dir }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(bin("lanyard-agent"));
+        cmd.arg("--state-dir").arg(&self.state_dir);
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut cmd = self.command();
+        cmd.args(args);
+        run(cmd, stdin)
+    }
+
+    /// `enroll CODE` then `login USER --password-stdin`.
+    pub fn enrol_and_login(&self, code: &str, username: &str, password: &str) {
+        self.run(&["enroll", code], None).ok();
+        self.run(
+            &["login", username, "--password-stdin"],
+            Some(&format!("{password}\n")),
+        )
+        .ok();
+    }
+
+    /// Starts `lanyard-agent up ARGS...`.
+    pub fn up(&self, args: &[&str]) -> UpProcess {
+        let stderr = self.state_dir.with_extension("up.log");
+        let mut cmd = self.command();
+        cmd.arg("up")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).expect("agent log"));
+        let mut child = cmd.spawn().expect("spawn lanyard-agent up");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        UpProcess {
+            child,
+            lines: rx,
+            stderr,
+        }
+    }
+}
+
+/// A running `lanyard-agent up`.
+pub struct UpProcess {
+    pub child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub stderr: PathBuf,
+}
+
+impl UpProcess {
+    /// Waits for the next `lanyard-agent up ...` line; its forwards, by app.
+    pub fn wait_ready(&mut self, limit: Duration) -> std::collections::BTreeMap<String, u16> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with("lanyard-agent up") => {
+                    return line
+                        .split_whitespace()
+                        .skip(2)
+                        .filter_map(|f| {
+                            let (app, addr) = f.split_once('=')?;
+                            let port = addr.rsplit_once(':')?.1.parse().ok()?;
+                            Some((app.to_owned(), port))
+                        })
+                        .collect();
+                }
+                Ok(_) => continue,
+                Err(_) => panic!(
+                    "no ready line from lanyard-agent up within {limit:?}; its log:\n{}",
+                    self.log()
+                ),
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits up to `limit` for the agent to exit; its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for UpProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `data` to 127.0.0.1:`port`, half-closes, and reads everything back.
+pub fn echo_through(port: u16, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut writer = conn.try_clone()?;
+    let data = data.to_vec();
+    let sender = std::thread::spawn(move || -> std::io::Result<()> {
+        writer.write_all(&data)?;
+        writer.shutdown(std::net::Shutdown::Write)
+    });
+    let mut back = Vec::new();
+    conn.read_to_end(&mut back)?;
+    sender.join().expect("sender thread")?;
+    Ok(back)
 }

@@ -42,13 +42,20 @@ pub(super) struct DeviceConn {
     pub shutdown: watch::Receiver<bool>,
 }
 
-pub(super) fn refuse_stream(send: &mut quinn::SendStream, code_: ErrorCode, message: String) {
-    let frame = lanyard_proto::frame::to_frame(&Message::Refused {
-        code: code_,
-        message,
-    });
+pub(super) async fn refuse_stream(
+    send: &mut quinn::SendStream,
+    code_: ErrorCode,
+    message: String,
+) {
     // Best effort: the refusal, then the end of the stream.
-    let _ = send.write_chunk(frame.into());
+    let _ = write_frame(
+        send,
+        &Message::Refused {
+            code: code_,
+            message,
+        },
+    )
+    .await;
     let _ = send.finish();
 }
 
@@ -196,7 +203,8 @@ async fn dispatch(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, mut recv: q
                 &mut send,
                 ErrorCode::BadRequest,
                 "unexpected message to open a stream".into(),
-            );
+            )
+            .await;
         }
     }
 }

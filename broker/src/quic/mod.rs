@@ -102,7 +102,11 @@ pub fn bind(
     let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
     raise_buffers(&socket);
     let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
-    let endpoint_config = quinn::EndpointConfig::new(Arc::new(hmac));
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(hmac));
+    // quinn's default generator drops packets whose CIDs its per-process key
+    // did not make, so a restarted broker would never answer an old
+    // connection's packets with a reset. Random CIDs are answered.
+    endpoint_config.cid_generator(|| Box::new(RandomCids));
     quinn::Endpoint::new(
         endpoint_config,
         Some(config),
@@ -110,6 +114,26 @@ pub fn bind(
         Arc::new(quinn::TokioRuntime),
     )
     .map_err(bind_err)
+}
+
+/// Eight random bytes per connection ID; any unknown ID earns a stateless
+/// reset (quinn rate-limits them and keeps them smaller than the packet
+/// that prompted them).
+#[derive(Debug)]
+struct RandomCids;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        quinn::ConnectionId::new(&crate::secrets::random_bytes::<8>())
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Asks for [`UDP_BUFFER`] each way; the kernel may give less

@@ -98,26 +98,6 @@ async fn open(ctx: &DeviceConn, access_token: &str) -> Result<Arc<LiveSession>, 
             "wrong_owner",
         ));
     }
-    if let Some(sid) = &claims.sid {
-        match state.store.refresh_family_revoked(sid).await {
-            Ok(false) => {}
-            Ok(true) => {
-                return Err(refuse(
-                    ErrorCode::Unauthorized,
-                    "this sign-in was ended; sign in again".into(),
-                    "signed_out",
-                ))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot check a sign-in");
-                return Err(refuse(
-                    ErrorCode::Unavailable,
-                    "the broker's store is unavailable; try again shortly".into(),
-                    "store_unavailable",
-                ));
-            }
-        }
-    }
     let session = Arc::new(LiveSession {
         id: crate::secrets::new_id(),
         username: claims.sub.clone(),
@@ -138,6 +118,27 @@ async fn open(ctx: &DeviceConn, access_token: &str) -> Result<Arc<LiveSession>, 
     });
     if let Err(d) = decide_session(&state.policy.current(), &session.subject(), now) {
         return Err(refuse(d.code(), d.to_string(), d.label()));
+    }
+    // Checked after the rules, so that a disabled person hears that.
+    if let Some(sid) = &claims.sid {
+        match state.store.refresh_family_revoked(sid).await {
+            Ok(false) => {}
+            Ok(true) => {
+                return Err(refuse(
+                    ErrorCode::Unauthorized,
+                    "this sign-in was ended; sign in again".into(),
+                    "signed_out",
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check a sign-in");
+                return Err(refuse(
+                    ErrorCode::Unavailable,
+                    "the broker's store is unavailable; try again shortly".into(),
+                    "store_unavailable",
+                ));
+            }
+        }
     }
     Ok(session)
 }
@@ -303,7 +304,8 @@ pub(super) async fn tunnel(
             &mut send,
             ErrorCode::Unauthorized,
             "open a session (the control stream) before a tunnel stream".into(),
-        );
+        )
+        .await;
         return;
     };
     let decided = decide_stream(&state.policy.current(), &session.subject(), &app, now_ms())
@@ -313,7 +315,7 @@ pub(super) async fn tunnel(
         Err(d) => {
             let reason = d.to_string();
             state.metrics.deny(d.label());
-            refuse_stream(&mut send, d.code(), reason.clone());
+            refuse_stream(&mut send, d.code(), reason.clone()).await;
             if d.ends_session() {
                 session.close(close_code(&d), &reason);
             }
@@ -332,7 +334,8 @@ pub(super) async fn tunnel(
                 &mut send,
                 ErrorCode::Unavailable,
                 format!("{app} is not answering at the broker; try again or tell ICT"),
-            );
+            )
+            .await;
             return;
         }
         Err(_) => {
@@ -341,7 +344,8 @@ pub(super) async fn tunnel(
                 &mut send,
                 ErrorCode::Unavailable,
                 format!("{app} did not answer within {APP_CONNECT_TIMEOUT:?}"),
-            );
+            )
+            .await;
             return;
         }
     };

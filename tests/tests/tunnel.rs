@@ -1,0 +1,415 @@
+//! Tunnels end to end with the real binaries on 127.0.0.1: a laptop
+//! enrolled, signed in and reaching an app; denials with their reasons;
+//! live revocation; a broker killed and restarted; one enrolment code raced.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use lanyard_e2e::{echo_server, echo_through, http_server, Agent, BrokerProcess};
+
+const PASSWORD: &str = "Correct-Horse-Battery-9";
+const READY: Duration = Duration::from_secs(30);
+
+struct World {
+    _tmp: tempfile::TempDir,
+    broker: BrokerProcess,
+    echo_port: u16,
+}
+
+impl World {
+    /// A broker with groups `hr` and `housing`, apps `echo` (hr, any device),
+    /// `web` (hr, any), `hr-only-laptops` (hr, managed devices) and
+    /// `housing-app` (housing), and a laptop LT-1.
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let broker = BrokerProcess::start(&tmp.path().join("data"), &[], &[]);
+        let echo = echo_server();
+        let web = http_server("hello from the intranet");
+        for g in ["hr", "housing"] {
+            broker.lanyard(&["groups", "add", g], None, None).ok();
+        }
+        let echo_target = echo.to_string();
+        let web_target = web.to_string();
+        for (name, target, group, kind) in [
+            ("echo", echo_target.as_str(), "hr", "any"),
+            ("web", web_target.as_str(), "hr", "any"),
+            ("hr-only-laptops", echo_target.as_str(), "hr", "managed"),
+            ("housing-app", echo_target.as_str(), "housing", "any"),
+        ] {
+            broker
+                .lanyard(
+                    &[
+                        "apps",
+                        "add",
+                        name,
+                        "--target",
+                        target,
+                        "--allow-group",
+                        group,
+                        "--device-kind",
+                        kind,
+                    ],
+                    None,
+                    None,
+                )
+                .ok();
+        }
+        broker
+            .lanyard(
+                &["devices", "add", "LT-1", "--serial", "S1", "--model", "T14"],
+                None,
+                None,
+            )
+            .ok();
+        World {
+            broker,
+            echo_port: echo.port(),
+            _tmp: tmp,
+        }
+    }
+
+    fn person(&self, username: &str, group: &str) {
+        self.broker
+            .lanyard(
+                &[
+                    "staff",
+                    "add",
+                    username,
+                    "--name",
+                    username,
+                    "--group",
+                    group,
+                    "--password-stdin",
+                ],
+                None,
+                Some(&format!("{PASSWORD}\n")),
+            )
+            .ok();
+    }
+
+    fn code(&self, args: &[&str]) -> String {
+        let mut all = vec!["enroll-code", "create"];
+        all.extend_from_slice(args);
+        self.broker.lanyard(&all, None, None).ok().stdout.trim().to_owned()
+    }
+
+    /// An agent enrolled (personal device of `username`, or laptop `tag`)
+    /// and signed in as `username`.
+    fn agent(&self, name: &str, username: &str, laptop: Option<&str>) -> Agent {
+        let agent = Agent::new(self._tmp.path().join(name));
+        let code = match laptop {
+            Some(tag) => self.code(&["--device", tag]),
+            None => self.code(&["--personal", username]),
+        };
+        agent.enrol_and_login(&code, username, PASSWORD);
+        agent
+    }
+}
+
+/// Reads from a live tunnel connection until it ends; how long that took.
+fn time_until_closed(mut conn: TcpStream, limit: Duration) -> Duration {
+    conn.set_read_timeout(Some(limit)).unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return start.elapsed(),
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// A connection through the tunnel that has shown it works.
+fn live_connection(port: u16) -> TcpStream {
+    use std::io::Write;
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    conn.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ping");
+    conn
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_laptop_enrols_signs_in_and_reaches_its_apps_byte_exact() {
+    let w = World::new();
+    w.person("a.patel", "hr");
+    let agent = w.agent("laptop", "a.patel", Some("LT-1"));
+    let status = agent.run(&["status", "--json"], None).ok();
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["enrolled"], true);
+    assert_eq!(status["username"], "a.patel");
+    // The state dir is private.
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["device-key.pem", "device.pem", "tokens.json"] {
+        let mode = std::fs::metadata(agent.state_dir.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+
+    let mut up = agent.up(&[]);
+    let forwards = up.wait_ready(READY);
+    assert_eq!(
+        forwards.keys().collect::<Vec<_>>(),
+        ["echo", "hr-only-laptops", "web"],
+        "every app open to hr on a laptop, and only those"
+    );
+
+    // 10 MiB there and back, byte for byte.
+    let data = pattern(10 * 1024 * 1024);
+    let back = echo_through(forwards["echo"], &data).unwrap();
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "the echoed bytes differ");
+
+    // An HTTP app.
+    let reply = echo_through(forwards["web"], b"GET / HTTP/1.1\r\nHost: web\r\n\r\n").unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+    assert!(reply.ends_with("hello from the intranet"), "{reply}");
+
+    // Several connections at once.
+    let port = forwards["echo"];
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let data = pattern(100_000 + i);
+                assert_eq!(echo_through(port, &data).unwrap(), data);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+
+    // The session as ICT sees it.
+    let sessions = w.broker.lanyard(&["sessions", "list", "--json"], None, None).ok();
+    let sessions: serde_json::Value = serde_json::from_str(&sessions.stdout).unwrap();
+    let s = &sessions[0];
+    assert_eq!(s["username"], "a.patel");
+    assert_eq!(s["device"], "LT-1");
+    assert_eq!(s["kind"], "managed");
+    assert!(s["bytes_up"].as_u64().unwrap() >= 10 * 1024 * 1024, "{s}");
+    assert!(s["bytes_down"].as_u64().unwrap() >= 10 * 1024 * 1024, "{s}");
+
+    // The laptop shows as enrolled in the inventory.
+    let show = w.broker.lanyard(&["devices", "show", "LT-1", "--json"], None, None).ok();
+    assert!(show.stdout.contains("0.1.0"), "{}", show.stdout);
+
+    let metrics = w.broker.lanyard_metrics();
+    assert!(metrics.contains("lanyard_sessions_live 1"), "{metrics}");
+    assert!(metrics.contains("lanyard_enrolments_total 1"), "{metrics}");
+}
+
+#[test]
+fn streams_are_denied_by_group_and_device_kind_with_the_reason() {
+    let w = World::new();
+    w.person("m.jones", "hr");
+    let agent = w.agent("own-laptop", "m.jones", None);
+    let mut up = agent.up(&[
+        "--forward",
+        "housing-app=127.0.0.1:0",
+        "--forward",
+        "hr-only-laptops=127.0.0.1:0",
+        "--forward",
+        "echo=127.0.0.1:0",
+    ]);
+    let _ = up.wait_ready(READY);
+    let log = up.log();
+    assert!(log.contains("housing-app: not allowed"), "{log}");
+    // Explicit forwards are bound even when not allowed, so the broker's
+    // reason reaches the person. Find their ports from status.
+    let status = agent.run(&["status", "--json"], None).ok();
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert!(status["forwards"]["echo"].is_string(), "{status}");
+    let bound = std::fs::read_to_string(agent.state_dir.join("forwards.json")).unwrap();
+    let bound: std::collections::BTreeMap<String, u16> = serde_json::from_str(&bound).unwrap();
+
+    for (app, reason) in [
+        ("housing-app", "not allowed to reach housing-app: not in any of its groups"),
+        ("hr-only-laptops", "hr-only-laptops may only be reached from managed devices"),
+    ] {
+        let back = echo_through(bound[app], b"hello").unwrap_or_default();
+        assert!(back.is_empty(), "{app} carried data");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !up.log().contains(reason) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(up.log().contains(reason), "{app}: {}", up.log());
+    }
+    assert_eq!(echo_through(bound["echo"], b"allowed").unwrap(), b"allowed");
+
+    let audit = w
+        .broker
+        .lanyard(&["audit", "list", "--action", "stream.open", "--json"], None, None)
+        .ok();
+    assert!(audit.stdout.contains("not in any of its groups"), "{}", audit.stdout);
+    assert!(audit.stdout.contains("managed devices"), "{}", audit.stdout);
+    let metrics = w.broker.lanyard_metrics();
+    assert!(metrics.contains("lanyard_denials_total{reason=\"not_in_group\"} 1"), "{metrics}");
+    assert!(metrics.contains("lanyard_denials_total{reason=\"device_kind\"} 1"), "{metrics}");
+}
+
+#[test]
+fn a_disabled_person_is_refused_and_the_agent_says_why() {
+    let w = World::new();
+    w.person("k.lee", "hr");
+    let agent = w.agent("laptop", "k.lee", None);
+    w.broker.lanyard(&["staff", "disable", "k.lee"], None, None).ok();
+    let mut up = agent.up(&[]);
+    let code = up.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{}", up.log());
+    let log = up.log();
+    assert!(log.contains("disabled"), "{log}");
+    let audit = w
+        .broker
+        .lanyard(&["audit", "list", "--action", "session.open", "--json"], None, None)
+        .ok();
+    assert!(audit.stdout.contains("disabled"), "{}", audit.stdout);
+}
+
+/// Each way of revoking access closes a live tunnel within a second and
+/// keeps it closed.
+#[test]
+fn revocation_closes_live_tunnels_within_a_second() {
+    let w = World::new();
+    let cases: [(&str, &[&str]); 4] = [
+        ("disable", &["staff", "disable", "p.disable"]),
+        ("revoke", &["devices", "revoke", "LT-1"]),
+        ("app", &["apps", "remove", "echo"]),
+        ("kill", &["sessions", "kill", "SESSION"]),
+    ];
+    for (case, command) in cases {
+        let username = format!("p.{case}");
+        w.person(&username, "hr");
+        let laptop = (case == "revoke").then_some("LT-1");
+        if case == "app" {
+            // Removed by an earlier case? Make sure it is there.
+            let _ = w.broker.lanyard(
+                &["apps", "add", "echo", "--target", &format!("127.0.0.1:{}", w.echo_port), "--allow-group", "hr"],
+                None,
+                None,
+            );
+        }
+        let agent = w.agent(case, &username, laptop);
+        let mut up = agent.up(&["--forward", "echo=127.0.0.1:0"]);
+        let forwards = up.wait_ready(READY);
+        let conn = live_connection(forwards["echo"]);
+        let mut args: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        if case == "kill" {
+            let list = w.broker.lanyard(&["sessions", "list", "--json"], None, None).ok();
+            let list: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+            let id = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["username"] == username.as_str())
+                .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            args[2] = id;
+        }
+        let waiter = std::thread::spawn(move || time_until_closed(conn, Duration::from_secs(5)));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let started = Instant::now();
+        w.broker.lanyard(&args, None, None).ok();
+        let closed_after = waiter.join().unwrap();
+        let cli_time = started.elapsed();
+        assert!(
+            closed_after < Duration::from_secs(1) + cli_time,
+            "{case}: the live tunnel stayed open {closed_after:?}; agent log:\n{}",
+            up.log()
+        );
+        if case == "app" {
+            // The session goes on; new streams to the app are refused.
+            let back = echo_through(forwards["echo"], b"again").unwrap_or_default();
+            assert!(back.is_empty(), "{case}: the removed app still answers");
+        } else {
+            // The agent may not come back: it stops with the reason.
+            let code = up.wait_exit(Duration::from_secs(30));
+            assert_eq!(code, Some(1), "{case}: agent log:\n{}", up.log());
+        }
+        let live = w.broker.lanyard(&["sessions", "list", "--json"], None, None).ok();
+        if case != "app" {
+            assert!(!live.stdout.contains(&username), "{case}: {}", live.stdout);
+        }
+    }
+    let audit = w.broker.lanyard(&["audit", "list", "--limit", "500", "--json"], None, None).ok();
+    for action in ["staff.disable", "device.revoke", "app.remove", "session.kill", "session.close"] {
+        assert!(audit.stdout.contains(action), "{action} not audited");
+    }
+}
+
+#[test]
+fn the_agent_reconnects_after_the_broker_is_killed_and_restarted() {
+    let w = World::new();
+    w.person("j.smith", "hr");
+    let agent = w.agent("laptop", "j.smith", None);
+    let mut up = agent.up(&["--forward", "echo=127.0.0.1:0"]);
+    let port = up.wait_ready(READY)["echo"];
+    assert_eq!(echo_through(port, b"before").unwrap(), b"before");
+
+    let mut broker = w.broker;
+    let (api, quic, data_dir) = (
+        broker.api.trim_start_matches("https://").to_owned(),
+        broker.quic.clone(),
+        broker.data_dir.clone(),
+    );
+    broker.signal("KILL");
+    broker.wait_exit(Duration::from_secs(10)).expect("broker exits");
+    let restarted = BrokerProcess::start_at(&data_dir, &api, &quic, &[], &[]);
+    let again = up.wait_ready(READY);
+    assert_eq!(again["echo"], port, "the local port stays the same");
+    assert_eq!(echo_through(port, b"after").unwrap(), b"after");
+    assert!(up.log().contains("disconnected"), "{}", up.log());
+    drop(restarted);
+}
+
+#[test]
+fn an_enrolment_code_works_once_in_sequence_and_in_a_race_of_fifty() {
+    let w = World::new();
+    w.person("r.race", "hr");
+    let tmp = tempfile::tempdir().unwrap();
+
+    let code = w.code(&["--personal", "r.race"]);
+    let first = Agent::new(tmp.path().join("first")).run(&["enroll", &code], None);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let second = Agent::new(tmp.path().join("second")).run(&["enroll", &code], None);
+    assert_eq!(second.code, 1);
+    assert!(second.stderr.contains("already been used"), "{}", second.stderr);
+    assert!(
+        !tmp.path().join("second").join("device.pem").exists(),
+        "a refused enrolment writes nothing"
+    );
+
+    let code = w.code(&["--personal", "r.race"]);
+    let racers: Vec<_> = (0..50)
+        .map(|i| {
+            let agent = Agent::new(tmp.path().join(format!("racer-{i}")));
+            let code = code.clone();
+            std::thread::spawn(move || agent.run(&["enroll", &code], None))
+        })
+        .collect();
+    let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    let won = results.iter().filter(|r| r.code == 0).count();
+    assert_eq!(won, 1, "exactly one enrolment wins");
+    for r in results.iter().filter(|r| r.code != 0) {
+        assert!(r.stderr.contains("already been used"), "{}", r.stderr);
+    }
+}
