@@ -298,8 +298,8 @@ fn revocation_closes_live_tunnels_within_a_second() {
         let username = format!("p.{case}");
         w.person(&username, "hr");
         let laptop = (case == "revoke").then_some("LT-1");
-        if case == "app" {
-            // Removed by an earlier case? Make sure it is there.
+        {
+            // The "app" case removes it: put it back for the cases after.
             let _ = w.broker.lanyard(
                 &["apps", "add", "echo", "--target", &format!("127.0.0.1:{}", w.echo_port), "--allow-group", "hr"],
                 None,
