@@ -93,7 +93,9 @@ pub async fn enrol(state: &StateDir, code: &EnrolmentCode) -> Result<Enrolled, A
 }
 
 /// A mutual-TLS connection as this device.
-pub async fn connect(device: &Device) -> Result<(quinn::Endpoint, quinn::Connection), AccountError> {
+pub async fn connect(
+    device: &Device,
+) -> Result<(quinn::Endpoint, quinn::Connection), AccountError> {
     let (addr, host) = client::resolve(&device.enrolment.broker).await?;
     let endpoint = client::endpoint(addr)?;
     let conn = client::connect(&endpoint, client::device_config(device)?, addr, &host).await?;

@@ -63,7 +63,10 @@ mod tests {
             .collect();
         assert_eq!(ceilings, [100, 200, 400, 800, 1600, 3000, 3000, 3000]);
         assert_eq!(b.next_with(0.0), Duration::ZERO);
-        assert_eq!(b.next_with(0.999_999), Duration::from_secs(3).mul_f64(0.999_999));
+        assert_eq!(
+            b.next_with(0.999_999),
+            Duration::from_secs(3).mul_f64(0.999_999)
+        );
         b.reset();
         assert_eq!(b.ceiling(), Duration::from_millis(100));
         // Random draws stay inside [0, ceiling].

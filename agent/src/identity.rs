@@ -189,7 +189,8 @@ impl StateDir {
     }
 
     fn write_json<T: Serialize>(&self, file: &str, value: &T) -> Result<(), IdentityError> {
-        let bytes = serde_json::to_vec_pretty(value).map_err(|e| IdentityError::KeyGen(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec_pretty(value).map_err(|e| IdentityError::KeyGen(e.to_string()))?;
         Ok(self.write(file, &bytes)?)
     }
 

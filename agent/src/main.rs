@@ -156,8 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let device = state.device()?;
             let password = read_password(password_stdin)?;
             let (endpoint, conn) = account::connect(&device).await?;
-            let signed =
-                account::sign_in(&state, &device, &conn, &username, password, totp).await;
+            let signed = account::sign_in(&state, &device, &conn, &username, password, totp).await;
             conn.close(0u32.into(), b"signed in");
             endpoint.wait_idle().await;
             let tokens = signed?;
@@ -185,7 +184,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let _ = writeln!(out, "{line}");
                     let _ = out.flush();
                     if forwards.is_empty() {
-                        eprintln!("lanyard-agent: connected, but no app is open to you on this device");
+                        eprintln!(
+                            "lanyard-agent: connected, but no app is open to you on this device"
+                        );
                     }
                     for app in not_allowed {
                         eprintln!("lanyard-agent: {app}: not allowed for you on this device");
@@ -203,8 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let shutdown = async {
                 let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .ok();
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = async {

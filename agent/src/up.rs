@@ -201,9 +201,14 @@ struct Runner {
 /// How one connection ended.
 enum Ended {
     /// Try again after a backoff; `opened` if a session had been open.
-    Retry { reason: String, opened: bool },
+    Retry {
+        reason: String,
+        opened: bool,
+    },
     /// Try again at once, after refreshing the tokens.
-    RefreshFirst { reason: String },
+    RefreshFirst {
+        reason: String,
+    },
     /// Try again at once (a renewed certificate is to be used).
     Again,
     Fatal(UpError),
@@ -284,7 +289,9 @@ impl Runner {
         let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
         let local = listener.local_addr().map_err(listen_err)?;
         self.forwards.bound.insert(app.to_owned(), local);
-        self.forwards.saved_ports.insert(app.to_owned(), local.port());
+        self.forwards
+            .saved_ports
+            .insert(app.to_owned(), local.port());
         if let Ok(bytes) = serde_json::to_vec_pretty(&self.forwards.saved_ports) {
             let _ = self.state.write(PORTS_FILE, &bytes);
         }
@@ -316,7 +323,8 @@ impl Runner {
                     Ok(_) => {}
                     // The remembered port is taken: any port will do.
                     Err(_) if port != 0 => {
-                        self.bind(app, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+                        self.bind(app, SocketAddr::from(([127, 0, 0, 1], 0)))
+                            .await?;
                     }
                     Err(e) => return Err(e),
                 }
@@ -339,9 +347,15 @@ impl Runner {
         Ok((ready, not_allowed))
     }
 
-    async fn ready(&mut self, session_id: &str, apps: BTreeSet<String>, conn: &quinn::Connection) -> Result<UpEvent, UpError> {
+    async fn ready(
+        &mut self,
+        session_id: &str,
+        apps: BTreeSet<String>,
+        conn: &quinn::Connection,
+    ) -> Result<UpEvent, UpError> {
         let (forwards, not_allowed) = self.sync_forwards(&apps).await?;
-        self.link.send_replace(Some(Arc::new(Link { conn: conn.clone() })));
+        self.link
+            .send_replace(Some(Arc::new(Link { conn: conn.clone() })));
         self.status.connected = true;
         self.status.session_id = Some(session_id.to_owned());
         self.status.since.get_or_insert(now_secs());
@@ -359,7 +373,11 @@ impl Runner {
 
     /// One connection: connect, renew or refresh if due, open the session,
     /// serve it until it ends.
-    async fn connection(&mut self, refresh_first: bool, report: &(dyn Fn(UpEvent) + Send + Sync)) -> Ended {
+    async fn connection(
+        &mut self,
+        refresh_first: bool,
+        report: &(dyn Fn(UpEvent) + Send + Sync),
+    ) -> Ended {
         let mut device = match self.state.device() {
             Ok(d) => d,
             Err(e) => return Ended::Fatal(e.into()),
@@ -428,7 +446,11 @@ impl Runner {
         loop {
             if let Some(bytes) = ctl.poll_transmit() {
                 if let Err(e) = send.write_all(&bytes).await {
-                    return if opened { ended_by_close(conn, true) } else { retry(e) };
+                    return if opened {
+                        ended_by_close(conn, true)
+                    } else {
+                        retry(e)
+                    };
                 }
             }
             while let Some(event) = ctl.poll_event() {
@@ -449,7 +471,9 @@ impl Runner {
                             Err(e) => return Ended::Fatal(e),
                         }
                     }
-                    AgentEvent::Refused { code, message } => return ended_by_refusal(code, message),
+                    AgentEvent::Refused { code, message } => {
+                        return ended_by_refusal(code, message)
+                    }
                     AgentEvent::Revoked { reason } => revoked = Some(reason),
                     AgentEvent::Pong { .. } => {}
                 }
@@ -636,7 +660,10 @@ async fn serve_forward(
             if let Err(e) = tunnel(&current.conn, &app, id, tcp, &counters).await {
                 let reason = match current.conn.close_reason() {
                     Some(quinn::ConnectionError::ApplicationClosed(c)) => {
-                        format!("closed by the broker: {}", String::from_utf8_lossy(&c.reason))
+                        format!(
+                            "closed by the broker: {}",
+                            String::from_utf8_lossy(&c.reason)
+                        )
                     }
                     _ => e.to_string(),
                 };

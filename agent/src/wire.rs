@@ -205,36 +205,36 @@ pub async fn relay_after_answer(
     let _ = tcp.set_nodelay(true);
     let (mut tcp_read, mut tcp_write) = tcp.into_split();
     let result = {
-    let inbound = async {
-        match read_frame(&mut *recv, answer_timeout).await? {
-            Message::StreamAccepted { .. } => {}
-            Message::Refused { code, message } => {
-                return Err(StreamError::Refused { code, message })
-            }
-            _ => return Err(StreamError::Unexpected),
-        }
-        Ok(pump_in(&mut *recv, &mut tcp_write, meters.inbound).await?)
-    };
-    let outbound = pump_out(&mut tcp_read, &mut *send, meters.outbound);
-    tokio::pin!(inbound, outbound);
-    let mut sent = None;
-    loop {
-        tokio::select! {
-            got = &mut inbound => match got {
-                Ok(n) => {
-                    let out = match sent.take() {
-                        Some(out) => out,
-                        None => (&mut outbound).await,
-                    };
-                    break out.map(|o| Relayed { inbound: n, outbound: o }).map_err(StreamError::from);
+        let inbound = async {
+            match read_frame(&mut *recv, answer_timeout).await? {
+                Message::StreamAccepted { .. } => {}
+                Message::Refused { code, message } => {
+                    return Err(StreamError::Refused { code, message })
                 }
-                Err(e) => break Err(e),
-            },
-            // Even if sending failed (the broker stops reading a stream it
-            // refuses), the answer decides how the stream ended.
-            out = &mut outbound, if sent.is_none() => sent = Some(out),
+                _ => return Err(StreamError::Unexpected),
+            }
+            Ok(pump_in(&mut *recv, &mut tcp_write, meters.inbound).await?)
+        };
+        let outbound = pump_out(&mut tcp_read, &mut *send, meters.outbound);
+        tokio::pin!(inbound, outbound);
+        let mut sent = None;
+        loop {
+            tokio::select! {
+                got = &mut inbound => match got {
+                    Ok(n) => {
+                        let out = match sent.take() {
+                            Some(out) => out,
+                            None => (&mut outbound).await,
+                        };
+                        break out.map(|o| Relayed { inbound: n, outbound: o }).map_err(StreamError::from);
+                    }
+                    Err(e) => break Err(e),
+                },
+                // Even if sending failed (the broker stops reading a stream it
+                // refuses), the answer decides how the stream ended.
+                out = &mut outbound, if sent.is_none() => sent = Some(out),
+            }
         }
-    }
     };
     if result.is_err() {
         let _ = send.reset(code(ErrorCode::Unavailable));

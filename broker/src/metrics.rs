@@ -97,18 +97,66 @@ impl Metrics {
             self.enrol_codes_created.load(Relaxed),
         );
         for (name, help, v) in [
-            ("lanyard_quic_handshakes_total", "Agent QUIC handshakes completed.", &self.quic_handshakes),
-            ("lanyard_quic_handshake_failures_total", "Agent QUIC handshakes that failed or timed out.", &self.quic_handshake_failures),
-            ("lanyard_quic_refused_capacity_total", "Agent connections refused at the connection cap.", &self.quic_refused_capacity),
-            ("lanyard_enrolments_total", "Devices enrolled.", &self.enrolments),
-            ("lanyard_enrolment_failures_total", "Enrolments refused.", &self.enrolment_failures),
-            ("lanyard_agent_signins_total", "Agent sign-ins that succeeded.", &self.agent_signins),
-            ("lanyard_agent_signin_failures_total", "Agent sign-ins refused.", &self.agent_signin_failures),
-            ("lanyard_sessions_opened_total", "Tunnel sessions opened.", &self.sessions_opened),
-            ("lanyard_sessions_refused_total", "Tunnel sessions refused.", &self.sessions_refused),
-            ("lanyard_streams_allowed_total", "Tunnel streams allowed.", &self.streams_allowed),
-            ("lanyard_tunnel_bytes_up_total", "Bytes relayed from agents to apps.", &self.bytes_up),
-            ("lanyard_tunnel_bytes_down_total", "Bytes relayed from apps to agents.", &self.bytes_down),
+            (
+                "lanyard_quic_handshakes_total",
+                "Agent QUIC handshakes completed.",
+                &self.quic_handshakes,
+            ),
+            (
+                "lanyard_quic_handshake_failures_total",
+                "Agent QUIC handshakes that failed or timed out.",
+                &self.quic_handshake_failures,
+            ),
+            (
+                "lanyard_quic_refused_capacity_total",
+                "Agent connections refused at the connection cap.",
+                &self.quic_refused_capacity,
+            ),
+            (
+                "lanyard_enrolments_total",
+                "Devices enrolled.",
+                &self.enrolments,
+            ),
+            (
+                "lanyard_enrolment_failures_total",
+                "Enrolments refused.",
+                &self.enrolment_failures,
+            ),
+            (
+                "lanyard_agent_signins_total",
+                "Agent sign-ins that succeeded.",
+                &self.agent_signins,
+            ),
+            (
+                "lanyard_agent_signin_failures_total",
+                "Agent sign-ins refused.",
+                &self.agent_signin_failures,
+            ),
+            (
+                "lanyard_sessions_opened_total",
+                "Tunnel sessions opened.",
+                &self.sessions_opened,
+            ),
+            (
+                "lanyard_sessions_refused_total",
+                "Tunnel sessions refused.",
+                &self.sessions_refused,
+            ),
+            (
+                "lanyard_streams_allowed_total",
+                "Tunnel streams allowed.",
+                &self.streams_allowed,
+            ),
+            (
+                "lanyard_tunnel_bytes_up_total",
+                "Bytes relayed from agents to apps.",
+                &self.bytes_up,
+            ),
+            (
+                "lanyard_tunnel_bytes_down_total",
+                "Bytes relayed from apps to agents.",
+                &self.bytes_down,
+            ),
         ] {
             counter(name, help, v.load(Relaxed));
         }
@@ -150,12 +198,25 @@ impl Metrics {
             "# HELP lanyard_denials_total Refused sessions and streams by reason (each also audited)."
         );
         let _ = writeln!(out, "# TYPE lanyard_denials_total counter");
-        for (reason, n) in self.denials.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (reason, n) in self
+            .denials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             let _ = writeln!(out, "lanyard_denials_total{{reason=\"{reason}\"}} {n}");
         }
         for (name, help, v) in [
-            ("lanyard_sessions_live", "Agent sessions open on this node.", sessions),
-            ("lanyard_streams_open", "Tunnel streams open on this node.", streams),
+            (
+                "lanyard_sessions_live",
+                "Agent sessions open on this node.",
+                sessions,
+            ),
+            (
+                "lanyard_streams_open",
+                "Tunnel streams open on this node.",
+                streams,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
@@ -200,7 +261,10 @@ mod tests {
             store_up: true,
             started_at_secs: 5,
         });
-        assert!(text.contains("lanyard_denials_total{reason=\"not_in_group\"} 2"), "{text}");
+        assert!(
+            text.contains("lanyard_denials_total{reason=\"not_in_group\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("lanyard_sessions_live 3"), "{text}");
         assert!(text.contains("lanyard_streams_open 7"), "{text}");
         assert!(

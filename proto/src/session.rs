@@ -23,7 +23,10 @@ pub enum SessionError {
     #[error(transparent)]
     Frame(#[from] FrameError),
     #[error("unexpected {got} on the control stream while {state}")]
-    Unexpected { got: &'static str, state: &'static str },
+    Unexpected {
+        got: &'static str,
+        state: &'static str,
+    },
     #[error("the control stream is closed")]
     Closed,
 }
@@ -452,7 +455,10 @@ mod tests {
         let mut agent = AgentControl::new("tok".into(), "0.1.0".into(), "linux".into());
         let mut broker = BrokerControl::new();
         pump(&mut agent, &mut broker, 64);
-        assert!(matches!(broker.poll_event(), Some(BrokerEvent::Hello { .. })));
+        assert!(matches!(
+            broker.poll_event(),
+            Some(BrokerEvent::Hello { .. })
+        ));
         broker.refuse(ErrorCode::Forbidden, "Jo Smith is disabled".into());
         pump(&mut agent, &mut broker, 64);
         assert_eq!(
@@ -478,7 +484,9 @@ mod tests {
             .unwrap();
         assert_eq!(broker.poll_event(), None);
         let mut agent = AgentControl::new("t".into(), "0".into(), "x".into());
-        agent.handle_bytes(&broker.poll_transmit().unwrap()).unwrap();
+        agent
+            .handle_bytes(&broker.poll_transmit().unwrap())
+            .unwrap();
         assert!(matches!(
             agent.poll_event(),
             Some(AgentEvent::Refused {

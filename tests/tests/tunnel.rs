@@ -91,7 +91,12 @@ impl World {
     fn code(&self, args: &[&str]) -> String {
         let mut all = vec!["enroll-code", "create"];
         all.extend_from_slice(args);
-        self.broker.lanyard(&all, None, None).ok().stdout.trim().to_owned()
+        self.broker
+            .lanyard(&all, None, None)
+            .ok()
+            .stdout
+            .trim()
+            .to_owned()
     }
 
     /// An agent enrolled (personal device of `username`, or laptop `tag`)
@@ -124,7 +129,8 @@ fn time_until_closed(mut conn: TcpStream, limit: Duration) -> Duration {
 fn live_connection(port: u16) -> TcpStream {
     use std::io::Write;
     let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     conn.write_all(b"ping").unwrap();
     let mut buf = [0u8; 4];
     conn.read_exact(&mut buf).unwrap();
@@ -198,7 +204,10 @@ fn a_laptop_enrols_signs_in_and_reaches_its_apps_byte_exact() {
     }
 
     // The session as ICT sees it.
-    let sessions = w.broker.lanyard(&["sessions", "list", "--json"], None, None).ok();
+    let sessions = w
+        .broker
+        .lanyard(&["sessions", "list", "--json"], None, None)
+        .ok();
     let sessions: serde_json::Value = serde_json::from_str(&sessions.stdout).unwrap();
     let s = &sessions[0];
     assert_eq!(s["username"], "a.patel");
@@ -208,7 +217,10 @@ fn a_laptop_enrols_signs_in_and_reaches_its_apps_byte_exact() {
     assert!(s["bytes_down"].as_u64().unwrap() >= 10 * 1024 * 1024, "{s}");
 
     // The laptop shows as enrolled in the inventory.
-    let show = w.broker.lanyard(&["devices", "show", "LT-1", "--json"], None, None).ok();
+    let show = w
+        .broker
+        .lanyard(&["devices", "show", "LT-1", "--json"], None, None)
+        .ok();
     assert!(show.stdout.contains("0.1.0"), "{}", show.stdout);
 
     let metrics = w.broker.lanyard_metrics();
@@ -241,8 +253,14 @@ fn streams_are_denied_by_group_and_device_kind_with_the_reason() {
     let bound: std::collections::BTreeMap<String, u16> = serde_json::from_str(&bound).unwrap();
 
     for (app, reason) in [
-        ("housing-app", "not allowed to reach housing-app: not in any of its groups"),
-        ("hr-only-laptops", "hr-only-laptops may only be reached from managed devices"),
+        (
+            "housing-app",
+            "not allowed to reach housing-app: not in any of its groups",
+        ),
+        (
+            "hr-only-laptops",
+            "hr-only-laptops may only be reached from managed devices",
+        ),
     ] {
         let back = echo_through(bound[app], b"hello").unwrap_or_default();
         assert!(back.is_empty(), "{app} carried data");
@@ -256,13 +274,27 @@ fn streams_are_denied_by_group_and_device_kind_with_the_reason() {
 
     let audit = w
         .broker
-        .lanyard(&["audit", "list", "--action", "stream.open", "--json"], None, None)
+        .lanyard(
+            &["audit", "list", "--action", "stream.open", "--json"],
+            None,
+            None,
+        )
         .ok();
-    assert!(audit.stdout.contains("not in any of its groups"), "{}", audit.stdout);
+    assert!(
+        audit.stdout.contains("not in any of its groups"),
+        "{}",
+        audit.stdout
+    );
     assert!(audit.stdout.contains("managed devices"), "{}", audit.stdout);
     let metrics = w.broker.lanyard_metrics();
-    assert!(metrics.contains("lanyard_denials_total{reason=\"not_in_group\"} 1"), "{metrics}");
-    assert!(metrics.contains("lanyard_denials_total{reason=\"device_kind\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("lanyard_denials_total{reason=\"not_in_group\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lanyard_denials_total{reason=\"device_kind\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -270,7 +302,9 @@ fn a_disabled_person_is_refused_and_the_agent_says_why() {
     let w = World::new();
     w.person("k.lee", "hr");
     let agent = w.agent("laptop", "k.lee", None);
-    w.broker.lanyard(&["staff", "disable", "k.lee"], None, None).ok();
+    w.broker
+        .lanyard(&["staff", "disable", "k.lee"], None, None)
+        .ok();
     let mut up = agent.up(&[]);
     let code = up.wait_exit(Duration::from_secs(30));
     assert_eq!(code, Some(1), "{}", up.log());
@@ -278,7 +312,11 @@ fn a_disabled_person_is_refused_and_the_agent_says_why() {
     assert!(log.contains("disabled"), "{log}");
     let audit = w
         .broker
-        .lanyard(&["audit", "list", "--action", "session.open", "--json"], None, None)
+        .lanyard(
+            &["audit", "list", "--action", "session.open", "--json"],
+            None,
+            None,
+        )
         .ok();
     assert!(audit.stdout.contains("disabled"), "{}", audit.stdout);
 }
@@ -301,7 +339,15 @@ fn revocation_closes_live_tunnels_within_a_second() {
         {
             // The "app" case removes it: put it back for the cases after.
             let _ = w.broker.lanyard(
-                &["apps", "add", "echo", "--target", &format!("127.0.0.1:{}", w.echo_port), "--allow-group", "hr"],
+                &[
+                    "apps",
+                    "add",
+                    "echo",
+                    "--target",
+                    &format!("127.0.0.1:{}", w.echo_port),
+                    "--allow-group",
+                    "hr",
+                ],
                 None,
                 None,
             );
@@ -312,7 +358,10 @@ fn revocation_closes_live_tunnels_within_a_second() {
         let conn = live_connection(forwards["echo"]);
         let mut args: Vec<String> = command.iter().map(|s| s.to_string()).collect();
         if case == "kill" {
-            let list = w.broker.lanyard(&["sessions", "list", "--json"], None, None).ok();
+            let list = w
+                .broker
+                .lanyard(&["sessions", "list", "--json"], None, None)
+                .ok();
             let list: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
             let id = list
                 .as_array()
@@ -345,13 +394,25 @@ fn revocation_closes_live_tunnels_within_a_second() {
             let code = up.wait_exit(Duration::from_secs(30));
             assert_eq!(code, Some(1), "{case}: agent log:\n{}", up.log());
         }
-        let live = w.broker.lanyard(&["sessions", "list", "--json"], None, None).ok();
+        let live = w
+            .broker
+            .lanyard(&["sessions", "list", "--json"], None, None)
+            .ok();
         if case != "app" {
             assert!(!live.stdout.contains(&username), "{case}: {}", live.stdout);
         }
     }
-    let audit = w.broker.lanyard(&["audit", "list", "--limit", "500", "--json"], None, None).ok();
-    for action in ["staff.disable", "device.revoke", "app.remove", "session.kill", "session.close"] {
+    let audit = w
+        .broker
+        .lanyard(&["audit", "list", "--limit", "500", "--json"], None, None)
+        .ok();
+    for action in [
+        "staff.disable",
+        "device.revoke",
+        "app.remove",
+        "session.kill",
+        "session.close",
+    ] {
         assert!(audit.stdout.contains(action), "{action} not audited");
     }
 }
@@ -372,7 +433,9 @@ fn the_agent_reconnects_after_the_broker_is_killed_and_restarted() {
         broker.data_dir.clone(),
     );
     broker.signal("KILL");
-    broker.wait_exit(Duration::from_secs(10)).expect("broker exits");
+    broker
+        .wait_exit(Duration::from_secs(10))
+        .expect("broker exits");
     let restarted = BrokerProcess::start_at(&data_dir, &api, &quic, &[], &[]);
     let again = up.wait_ready(READY);
     assert_eq!(again["echo"], port, "the local port stays the same");
@@ -392,7 +455,11 @@ fn an_enrolment_code_works_once_in_sequence_and_in_a_race_of_fifty() {
     assert_eq!(first.code, 0, "{}", first.stderr);
     let second = Agent::new(tmp.path().join("second")).run(&["enroll", &code], None);
     assert_eq!(second.code, 1);
-    assert!(second.stderr.contains("already been used"), "{}", second.stderr);
+    assert!(
+        second.stderr.contains("already been used"),
+        "{}",
+        second.stderr
+    );
     assert!(
         !tmp.path().join("second").join("device.pem").exists(),
         "a refused enrolment writes nothing"

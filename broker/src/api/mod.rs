@@ -124,8 +124,7 @@ fn changes_access(method: &axum::http::Method, path: &str) -> bool {
     rest.starts_with("staff")
         || rest.starts_with("groups")
         || rest.starts_with("apps")
-        || (rest.starts_with("devices/")
-            && (rest.ends_with("/revoke") || rest.ends_with("/mark")))
+        || (rest.starts_with("devices/") && (rest.ends_with("/revoke") || rest.ends_with("/mark")))
 }
 
 /// Bounds each request's time and counts responses. After a change to who
@@ -143,7 +142,11 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
             }
         };
     if reload && response.status().is_success() {
-        if let Err(e) = state.policy.reload(&state.store, crate::clock::now_ms()).await {
+        if let Err(e) = state
+            .policy
+            .reload(&state.store, crate::clock::now_ms())
+            .await
+        {
             tracing::warn!(error = %e, "cannot reload access rules after a change; the periodic reload will");
             state.policy.trigger();
         }

@@ -19,7 +19,9 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Vec<SessionView>>> {
-    Ok(Json(state.sessions.list().iter().map(|s| s.view()).collect()))
+    Ok(Json(
+        state.sessions.list().iter().map(|s| s.view()).collect(),
+    ))
 }
 
 /// Ends the session and the sign-in behind it: its tunnels close at once

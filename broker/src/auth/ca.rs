@@ -132,7 +132,10 @@ impl Ca {
         params: CertificateParams,
         key: &impl rcgen::PublicKeyData,
     ) -> Result<CertificateDer<'static>, CaError> {
-        Ok(params.signed_by(key, &self.issuer, &self.key)?.der().clone())
+        Ok(params
+            .signed_by(key, &self.issuer, &self.key)?
+            .der()
+            .clone())
     }
 
     /// A fresh server certificate for the broker's own listeners, valid for

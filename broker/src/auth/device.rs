@@ -139,11 +139,9 @@ mod tests {
     fn device_key() -> (EcdsaKeyPair, DevicePublicKey) {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
-                .unwrap();
-        let public =
-            DevicePublicKey::parse(KeyAlg::EcdsaP256, pair.public_key().as_ref()).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let public = DevicePublicKey::parse(KeyAlg::EcdsaP256, pair.public_key().as_ref()).unwrap();
         (pair, public)
     }
 
@@ -194,7 +192,10 @@ mod tests {
         let (third, _) = ca.issue_device_cert(&other, "LT-00421", week).unwrap();
         assert_ne!(device_id(&first).unwrap(), device_id(&third).unwrap());
         let now_ms = crate::clock::now_ms();
-        assert!((expires - now_ms - 7 * 86_400_000).abs() < 5_000, "{expires}");
+        assert!(
+            (expires - now_ms - 7 * 86_400_000).abs() < 5_000,
+            "{expires}"
+        );
 
         // The certificate chains to the CA as a client certificate.
         let mut roots = rustls::RootCertStore::empty();

@@ -251,8 +251,10 @@ mod tests {
             "hr-system".into(),
             app("hr-system", &["hr"], DeviceKindRule::Managed),
         );
-        p.apps
-            .insert("intranet".into(), app("intranet", &["hr", "housing"], DeviceKindRule::Any));
+        p.apps.insert(
+            "intranet".into(),
+            app("intranet", &["hr", "housing"], DeviceKindRule::Any),
+        );
         p.revoked_devices.insert("dead".into());
         p
     }
@@ -271,8 +273,14 @@ mod tests {
     fn allowed_when_in_a_group_on_an_allowed_device() {
         let p = policy();
         let who = subject("a.patel", "d1", DeviceKind::Managed);
-        assert_eq!(decide_stream(&p, &who, "hr-system", NOW).unwrap().name, "hr-system");
-        let names: Vec<_> = allowed_apps(&p, &who, NOW).iter().map(|a| &a.name).collect();
+        assert_eq!(
+            decide_stream(&p, &who, "hr-system", NOW).unwrap().name,
+            "hr-system"
+        );
+        let names: Vec<_> = allowed_apps(&p, &who, NOW)
+            .iter()
+            .map(|a| &a.name)
+            .collect();
         assert_eq!(names, ["hr-system", "intranet"]);
     }
 
@@ -331,7 +339,11 @@ mod tests {
             ),
         ];
         for (who, app, want) in cases {
-            assert_eq!(decide_stream(&p, &who, app, NOW).unwrap_err(), want, "{who:?} {app}");
+            assert_eq!(
+                decide_stream(&p, &who, app, NOW).unwrap_err(),
+                want,
+                "{who:?} {app}"
+            );
         }
     }
 

@@ -42,11 +42,7 @@ pub(super) struct DeviceConn {
     pub shutdown: watch::Receiver<bool>,
 }
 
-pub(super) async fn refuse_stream(
-    send: &mut quinn::SendStream,
-    code_: ErrorCode,
-    message: String,
-) {
+pub(super) async fn refuse_stream(send: &mut quinn::SendStream, code_: ErrorCode, message: String) {
     // Best effort: the refusal, then the end of the stream.
     let _ = write_frame(
         send,
@@ -178,8 +174,7 @@ async fn dispatch(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, mut recv: q
             password,
             totp,
         } => {
-            let reply =
-                super::signin::sign_in(&ctx, &username, &password, totp.as_deref()).await;
+            let reply = super::signin::sign_in(&ctx, &username, &password, totp.as_deref()).await;
             let _ = write_frame(&mut send, &reply).await;
             let _ = send.finish();
         }

@@ -97,17 +97,17 @@ async fn enrol(
                     (format!("personal:{user}"), None, Some(user.to_string()))
                 }
             };
-            let (cert, expires_at) = match state.ca.issue_device_cert(
-                &key,
-                &label,
-                state.settings.device_cert_ttl,
-            ) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot issue a device certificate");
-                    return None;
-                }
-            };
+            let (cert, expires_at) =
+                match state
+                    .ca
+                    .issue_device_cert(&key, &label, state.settings.device_cert_ttl)
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot issue a device certificate");
+                        return None;
+                    }
+                };
             issued = Some((cert, expires_at));
             Some(NewDevice {
                 fingerprint: fingerprint.clone(),
@@ -133,9 +133,7 @@ async fn enrol(
             ErrorCode::Internal,
             "the broker could not issue a certificate; ask ICT for a new code",
         ),
-        (Err(ConsumeError::Store(StoreError::Conflict(m))), _) => {
-            refused(ErrorCode::BadRequest, m)
-        }
+        (Err(ConsumeError::Store(StoreError::Conflict(m))), _) => refused(ErrorCode::BadRequest, m),
         (Err(ConsumeError::Store(e)), _) => {
             tracing::warn!(error = %e, "enrolment failed in the store");
             refused(
@@ -163,17 +161,17 @@ pub(super) async fn renew(ctx: &DeviceConn) -> Message {
             )
         }
     };
-    let (cert, expires_at) = match state.ca.issue_device_cert(
-        &key,
-        &ctx.device.label(),
-        state.settings.device_cert_ttl,
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot issue a device certificate");
-            return refused(ErrorCode::Internal, "cannot issue a certificate now");
-        }
-    };
+    let (cert, expires_at) =
+        match state
+            .ca
+            .issue_device_cert(&key, &ctx.device.label(), state.settings.device_cert_ttl)
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot issue a device certificate");
+                return refused(ErrorCode::Internal, "cannot issue a certificate now");
+            }
+        };
     match state
         .store
         .device_renew(&ctx.device.fingerprint, expires_at, now_ms())

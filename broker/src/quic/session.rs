@@ -170,7 +170,14 @@ pub(super) async fn control(
         Err(r) => {
             state.metrics.sessions_refused.fetch_add(1, Relaxed);
             state.metrics.deny(r.label);
-            audit_denial(&state, &r.username, "session.open", &ctx.device.label(), &r.message).await;
+            audit_denial(
+                &state,
+                &r.username,
+                "session.open",
+                &ctx.device.label(),
+                &r.message,
+            )
+            .await;
             ctl.refuse(r.code, r.message);
             flush(&mut ctl, &mut send).await;
             let _ = send.finish();
@@ -266,7 +273,14 @@ pub(super) async fn control(
             ctl.revoke(reason.clone());
             flush(&mut ctl, &mut send).await;
             session.close(close_code(&d), &reason);
-            audit_denial(&state, &session.username, "session.close", &session.device_label, &reason).await;
+            audit_denial(
+                &state,
+                &session.username,
+                "session.close",
+                &session.device_label,
+                &reason,
+            )
+            .await;
         }
     }
     state.sessions.remove(&session.id);

@@ -25,13 +25,10 @@ fn refused(code: ErrorCode, message: impl Into<String>) -> Message {
 fn tokens(ctx: &DeviceConn, username: &str, family: &str, refresh_token: String) -> Message {
     let ttl = ctx.state.settings.access_ttl.as_secs() as i64;
     let now = now_ms() / 1000;
-    let access = ctx.state.token_keys.issue_for_sign_in(
-        username,
-        &ctx.thumbprint,
-        Some(family),
-        now,
-        ttl,
-    );
+    let access =
+        ctx.state
+            .token_keys
+            .issue_for_sign_in(username, &ctx.thumbprint, Some(family), now, ttl);
     if let Some(session) = ctx.session.get() {
         if session.username == username {
             session

@@ -155,7 +155,8 @@ impl Store {
         secret_hash: &str,
         now: Millis,
     ) -> Result<ConsumedCode, ConsumeError> {
-        self.enrol_code_consume_with(secret_hash, now, |_| None).await
+        self.enrol_code_consume_with(secret_hash, now, |_| None)
+            .await
     }
 
     /// Uses a code up and, in the same transaction, records the device that

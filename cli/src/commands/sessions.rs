@@ -75,7 +75,9 @@ pub async fn run(cli: &Cli, cmd: &SessionsCommand, out: &mut Out<'_>) -> Result<
                 })
                 .collect::<Vec<_>>();
             out.table(
-                &["SESSION", "PERSON", "DEVICE", "KIND", "SINCE", "STREAMS", "UP", "DOWN"],
+                &[
+                    "SESSION", "PERSON", "DEVICE", "KIND", "SINCE", "STREAMS", "UP", "DOWN",
+                ],
                 &rows,
             )?;
         }
