@@ -344,8 +344,10 @@ impl Agent {
     pub fn up(&self, args: &[&str]) -> UpProcess {
         let stderr = self.state_dir.with_extension("up.log");
         let mut cmd = self.command();
+        // Debug logs, so that tests see everything it would ever log.
         cmd.arg("up")
             .args(args)
+            .env("LANYARD_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).expect("agent log"));
@@ -404,6 +406,18 @@ impl UpProcess {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits up to `limit` for `needle` to appear in the agent's log.
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.log().contains(needle)
     }
 
     /// Waits up to `limit` for the agent to exit; its exit code.

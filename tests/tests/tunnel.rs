@@ -22,8 +22,12 @@ impl World {
     /// `web` (hr, any), `hr-only-laptops` (hr, managed devices) and
     /// `housing-app` (housing), and a laptop LT-1.
     fn new() -> Self {
+        Self::with(&[], &[])
+    }
+
+    fn with(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let broker = BrokerProcess::start(&tmp.path().join("data"), &[], &[]);
+        let broker = BrokerProcess::start(&tmp.path().join("data"), extra, env);
         let echo = echo_server();
         let web = http_server("hello from the intranet");
         for g in ["hr", "housing"] {
@@ -152,9 +156,11 @@ fn pattern(len: usize) -> Vec<u8> {
 
 #[test]
 fn a_laptop_enrols_signs_in_and_reaches_its_apps_byte_exact() {
-    let w = World::new();
+    let w = World::with(&[], &[("LANYARD_LOG", "debug")]);
     w.person("a.patel", "hr");
-    let agent = w.agent("laptop", "a.patel", Some("LT-1"));
+    let code = w.code(&["--device", "LT-1"]);
+    let agent = Agent::new(w._tmp.path().join("laptop"));
+    agent.enrol_and_login(&code, "a.patel", PASSWORD);
     let status = agent.run(&["status", "--json"], None).ok();
     let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(status["enrolled"], true);
@@ -226,6 +232,68 @@ fn a_laptop_enrols_signs_in_and_reaches_its_apps_byte_exact() {
     let metrics = w.broker.lanyard_metrics();
     assert!(metrics.contains("lanyard_sessions_live 1"), "{metrics}");
     assert!(metrics.contains("lanyard_enrolments_total 1"), "{metrics}");
+
+    // No secret in the broker's debug log or the agent's.
+    let tokens: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(agent.state_dir.join("tokens.json")).unwrap())
+            .unwrap();
+    let key = std::fs::read_to_string(agent.state_dir.join("device-key.pem")).unwrap();
+    let key_body: String = key.lines().nth(1).unwrap().to_owned();
+    let secret_code = code.trim_start_matches("lye1.").to_owned();
+    let secrets = [
+        PASSWORD.to_owned(),
+        secret_code,
+        tokens["access_token"].as_str().unwrap().to_owned(),
+        tokens["refresh_token"].as_str().unwrap().to_owned(),
+        key_body,
+    ];
+    let logs = [w.broker.log_text(), up.log()];
+    assert!(logs[0].contains("session opened"), "the broker logged at debug");
+    for log in &logs {
+        for secret in &secrets {
+            assert!(!log.contains(secret.as_str()), "a secret reached a log");
+        }
+    }
+}
+
+#[test]
+fn on_postgres_one_enrolment_wins_and_tunnels_work() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(pg) = rt.block_on(lanyard_e2e::TestStore::postgres()) else {
+        lanyard_broker::testkit::say_skipped(
+            "LANYARD_TEST_DATABASE_URL is not set, so tunnels were not run on PostgreSQL",
+        );
+        return;
+    };
+    let url = pg.url();
+    let w = World::with(&["--database-url", &url], &[]);
+    w.person("p.pg", "hr");
+    let code = w.code(&["--personal", "p.pg"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let racers: Vec<_> = (0..50)
+        .map(|i| {
+            let agent = Agent::new(tmp.path().join(format!("racer-{i}")));
+            let code = code.clone();
+            std::thread::spawn(move || (agent.run(&["enroll", &code], None), agent))
+        })
+        .collect();
+    let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    let winners: Vec<_> = results.iter().filter(|(r, _)| r.code == 0).collect();
+    assert_eq!(winners.len(), 1, "exactly one enrolment wins on PostgreSQL");
+    let agent = &winners[0].1;
+    agent
+        .run(
+            &["login", "p.pg", "--password-stdin"],
+            Some(&format!("{PASSWORD}\n")),
+        )
+        .ok();
+    let mut up = agent.up(&[]);
+    let port = up.wait_ready(READY)["echo"];
+    let data = pattern(1024 * 1024);
+    assert!(echo_through(port, &data).unwrap() == data);
+    drop(up);
+    drop(w);
+    drop(pg);
 }
 
 #[test]
@@ -242,8 +310,11 @@ fn streams_are_denied_by_group_and_device_kind_with_the_reason() {
         "echo=127.0.0.1:0",
     ]);
     let _ = up.wait_ready(READY);
-    let log = up.log();
-    assert!(log.contains("housing-app: not allowed"), "{log}");
+    assert!(
+        up.wait_log("housing-app: not allowed", Duration::from_secs(5)),
+        "{}",
+        up.log()
+    );
     // Explicit forwards are bound even when not allowed, so the broker's
     // reason reaches the person. Find their ports from status.
     let status = agent.run(&["status", "--json"], None).ok();
@@ -264,11 +335,11 @@ fn streams_are_denied_by_group_and_device_kind_with_the_reason() {
     ] {
         let back = echo_through(bound[app], b"hello").unwrap_or_default();
         assert!(back.is_empty(), "{app} carried data");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !up.log().contains(reason) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(up.log().contains(reason), "{app}: {}", up.log());
+        assert!(
+            up.wait_log(reason, Duration::from_secs(5)),
+            "{app}: {}",
+            up.log()
+        );
     }
     assert_eq!(echo_through(bound["echo"], b"allowed").unwrap(), b"allowed");
 
@@ -440,7 +511,11 @@ fn the_agent_reconnects_after_the_broker_is_killed_and_restarted() {
     let again = up.wait_ready(READY);
     assert_eq!(again["echo"], port, "the local port stays the same");
     assert_eq!(echo_through(port, b"after").unwrap(), b"after");
-    assert!(up.log().contains("disconnected"), "{}", up.log());
+    assert!(
+        up.wait_log("disconnected", Duration::from_secs(5)),
+        "{}",
+        up.log()
+    );
     drop(restarted);
 }
 
