@@ -66,27 +66,8 @@ pub fn transport() -> quinn::TransportConfig {
         .stream_receive_window((4u32 * 1024 * 1024).into())
         .send_window(16 * 1024 * 1024)
         .datagram_receive_buffer_size(None)
-        .mtu_discovery_config(Some(mtu_discovery()))
-        .ack_frequency_config(Some(ack_frequency()))
         .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("idle timeout fits")));
     t
-}
-
-/// The largest UDP payload the agent takes or probes for; path MTU
-/// discovery finds what the path carries.
-pub const MAX_UDP_PAYLOAD: u16 = 16 * 1024;
-
-fn ack_frequency() -> quinn::AckFrequencyConfig {
-    let mut ack = quinn::AckFrequencyConfig::default();
-    ack.ack_eliciting_threshold(quinn::VarInt::from_u32(16))
-        .max_ack_delay(Some(std::time::Duration::from_millis(2)));
-    ack
-}
-
-fn mtu_discovery() -> quinn::MtuDiscoveryConfig {
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(MAX_UDP_PAYLOAD);
-    mtu
 }
 
 /// A client endpoint on an ephemeral UDP port, with raised socket buffers.
@@ -100,10 +81,8 @@ pub fn endpoint(broker: SocketAddr) -> Result<quinn::Endpoint, ClientError> {
     let sock = socket2::SockRef::from(&socket);
     let _ = sock.set_recv_buffer_size(4 * 1024 * 1024);
     let _ = sock.set_send_buffer_size(4 * 1024 * 1024);
-    let mut config = quinn::EndpointConfig::default();
-    let _ = config.max_udp_payload_size(MAX_UDP_PAYLOAD);
     quinn::Endpoint::new(
-        config,
+        quinn::EndpointConfig::default(),
         None,
         socket,
         Arc::new(quinn::TokioRuntime),

@@ -54,29 +54,9 @@ pub fn transport(streams_per_agent: u32) -> quinn::TransportConfig {
         .stream_receive_window(STREAM_WINDOW.into())
         .send_window(u64::from(CONNECTION_WINDOW))
         .datagram_receive_buffer_size(None)
-        .mtu_discovery_config(Some(mtu_discovery()))
-        .ack_frequency_config(Some(ack_frequency()))
         // Idle timeouts are small numbers of ms: this cannot fail.
         .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("idle timeout fits")));
     t
-}
-
-/// The largest UDP payload either side takes; path MTU discovery finds what
-/// a path really carries (1,452 bytes on most of the internet, far more on
-/// loopback and jumbo-frame LANs), and fewer, larger packets cost less CPU.
-pub const MAX_UDP_PAYLOAD: u16 = 16 * 1024;
-
-pub fn ack_frequency() -> quinn::AckFrequencyConfig {
-    let mut ack = quinn::AckFrequencyConfig::default();
-    ack.ack_eliciting_threshold(quinn::VarInt::from_u32(16))
-        .max_ack_delay(Some(std::time::Duration::from_millis(2)));
-    ack
-}
-
-fn mtu_discovery() -> quinn::MtuDiscoveryConfig {
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(MAX_UDP_PAYLOAD);
-    mtu
 }
 
 /// The server side of the TLS handshake agents see.
@@ -129,7 +109,6 @@ pub fn bind(
     // did not make, so a restarted broker would never answer an old
     // connection's packets with a reset. Random CIDs are answered.
     endpoint_config.cid_generator(|| Box::new(RandomCids));
-    let _ = endpoint_config.max_udp_payload_size(MAX_UDP_PAYLOAD);
     quinn::Endpoint::new(
         endpoint_config,
         Some(config),
