@@ -1,0 +1,211 @@
+//! A misbehaving agent against the real broker: bad frames, streams out of
+//! order, a stream flood, no certificate. Each gets an error or a reset;
+//! the broker stays up and the same connection (and others) keep working.
+
+use std::time::Duration;
+
+use lanyard_agent::state::StateDir;
+use lanyard_agent::wire::{read_frame, write_frame};
+use lanyard_agent::{account, client};
+use lanyard_e2e::{echo_server, Agent, BrokerProcess};
+use lanyard_proto::{ErrorCode, Message};
+
+const PASSWORD: &str = "Correct-Horse-Battery-9";
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    broker: BrokerProcess,
+    agent: Agent,
+}
+
+fn setup() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&tmp.path().join("data"), &[], &[]);
+    let echo = echo_server();
+    broker.lanyard(&["groups", "add", "hr"], None, None).ok();
+    broker
+        .lanyard(
+            &["staff", "add", "x.abuse", "--name", "X", "--group", "hr", "--password-stdin"],
+            None,
+            Some(&format!("{PASSWORD}\n")),
+        )
+        .ok();
+    broker
+        .lanyard(
+            &["apps", "add", "echo", "--target", &echo.to_string(), "--allow-group", "hr"],
+            None,
+            None,
+        )
+        .ok();
+    let code = broker
+        .lanyard(&["enroll-code", "create", "--personal", "x.abuse"], None, None)
+        .ok()
+        .stdout;
+    let agent = Agent::new(tmp.path().join("agent"));
+    agent.enrol_and_login(code.trim(), "x.abuse", PASSWORD);
+    Setup {
+        _tmp: tmp,
+        broker,
+        agent,
+    }
+}
+
+/// Opens a session on `conn` the way `up` does; the control stream.
+async fn open_session(
+    conn: &quinn::Connection,
+    state: &StateDir,
+) -> (quinn::SendStream, quinn::RecvStream) {
+    let tokens = state.tokens().unwrap().unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    write_frame(
+        &mut send,
+        &Message::Hello {
+            version: lanyard_proto::PROTOCOL_VERSION,
+            access_token: tokens.access_token,
+            agent_version: "test".into(),
+            os: "test".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let welcome = read_frame(&mut recv, Duration::from_secs(10)).await.unwrap();
+    assert!(matches!(welcome, Message::Welcome { .. }), "{welcome:?}");
+    (send, recv)
+}
+
+async fn echo_once(conn: &quinn::Connection, data: &[u8]) -> Vec<u8> {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    write_frame(
+        &mut send,
+        &Message::StreamOpen {
+            app: "echo".into(),
+            request_id: 1,
+        },
+    )
+    .await
+    .unwrap();
+    send.write_all(data).await.unwrap();
+    send.finish().unwrap();
+    let answer = read_frame(&mut recv, Duration::from_secs(10)).await.unwrap();
+    assert!(matches!(answer, Message::StreamAccepted { .. }), "{answer:?}");
+    recv.read_to_end(1 << 20).await.unwrap()
+}
+
+#[test]
+fn bad_frames_and_floods_are_refused_and_the_broker_carries_on() {
+    let s = setup();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let state = StateDir::open(&s.agent.state_dir).unwrap();
+        let device = state.device().unwrap();
+        let (_endpoint, conn) = account::connect(&device).await.unwrap();
+
+        // A tunnel stream before any session: refused with a reason.
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        write_frame(
+            &mut send,
+            &Message::StreamOpen {
+                app: "echo".into(),
+                request_id: 1,
+            },
+        )
+        .await
+        .unwrap();
+        match read_frame(&mut recv, Duration::from_secs(10)).await.unwrap() {
+            Message::Refused { code, .. } => assert_eq!(code, ErrorCode::Unauthorized),
+            other => panic!("{other:?}"),
+        }
+
+        let _control = open_session(&conn, &state).await;
+        assert_eq!(echo_once(&conn, b"first").await, b"first");
+
+        // An oversized length, a zero length, an unknown type, a truncated
+        // frame: each stream is reset, the connection lives on.
+        for bad in [
+            vec![0xff, 0xff, 0xff, 0xff],
+            vec![0, 0, 0, 0],
+            vec![0, 0, 0, 1, 0x7f],
+            vec![0, 0, 0, 9, 0x30, 0],
+        ] {
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            send.write_all(&bad).await.unwrap();
+            send.finish().unwrap();
+            let got = recv.read_to_end(1024).await;
+            assert!(
+                got.is_err() || got.as_ref().is_ok_and(|b| b.is_empty()),
+                "{bad:?}: {got:?}"
+            );
+        }
+        // A second session on the same connection is refused.
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let tokens = state.tokens().unwrap().unwrap();
+        write_frame(
+            &mut send,
+            &Message::Hello {
+                version: lanyard_proto::PROTOCOL_VERSION,
+                access_token: tokens.access_token,
+                agent_version: "t".into(),
+                os: "t".into(),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(matches!(
+            read_frame(&mut recv, Duration::from_secs(10)).await.unwrap(),
+            Message::Refused {
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ));
+
+        // A flood of streams beyond the per-connection limit: the extra
+        // opens wait for credit rather than costing the broker anything,
+        // and the first ones are served.
+        let mut held = Vec::new();
+        for _ in 0..256 {
+            match tokio::time::timeout(Duration::from_millis(200), conn.open_bi()).await {
+                Ok(Ok(pair)) => held.push(pair),
+                _ => break,
+            }
+        }
+        assert!(held.len() < 256, "the broker allowed {} open streams", held.len());
+        let blocked = tokio::time::timeout(Duration::from_millis(300), conn.open_bi()).await;
+        assert!(blocked.is_err(), "a stream past the limit opened at once");
+        drop(held);
+
+        // The connection still works once the flood is gone.
+        let mut echoed = None;
+        for _ in 0..50 {
+            if let Ok(back) =
+                tokio::time::timeout(Duration::from_secs(2), echo_once(&conn, b"after")).await
+            {
+                echoed = Some(back);
+                break;
+            }
+        }
+        assert_eq!(echoed.as_deref(), Some(&b"after"[..]));
+
+        // Without a certificate only enrolment is possible.
+        let (addr, host) = client::resolve(&device.enrolment.broker).await.unwrap();
+        let endpoint = client::endpoint(addr).unwrap();
+        let fingerprint: [u8; 32] = data_encoding::HEXLOWER
+            .decode(device.enrolment.ca_fingerprint.as_bytes())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let pin = client::PinnedCa::new(fingerprint);
+        let anon = client::connect(&endpoint, client::enrolment_config(pin).unwrap(), addr, &host)
+            .await
+            .unwrap();
+        match client::request(&anon, &Message::Renew).await {
+            Err(client::ClientError::Refused { code, message }) => {
+                assert_eq!(code, ErrorCode::Unauthorized);
+                assert!(message.contains("enrol"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+    // Still serving.
+    let health = s.broker.https_get("/healthz");
+    assert!(health.contains("ok"), "{health}");
+}
