@@ -232,9 +232,9 @@ fn ended_by_close(conn: &quinn::Connection, opened: bool) -> Ended {
             let reason = String::from_utf8_lossy(&c.reason).into_owned();
             match u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX) {
                 close::DEVICE_REVOKED => Ended::Fatal(UpError::Revoked(reason)),
-                close::CERT_EXPIRED => Ended::Fatal(UpError::Revoked(format!(
-                    "{reason} (the device certificate expired)"
-                ))),
+                // A renewed certificate may be waiting in the state dir:
+                // the next attempt uses it, or stops if it too has expired.
+                close::CERT_EXPIRED => Ended::Again,
                 close::SIGNED_OUT => Ended::RefreshFirst { reason },
                 _ => Ended::Retry { reason, opened },
             }

@@ -46,6 +46,15 @@ pub struct Policy {
     pub loaded_at: Millis,
 }
 
+impl Policy {
+    /// The same people, apps and revocations (whenever they were loaded).
+    pub fn same_rules(&self, other: &Policy) -> bool {
+        self.staff == other.staff
+            && self.apps == other.apps
+            && self.revoked_devices == other.revoked_devices
+    }
+}
+
 /// Whether a device is a council laptop or a person's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceKind {

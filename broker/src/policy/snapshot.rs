@@ -61,9 +61,13 @@ impl PolicyCache {
     /// Reads the rules from the store and installs them.
     pub async fn reload(&self, store: &Store, now: Millis) -> Result<(), StoreError> {
         let _one = self.reloading.lock().await;
-        let policy = load(store, now.max(now_ms())).await?;
+        let policy = load(store, now).await?;
+        let changed = !self.current().same_rules(&policy);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
-        self.generation.send_modify(|g| *g += 1);
+        // Live sessions and streams re-check only when the rules changed.
+        if changed {
+            self.generation.send_modify(|g| *g += 1);
+        }
         Ok(())
     }
 
