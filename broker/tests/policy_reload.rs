@@ -53,7 +53,11 @@ async fn reloads_follow_the_store_and_wake_sessions_only_on_change() {
         let cache = PolicyCache::default();
         let mut generation = cache.subscribe();
         cache.reload(store, NOW).await.unwrap();
-        assert!(generation.has_changed().unwrap(), "{}: first load wakes", t.label);
+        assert!(
+            generation.has_changed().unwrap(),
+            "{}: first load wakes",
+            t.label
+        );
         generation.mark_unchanged();
 
         let who = Subject {
@@ -66,7 +70,9 @@ async fn reloads_follow_the_store_and_wake_sessions_only_on_change() {
         let policy = cache.current();
         assert_eq!(policy.staff["a.patel"].priority, 1);
         assert_eq!(
-            decide_stream(&policy, &who, "hr-system", NOW).unwrap().target,
+            decide_stream(&policy, &who, "hr-system", NOW)
+                .unwrap()
+                .target,
             "hr.internal:443"
         );
 

@@ -93,7 +93,10 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 
 fn main() {
     // `cargo bench` passes --bench; a filter that is not ours skips the run.
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     if !args.is_empty() && !args.iter().any(|a| "tunnel".contains(a.as_str())) {
         return;
     }
@@ -182,7 +185,11 @@ fn main() {
         )
         .ok();
     let code = broker
-        .lanyard(&["enroll-code", "create", "--personal", "b.bench"], None, None)
+        .lanyard(
+            &["enroll-code", "create", "--personal", "b.bench"],
+            None,
+            None,
+        )
         .ok()
         .stdout;
     let agent = Agent::new(tmp.path().join("agent"));
@@ -190,8 +197,11 @@ fn main() {
     let mut up = agent.up(&["--forward", "target=127.0.0.1:0"]);
     let port = up.wait_ready(Duration::from_secs(60))["target"];
     eprintln!("tunnel bench: lanyard tunnel ready on 127.0.0.1:{port}");
-    std::fs::write(tmp.path().join("target.port.go"), format!("lanyard={port}\n"))
-        .expect("write the go file");
+    std::fs::write(
+        tmp.path().join("target.port.go"),
+        format!("lanyard={port}\n"),
+    )
+    .expect("write the go file");
 
     let status = bench.wait().expect("wait for peer-bench");
     let report = std::fs::read_to_string(&report_file).unwrap_or_default();

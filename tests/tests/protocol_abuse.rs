@@ -25,20 +25,41 @@ fn setup() -> Setup {
     broker.lanyard(&["groups", "add", "hr"], None, None).ok();
     broker
         .lanyard(
-            &["staff", "add", "x.abuse", "--name", "X", "--group", "hr", "--password-stdin"],
+            &[
+                "staff",
+                "add",
+                "x.abuse",
+                "--name",
+                "X",
+                "--group",
+                "hr",
+                "--password-stdin",
+            ],
             None,
             Some(&format!("{PASSWORD}\n")),
         )
         .ok();
     broker
         .lanyard(
-            &["apps", "add", "echo", "--target", &echo.to_string(), "--allow-group", "hr"],
+            &[
+                "apps",
+                "add",
+                "echo",
+                "--target",
+                &echo.to_string(),
+                "--allow-group",
+                "hr",
+            ],
             None,
             None,
         )
         .ok();
     let code = broker
-        .lanyard(&["enroll-code", "create", "--personal", "x.abuse"], None, None)
+        .lanyard(
+            &["enroll-code", "create", "--personal", "x.abuse"],
+            None,
+            None,
+        )
         .ok()
         .stdout;
     let agent = Agent::new(tmp.path().join("agent"));
@@ -68,7 +89,9 @@ async fn open_session(
     )
     .await
     .unwrap();
-    let welcome = read_frame(&mut recv, Duration::from_secs(10)).await.unwrap();
+    let welcome = read_frame(&mut recv, Duration::from_secs(10))
+        .await
+        .unwrap();
     assert!(matches!(welcome, Message::Welcome { .. }), "{welcome:?}");
     (send, recv)
 }
@@ -86,8 +109,13 @@ async fn echo_once(conn: &quinn::Connection, data: &[u8]) -> Vec<u8> {
     .unwrap();
     send.write_all(data).await.unwrap();
     send.finish().unwrap();
-    let answer = read_frame(&mut recv, Duration::from_secs(10)).await.unwrap();
-    assert!(matches!(answer, Message::StreamAccepted { .. }), "{answer:?}");
+    let answer = read_frame(&mut recv, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        matches!(answer, Message::StreamAccepted { .. }),
+        "{answer:?}"
+    );
     recv.read_to_end(1 << 20).await.unwrap()
 }
 
@@ -111,7 +139,10 @@ fn bad_frames_and_floods_are_refused_and_the_broker_carries_on() {
         )
         .await
         .unwrap();
-        match read_frame(&mut recv, Duration::from_secs(10)).await.unwrap() {
+        match read_frame(&mut recv, Duration::from_secs(10))
+            .await
+            .unwrap()
+        {
             Message::Refused { code, .. } => assert_eq!(code, ErrorCode::Unauthorized),
             other => panic!("{other:?}"),
         }
@@ -151,7 +182,9 @@ fn bad_frames_and_floods_are_refused_and_the_broker_carries_on() {
         .await
         .unwrap();
         assert!(matches!(
-            read_frame(&mut recv, Duration::from_secs(10)).await.unwrap(),
+            read_frame(&mut recv, Duration::from_secs(10))
+                .await
+                .unwrap(),
             Message::Refused {
                 code: ErrorCode::BadRequest,
                 ..
@@ -168,7 +201,11 @@ fn bad_frames_and_floods_are_refused_and_the_broker_carries_on() {
                 _ => break,
             }
         }
-        assert!(held.len() < 256, "the broker allowed {} open streams", held.len());
+        assert!(
+            held.len() < 256,
+            "the broker allowed {} open streams",
+            held.len()
+        );
         let blocked = tokio::time::timeout(Duration::from_millis(300), conn.open_bi()).await;
         assert!(blocked.is_err(), "a stream past the limit opened at once");
         drop(held);
@@ -194,9 +231,14 @@ fn bad_frames_and_floods_are_refused_and_the_broker_carries_on() {
             .try_into()
             .unwrap();
         let pin = client::PinnedCa::new(fingerprint);
-        let anon = client::connect(&endpoint, client::enrolment_config(pin).unwrap(), addr, &host)
-            .await
-            .unwrap();
+        let anon = client::connect(
+            &endpoint,
+            client::enrolment_config(pin).unwrap(),
+            addr,
+            &host,
+        )
+        .await
+        .unwrap();
         match client::request(&anon, &Message::Renew).await {
             Err(client::ClientError::Refused { code, message }) => {
                 assert_eq!(code, ErrorCode::Unauthorized);

@@ -248,7 +248,10 @@ fn a_laptop_enrols_signs_in_and_reaches_its_apps_byte_exact() {
         key_body,
     ];
     let logs = [w.broker.log_text(), up.log()];
-    assert!(logs[0].contains("session opened"), "the broker logged at debug");
+    assert!(
+        logs[0].contains("session opened"),
+        "the broker logged at debug"
+    );
     for log in &logs {
         for secret in &secrets {
             assert!(!log.contains(secret.as_str()), "a secret reached a log");
