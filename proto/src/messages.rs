@@ -272,6 +272,27 @@ fn read_apps(r: &mut Reader<'_>) -> Result<Vec<AppGrant>, DecodeError> {
 }
 
 impl Message {
+    /// The message's name, for errors and logs (never its contents).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::EnrolRequest { .. } => "EnrolRequest",
+            Message::Certificate { .. } => "Certificate",
+            Message::Renew => "Renew",
+            Message::SignIn { .. } => "SignIn",
+            Message::Tokens { .. } => "Tokens",
+            Message::Refresh { .. } => "Refresh",
+            Message::Hello { .. } => "Hello",
+            Message::Welcome { .. } => "Welcome",
+            Message::AppsChanged { .. } => "AppsChanged",
+            Message::Ping { .. } => "Ping",
+            Message::Pong { .. } => "Pong",
+            Message::Revoked { .. } => "Revoked",
+            Message::Refused { .. } => "Refused",
+            Message::StreamOpen { .. } => "StreamOpen",
+            Message::StreamAccepted { .. } => "StreamAccepted",
+        }
+    }
+
     /// The message type byte.
     pub fn tag(&self) -> u8 {
         match self {

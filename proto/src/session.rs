@@ -31,26 +31,6 @@ pub enum SessionError {
     Closed,
 }
 
-fn name(msg: &Message) -> &'static str {
-    match msg {
-        Message::EnrolRequest { .. } => "EnrolRequest",
-        Message::Certificate { .. } => "Certificate",
-        Message::Renew => "Renew",
-        Message::SignIn { .. } => "SignIn",
-        Message::Tokens { .. } => "Tokens",
-        Message::Refresh { .. } => "Refresh",
-        Message::Hello { .. } => "Hello",
-        Message::Welcome { .. } => "Welcome",
-        Message::AppsChanged { .. } => "AppsChanged",
-        Message::Ping { .. } => "Ping",
-        Message::Pong { .. } => "Pong",
-        Message::Revoked { .. } => "Revoked",
-        Message::Refused { .. } => "Refused",
-        Message::StreamOpen { .. } => "StreamOpen",
-        Message::StreamAccepted { .. } => "StreamAccepted",
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Agent: `Hello` sent, no answer yet. Broker: waiting for `Hello`.
@@ -127,7 +107,7 @@ impl Core {
 
     fn unexpected(&self, msg: &Message) -> SessionError {
         SessionError::Unexpected {
-            got: name(msg),
+            got: msg.name(),
             state: self.phase.describe(),
         }
     }

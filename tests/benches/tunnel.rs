@@ -153,22 +153,7 @@ fn main() {
     // A broker, a person, the app, an enrolled and signed-in agent.
     let broker = BrokerProcess::start(&tmp.path().join("broker"), &[], &[]);
     broker.lanyard(&["groups", "add", "bench"], None, None).ok();
-    broker
-        .lanyard(
-            &[
-                "staff",
-                "add",
-                "b.bench",
-                "--name",
-                "Bench",
-                "--group",
-                "bench",
-                "--password-stdin",
-            ],
-            None,
-            Some(&format!("{PASSWORD}\n")),
-        )
-        .ok();
+    broker.add_person("b.bench", "bench", PASSWORD);
     broker
         .lanyard(
             &[

@@ -150,14 +150,26 @@ impl BrokerProcess {
 
     /// Waits up to `limit` for the process to exit; its exit code.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status.code().unwrap_or(-1));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        wait_child(&mut self.child, limit)
+    }
+
+    /// Adds a person in `group` with `password`.
+    pub fn add_person(&self, username: &str, group: &str, password: &str) {
+        self.lanyard(
+            &[
+                "staff",
+                "add",
+                username,
+                "--name",
+                username,
+                "--group",
+                group,
+                "--password-stdin",
+            ],
+            None,
+            Some(&format!("{password}\n")),
+        )
+        .ok();
     }
 
     /// `GET /metrics` over HTTPS, trusting the broker's CA.
@@ -222,6 +234,18 @@ impl Drop for BrokerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits up to `limit` for `child` to exit; its exit code.
+fn wait_child(child: &mut Child, limit: Duration) -> Option<i32> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status.code().unwrap_or(-1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 /// What a finished command did.
@@ -422,14 +446,7 @@ impl UpProcess {
 
     /// Waits up to `limit` for the agent to exit; its exit code.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status.code().unwrap_or(-1));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        wait_child(&mut self.child, limit)
     }
 }
 

@@ -23,22 +23,7 @@ fn setup() -> Setup {
     let broker = BrokerProcess::start(&tmp.path().join("data"), &[], &[]);
     let echo = echo_server();
     broker.lanyard(&["groups", "add", "hr"], None, None).ok();
-    broker
-        .lanyard(
-            &[
-                "staff",
-                "add",
-                "x.abuse",
-                "--name",
-                "X",
-                "--group",
-                "hr",
-                "--password-stdin",
-            ],
-            None,
-            Some(&format!("{PASSWORD}\n")),
-        )
-        .ok();
+    broker.add_person("x.abuse", "hr", PASSWORD);
     broker
         .lanyard(
             &[
@@ -71,11 +56,11 @@ fn setup() -> Setup {
     }
 }
 
-/// Opens a session on `conn` the way `up` does; the control stream.
-async fn open_session(
+/// Sends a `Hello` on a new stream of `conn`; the answer and the stream.
+async fn hello(
     conn: &quinn::Connection,
     state: &StateDir,
-) -> (quinn::SendStream, quinn::RecvStream) {
+) -> (Message, (quinn::SendStream, quinn::RecvStream)) {
     let tokens = state.tokens().unwrap().unwrap();
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     write_frame(
@@ -89,11 +74,10 @@ async fn open_session(
     )
     .await
     .unwrap();
-    let welcome = read_frame(&mut recv, Duration::from_secs(10))
+    let answer = read_frame(&mut recv, Duration::from_secs(10))
         .await
         .unwrap();
-    assert!(matches!(welcome, Message::Welcome { .. }), "{welcome:?}");
-    (send, recv)
+    (answer, (send, recv))
 }
 
 async fn echo_once(conn: &quinn::Connection, data: &[u8]) -> Vec<u8> {
@@ -147,7 +131,8 @@ fn bad_frames_and_floods_are_refused_and_the_broker_carries_on() {
             other => panic!("{other:?}"),
         }
 
-        let _control = open_session(&conn, &state).await;
+        let (welcome, _control) = hello(&conn, &state).await;
+        assert!(matches!(welcome, Message::Welcome { .. }), "{welcome:?}");
         assert_eq!(echo_once(&conn, b"first").await, b"first");
 
         // An oversized length, a zero length, an unknown type, a truncated
@@ -168,28 +153,17 @@ fn bad_frames_and_floods_are_refused_and_the_broker_carries_on() {
             );
         }
         // A second session on the same connection is refused.
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        let tokens = state.tokens().unwrap().unwrap();
-        write_frame(
-            &mut send,
-            &Message::Hello {
-                version: lanyard_proto::PROTOCOL_VERSION,
-                access_token: tokens.access_token,
-                agent_version: "t".into(),
-                os: "t".into(),
-            },
-        )
-        .await
-        .unwrap();
-        assert!(matches!(
-            read_frame(&mut recv, Duration::from_secs(10))
-                .await
-                .unwrap(),
-            Message::Refused {
-                code: ErrorCode::BadRequest,
-                ..
-            }
-        ));
+        let (second, _) = hello(&conn, &state).await;
+        assert!(
+            matches!(
+                second,
+                Message::Refused {
+                    code: ErrorCode::BadRequest,
+                    ..
+                }
+            ),
+            "{second:?}"
+        );
 
         // A flood of streams beyond the per-connection limit: the extra
         // opens wait for credit rather than costing the broker anything,

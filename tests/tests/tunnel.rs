@@ -74,22 +74,7 @@ impl World {
     }
 
     fn person(&self, username: &str, group: &str) {
-        self.broker
-            .lanyard(
-                &[
-                    "staff",
-                    "add",
-                    username,
-                    "--name",
-                    username,
-                    "--group",
-                    group,
-                    "--password-stdin",
-                ],
-                None,
-                Some(&format!("{PASSWORD}\n")),
-            )
-            .ok();
+        self.broker.add_person(username, group, PASSWORD);
     }
 
     fn code(&self, args: &[&str]) -> String {
