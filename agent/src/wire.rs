@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use lanyard_proto::frame::{decode_body, frame_len, to_frame};
 use lanyard_proto::{ErrorCode, FrameError, Message};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -154,15 +154,23 @@ async fn pump_out(
     meters: &[&AtomicU64],
 ) -> std::io::Result<u64> {
     let mut total = 0u64;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // No buffer until the socket has something: a quiet stream holds none.
+    let mut buf = BytesMut::new();
     loop {
-        buf.reserve(READ_CHUNK);
-        let n = match tcp.read_buf(&mut buf).await {
+        let read = match tcp.readable().await {
+            Ok(()) => {
+                buf.reserve(READ_CHUNK);
+                tcp.try_read_buf(&mut buf)
+            }
+            Err(e) => Err(e),
+        };
+        let n = match read {
             Ok(0) => {
                 let _ = send.finish();
                 return Ok(total);
             }
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 let _ = send.reset(code(ErrorCode::Unavailable));
                 return Err(e);
