@@ -58,6 +58,21 @@ pub struct FileConfig {
     pub enrolment: EnrolmentConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub admission: AdmissionConfig,
+}
+
+/// Who is let in when the broker is busy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// Agent sessions this node is sized for (default: limits.agents).
+    pub capacity: Option<usize>,
+    /// From this percentage of capacity, only priority 1 and 2 staff are
+    /// let in (default 80).
+    pub only_priority_1_2_at: Option<u8>,
+    /// From this percentage, only priority 1 staff (default 90).
+    pub only_priority_1_at: Option<u8>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +136,7 @@ pub struct Settings {
     pub device_cert_ttl: Duration,
     pub max_agents: usize,
     pub streams_per_agent: u32,
+    pub admission: crate::policy::Admission,
 }
 
 /// Values from flags and the environment (clap fills these).
@@ -311,7 +327,24 @@ impl Settings {
             )?,
             max_agents: limits.agents.unwrap_or(10_000),
             streams_per_agent: limits.streams_per_agent.unwrap_or(256),
+            admission: crate::policy::Admission {
+                capacity: file.admission.capacity.or(limits.agents).unwrap_or(10_000),
+                only_priority_1_2_at: file.admission.only_priority_1_2_at.unwrap_or(80),
+                only_priority_1_at: file.admission.only_priority_1_at.unwrap_or(90),
+            },
         };
+        let a = &settings.admission;
+        if a.capacity == 0 {
+            return Err(value_err("admission.capacity", "must be at least 1"));
+        }
+        if !(1..=100).contains(&a.only_priority_1_at)
+            || !(1..=a.only_priority_1_at).contains(&a.only_priority_1_2_at)
+        {
+            return Err(value_err(
+                "admission",
+                "need 1 <= only_priority_1_2_at <= only_priority_1_at <= 100 (percent of capacity)",
+            ));
+        }
         if settings.device_cert_ttl < Duration::from_secs(3600)
             || settings.device_cert_ttl > Duration::from_secs(90 * 24 * 3600)
         {

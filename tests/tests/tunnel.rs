@@ -543,3 +543,79 @@ fn an_enrolment_code_works_once_in_sequence_and_in_a_race_of_fifty() {
         assert!(r.stderr.contains("already been used"), "{}", r.stderr);
     }
 }
+
+#[test]
+fn at_the_reserve_threshold_priority_three_waits_and_priority_one_gets_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        "[admission]\ncapacity = 4\nonly_priority_1_2_at = 50\nonly_priority_1_at = 75\n",
+    )
+    .unwrap();
+    let w = World::with(&["--config", config.to_str().unwrap()], &[]);
+    for (username, priority) in [
+        ("f.one", "3"),
+        ("f.two", "3"),
+        ("w.three", "3"),
+        ("v.ip", "1"),
+    ] {
+        w.broker
+            .lanyard(
+                &[
+                    "staff",
+                    "add",
+                    username,
+                    "--name",
+                    username,
+                    "--group",
+                    "hr",
+                    "--priority",
+                    priority,
+                    "--password-stdin",
+                ],
+                None,
+                Some(&format!("{PASSWORD}\n")),
+            )
+            .ok();
+    }
+    // Two sessions: half the capacity, the first threshold.
+    let first = w.agent("first", "f.one", None);
+    let mut first_up = first.up(&[]);
+    first_up.wait_ready(READY);
+    let second = w.agent("second", "f.two", None);
+    let mut second_up = second.up(&[]);
+    second_up.wait_ready(READY);
+
+    // Priority 3 is told to wait, and keeps trying with backoff.
+    let waiting = w.agent("waiting", "w.three", None);
+    let mut waiting_up = waiting.up(&[]);
+    assert!(
+        waiting_up.wait_log("at capacity, try again later", Duration::from_secs(20)),
+        "{}",
+        waiting_up.log()
+    );
+    assert_eq!(waiting_up.wait_exit(Duration::from_millis(500)), None);
+
+    // Priority 1 gets in.
+    let vip = w.agent("vip", "v.ip", None);
+    let mut vip_up = vip.up(&[]);
+    let forwards = vip_up.wait_ready(READY);
+    assert_eq!(echo_through(forwards["echo"], b"in").unwrap(), b"in");
+
+    let audit = w
+        .broker
+        .lanyard(
+            &["audit", "list", "--action", "session.open", "--json"],
+            None,
+            None,
+        )
+        .ok();
+    assert!(audit.stdout.contains("at capacity"), "{}", audit.stdout);
+    let metrics = w.broker.lanyard_metrics();
+    assert!(
+        metrics.contains("lanyard_denials_total{reason=\"at_capacity\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("lanyard_sessions_live 3"), "{metrics}");
+}

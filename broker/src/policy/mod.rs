@@ -55,6 +55,46 @@ impl Policy {
     }
 }
 
+/// When the broker is busy, who is still let in: from one share of
+/// capacity only priority 1 and 2 staff, from a higher share only priority
+/// 1, so that the people who must keep working can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// Agent sessions this node is sized for.
+    pub capacity: usize,
+    /// Percent of capacity from which only priorities 1-2 are let in.
+    pub only_priority_1_2_at: u8,
+    /// Percent of capacity from which only priority 1 is let in.
+    pub only_priority_1_at: u8,
+}
+
+impl Admission {
+    /// The lowest-ranked priority let in with `live` sessions open: 3, 2,
+    /// 1, or 0 when even priority 1 must wait.
+    pub fn lowest_admitted(&self, live: usize) -> u8 {
+        let share = |percent: u8| self.capacity.saturating_mul(usize::from(percent)) / 100;
+        if live >= self.capacity {
+            0
+        } else if live >= share(self.only_priority_1_at).max(1) {
+            1
+        } else if live >= share(self.only_priority_1_2_at).max(1) {
+            2
+        } else {
+            3
+        }
+    }
+}
+
+/// May a person of `priority` open a session with `live` sessions open?
+pub fn admit(admission: &Admission, priority: u8, live: usize) -> Result<(), Deny> {
+    let lowest = admission.lowest_admitted(live);
+    if priority <= lowest {
+        Ok(())
+    } else {
+        Err(Deny::AtCapacity { lowest })
+    }
+}
+
 /// Whether a device is a council laptop or a person's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceKind {
@@ -102,7 +142,14 @@ pub enum Deny {
     StaleRules,
     UnknownApp(String),
     NotInGroup(String),
-    DeviceKind { app: String, allowed: &'static str },
+    DeviceKind {
+        app: String,
+        allowed: &'static str,
+    },
+    /// The broker is busy; only priorities up to `lowest` are let in.
+    AtCapacity {
+        lowest: u8,
+    },
 }
 
 impl Deny {
@@ -118,6 +165,7 @@ impl Deny {
             Deny::UnknownApp(_) => "unknown_app",
             Deny::NotInGroup(_) => "not_in_group",
             Deny::DeviceKind { .. } => "device_kind",
+            Deny::AtCapacity { .. } => "at_capacity",
         }
     }
 
@@ -126,6 +174,7 @@ impl Deny {
             Deny::UnknownPerson | Deny::TokenExpired => ErrorCode::Unauthorized,
             Deny::DeviceRevoked | Deny::CertificateExpired => ErrorCode::Revoked,
             Deny::StaleRules => ErrorCode::Unavailable,
+            Deny::AtCapacity { .. } => ErrorCode::AtCapacity,
             Deny::UnknownApp(_) => ErrorCode::NotFound,
             Deny::PersonDisabled | Deny::NotInGroup(_) | Deny::DeviceKind { .. } => {
                 ErrorCode::Forbidden
@@ -163,6 +212,12 @@ impl std::fmt::Display for Deny {
             Deny::DeviceKind { app, allowed } => {
                 write!(f, "{app} may only be reached from {allowed} devices")
             }
+            Deny::AtCapacity { lowest: 0 } => write!(f, "at capacity, try again later"),
+            Deny::AtCapacity { lowest } => write!(
+                f,
+                "at capacity, try again later (only priority 1{} staff are being let in)",
+                if *lowest >= 2 { "-2" } else { "" }
+            ),
         }
     }
 }
@@ -354,6 +409,42 @@ mod tests {
                 "{who:?} {app}"
             );
         }
+    }
+
+    #[test]
+    fn admission_keeps_room_for_priority_staff() {
+        let a = Admission {
+            capacity: 100,
+            only_priority_1_2_at: 80,
+            only_priority_1_at: 90,
+        };
+        assert_eq!(a.lowest_admitted(0), 3);
+        assert_eq!(a.lowest_admitted(79), 3);
+        assert_eq!(a.lowest_admitted(80), 2);
+        assert_eq!(a.lowest_admitted(89), 2);
+        assert_eq!(a.lowest_admitted(90), 1);
+        assert_eq!(a.lowest_admitted(99), 1);
+        assert_eq!(a.lowest_admitted(100), 0);
+        assert!(admit(&a, 3, 79).is_ok());
+        assert_eq!(admit(&a, 3, 80), Err(Deny::AtCapacity { lowest: 2 }));
+        assert!(admit(&a, 2, 85).is_ok());
+        assert_eq!(admit(&a, 2, 90), Err(Deny::AtCapacity { lowest: 1 }));
+        assert!(admit(&a, 1, 99).is_ok());
+        assert_eq!(admit(&a, 1, 100), Err(Deny::AtCapacity { lowest: 0 }));
+        let d = Deny::AtCapacity { lowest: 1 };
+        assert_eq!(d.code(), ErrorCode::AtCapacity);
+        assert!(
+            d.to_string().starts_with("at capacity, try again later"),
+            "{d}"
+        );
+        // A tiny capacity still lets priority 1 in until it is full.
+        let tiny = Admission {
+            capacity: 1,
+            only_priority_1_2_at: 80,
+            only_priority_1_at: 90,
+        };
+        assert_eq!(tiny.lowest_admitted(0), 3);
+        assert_eq!(tiny.lowest_admitted(1), 0);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use super::connection::{refuse_stream, DeviceConn};
 use crate::auth::tokens::LEEWAY_SECS;
 use crate::clock::now_ms;
-use crate::policy::{allowed_apps, decide_session, decide_stream, Deny, Policy};
+use crate::policy::{admit, allowed_apps, decide_session, decide_stream, Deny, Policy};
 use crate::state::Shared;
 use crate::store::AuditEntry;
 use crate::tunnel::LiveSession;
@@ -116,7 +116,13 @@ async fn open(ctx: &DeviceConn, access_token: &str) -> Result<Arc<LiveSession>, 
         bytes_down: AtomicU64::new(0),
         conn: ctx.conn.clone(),
     });
-    if let Err(d) = decide_session(&state.policy.current(), &session.subject(), now) {
+    let policy = state.policy.current();
+    if let Err(d) = decide_session(&policy, &session.subject(), now) {
+        return Err(refuse(d.code(), d.to_string(), d.label()));
+    }
+    // decide_session found the person.
+    let priority = policy.staff[session.username.as_str()].priority;
+    if let Err(d) = admit(&state.settings.admission, priority, state.sessions.len()) {
         return Err(refuse(d.code(), d.to_string(), d.label()));
     }
     // Checked after the rules, so that a disabled person hears that.
