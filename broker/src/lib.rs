@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod csv_import;
 pub mod datadir;
+pub mod histogram;
 pub mod metrics;
 pub mod model;
 pub mod policy;

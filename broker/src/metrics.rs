@@ -31,6 +31,11 @@ pub struct Metrics {
     pub denials: Mutex<BTreeMap<&'static str, u64>>,
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,
+    /// From an agent's first packet to the end of its TLS handshake.
+    pub connect_latency: crate::histogram::Histogram,
+    /// From a tunnel stream's header to the broker's answer (decision and
+    /// the connection to the app).
+    pub stream_open_latency: crate::histogram::Histogram,
 }
 
 /// Live figures read when /metrics is rendered.
@@ -220,6 +225,16 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
+        self.connect_latency.render(
+            &mut out,
+            "lanyard_connect_seconds",
+            "Agent QUIC handshakes, from the first packet to an established connection.",
+        );
+        self.stream_open_latency.render(
+            &mut out,
+            "lanyard_stream_open_seconds",
+            "Tunnel streams, from the header to the answer (decision and app connect).",
+        );
         let _ = writeln!(
             out,
             "# HELP lanyard_store_up Whether the store answered the last check (1) or not (0)."

@@ -217,6 +217,16 @@ fn a_laptop_enrols_signs_in_and_reaches_its_apps_byte_exact() {
     let metrics = w.broker.lanyard_metrics();
     assert!(metrics.contains("lanyard_sessions_live 1"), "{metrics}");
     assert!(metrics.contains("lanyard_enrolments_total 1"), "{metrics}");
+    let opened = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lanyard_stream_open_seconds_count "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(opened >= 10, "every stream timed: {opened}");
+    assert!(
+        metrics.contains("lanyard_connect_seconds_bucket{le=\"+Inf\"}"),
+        "{metrics}"
+    );
 
     // No secret in the broker's debug log or the agent's.
     let tokens: serde_json::Value =

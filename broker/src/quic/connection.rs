@@ -61,6 +61,7 @@ pub(super) async fn handle(
     shutdown: watch::Receiver<bool>,
 ) {
     let remote = incoming.remote_address();
+    let started = std::time::Instant::now();
     let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, async { incoming.await }).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
@@ -75,6 +76,7 @@ pub(super) async fn handle(
         }
     };
     state.metrics.quic_handshakes.fetch_add(1, Relaxed);
+    state.metrics.connect_latency.observe(started.elapsed());
     let cert = conn
         .peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())

@@ -319,6 +319,7 @@ pub(super) async fn tunnel(
     request_id: u64,
 ) {
     let state = &ctx.state;
+    let started = std::time::Instant::now();
     let Some(session) = ctx.session.get().cloned() else {
         refuse_stream(
             &mut send,
@@ -375,6 +376,7 @@ pub(super) async fn tunnel(
     {
         return;
     }
+    state.metrics.stream_open_latency.observe(started.elapsed());
     state.metrics.streams_allowed.fetch_add(1, Relaxed);
     session.streams_total.fetch_add(1, Relaxed);
     session.open_streams.fetch_add(1, Relaxed);
