@@ -205,6 +205,12 @@ impl Broker {
             revocations: Default::default(),
             policy: Default::default(),
             sessions: Default::default(),
+            node: format!(
+                "{}:{}",
+                local_hostname().unwrap_or_else(|| "broker".into()),
+                quic_addr.port()
+            ),
+            load: Default::default(),
         });
         // Stale sessions from an earlier run do not exist in memory; the
         // rules must be loaded before the first agent is served.
@@ -268,13 +274,15 @@ impl Broker {
         ));
         let policy = tokio::spawn(crate::policy::snapshot::PolicyCache::run(
             self.shared.clone(),
-            stop_rx,
+            stop_rx.clone(),
         ));
+        let load = tokio::spawn(crate::load::run(self.shared.clone(), stop_rx));
         shutdown.await;
         tracing::info!(grace = %humantime::format_duration(grace), "stopping: no new connections; draining");
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(grace, quic).await;
         let _ = policy.await;
+        let _ = load.await;
         self.endpoint.close(
             lanyard_proto::close::SHUTDOWN.into(),
             b"the broker is restarting",

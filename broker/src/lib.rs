@@ -11,6 +11,7 @@ pub mod config;
 pub mod csv_import;
 pub mod datadir;
 pub mod histogram;
+pub mod load;
 pub mod metrics;
 pub mod model;
 pub mod policy;

@@ -36,6 +36,15 @@ pub struct Metrics {
     /// From a tunnel stream's header to the broker's answer (decision and
     /// the connection to the app).
     pub stream_open_latency: crate::histogram::Histogram,
+    /// Bytes relayed per app: (up, down).
+    apps: Mutex<BTreeMap<String, std::sync::Arc<AppBytes>>>,
+}
+
+/// Bytes relayed for one app.
+#[derive(Debug, Default)]
+pub struct AppBytes {
+    pub up: AtomicU64,
+    pub down: AtomicU64,
 }
 
 /// Live figures read when /metrics is rendered.
@@ -51,6 +60,27 @@ impl Metrics {
     pub fn count_response(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.http_responses[class].fetch_add(1, Relaxed);
+    }
+
+    /// The counters of `app`, made on first use.
+    pub fn app(&self, app: &str) -> std::sync::Arc<AppBytes> {
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = apps.get(app) {
+            return a.clone();
+        }
+        let a = std::sync::Arc::new(AppBytes::default());
+        apps.insert(app.to_owned(), a.clone());
+        a
+    }
+
+    /// Bytes relayed per app so far: app -> (up, down).
+    pub fn app_bytes(&self) -> BTreeMap<String, (u64, u64)> {
+        self.apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), (v.up.load(Relaxed), v.down.load(Relaxed))))
+            .collect()
     }
 
     pub fn deny(&self, reason: &'static str) {

@@ -30,4 +30,7 @@ pub struct Shared {
     pub revocations: RevocationHub,
     pub policy: PolicyCache,
     pub sessions: Sessions,
+    /// This node's name in the load history.
+    pub node: String,
+    pub load: crate::load::LoadState,
 }

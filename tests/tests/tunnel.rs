@@ -228,6 +228,18 @@ fn a_laptop_enrols_signs_in_and_reaches_its_apps_byte_exact() {
         "{metrics}"
     );
 
+    // The live load.
+    let load = w.broker.lanyard(&["load", "--json"], None, None).ok();
+    let load: serde_json::Value = serde_json::from_str(&load.stdout).unwrap();
+    assert_eq!(load["agents"], 1, "{load}");
+    assert_eq!(load["capacity"], 10_000, "{load}");
+    assert!(
+        load["peak_today"]["agents"].as_i64().unwrap() >= 1,
+        "{load}"
+    );
+    let text = w.broker.lanyard(&["load"], None, None).ok().stdout;
+    assert!(text.contains("agents       1 of 10000"), "{text}");
+
     // No secret in the broker's debug log or the agent's.
     let tokens: serde_json::Value =
         serde_json::from_slice(&std::fs::read(agent.state_dir.join("tokens.json")).unwrap())

@@ -11,6 +11,7 @@ pub mod enrol;
 pub mod error;
 pub mod groups;
 pub mod health;
+pub mod load;
 pub mod report;
 pub mod requests;
 pub mod sessions;
@@ -92,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .merge(requests::router())
         .merge(report::router())
         .merge(sessions::router())
+        .merge(load::router())
         .merge(audit::router());
     Router::new()
         .route("/healthz", get(health::healthz))

@@ -383,8 +383,13 @@ pub(super) async fn tunnel(
     let _open = OpenStream(&session);
     let mut generation = state.policy.subscribe();
     let revoked = {
-        let inbound = [&session.bytes_up, &state.metrics.bytes_up];
-        let outbound = [&session.bytes_down, &state.metrics.bytes_down];
+        let per_app = state.metrics.app(&app);
+        let inbound = [&session.bytes_up, &state.metrics.bytes_up, &per_app.up];
+        let outbound = [
+            &session.bytes_down,
+            &state.metrics.bytes_down,
+            &per_app.down,
+        ];
         let relayed = relay(
             tcp,
             &mut send,

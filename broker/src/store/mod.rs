@@ -14,6 +14,7 @@ pub mod devices;
 pub mod enrol;
 pub mod groups;
 pub mod laptops;
+pub mod load;
 pub mod refresh;
 pub mod requests;
 pub mod staff;

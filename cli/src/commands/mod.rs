@@ -5,6 +5,7 @@ pub mod audit;
 pub mod devices;
 pub mod enroll_code;
 pub mod groups;
+pub mod load;
 pub mod login;
 pub mod report;
 pub mod requests;
@@ -38,6 +39,9 @@ pub enum Command {
     /// The laptop request queue, served priority 1 first.
     #[command(subcommand)]
     Requests(requests::RequestsCommand),
+    /// Live load on the broker node: agents, streams, rates per second,
+    /// capacity used, denials and today's peak.
+    Load,
     /// Live agent sessions: list them, end one.
     #[command(subcommand)]
     Sessions(sessions::SessionsCommand),
@@ -59,6 +63,7 @@ pub async fn run(cli: &Cli, out: &mut Out<'_>) -> Result<(), CliError> {
         Command::Devices(c) => devices::run(cli, c, out).await,
         Command::Requests(c) => requests::run(cli, c, out).await,
         Command::Sessions(c) => sessions::run(cli, c, out).await,
+        Command::Load => load::run(cli, out).await,
         Command::Report(c) => report::run(cli, c, out).await,
         Command::Audit(c) => audit::run(cli, c, out).await,
     }
