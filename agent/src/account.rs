@@ -41,13 +41,33 @@ pub async fn enrol(state: &StateDir, code: &EnrolmentCode) -> Result<Enrolled, A
     if let Some(e) = state.enrolment()? {
         return Err(AccountError::AlreadyEnrolled(e.broker));
     }
+    let (addr, _) = client::resolve(&code.broker_addr).await?;
+    let endpoint = client::endpoint(addr)?;
+    let device = enrol_on(&endpoint, code).await;
+    endpoint.wait_idle().await;
+    let device = device?;
+    state.save_key(device.key.secret_pkcs8_der())?;
+    state.save_cert(identity::CERT_FILE, &device.cert)?;
+    state.save_cert(identity::CA_FILE, &device.ca)?;
+    state.save_enrolment(&device.enrolment)?;
+    Ok(Enrolled {
+        broker: code.broker_addr.clone(),
+        cert_expires_at: device.enrolment.cert_expires_at,
+    })
+}
+
+/// Enrols a device over `endpoint` and returns it without writing
+/// anything (the stress tester keeps its simulated devices in memory).
+pub async fn enrol_on(
+    endpoint: &quinn::Endpoint,
+    code: &EnrolmentCode,
+) -> Result<Device, AccountError> {
     let (pkcs8, public_key) = identity::generate_key()?;
     let proof = identity::prove(&pkcs8, &code.secret, &public_key)?;
     let (addr, host) = client::resolve(&code.broker_addr).await?;
-    let endpoint = client::endpoint(addr)?;
     let pin = PinnedCa::new(code.ca_fingerprint);
     let conn = client::connect(
-        &endpoint,
+        endpoint,
         client::enrolment_config(pin.clone())?,
         addr,
         &host,
@@ -66,7 +86,6 @@ pub async fn enrol(state: &StateDir, code: &EnrolmentCode) -> Result<Enrolled, A
     )
     .await;
     conn.close(0u32.into(), b"enrolled");
-    endpoint.wait_idle().await;
     let Message::Certificate {
         certificate,
         expires_at,
@@ -75,21 +94,28 @@ pub async fn enrol(state: &StateDir, code: &EnrolmentCode) -> Result<Enrolled, A
         return Err(ClientError::Unexpected.into());
     };
     let ca = pin.ca().ok_or(AccountError::NoCa)?;
-    state.save_key(&pkcs8)?;
-    state.save_cert(identity::CERT_FILE, &certificate)?;
-    state.save_cert(identity::CA_FILE, &ca)?;
     let now = now_secs();
-    state.save_enrolment(&Enrolment {
-        broker: code.broker_addr.clone(),
-        ca_fingerprint: data_encoding::HEXLOWER.encode(&code.ca_fingerprint),
-        enrolled_at: now,
-        cert_issued_at: now,
-        cert_expires_at: expires_at,
-    })?;
-    Ok(Enrolled {
-        broker: code.broker_addr.clone(),
-        cert_expires_at: expires_at,
+    Ok(Device {
+        enrolment: Enrolment {
+            broker: code.broker_addr.clone(),
+            ca_fingerprint: data_encoding::HEXLOWER.encode(&code.ca_fingerprint),
+            enrolled_at: now,
+            cert_issued_at: now,
+            cert_expires_at: expires_at,
+        },
+        key: rustls_pki_types::PrivatePkcs8KeyDer::from(pkcs8),
+        cert: rustls_pki_types::CertificateDer::from(certificate),
+        ca,
     })
+}
+
+/// A mutual-TLS connection as `device` over an existing endpoint.
+pub async fn connect_on(
+    endpoint: &quinn::Endpoint,
+    device: &Device,
+) -> Result<quinn::Connection, AccountError> {
+    let (addr, host) = client::resolve(&device.enrolment.broker).await?;
+    Ok(client::connect(endpoint, client::device_config(device)?, addr, &host).await?)
 }
 
 /// A mutual-TLS connection as this device.

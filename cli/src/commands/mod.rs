@@ -11,6 +11,7 @@ pub mod report;
 pub mod requests;
 pub mod sessions;
 pub mod staff;
+pub mod stress;
 
 use clap::Subcommand;
 
@@ -42,6 +43,11 @@ pub enum Command {
     /// Live load on the broker node: agents, streams, rates per second,
     /// capacity used, denials and today's peak.
     Load,
+    /// A capacity test: N simulated agents enrol, sign in, connect over QUIC
+    /// and push checked bytes through tunnels; prints a summary.
+    ///
+    /// Example: lanyard stress --agents 500 --ramp 20s --duration 60s --report run.html --json-out run.json
+    Stress(stress::StressArgs),
     /// Live agent sessions: list them, end one.
     #[command(subcommand)]
     Sessions(sessions::SessionsCommand),
@@ -64,6 +70,7 @@ pub async fn run(cli: &Cli, out: &mut Out<'_>) -> Result<(), CliError> {
         Command::Requests(c) => requests::run(cli, c, out).await,
         Command::Sessions(c) => sessions::run(cli, c, out).await,
         Command::Load => load::run(cli, out).await,
+        Command::Stress(args) => stress::run(cli, args, out).await,
         Command::Report(c) => report::run(cli, c, out).await,
         Command::Audit(c) => audit::run(cli, c, out).await,
     }

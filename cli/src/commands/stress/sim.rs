@@ -1,0 +1,205 @@
+//! One simulated agent: the agent library's enrolment, sign-in, session
+//! and tunnel streams, timed, every echoed byte checked.
+
+use std::time::{Duration, Instant};
+
+use lanyard_agent::account;
+use lanyard_agent::client;
+use lanyard_agent::wire::{read_frame, write_frame};
+use lanyard_proto::session::{AgentControl, AgentEvent};
+use lanyard_proto::{EnrolmentCode, Message};
+
+/// What one simulated agent is asked to do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub code: EnrolmentCode,
+    pub username: String,
+    pub password: String,
+    pub app: String,
+    pub streams: u32,
+    pub bytes_per_stream: u64,
+    /// Stay connected until then.
+    pub hold_until: Instant,
+}
+
+/// What it saw. Times are from the start of the run.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Connected at (since the run began), and how long it took.
+    pub connected: Option<(Duration, Duration)>,
+    pub disconnected_at: Option<Duration>,
+    /// (when it finished, how long the stream took to open) per stream.
+    pub streams_ok: Vec<(Duration, Duration)>,
+    pub streams_failed: u64,
+    pub bytes_verified: u64,
+    /// Kind of each error, with when it happened.
+    pub errors: Vec<(Duration, String)>,
+}
+
+fn kind(stage: &str, e: impl std::fmt::Display) -> String {
+    let e = e.to_string();
+    let short: String = e.chars().take(60).collect();
+    format!("{stage}: {short}")
+}
+
+/// A repeatable pattern, different per stream.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+pub async fn run(
+    endpoint: quinn::Endpoint,
+    plan: Plan,
+    epoch: Instant,
+    id: u64,
+    live: &super::Live,
+) -> Outcome {
+    let mut out = Outcome::default();
+    let device = match account::enrol_on(&endpoint, &plan.code).await {
+        Ok(d) => d,
+        Err(e) => {
+            out.errors.push((epoch.elapsed(), kind("enrol", e)));
+            return out;
+        }
+    };
+    let start = Instant::now();
+    let conn = match account::connect_on(&endpoint, &device).await {
+        Ok(c) => c,
+        Err(e) => {
+            out.errors.push((epoch.elapsed(), kind("connect", e)));
+            return out;
+        }
+    };
+    let signed = client::request(
+        &conn,
+        &Message::SignIn {
+            username: plan.username.clone(),
+            password: plan.password.clone(),
+            totp: None,
+        },
+    )
+    .await;
+    let access = match signed {
+        Ok(Message::Tokens { access_token, .. }) => access_token,
+        Ok(_) => {
+            out.errors
+                .push((epoch.elapsed(), "sign-in: unexpected answer".into()));
+            return out;
+        }
+        Err(e) => {
+            out.errors.push((epoch.elapsed(), kind("sign-in", e)));
+            return out;
+        }
+    };
+    let session = async {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| kind("session", e))?;
+        let mut ctl = AgentControl::new(access, account::agent_version(), "stress".into());
+        if let Some(bytes) = ctl.poll_transmit() {
+            send.write_all(&bytes)
+                .await
+                .map_err(|e| kind("session", e))?;
+        }
+        loop {
+            let chunk = recv
+                .read_chunk(4096, true)
+                .await
+                .map_err(|e| kind("session", e))?
+                .ok_or_else(|| "session: closed by the broker".to_string())?;
+            ctl.handle_bytes(&chunk.bytes)
+                .map_err(|e| kind("session", e))?;
+            match ctl.poll_event() {
+                Some(AgentEvent::Welcome { .. }) => return Ok((send, recv)),
+                Some(AgentEvent::Refused { message, .. }) => {
+                    return Err(kind("refused", message));
+                }
+                _ => continue,
+            }
+        }
+    };
+    let _control = match session.await {
+        Ok(c) => c,
+        Err(e) => {
+            out.errors.push((epoch.elapsed(), e));
+            return out;
+        }
+    };
+    out.connected = Some((epoch.elapsed(), start.elapsed()));
+    live.connected
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+
+    for k in 0..plan.streams {
+        let data = pattern(id * 1_000 + u64::from(k), plan.bytes_per_stream as usize);
+        match stream(&conn, &plan.app, &data).await {
+            Ok(opened) => {
+                out.streams_ok.push((epoch.elapsed(), opened));
+                out.bytes_verified += data.len() as u64;
+                live.bytes
+                    .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => {
+                out.streams_failed += 1;
+                out.errors.push((epoch.elapsed(), e));
+            }
+        }
+    }
+    tokio::select! {
+        _ = tokio::time::sleep_until(plan.hold_until.into()) => {}
+        e = conn.closed() => out.errors.push((epoch.elapsed(), kind("dropped", e))),
+    }
+    out.disconnected_at = Some(epoch.elapsed());
+    conn.close(0u32.into(), b"stress run over");
+    out
+}
+
+/// One tunnel stream: the header and the data at once, the answer timed,
+/// then every byte back compared.
+async fn stream(conn: &quinn::Connection, app: &str, data: &[u8]) -> Result<Duration, String> {
+    let started = Instant::now();
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| kind("stream", e))?;
+    write_frame(
+        &mut send,
+        &Message::StreamOpen {
+            app: app.to_owned(),
+            request_id: 1,
+        },
+    )
+    .await
+    .map_err(|e| kind("stream", e))?;
+    let writer = async {
+        send.write_all(data).await.map_err(|e| kind("stream", e))?;
+        send.finish().map_err(|e| kind("stream", e))
+    };
+    let reader = async {
+        let opened = match read_frame(&mut recv, Duration::from_secs(30))
+            .await
+            .map_err(|e| kind("stream", e))?
+        {
+            Message::StreamAccepted { .. } => started.elapsed(),
+            Message::Refused { message, .. } => return Err(kind("refused", message)),
+            _ => return Err("stream: unexpected answer".into()),
+        };
+        let back = recv
+            .read_to_end(data.len() + 1)
+            .await
+            .map_err(|e| kind("stream", e))?;
+        if back != data {
+            return Err(format!(
+                "mismatch: {} bytes back of {} sent",
+                back.len(),
+                data.len()
+            ));
+        }
+        Ok(opened)
+    };
+    let (written, opened) = tokio::join!(writer, reader);
+    written?;
+    opened
+}
