@@ -36,6 +36,28 @@ fn live_agents(broker: &BrokerProcess) -> u64 {
         .unwrap_or(0)
 }
 
+/// Starts `lanyard stress` with `n` agents over `ramp_s` seconds.
+fn run_stress(
+    broker: &BrokerProcess,
+    n: u64,
+    ramp_s: u64,
+    json: &std::path::Path,
+) -> std::process::Child {
+    Command::new(bin("lanyard"))
+        .args(["stress", "--agents", &n.to_string()])
+        .args(["--ramp", &format!("{ramp_s}s"), "--duration", "15s"])
+        .args(["--streams-per-agent", "1", "--bytes-per-stream", "1024"])
+        .arg("--json-out")
+        .arg(json)
+        .env("LANYARD_BROKER", &broker.api)
+        .env("LANYARD_CA_CERT", broker.data_dir.join("ca.pem"))
+        .env("LANYARD_TOKEN", broker.admin_token())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run lanyard stress")
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -72,24 +94,20 @@ fn main() {
             &["--config", config.to_str().expect("utf-8 path")],
             &[("LANYARD_LOG", "warn")],
         );
-        std::thread::sleep(Duration::from_secs(1));
-        let base = rss_kib(broker.child.id());
         let ramp = n.div_ceil(rate);
+        // A first run warms the broker up (argon2 sign-ins leave their
+        // memory with the allocator), so that the second measures what
+        // connected agents cost.
+        eprintln!("scale: warm-up, {n} agents over {ramp} s");
+        let warm = run_stress(&broker, n, ramp, &tmp.path().join("warm.json"))
+            .wait()
+            .expect("warm-up run");
+        assert!(warm.success(), "the warm-up stress run failed");
+        std::thread::sleep(Duration::from_secs(2));
+        let base = rss_kib(broker.child.id());
         let json = tmp.path().join("run.json");
         eprintln!("scale: {n} agents over {ramp} s");
-        let mut stress = Command::new(bin("lanyard"))
-            .args(["stress", "--agents", &n.to_string()])
-            .args(["--ramp", &format!("{ramp}s"), "--duration", "15s"])
-            .args(["--streams-per-agent", "1", "--bytes-per-stream", "1024"])
-            .arg("--json-out")
-            .arg(&json)
-            .env("LANYARD_BROKER", &broker.api)
-            .env("LANYARD_CA_CERT", broker.data_dir.join("ca.pem"))
-            .env("LANYARD_TOKEN", broker.admin_token())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run lanyard stress");
+        let mut stress = run_stress(&broker, n, ramp, &json);
         // Wait until all are connected (or the run ends), then let them idle.
         let start = Instant::now();
         let mut peak_rss = base;
