@@ -272,6 +272,14 @@ fn read_apps(r: &mut Reader<'_>) -> Result<Vec<AppGrant>, DecodeError> {
 }
 
 impl Message {
+    /// A refusal with its reason.
+    pub fn refused(code: ErrorCode, message: impl Into<String>) -> Self {
+        Message::Refused {
+            code,
+            message: message.into(),
+        }
+    }
+
     /// The message's name, for errors and logs (never its contents).
     pub fn name(&self) -> &'static str {
         match self {

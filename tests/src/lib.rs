@@ -153,8 +153,13 @@ impl BrokerProcess {
         wait_child(&mut self.child, limit)
     }
 
-    /// Adds a person in `group` with `password`.
+    /// Adds a person in `group` with `password` (priority 3).
     pub fn add_person(&self, username: &str, group: &str, password: &str) {
+        self.add_person_at(username, group, "3", password);
+    }
+
+    /// Adds a person in `group` at `priority` with `password`.
+    pub fn add_person_at(&self, username: &str, group: &str, priority: &str, password: &str) {
         self.lanyard(
             &[
                 "staff",
@@ -164,12 +169,21 @@ impl BrokerProcess {
                 username,
                 "--group",
                 group,
+                "--priority",
+                priority,
                 "--password-stdin",
             ],
             None,
             Some(&format!("{password}\n")),
         )
         .ok();
+    }
+
+    /// The audit rows whose action starts with `action`, as JSON text.
+    pub fn audit_json(&self, action: &str) -> String {
+        self.lanyard(&["audit", "list", "--action", action, "--json"], None, None)
+            .ok()
+            .stdout
     }
 
     /// `GET /metrics` over HTTPS, trusting the broker's CA.

@@ -353,20 +353,9 @@ fn streams_are_denied_by_group_and_device_kind_with_the_reason() {
     }
     assert_eq!(echo_through(bound["echo"], b"allowed").unwrap(), b"allowed");
 
-    let audit = w
-        .broker
-        .lanyard(
-            &["audit", "list", "--action", "stream.open", "--json"],
-            None,
-            None,
-        )
-        .ok();
-    assert!(
-        audit.stdout.contains("not in any of its groups"),
-        "{}",
-        audit.stdout
-    );
-    assert!(audit.stdout.contains("managed devices"), "{}", audit.stdout);
+    let audit = w.broker.audit_json("stream.open");
+    assert!(audit.contains("not in any of its groups"), "{}", audit);
+    assert!(audit.contains("managed devices"), "{}", audit);
     let metrics = w.broker.lanyard_metrics();
     assert!(
         metrics.contains("lanyard_denials_total{reason=\"not_in_group\"} 1"),
@@ -391,15 +380,8 @@ fn a_disabled_person_is_refused_and_the_agent_says_why() {
     assert_eq!(code, Some(1), "{}", up.log());
     let log = up.log();
     assert!(log.contains("disabled"), "{log}");
-    let audit = w
-        .broker
-        .lanyard(
-            &["audit", "list", "--action", "session.open", "--json"],
-            None,
-            None,
-        )
-        .ok();
-    assert!(audit.stdout.contains("disabled"), "{}", audit.stdout);
+    let audit = w.broker.audit_json("session.open");
+    assert!(audit.contains("disabled"), "{}", audit);
 }
 
 /// Each way of revoking access closes a live tunnel within a second and
@@ -582,24 +564,7 @@ fn at_the_reserve_threshold_priority_three_waits_and_priority_one_gets_in() {
         ("w.three", "3"),
         ("v.ip", "1"),
     ] {
-        w.broker
-            .lanyard(
-                &[
-                    "staff",
-                    "add",
-                    username,
-                    "--name",
-                    username,
-                    "--group",
-                    "hr",
-                    "--priority",
-                    priority,
-                    "--password-stdin",
-                ],
-                None,
-                Some(&format!("{PASSWORD}\n")),
-            )
-            .ok();
+        w.broker.add_person_at(username, "hr", priority, PASSWORD);
     }
     // Two sessions: half the capacity, the first threshold.
     let first = w.agent("first", "f.one", None);
@@ -625,15 +590,8 @@ fn at_the_reserve_threshold_priority_three_waits_and_priority_one_gets_in() {
     let forwards = vip_up.wait_ready(READY);
     assert_eq!(echo_through(forwards["echo"], b"in").unwrap(), b"in");
 
-    let audit = w
-        .broker
-        .lanyard(
-            &["audit", "list", "--action", "session.open", "--json"],
-            None,
-            None,
-        )
-        .ok();
-    assert!(audit.stdout.contains("at capacity"), "{}", audit.stdout);
+    let audit = w.broker.audit_json("session.open");
+    assert!(audit.contains("at capacity"), "{}", audit);
     let metrics = w.broker.lanyard_metrics();
     assert!(
         metrics.contains("lanyard_denials_total{reason=\"at_capacity\"}"),

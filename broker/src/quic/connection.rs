@@ -23,6 +23,9 @@ use crate::state::AppState;
 use crate::store::devices::Device;
 use crate::tunnel::LiveSession;
 
+/// What an agent is told when the store cannot answer.
+pub(super) const STORE_UNAVAILABLE: &str = "the broker's store is unavailable; try again shortly";
+
 /// The TLS handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first frame of a stream must arrive within this.
@@ -44,14 +47,7 @@ pub(super) struct DeviceConn {
 
 pub(super) async fn refuse_stream(send: &mut quinn::SendStream, code_: ErrorCode, message: String) {
     // Best effort: the refusal, then the end of the stream.
-    let _ = write_frame(
-        send,
-        &Message::Refused {
-            code: code_,
-            message,
-        },
-    )
-    .await;
+    let _ = write_frame(send, &Message::refused(code_, message)).await;
     let _ = send.finish();
 }
 
@@ -108,10 +104,7 @@ async fn serve_device(
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot look up a device");
-            conn.close(
-                close::STALE_STATE.into(),
-                b"the broker's store is unavailable; try again shortly",
-            );
+            conn.close(close::STALE_STATE.into(), STORE_UNAVAILABLE.as_bytes());
             return;
         }
     };

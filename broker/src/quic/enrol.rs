@@ -9,6 +9,7 @@ use lanyard_agent::wire::{read_frame, write_frame};
 use lanyard_proto::enrol::SECRET_LEN;
 use lanyard_proto::{close, ErrorCode, KeyAlg, Message};
 
+use super::connection::STORE_UNAVAILABLE;
 use super::connection::{DeviceConn, FIRST_FRAME_TIMEOUT};
 use crate::auth::device::DevicePublicKey;
 use crate::clock::now_ms;
@@ -16,13 +17,6 @@ use crate::state::AppState;
 use crate::store::devices::NewDevice;
 use crate::store::enrol::{ConsumeError, EnrolFor};
 use crate::store::StoreError;
-
-fn refused(code: ErrorCode, message: impl Into<String>) -> Message {
-    Message::Refused {
-        code,
-        message: message.into(),
-    }
-}
 
 /// Serves a connection without a client certificate: one enrolment, then
 /// the agent closes (or is closed after a few seconds).
@@ -52,11 +46,11 @@ pub(super) async fn serve(conn: quinn::Connection, state: AppState) {
             )
             .await
         }
-        Ok(_) => refused(
+        Ok(_) => Message::refused(
             ErrorCode::Unauthorized,
             "no device certificate was presented: only enrolment is possible; run `lanyard-agent enroll CODE`",
         ),
-        Err(e) => refused(ErrorCode::BadRequest, format!("bad enrolment request: {e}")),
+        Err(e) => Message::refused(ErrorCode::BadRequest, format!("bad enrolment request: {e}")),
     };
     if matches!(reply, Message::Certificate { .. }) {
         state.metrics.enrolments.fetch_add(1, Relaxed);
@@ -79,12 +73,12 @@ async fn enrol(
 ) -> Message {
     let key = match DevicePublicKey::parse(key_alg, public_key) {
         Ok(k) => k,
-        Err(e) => return refused(ErrorCode::BadRequest, e.to_string()),
+        Err(e) => return Message::refused(ErrorCode::BadRequest, e.to_string()),
     };
     // The proof is checked before the code is used, so a bad request
     // cannot burn a good code.
     if let Err(e) = key.verify_proof(secret, proof) {
-        return refused(ErrorCode::BadRequest, e.to_string());
+        return Message::refused(ErrorCode::BadRequest, e.to_string());
     }
     let fingerprint = crate::secrets::sha256_hex(&key.spki_der());
     let mut issued = None;
@@ -129,19 +123,18 @@ async fn enrol(
                 expires_at: (expires_at / 1000) as u64,
             }
         }
-        (Ok(_), None) => refused(
+        (Ok(_), None) => Message::refused(
             ErrorCode::Internal,
             "the broker could not issue a certificate; ask ICT for a new code",
         ),
-        (Err(ConsumeError::Store(StoreError::Conflict(m))), _) => refused(ErrorCode::BadRequest, m),
+        (Err(ConsumeError::Store(StoreError::Conflict(m))), _) => {
+            Message::refused(ErrorCode::BadRequest, m)
+        }
         (Err(ConsumeError::Store(e)), _) => {
             tracing::warn!(error = %e, "enrolment failed in the store");
-            refused(
-                ErrorCode::Unavailable,
-                "the broker's store is unavailable; try again shortly",
-            )
+            Message::refused(ErrorCode::Unavailable, STORE_UNAVAILABLE)
         }
-        (Err(e), _) => refused(ErrorCode::Unauthorized, e.to_string()),
+        (Err(e), _) => Message::refused(ErrorCode::Unauthorized, e.to_string()),
     }
 }
 
@@ -155,7 +148,7 @@ pub(super) async fn renew(ctx: &DeviceConn) -> Message {
     {
         Some(k) => k,
         None => {
-            return refused(
+            return Message::refused(
                 ErrorCode::BadRequest,
                 "this device was enrolled without a renewable key; enrol it again",
             )
@@ -169,7 +162,7 @@ pub(super) async fn renew(ctx: &DeviceConn) -> Message {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot issue a device certificate");
-                return refused(ErrorCode::Internal, "cannot issue a certificate now");
+                return Message::refused(ErrorCode::Internal, "cannot issue a certificate now");
             }
         };
     match state
@@ -181,13 +174,10 @@ pub(super) async fn renew(ctx: &DeviceConn) -> Message {
             certificate: cert.to_vec(),
             expires_at: (expires_at / 1000) as u64,
         },
-        Err(StoreError::NotFound(m)) => refused(ErrorCode::Revoked, m),
+        Err(StoreError::NotFound(m)) => Message::refused(ErrorCode::Revoked, m),
         Err(e) => {
             tracing::warn!(error = %e, "renewal failed in the store");
-            refused(
-                ErrorCode::Unavailable,
-                "the broker's store is unavailable; try again shortly",
-            )
+            Message::refused(ErrorCode::Unavailable, STORE_UNAVAILABLE)
         }
     }
 }

@@ -140,7 +140,7 @@ async fn open(ctx: &DeviceConn, access_token: &str) -> Result<Arc<LiveSession>, 
                 tracing::warn!(error = %e, "cannot check a sign-in");
                 return Err(refuse(
                     ErrorCode::Unavailable,
-                    "the broker's store is unavailable; try again shortly".into(),
+                    super::connection::STORE_UNAVAILABLE.into(),
                     "store_unavailable",
                 ));
             }

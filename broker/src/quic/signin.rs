@@ -9,18 +9,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use lanyard_proto::{ErrorCode, Message};
 
 use super::connection::DeviceConn;
+use super::connection::STORE_UNAVAILABLE;
 use crate::auth::signin::check_credentials;
 use crate::auth::tokens::LEEWAY_SECS;
 use crate::clock::now_ms;
 use crate::store::refresh::RefreshError;
 use crate::store::AuditEntry;
-
-fn refused(code: ErrorCode, message: impl Into<String>) -> Message {
-    Message::Refused {
-        code,
-        message: message.into(),
-    }
-}
 
 fn tokens(ctx: &DeviceConn, username: &str, family: &str, refresh_token: String) -> Message {
     let ttl = ctx.state.settings.access_ttl.as_secs() as i64;
@@ -56,14 +50,11 @@ pub(super) async fn sign_in(
         Err(crate::auth::signin::SignInError::Store(e)) => {
             tracing::warn!(error = %e, "sign-in failed in the store");
             state.metrics.agent_signin_failures.fetch_add(1, Relaxed);
-            return refused(
-                ErrorCode::Unavailable,
-                "the broker's store is unavailable; try again shortly",
-            );
+            return Message::refused(ErrorCode::Unavailable, STORE_UNAVAILABLE);
         }
         Err(e) => {
             state.metrics.agent_signin_failures.fetch_add(1, Relaxed);
-            return refused(ErrorCode::Unauthorized, e.to_string());
+            return Message::refused(ErrorCode::Unauthorized, e.to_string());
         }
     };
     if let Some(owner) = &ctx.device.owner {
@@ -79,7 +70,7 @@ pub(super) async fn sign_in(
             if let Err(e) = state.store.audit_only(now, entry).await {
                 tracing::warn!(error = %e, "could not audit a refused sign-in");
             }
-            return refused(ErrorCode::Forbidden, reason);
+            return Message::refused(ErrorCode::Forbidden, reason);
         }
     }
     let refresh = crate::secrets::new_token("lyr_");
@@ -97,10 +88,7 @@ pub(super) async fn sign_in(
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(error = %e, "cannot store a refresh token");
-            return refused(
-                ErrorCode::Unavailable,
-                "the broker's store is unavailable; try again shortly",
-            );
+            return Message::refused(ErrorCode::Unavailable, STORE_UNAVAILABLE);
         }
     };
     let entry = AuditEntry::ok(&person.username, "agent.signin", &ctx.device.label())
@@ -129,11 +117,8 @@ pub(super) async fn refresh(ctx: &DeviceConn, refresh_token: &str) -> Message {
         Ok(r) => tokens(ctx, &r.username, &r.family_id, next),
         Err(RefreshError::Store(e)) => {
             tracing::warn!(error = %e, "refresh failed in the store");
-            refused(
-                ErrorCode::Unavailable,
-                "the broker's store is unavailable; try again shortly",
-            )
+            Message::refused(ErrorCode::Unavailable, STORE_UNAVAILABLE)
         }
-        Err(e) => refused(ErrorCode::Unauthorized, e.to_string()),
+        Err(e) => Message::refused(ErrorCode::Unauthorized, e.to_string()),
     }
 }
