@@ -43,4 +43,11 @@ pub mod close {
     pub const STALE_STATE: u32 = 6;
     /// The broker is at capacity: redial with backoff.
     pub const AT_CAPACITY: u32 = 7;
+
+    /// Whether an agent may simply redial after a close with `code`, with
+    /// the same certificate and sign-in. Revoked devices, ended sign-ins
+    /// and expired certificates need something done first.
+    pub fn redial(code: u32) -> bool {
+        !matches!(code, DEVICE_REVOKED | SIGNED_OUT | CERT_EXPIRED)
+    }
 }

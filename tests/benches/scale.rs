@@ -7,9 +7,16 @@
 //! LANYARD_SCALE_AGENTS=1000,10000 cargo bench -p lanyard-e2e --bench scale
 //! ```
 //!
+//! Then the restart storm: `LANYARD_SCALE_RESTART` agents (default 2000;
+//! 0 skips it) connect and hold; the broker is killed with SIGKILL and
+//! started again on the same ports, and the bench times how long until
+//! every agent has a session again, as the broker counts them.
+//!
 //! Environment: `LANYARD_SCALE_AGENTS` (comma list, default 1000),
-//! `LANYARD_SCALE_RATE` (agents started per second, default 50: each one
-//! enrols and signs in, and a sign-in costs an argon2 hash).
+//! `LANYARD_SCALE_RATE` (agents started per second, default 25: each one
+//! enrols and signs in, and a sign-in costs an argon2 hash; 50 a second
+//! fill both cores of a 2-core machine),
+//! `LANYARD_SCALE_WARMUP=0` to skip the warm-up run.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,11 +48,17 @@ fn run_stress(
     broker: &BrokerProcess,
     n: u64,
     ramp_s: u64,
+    hold_s: u64,
     json: &std::path::Path,
 ) -> std::process::Child {
     Command::new(bin("lanyard"))
         .args(["stress", "--agents", &n.to_string()])
-        .args(["--ramp", &format!("{ramp_s}s"), "--duration", "15s"])
+        .args([
+            "--ramp",
+            &format!("{ramp_s}s"),
+            "--duration",
+            &format!("{hold_s}s"),
+        ])
         .args(["--streams-per-agent", "1", "--bytes-per-stream", "1024"])
         .arg("--json-out")
         .arg(json)
@@ -74,7 +87,7 @@ fn main() {
     let rate: u64 = std::env::var("LANYARD_SCALE_RATE")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(50)
+        .unwrap_or(25)
         .max(1);
     let mut rows = Vec::new();
     for n in counts {
@@ -95,12 +108,15 @@ fn main() {
             &[("LANYARD_LOG", "warn")],
         );
         let ramp = n.div_ceil(rate);
-        // A first run warms the broker up (the allocator's arenas, the
-        // pooled argon2 memory), so that the second measures what connected
-        // agents cost. LANYARD_SCALE_WARMUP=0 skips it.
+        // A first run (up to 1,000 agents) warms the broker up: the pooled
+        // argon2 memory, the allocator's arenas, the store's caches. The
+        // second then measures what connected agents cost.
+        // LANYARD_SCALE_WARMUP=0 skips it.
         if std::env::var("LANYARD_SCALE_WARMUP").as_deref() != Ok("0") {
-            eprintln!("scale: warm-up, {n} agents over {ramp} s");
-            let warm = run_stress(&broker, n, ramp, &tmp.path().join("warm.json"))
+            let warm_n = n.min(1000);
+            let warm_ramp = warm_n.div_ceil(rate);
+            eprintln!("scale: warm-up, {warm_n} agents over {warm_ramp} s");
+            let warm = run_stress(&broker, warm_n, warm_ramp, 5, &tmp.path().join("warm.json"))
                 .wait()
                 .expect("warm-up run");
             if !warm.success() {
@@ -111,7 +127,7 @@ fn main() {
         let base = rss_kib(broker.child.id());
         let json = tmp.path().join("run.json");
         eprintln!("scale: {n} agents over {ramp} s");
-        let mut stress = run_stress(&broker, n, ramp, &json);
+        let mut stress = run_stress(&broker, n, ramp, 15, &json);
         // Follow the live count while the run lasts; the memory is read
         // when the most agents are connected at once.
         let start = Instant::now();
@@ -152,10 +168,106 @@ fn main() {
         ));
         drop(broker);
     }
+    let restart: u64 = std::env::var("LANYARD_SCALE_RESTART")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2000);
+    let storm = (restart > 0).then(|| restart_storm(restart, rate));
     println!("| agents | connected at once | failed | broker RSS before MiB | with all connected MiB | KiB per agent | connect p50 / p99 ms | stream open p50 / p99 ms |");
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in rows {
         println!("{r}");
     }
     println!("\nconnect = mutual-TLS QUIC handshake and session hello at the agent; each agent also enrols and signs in first (not timed here).");
+    if let Some(row) = storm {
+        println!("\n| agents | connected before | all back after s | back within 10 s | not back | agent's wait p50 / p99 / max ms |");
+        println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+        println!("{row}");
+        println!("\nall back = from SIGKILL until the restarted broker counts every agent's session again (its start included); the agent's wait runs from the agent noticing the loss (a stateless reset at its next packet) to its new session.");
+    }
+}
+
+/// `n` agents connect and hold; the broker is killed and started again on
+/// the same ports and data dir; returns the table row.
+fn restart_storm(n: u64, rate: u64) -> String {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let config = tmp.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[limits]\nagents = {}\n[admission]\ncapacity = {}\n",
+            n + 100,
+            n * 2
+        ),
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8 path").to_owned();
+    let env = [("LANYARD_LOG", "warn")];
+    let mut broker = BrokerProcess::start(&tmp.path().join("data"), &["--config", &config], &env);
+    let ramp = n.div_ceil(rate);
+    let json = tmp.path().join("restart.json");
+    eprintln!("scale: restart storm, {n} agents over {ramp} s");
+    // They hold long enough for the restart and the way back.
+    let mut stress = run_stress(&broker, n, ramp, 90, &json);
+    let start = Instant::now();
+    let mut before = 0;
+    while before < n {
+        assert!(
+            stress.try_wait().expect("wait").is_none(),
+            "the stress run ended before all agents connected"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(ramp + 120),
+            "only {before} of {n} agents connected"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        before = live_agents(&broker);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let (api, quic, data_dir) = (
+        broker.api.trim_start_matches("https://").to_owned(),
+        broker.quic.clone(),
+        broker.data_dir.clone(),
+    );
+    eprintln!("scale: {before} agents connected; SIGKILL and restart");
+    let killed = Instant::now();
+    broker.signal("KILL");
+    broker
+        .wait_exit(Duration::from_secs(10))
+        .expect("broker exits");
+    let broker = BrokerProcess::start_at(&data_dir, &api, &quic, &["--config", &config], &env);
+    let mut back = 0;
+    let mut at_10s = None;
+    let mut all_back = None;
+    while killed.elapsed() < Duration::from_secs(50) {
+        back = live_agents(&broker);
+        if at_10s.is_none() && killed.elapsed() >= Duration::from_secs(10) {
+            at_10s = Some(back);
+        }
+        if back >= before {
+            all_back = Some(killed.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = stress.wait();
+    let figures: serde_json::Value = std::fs::read(&json)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if let Some(errors) = figures["errors"].as_object() {
+        for (kind, count) in errors {
+            eprintln!("scale: restart storm error x{count}: {kind}");
+        }
+    }
+    let wait = &figures["reconnect_ms"];
+    format!(
+        "| {n} | {before} | {} | {} | {} | {} / {} / {} |",
+        all_back.map_or("not all".into(), |d| format!("{:.2}", d.as_secs_f64())),
+        at_10s.unwrap_or(back),
+        before.saturating_sub(back),
+        wait["p50"],
+        wait["p99"],
+        wait["max"],
+    )
 }

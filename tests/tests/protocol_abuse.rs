@@ -225,3 +225,64 @@ fn bad_frames_and_floods_are_refused_and_the_broker_carries_on() {
     let health = s.broker.https_get("/healthz");
     assert!(health.contains("ok"), "{health}");
 }
+
+/// A connection starts with room for a few streams and is given more as it
+/// uses them: 100 tunnel streams held open at once are all accepted.
+#[test]
+fn a_busy_agent_gets_more_stream_room() {
+    const OPEN: usize = 100;
+    let s = setup();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let state = StateDir::open(&s.agent.state_dir).unwrap();
+        let device = state.device().unwrap();
+        let (_endpoint, conn) = account::connect(&device).await.unwrap();
+        let (welcome, _control) = hello(&conn, &state).await;
+        assert!(matches!(welcome, Message::Welcome { .. }), "{welcome:?}");
+        // Every stream stays open until all of them have been accepted.
+        let all_open = std::sync::Arc::new(tokio::sync::Barrier::new(OPEN));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..OPEN {
+            let (conn, all_open) = (conn.clone(), all_open.clone());
+            tasks.spawn(async move {
+                let (mut send, mut recv) = conn.open_bi().await.unwrap();
+                write_frame(
+                    &mut send,
+                    &Message::StreamOpen {
+                        app: "echo".into(),
+                        request_id: i as u64,
+                    },
+                )
+                .await
+                .unwrap();
+                let answer = read_frame(&mut recv, Duration::from_secs(10))
+                    .await
+                    .unwrap();
+                assert!(
+                    matches!(answer, Message::StreamAccepted { .. }),
+                    "{answer:?}"
+                );
+                all_open.wait().await;
+                let data = format!("stream {i}");
+                send.write_all(data.as_bytes()).await.unwrap();
+                send.finish().unwrap();
+                let back = recv.read_to_end(1024).await.unwrap();
+                assert_eq!(back, data.as_bytes());
+            });
+        }
+        let all = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut done = 0;
+            while let Some(joined) = tasks.join_next().await {
+                joined.unwrap();
+                done += 1;
+            }
+            done
+        })
+        .await;
+        assert_eq!(
+            all.ok(),
+            Some(OPEN),
+            "not every one of {OPEN} concurrent streams was accepted"
+        );
+    });
+}

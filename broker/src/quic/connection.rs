@@ -131,6 +131,8 @@ async fn serve_device(
         shutdown: shutdown.clone(),
     });
     let mut streams = JoinSet::new();
+    let most = state.settings.streams_per_agent;
+    let mut limit = most.min(super::INITIAL_STREAMS);
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
@@ -138,6 +140,10 @@ async fn serve_device(
             accepted = conn.accept_bi() => {
                 let Ok((send, recv)) = accepted else { break };
                 streams.spawn(dispatch(ctx.clone(), send, recv));
+                if let Some(more) = stream_room(streams.len(), limit, most) {
+                    limit = more;
+                    conn.set_max_concurrent_bi_streams(limit.into());
+                }
             }
         }
     }
@@ -151,6 +157,14 @@ async fn serve_device(
     if let Some(s) = ctx.session.get() {
         state.sessions.remove(&s.id);
     }
+}
+
+/// A connection using three quarters of its stream limit gets twice the
+/// room, up to `most`; `None` while it has room enough.
+fn stream_room(open: usize, limit: u32, most: u32) -> Option<u32> {
+    let open = u32::try_from(open).unwrap_or(u32::MAX);
+    (limit < most && open.saturating_mul(4) >= limit.saturating_mul(3))
+        .then(|| limit.saturating_mul(2).min(most))
 }
 
 async fn dispatch(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
@@ -196,5 +210,22 @@ async fn dispatch(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, mut recv: q
             )
             .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream_room;
+
+    #[test]
+    fn the_stream_limit_doubles_at_three_quarters_up_to_the_most() {
+        assert_eq!(stream_room(23, 32, 256), None);
+        assert_eq!(stream_room(24, 32, 256), Some(64));
+        assert_eq!(stream_room(48, 64, 256), Some(128));
+        assert_eq!(stream_room(96, 128, 256), Some(256));
+        assert_eq!(stream_room(255, 256, 256), None);
+        // A configured limit below the start is never raised.
+        assert_eq!(stream_room(8, 8, 8), None);
+        assert_eq!(stream_room(90, 64, 100), Some(100));
     }
 }

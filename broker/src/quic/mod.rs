@@ -45,10 +45,17 @@ pub enum QuicError {
     },
 }
 
+/// Streams an agent may have open at first. quinn keeps per-stream state
+/// for every stream the peer may open, so a connection starts with room for
+/// this many and grows towards `[limits] streams_per_agent` as it uses them
+/// (see `connection::serve_device`): an idle agent costs a few hundred
+/// bytes of stream state instead of about 20 KiB.
+pub const INITIAL_STREAMS: u32 = 32;
+
 /// Transport limits for agent connections.
 pub fn transport(streams_per_agent: u32) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(streams_per_agent.into())
+    t.max_concurrent_bidi_streams(streams_per_agent.min(INITIAL_STREAMS).into())
         .max_concurrent_uni_streams(0u32.into())
         .receive_window(CONNECTION_WINDOW.into())
         .stream_receive_window(STREAM_WINDOW.into())
@@ -104,11 +111,18 @@ pub fn bind(
     let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
     raise_buffers(&socket);
     let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
+    let cids = SignedCids::new(&hmac);
     let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(hmac));
     // quinn's default generator drops packets whose CIDs its per-process key
     // did not make, so a restarted broker would never answer an old
-    // connection's packets with a reset. Random CIDs are answered.
-    endpoint_config.cid_generator(|| Box::new(RandomCids));
+    // connection's packets with a reset. These CIDs are signed with a key
+    // kept in the data dir, so a restarted broker knows its own.
+    endpoint_config.cid_generator(move || Box::new(cids.clone()));
+    // quinn sends at most one reset per 20 ms by default: after a restart
+    // with 2,000 agents that is most of them waiting out the idle timeout.
+    // Only packets with this broker's own CIDs earn a reset, so a flood of
+    // made-up packets cannot turn the broker into a reflector.
+    endpoint_config.min_reset_interval(MIN_RESET_INTERVAL);
     quinn::Endpoint::new(
         endpoint_config,
         Some(config),
@@ -118,19 +132,62 @@ pub fn bind(
     .map_err(bind_err)
 }
 
-/// Eight random bytes per connection ID; any unknown ID earns a stateless
-/// reset (quinn rate-limits them and keeps them smaller than the packet
-/// that prompted them).
-#[derive(Debug)]
-struct RandomCids;
+/// At most 5,000 stateless resets a second.
+const MIN_RESET_INTERVAL: Duration = Duration::from_micros(200);
 
-impl quinn::ConnectionIdGenerator for RandomCids {
+/// Connection IDs a broker with the same data dir recognises: eight random
+/// bytes, then four bytes of an HMAC over them under a key derived from the
+/// persistent reset key. An ID that does not verify is dropped unanswered.
+#[derive(Clone)]
+struct SignedCids {
+    key: ring::hmac::Key,
+}
+
+impl std::fmt::Debug for SignedCids {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignedCids")
+    }
+}
+
+impl SignedCids {
+    const RANDOM: usize = 8;
+    const TAG: usize = 4;
+
+    fn new(reset_key: &ring::hmac::Key) -> Self {
+        let derived = ring::hmac::sign(reset_key, b"lanyard quic connection ids");
+        Self {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref()),
+        }
+    }
+
+    fn tag(&self, random: &[u8]) -> [u8; Self::TAG] {
+        let mac = ring::hmac::sign(&self.key, random);
+        let mut tag = [0; Self::TAG];
+        tag.copy_from_slice(&mac.as_ref()[..Self::TAG]);
+        tag
+    }
+}
+
+impl quinn::ConnectionIdGenerator for SignedCids {
     fn generate_cid(&mut self) -> quinn::ConnectionId {
-        quinn::ConnectionId::new(&crate::secrets::random_bytes::<8>())
+        let mut id = [0u8; Self::RANDOM + Self::TAG];
+        id[..Self::RANDOM].copy_from_slice(&crate::secrets::random_bytes::<{ Self::RANDOM }>());
+        let tag = self.tag(&id[..Self::RANDOM]);
+        id[Self::RANDOM..].copy_from_slice(&tag);
+        quinn::ConnectionId::new(&id)
+    }
+
+    fn validate(&self, cid: &quinn::ConnectionId) -> Result<(), quinn_proto::InvalidCid> {
+        let (random, tag) = cid.split_at(Self::RANDOM.min(cid.len()));
+        if cid.len() == Self::RANDOM + Self::TAG && tag == self.tag(random) {
+            Ok(())
+        } else {
+            Err(quinn_proto::InvalidCid)
+        }
     }
 
     fn cid_len(&self) -> usize {
-        8
+        Self::RANDOM + Self::TAG
     }
 
     fn cid_lifetime(&self) -> Option<Duration> {
@@ -186,4 +243,43 @@ pub async fn serve(
     }
     // Drain: connection tasks see the shutdown signal themselves.
     while tasks.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SignedCids;
+    use quinn::ConnectionIdGenerator;
+
+    fn key(byte: u8) -> ring::hmac::Key {
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[byte; 32])
+    }
+
+    #[test]
+    fn connection_ids_are_known_again_with_the_same_key_only() {
+        let mut before = SignedCids::new(&key(1));
+        let after_restart = SignedCids::new(&key(1));
+        let other = SignedCids::new(&key(2));
+        let id = before.generate_cid();
+        assert_eq!(id.len(), before.cid_len());
+        assert!(after_restart.validate(&id).is_ok());
+        assert!(other.validate(&id).is_err());
+        assert_ne!(before.generate_cid(), id, "random each time");
+        // A flipped bit anywhere, a shorter or a made-up ID: not ours.
+        for i in 0..id.len() {
+            let mut bytes = id.to_vec();
+            bytes[i] ^= 1;
+            assert!(after_restart
+                .validate(&quinn::ConnectionId::new(&bytes))
+                .is_err());
+        }
+        assert!(after_restart
+            .validate(&quinn::ConnectionId::new(&id[..8]))
+            .is_err());
+        assert!(after_restart
+            .validate(&quinn::ConnectionId::new(&[0; 12]))
+            .is_err());
+        assert!(after_restart
+            .validate(&quinn::ConnectionId::new(&[]))
+            .is_err());
+    }
 }

@@ -316,10 +316,13 @@ async fn swarm(
     } else {
         out.line(report::table(&summary).trim_end())?;
     }
-    if summary.agents_failed > 0 || summary.streams_failed > 0 {
+    if summary.agents_failed > 0 || summary.agents_lost > 0 || summary.streams_failed > 0 {
         return Err(CliError::Failed(format!(
-            "{} of {} agents failed, {} streams failed",
-            summary.agents_failed, summary.agents_requested, summary.streams_failed
+            "{} of {} agents failed, {} lost their connection for good, {} streams failed",
+            summary.agents_failed,
+            summary.agents_requested,
+            summary.agents_lost,
+            summary.streams_failed
         )));
     }
     Ok(())

@@ -50,6 +50,13 @@ pub struct Summary {
     pub agents_requested: u64,
     pub agents_connected: u64,
     pub agents_failed: u64,
+    /// Connections lost while they should have stayed up (a broker
+    /// restart, say), how many came back, how long that took from the
+    /// agent noticing, and how many agents were still down at the end.
+    pub drops: u64,
+    pub reconnects: u64,
+    pub reconnect_ms: Percentiles,
+    pub agents_lost: u64,
     pub connect_ms: Percentiles,
     pub stream_open_ms: Percentiles,
     pub streams_ok: u64,
@@ -100,9 +107,11 @@ pub fn summarise(
     let mut connects: Vec<Vec<f64>> = vec![Vec::new(); last + 1];
     for o in outcomes {
         if let Some((at, took)) = o.connected {
-            let end = o.disconnected_at.map(slot).unwrap_or(last);
-            for p in &mut timeline[slot(at)..=end.max(slot(at))] {
-                p.connected += 1;
+            for (from, to) in up_intervals(o, at) {
+                let (from, to) = (slot(from), to.map(slot).unwrap_or(last));
+                for p in &mut timeline[from..=to.max(from)] {
+                    p.connected += 1;
+                }
             }
             connects[slot(at)].push(ms(took));
         }
@@ -120,6 +129,23 @@ pub fn summarise(
         agents_requested: outcomes.len() as u64,
         agents_connected: connected.len() as u64,
         agents_failed: (outcomes.len() - connected.len()) as u64,
+        drops: outcomes.iter().map(|o| o.drops.len() as u64).sum(),
+        reconnects: outcomes
+            .iter()
+            .flat_map(|o| &o.drops)
+            .filter(|d| d.1.is_some())
+            .count() as u64,
+        reconnect_ms: percentiles(
+            outcomes
+                .iter()
+                .flat_map(|o| &o.drops)
+                .filter_map(|&(lost, back)| back.map(|b| ms(b.saturating_sub(lost))))
+                .collect(),
+        ),
+        agents_lost: outcomes
+            .iter()
+            .filter(|o| o.drops.last().is_some_and(|d| d.1.is_none()))
+            .count() as u64,
         connect_ms: percentiles(
             connected
                 .iter()
@@ -147,6 +173,23 @@ pub fn summarise(
     }
 }
 
+/// The spans an agent that connected at `at` was up: split by its drops,
+/// the last one open-ended unless it disconnected or was lost for good.
+fn up_intervals(o: &Outcome, at: Duration) -> Vec<(Duration, Option<Duration>)> {
+    let mut spans = Vec::with_capacity(o.drops.len() + 1);
+    let mut from = Some(at);
+    for &(lost, back) in &o.drops {
+        if let Some(f) = from {
+            spans.push((f, Some(lost)));
+        }
+        from = back;
+    }
+    if let Some(f) = from {
+        spans.push((f, o.disconnected_at));
+    }
+    spans
+}
+
 /// The summary as the terminal shows it.
 pub fn table(s: &Summary) -> String {
     let mut out = String::new();
@@ -166,6 +209,18 @@ pub fn table(s: &Summary) -> String {
         "connect ms         p50 / p95 / p99 {}",
         pct(&s.connect_ms)
     );
+    if s.drops > 0 {
+        let _ = writeln!(
+            out,
+            "dropped            {} times, {} back, {} agents still down at the end",
+            s.drops, s.reconnects, s.agents_lost
+        );
+        let _ = writeln!(
+            out,
+            "back again ms      p50 / p95 / p99 {}",
+            pct(&s.reconnect_ms)
+        );
+    }
     let _ = writeln!(
         out,
         "stream open ms     p50 / p95 / p99 {}",
@@ -294,6 +349,7 @@ mod tests {
             streams_failed: 0,
             bytes_verified: 1000,
             errors: vec![],
+            drops: vec![],
         };
         let failed = Outcome {
             errors: vec![(Duration::from_secs(1), "refused: at capacity".into())],
@@ -334,5 +390,30 @@ mod tests {
             assert!(json.get(field).is_some(), "{field}");
         }
         assert!(json["connect_ms"].get("p95").is_some());
+        assert_eq!((s.drops, s.reconnects, s.agents_lost), (0, 0, 0));
+        assert!(!table(&s).contains("dropped"));
+    }
+
+    #[test]
+    fn drops_split_the_connected_line_and_count_who_came_back() {
+        let secs = Duration::from_secs;
+        let bouncy = Outcome {
+            connected: Some((Duration::from_millis(500), Duration::from_millis(10))),
+            // Lost at 2 s and back at 4 s; lost again at 6 s for good.
+            drops: vec![(secs(2), Some(secs(4))), (secs(6), None)],
+            disconnected_at: Some(secs(8)),
+            ..Outcome::default()
+        };
+        let steady = Outcome {
+            connected: Some((Duration::from_millis(500), Duration::from_millis(10))),
+            disconnected_at: Some(secs(8)),
+            ..Outcome::default()
+        };
+        let s = summarise(&[bouncy, steady], "echo", secs(8), secs(0), 0, 0, secs(8));
+        assert_eq!((s.drops, s.reconnects, s.agents_lost), (2, 1, 1));
+        assert_eq!(s.reconnect_ms.max, 2000.0);
+        let connected: Vec<u64> = s.timeline.iter().map(|p| p.connected).collect();
+        assert_eq!(connected[..9], [2, 2, 2, 1, 2, 2, 2, 1, 1]);
+        assert!(table(&s).contains("dropped            2 times, 1 back, 1 agents still down"));
     }
 }

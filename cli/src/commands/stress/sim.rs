@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use lanyard_agent::account;
+use lanyard_agent::backoff::Backoff;
 use lanyard_agent::client;
 use lanyard_agent::wire::{read_frame, write_frame};
 use lanyard_proto::session::{AgentControl, AgentEvent};
@@ -28,6 +29,9 @@ pub struct Outcome {
     /// Connected at (since the run began), and how long it took.
     pub connected: Option<(Duration, Duration)>,
     pub disconnected_at: Option<Duration>,
+    /// Each time the connection was lost while it should have stayed up:
+    /// when, and when the agent was back (None: it never came back).
+    pub drops: Vec<(Duration, Option<Duration>)>,
     /// (when it finished, how long the stream took to open) per stream.
     pub streams_ok: Vec<(Duration, Duration)>,
     pub streams_failed: u64,
@@ -99,32 +103,7 @@ pub async fn run(
             return out;
         }
     };
-    let session = async {
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| kind("session", e))?;
-        let mut ctl = AgentControl::new(access, account::agent_version(), "stress".into());
-        if let Some(bytes) = ctl.poll_transmit() {
-            send.write_all(&bytes)
-                .await
-                .map_err(|e| kind("session", e))?;
-        }
-        loop {
-            let chunk = recv
-                .read_chunk(4096, true)
-                .await
-                .map_err(|e| kind("session", e))?
-                .ok_or_else(|| "session: closed by the broker".to_string())?;
-            ctl.handle_bytes(&chunk.bytes)
-                .map_err(|e| kind("session", e))?;
-            match ctl.poll_event() {
-                Some(AgentEvent::Welcome { .. }) => return Ok((send, recv)),
-                Some(AgentEvent::Refused { message, .. }) => {
-                    return Err(kind("refused", message));
-                }
-                _ => continue,
-            }
-        }
-    };
-    let _control = match session.await {
+    let control = match open_session(&conn, &access).await {
         Ok(c) => c,
         Err(e) => {
             out.errors.push((epoch.elapsed(), e));
@@ -150,13 +129,97 @@ pub async fn run(
             }
         }
     }
-    tokio::select! {
-        _ = tokio::time::sleep_until(plan.hold_until.into()) => {}
-        e = conn.closed() => out.errors.push((epoch.elapsed(), kind("dropped", e))),
-    }
+    hold(
+        &endpoint, &device, &access, conn, control, &plan, epoch, live, &mut out,
+    )
+    .await;
     out.disconnected_at = Some(epoch.elapsed());
-    conn.close(0u32.into(), b"stress run over");
     out
+}
+
+type Control = (quinn::SendStream, quinn::RecvStream);
+
+/// Opens the control stream and waits for the broker's welcome.
+async fn open_session(conn: &quinn::Connection, access: &str) -> Result<Control, String> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| kind("session", e))?;
+    let mut ctl = AgentControl::new(access.to_owned(), account::agent_version(), "stress".into());
+    if let Some(bytes) = ctl.poll_transmit() {
+        send.write_all(&bytes)
+            .await
+            .map_err(|e| kind("session", e))?;
+    }
+    loop {
+        let chunk = recv
+            .read_chunk(4096, true)
+            .await
+            .map_err(|e| kind("session", e))?
+            .ok_or_else(|| "session: closed by the broker".to_string())?;
+        ctl.handle_bytes(&chunk.bytes)
+            .map_err(|e| kind("session", e))?;
+        match ctl.poll_event() {
+            Some(AgentEvent::Welcome { .. }) => return Ok((send, recv)),
+            Some(AgentEvent::Refused { message, .. }) => return Err(kind("refused", message)),
+            _ => continue,
+        }
+    }
+}
+
+/// Stays connected until the plan's end. A lost connection is redialled
+/// as the real agent does (capped exponential backoff with full jitter, the
+/// same certificate and sign-in) unless its close says not to.
+#[allow(clippy::too_many_arguments)]
+async fn hold(
+    endpoint: &quinn::Endpoint,
+    device: &lanyard_agent::identity::Device,
+    access: &str,
+    mut conn: quinn::Connection,
+    mut control: Control,
+    plan: &Plan,
+    epoch: Instant,
+    live: &super::Live,
+    out: &mut Outcome,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let end = tokio::time::Instant::from_std(plan.hold_until);
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    loop {
+        let lost = tokio::select! {
+            _ = tokio::time::sleep_until(end) => break,
+            e = conn.closed() => e,
+        };
+        drop(control);
+        live.connected.fetch_sub(1, Relaxed);
+        out.drops.push((epoch.elapsed(), None));
+        if let quinn::ConnectionError::ApplicationClosed(c) = &lost {
+            let code = u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX);
+            if !lanyard_proto::close::redial(code) {
+                out.errors.push((epoch.elapsed(), kind("closed", &lost)));
+                return;
+            }
+        }
+        backoff.reset();
+        let back = loop {
+            let delay = backoff.next_delay();
+            if tokio::time::Instant::now() + delay >= end {
+                out.errors.push((epoch.elapsed(), kind("not back", &lost)));
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            let Ok(c) = account::connect_on(endpoint, device).await else {
+                continue;
+            };
+            match open_session(&c, access).await {
+                Ok(ctl) => break (c, ctl),
+                Err(_) => c.close(0u32.into(), b"retrying"),
+            }
+        };
+        (conn, control) = back;
+        live.connected.fetch_add(1, Relaxed);
+        if let Some(d) = out.drops.last_mut() {
+            d.1 = Some(epoch.elapsed());
+        }
+    }
+    conn.close(0u32.into(), b"stress run over");
 }
 
 /// One tunnel stream: the header and the data at once, the answer timed,
