@@ -205,6 +205,7 @@ impl Broker {
             revocations: Default::default(),
             policy: Default::default(),
             sessions: Default::default(),
+            quic: endpoint.clone(),
             node: format!(
                 "{}:{}",
                 local_hostname().unwrap_or_else(|| "broker".into()),

@@ -50,6 +50,8 @@ pub struct AppBytes {
 /// Live figures read when /metrics is rendered.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Live {
+    /// QUIC connections: handshaking, enrolling, signing in or in session.
+    pub connections: u64,
     pub sessions: u64,
     pub streams: u64,
     pub store_up: bool,
@@ -94,6 +96,7 @@ impl Metrics {
 
     pub fn render(&self, live: Live) -> String {
         let Live {
+            connections,
             sessions,
             streams,
             store_up,
@@ -243,6 +246,11 @@ impl Metrics {
         }
         for (name, help, v) in [
             (
+                "lanyard_quic_connections",
+                "QUIC connections open on this node (handshaking, enrolling, signing in or in a session).",
+                connections,
+            ),
+            (
                 "lanyard_sessions_live",
                 "Agent sessions open on this node.",
                 sessions,
@@ -301,6 +309,7 @@ mod tests {
         m.deny("not_in_group");
         m.deny("not_in_group");
         let text = m.render(Live {
+            connections: 4,
             sessions: 3,
             streams: 7,
             store_up: true,
@@ -311,6 +320,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("lanyard_sessions_live 3"), "{text}");
+        assert!(text.contains("lanyard_quic_connections 4"), "{text}");
         assert!(text.contains("lanyard_streams_open 7"), "{text}");
         assert!(
             text.contains("lanyard_http_responses_total{class=\"2xx\"} 2"),

@@ -30,6 +30,8 @@ pub struct Shared {
     pub revocations: RevocationHub,
     pub policy: PolicyCache,
     pub sessions: Sessions,
+    /// The agents' QUIC endpoint (for its live connection count).
+    pub quic: quinn::Endpoint,
     /// This node's name in the load history.
     pub node: String,
     pub load: crate::load::LoadState,

@@ -72,6 +72,23 @@ fn fifty_agents_connect_and_every_byte_comes_back() {
     assert_eq!(value("lanyard_stream_open_seconds_count"), 100);
     assert!(value("lanyard_tunnel_bytes_up_total") >= 100 * 32768);
 
+    // Every connection the run made is gone once it has ended: enrolment
+    // and session connections alike (closing ones drain within a second).
+    let connections = || -> Option<u64> {
+        broker
+            .lanyard_metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix("lanyard_quic_connections "))
+            .and_then(|v| v.parse().ok())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut open = connections();
+    while open != Some(0) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        open = connections();
+    }
+    assert_eq!(open, Some(0), "QUIC connections still open after the run");
+
     // The test identities are disabled and the app it made is gone.
     let apps = broker.lanyard(&["apps", "list", "--json"], None, None).ok();
     assert_eq!(apps.stdout.trim(), "[]");

@@ -25,6 +25,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(crate::metrics::Live {
+            connections: state.quic.open_connections() as u64,
             sessions: state.sessions.len() as u64,
             streams: state.sessions.open_streams(),
             store_up: up,
