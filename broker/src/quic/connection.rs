@@ -78,7 +78,9 @@ pub(super) async fn handle(
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
         .and_then(|chain| chain.into_iter().next());
     match cert {
-        None => super::enrol::serve(conn, state).await,
+        // Boxed: the connection task lives as long as the agent is
+        // connected, and should not be the size of an enrolment.
+        None => Box::pin(super::enrol::serve(conn, state)).await,
         Some(cert) => serve_device(conn, cert, state, shutdown).await,
     }
 }
@@ -168,7 +170,7 @@ fn stream_room(open: usize, limit: u32, most: u32) -> Option<u32> {
 }
 
 async fn dispatch(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    let first = match read_frame(&mut recv, FIRST_FRAME_TIMEOUT).await {
+    let first = match Box::pin(read_frame(&mut recv, FIRST_FRAME_TIMEOUT)).await {
         Ok(m) => m,
         Err(e) => {
             tracing::debug!(error = %e, "bad first frame on a stream");
@@ -177,40 +179,34 @@ async fn dispatch(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, mut recv: q
             return;
         }
     };
+    // A session lives as long as the agent is connected, so its task is
+    // the session and nothing bigger; the rest is boxed.
     match first {
+        hello @ Message::Hello { .. } => super::session::control(ctx, send, recv, hello).await,
+        Message::StreamOpen { app, request_id } => {
+            Box::pin(super::session::tunnel(ctx, send, recv, app, request_id)).await
+        }
+        other => Box::pin(request(ctx, send, other)).await,
+    }
+}
+
+/// A one-off request on its own stream: one answer, then the end.
+async fn request(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, first: Message) {
+    let reply = match first {
         Message::SignIn {
             username,
             password,
             totp,
-        } => {
-            let reply = super::signin::sign_in(&ctx, &username, &password, totp.as_deref()).await;
-            let _ = write_frame(&mut send, &reply).await;
-            let _ = send.finish();
-        }
-        Message::Refresh { refresh_token } => {
-            let reply = super::signin::refresh(&ctx, &refresh_token).await;
-            let _ = write_frame(&mut send, &reply).await;
-            let _ = send.finish();
-        }
-        Message::Renew => {
-            let reply = super::enrol::renew(&ctx).await;
-            let _ = write_frame(&mut send, &reply).await;
-            let _ = send.finish();
-        }
-        hello @ Message::Hello { .. } => super::session::control(ctx, send, recv, hello).await,
-        Message::StreamOpen { app, request_id } => {
-            super::session::tunnel(ctx, send, recv, app, request_id).await
-        }
+        } => super::signin::sign_in(&ctx, &username, &password, totp.as_deref()).await,
+        Message::Refresh { refresh_token } => super::signin::refresh(&ctx, &refresh_token).await,
+        Message::Renew => super::enrol::renew(&ctx).await,
         other => {
             tracing::debug!(message = ?other, "unexpected first frame");
-            refuse_stream(
-                &mut send,
-                ErrorCode::BadRequest,
-                "unexpected message to open a stream".into(),
-            )
-            .await;
+            Message::refused(ErrorCode::BadRequest, "unexpected message to open a stream")
         }
-    }
+    };
+    let _ = write_frame(&mut send, &reply).await;
+    let _ = send.finish();
 }
 
 #[cfg(test)]

@@ -171,18 +171,21 @@ pub(super) async fn control(
         let _ = send.finish();
         return;
     };
-    let session = match open(&ctx, &access_token).await {
+    // Boxed, as are the other one-off steps below: the session task lives
+    // as long as the agent is connected, and its size is that of its
+    // largest state.
+    let session = match Box::pin(open(&ctx, &access_token)).await {
         Ok(s) => s,
         Err(r) => {
             state.metrics.sessions_refused.fetch_add(1, Relaxed);
             state.metrics.deny(r.label);
-            audit_denial(
+            Box::pin(audit_denial(
                 &state,
                 &r.username,
                 "session.open",
                 &ctx.device.label(),
                 &r.message,
-            )
+            ))
             .await;
             ctl.refuse(r.code, r.message);
             flush(&mut ctl, &mut send).await;
