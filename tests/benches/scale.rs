@@ -35,6 +35,24 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+const LOG: [(&str, &str); 1] = [("LANYARD_LOG", "warn")];
+
+/// A broker config in `dir` with room for `n` agents and no admission
+/// reserve in the way; returns its path.
+fn broker_config(dir: &std::path::Path, n: u64) -> String {
+    let path = dir.join("broker.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[limits]\nagents = {}\n[admission]\ncapacity = {}\n",
+            n + 100,
+            n * 2
+        ),
+    )
+    .expect("config");
+    path.to_str().expect("utf-8 path").to_owned()
+}
+
 fn live_agents(broker: &BrokerProcess) -> u64 {
     let load = broker.lanyard(&["load", "--json"], None, None);
     serde_json::from_str::<serde_json::Value>(&load.stdout)
@@ -92,21 +110,8 @@ fn main() {
     let mut rows = Vec::new();
     for n in counts {
         let tmp = tempfile::tempdir().expect("temp dir");
-        let config = tmp.path().join("broker.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[limits]\nagents = {}\n[admission]\ncapacity = {}\n",
-                n + 100,
-                n * 2
-            ),
-        )
-        .expect("config");
-        let broker = BrokerProcess::start(
-            &tmp.path().join("data"),
-            &["--config", config.to_str().expect("utf-8 path")],
-            &[("LANYARD_LOG", "warn")],
-        );
+        let config = broker_config(tmp.path(), n);
+        let broker = BrokerProcess::start(&tmp.path().join("data"), &["--config", &config], &LOG);
         let ramp = n.div_ceil(rate);
         // A first run (up to 1,000 agents) warms the broker up: the pooled
         // argon2 memory, the allocator's arenas, the store's caches. The
@@ -205,19 +210,8 @@ fn main() {
 /// the same ports and data dir; returns the table row.
 fn restart_storm(n: u64, rate: u64) -> String {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let config = tmp.path().join("broker.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[limits]\nagents = {}\n[admission]\ncapacity = {}\n",
-            n + 100,
-            n * 2
-        ),
-    )
-    .expect("config");
-    let config = config.to_str().expect("utf-8 path").to_owned();
-    let env = [("LANYARD_LOG", "warn")];
-    let mut broker = BrokerProcess::start(&tmp.path().join("data"), &["--config", &config], &env);
+    let config = broker_config(tmp.path(), n);
+    let mut broker = BrokerProcess::start(&tmp.path().join("data"), &["--config", &config], &LOG);
     let ramp = n.div_ceil(rate);
     let json = tmp.path().join("restart.json");
     eprintln!("scale: restart storm, {n} agents over {ramp} s");
@@ -249,7 +243,7 @@ fn restart_storm(n: u64, rate: u64) -> String {
     broker
         .wait_exit(Duration::from_secs(10))
         .expect("broker exits");
-    let broker = BrokerProcess::start_at(&data_dir, &api, &quic, &["--config", &config], &env);
+    let broker = BrokerProcess::start_at(&data_dir, &api, &quic, &["--config", &config], &LOG);
     let mut back = 0;
     let mut at_10s = None;
     let mut all_back = None;

@@ -80,26 +80,38 @@ async fn hello(
     (answer, (send, recv))
 }
 
-async fn echo_once(conn: &quinn::Connection, data: &[u8]) -> Vec<u8> {
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+/// Opens a tunnel stream to the echo app: the header only.
+async fn open_echo(
+    conn: &quinn::Connection,
+    request_id: u64,
+) -> (quinn::SendStream, quinn::RecvStream) {
+    let (mut send, recv) = conn.open_bi().await.unwrap();
     write_frame(
         &mut send,
         &Message::StreamOpen {
             app: "echo".into(),
-            request_id: 1,
+            request_id,
         },
     )
     .await
     .unwrap();
-    send.write_all(data).await.unwrap();
-    send.finish().unwrap();
-    let answer = read_frame(&mut recv, Duration::from_secs(10))
-        .await
-        .unwrap();
+    (send, recv)
+}
+
+/// Reads the broker's answer to a tunnel stream; it must be an accept.
+async fn expect_accepted(recv: &mut quinn::RecvStream) {
+    let answer = read_frame(recv, Duration::from_secs(10)).await.unwrap();
     assert!(
         matches!(answer, Message::StreamAccepted { .. }),
         "{answer:?}"
     );
+}
+
+async fn echo_once(conn: &quinn::Connection, data: &[u8]) -> Vec<u8> {
+    let (mut send, mut recv) = open_echo(conn, 1).await;
+    send.write_all(data).await.unwrap();
+    send.finish().unwrap();
+    expect_accepted(&mut recv).await;
     recv.read_to_end(1 << 20).await.unwrap()
 }
 
@@ -113,16 +125,7 @@ fn bad_frames_and_floods_are_refused_and_the_broker_carries_on() {
         let (_endpoint, conn) = account::connect(&device).await.unwrap();
 
         // A tunnel stream before any session: refused with a reason.
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        write_frame(
-            &mut send,
-            &Message::StreamOpen {
-                app: "echo".into(),
-                request_id: 1,
-            },
-        )
-        .await
-        .unwrap();
+        let (_send, mut recv) = open_echo(&conn, 1).await;
         match read_frame(&mut recv, Duration::from_secs(10))
             .await
             .unwrap()
@@ -245,23 +248,8 @@ fn a_busy_agent_gets_more_stream_room() {
         for i in 0..OPEN {
             let (conn, all_open) = (conn.clone(), all_open.clone());
             tasks.spawn(async move {
-                let (mut send, mut recv) = conn.open_bi().await.unwrap();
-                write_frame(
-                    &mut send,
-                    &Message::StreamOpen {
-                        app: "echo".into(),
-                        request_id: i as u64,
-                    },
-                )
-                .await
-                .unwrap();
-                let answer = read_frame(&mut recv, Duration::from_secs(10))
-                    .await
-                    .unwrap();
-                assert!(
-                    matches!(answer, Message::StreamAccepted { .. }),
-                    "{answer:?}"
-                );
+                let (mut send, mut recv) = open_echo(&conn, i as u64).await;
+                expect_accepted(&mut recv).await;
                 all_open.wait().await;
                 let data = format!("stream {i}");
                 send.write_all(data.as_bytes()).await.unwrap();

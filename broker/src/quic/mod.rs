@@ -48,8 +48,8 @@ pub enum QuicError {
 /// Streams an agent may have open at first. quinn keeps per-stream state
 /// for every stream the peer may open, so a connection starts with room for
 /// this many and grows towards `[limits] streams_per_agent` as it uses them
-/// (see `connection::serve_device`): an idle agent costs a few hundred
-/// bytes of stream state instead of about 20 KiB.
+/// (see `connection::serve_device`): two hash-map entries per stream,
+/// which at 256 streams come to about 20 KiB by their layout.
 pub const INITIAL_STREAMS: u32 = 32;
 
 /// Transport limits for agent connections.
