@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::identity::{sha256, Device};
-use crate::wire::{read_frame, write_frame, WireError};
+use lanyard_relay::{read_frame, write_frame, FramedError};
 
 /// Time allowed for the QUIC and TLS handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,7 +46,7 @@ pub enum ClientError {
     #[error("the broker answered with an unexpected message")]
     Unexpected,
     #[error("lost the broker: {0}")]
-    Wire(#[from] WireError),
+    Wire(#[from] FramedError),
     #[error("lost the broker: {0}")]
     Connection(#[from] quinn::ConnectionError),
 }

@@ -6,7 +6,7 @@
 pub mod account;
 pub mod backoff;
 pub mod client;
+pub mod forward;
 pub mod identity;
 pub mod state;
 pub mod up;
-pub mod wire;

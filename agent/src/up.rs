@@ -1,65 +1,35 @@
 //! `lanyard-agent up`: keep a session with the broker and forward local
-//! ports through it, reconnecting by itself.
+//! ports through it ([`crate::forward`]), reconnecting by itself.
 //!
-//! Local listeners outlive connections: a port stays the same across
-//! reconnects, and a TCP connection that arrives while the agent is
-//! reconnecting waits a little for the session to return. Each TCP
-//! connection becomes one QUIC stream, decided by the broker afresh.
+//! The session's timing (refresh the sign-in at two thirds of the token's
+//! life, renew the certificate at half its life, give up on an unanswered
+//! hello) is the `AgentControl` machine's; what to do when a connection
+//! ends is `lanyard_proto::reconnect`'s. This file only drives them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
 use std::time::Duration;
 
-use lanyard_proto::session::{AgentControl, AgentEvent};
-use lanyard_proto::{close, ErrorCode, Message};
+use lanyard_proto::close;
+use lanyard_proto::reconnect::{Ending, Next, Redial, Stop};
+use lanyard_proto::session::{AgentControl, AgentEvent, Lifetimes, Millis};
+use lanyard_proto::ErrorCode;
 use serde::{Deserialize, Serialize};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 
 use crate::account::{self, agent_version, os_name, AccountError};
 use crate::backoff::Backoff;
 use crate::client::ClientError;
-use crate::identity::{now_secs, Device, IdentityError, Tokens};
+pub use crate::forward::{Forward, PORTS_FILE};
+use crate::forward::{Forwards, ListenError};
+use crate::identity::{now_secs, Device, IdentityError, Tokens, TOKENS_FILE};
 use crate::state::StateDir;
-use crate::wire::{relay_after_answer, write_frame, Meters, StreamError};
 
 pub const STATUS_FILE: &str = "up.json";
-pub const PORTS_FILE: &str = "forwards.json";
-/// How long a new local connection waits for the session to come back.
-const WAIT_FOR_SESSION: Duration = Duration::from_secs(10);
-/// How long to wait for the broker's answer to a stream.
-const STREAM_ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
-/// How often a live session checks whether the certificate needs renewing.
-const RENEWAL_CHECK: Duration = Duration::from_secs(3600);
-
-/// A local forward asked for on the command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Forward {
-    pub app: String,
-    pub listen: SocketAddr,
-}
-
-impl std::str::FromStr for Forward {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (app, addr) = s
-            .split_once('=')
-            .ok_or_else(|| format!("{s:?} is not APP=ADDRESS, e.g. hr-system=127.0.0.1:8080"))?;
-        let listen = addr
-            .parse()
-            .map_err(|_| format!("{addr:?} is not an address like 127.0.0.1:8080"))?;
-        if app.is_empty() {
-            return Err(format!("{s:?} names no app"));
-        }
-        Ok(Self {
-            app: app.to_owned(),
-            listen,
-        })
-    }
-}
+/// Why the sign-in on this device was ended at the broker, when it was.
+pub const ENDED_FILE: &str = "sign-in-ended.json";
+/// How long a stopping agent waits for its close to reach the broker.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct UpConfig {
@@ -98,18 +68,24 @@ pub enum UpEvent {
 pub enum UpError {
     #[error(transparent)]
     Identity(#[from] IdentityError),
-    #[error("cannot listen on {addr} for {app}: {source}")]
-    Listen {
-        app: String,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("this device has been revoked: {0}")]
-    Revoked(String),
-    #[error("the sign-in can no longer be used: {0}; run `lanyard-agent login USERNAME`")]
-    SignedOut(String),
-    #[error("the broker refused this agent: {0}")]
-    Refused(String),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error("{0}; ask ICT for a new enrolment code")]
+    Revoked(Stop),
+    #[error("{0}; run `lanyard-agent login USERNAME`")]
+    SignedOut(Stop),
+    #[error("{0}")]
+    Refused(Stop),
+}
+
+impl From<Stop> for UpError {
+    fn from(stop: Stop) -> Self {
+        match stop {
+            Stop::DeviceRevoked(_) | Stop::CertificateExpired(_) => UpError::Revoked(stop),
+            Stop::SignInEnded(_) => UpError::SignedOut(stop),
+            Stop::Refused(_) => UpError::Refused(stop),
+        }
+    }
 }
 
 /// What `lanyard-agent status` reads about a running `up`.
@@ -124,152 +100,79 @@ pub struct UpStatus {
     pub reconnects: u64,
 }
 
-/// The session the listeners use, when there is one.
-#[derive(Debug)]
-struct Link {
-    conn: quinn::Connection,
+/// Why the sign-in on this device was ended (kept for `status`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignInEnded {
+    pub username: String,
+    pub reason: String,
+    pub at: u64,
 }
 
-type LinkTx = watch::Sender<Option<Arc<Link>>>;
-
-/// Counters shared by all forwards (the stress tester reads them too).
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub streams_opened: AtomicU64,
-    pub streams_refused: AtomicU64,
-    pub bytes_sent: AtomicU64,
-    pub bytes_received: AtomicU64,
+fn now_ms() -> Millis {
+    now_secs().saturating_mul(1000)
 }
 
-/// Opens one tunnel stream for `tcp` to `app` over `conn` and relays it.
-pub async fn tunnel(
-    conn: &quinn::Connection,
-    app: &str,
-    request_id: u64,
-    tcp: TcpStream,
-    counters: &Counters,
-) -> Result<(), StreamError> {
-    let (mut send, mut recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| StreamError::Io(std::io::Error::other(e)))?;
-    write_frame(
-        &mut send,
-        &Message::StreamOpen {
-            app: app.to_owned(),
-            request_id,
-        },
-    )
-    .await?;
-    counters.streams_opened.fetch_add(1, Relaxed);
-    let result = relay_after_answer(
-        tcp,
-        &mut send,
-        &mut recv,
-        STREAM_ANSWER_TIMEOUT,
-        Meters {
-            inbound: &[&counters.bytes_received],
-            outbound: &[&counters.bytes_sent],
-        },
-    )
-    .await;
-    if let Err(StreamError::Refused { .. }) = &result {
-        counters.streams_refused.fetch_add(1, Relaxed);
-    }
-    result.map(|_| ())
-}
-
-struct Forwards {
-    explicit: bool,
-    bound: BTreeMap<String, SocketAddr>,
-    saved_ports: BTreeMap<String, u16>,
-}
-
-type Failures = tokio::sync::mpsc::UnboundedSender<UpEvent>;
-
-struct Runner {
-    state: StateDir,
-    config: UpConfig,
-    link: LinkTx,
-    forwards: Forwards,
-    failures: Failures,
-    counters: Arc<Counters>,
-    next_request: Arc<AtomicU64>,
-    status: UpStatus,
-}
-
-/// How one connection ended.
+/// How one connection ended: something the reconnect decision judges, or
+/// a local failure that ends `up`.
 enum Ended {
-    /// Try again after a backoff; `opened` if a session had been open.
-    Retry {
-        reason: String,
-        opened: bool,
-    },
-    /// Try again at once, after refreshing the tokens.
-    RefreshFirst {
-        reason: String,
-    },
-    /// Try again at once (a renewed certificate is to be used).
-    Again,
+    Judge { ending: Ending, had_session: bool },
     Fatal(UpError),
 }
 
-fn ended_by_refusal(code: ErrorCode, message: String) -> Ended {
-    match code {
-        ErrorCode::Revoked => Ended::Fatal(UpError::Revoked(message)),
-        ErrorCode::Unauthorized => Ended::RefreshFirst { reason: message },
-        ErrorCode::AtCapacity | ErrorCode::Unavailable | ErrorCode::Internal => Ended::Retry {
-            reason: message,
-            opened: false,
-        },
-        _ => Ended::Fatal(UpError::Refused(message)),
-    }
-}
-
-fn ended_by_close(conn: &quinn::Connection, opened: bool) -> Ended {
-    match conn.close_reason() {
-        Some(quinn::ConnectionError::ApplicationClosed(c)) => {
-            let reason = String::from_utf8_lossy(&c.reason).into_owned();
-            match u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX) {
-                close::DEVICE_REVOKED => Ended::Fatal(UpError::Revoked(reason)),
-                // A renewed certificate may be waiting in the state dir:
-                // the next attempt uses it, or stops if it too has expired.
-                close::CERT_EXPIRED => Ended::Again,
-                close::SIGNED_OUT => Ended::RefreshFirst { reason },
-                _ => Ended::Retry { reason, opened },
-            }
-        }
-        Some(e) => Ended::Retry {
+fn lost(e: impl std::fmt::Display) -> Ended {
+    Ended::Judge {
+        ending: Ending::Lost {
             reason: e.to_string(),
-            opened,
         },
-        None => Ended::Retry {
+        had_session: false,
+    }
+}
+
+/// How the broker closed `conn`, as the reconnect decision reads it.
+fn closing(conn: &quinn::Connection) -> Ending {
+    match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c)) => Ending::Closed {
+            code: u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX),
+            reason: String::from_utf8_lossy(&c.reason).into_owned(),
+        },
+        Some(e) => Ending::Lost {
+            reason: e.to_string(),
+        },
+        None => Ending::Lost {
             reason: "the session ended".into(),
-            opened,
         },
     }
 }
 
-fn retry(e: impl std::fmt::Display) -> Ended {
-    Ended::Retry {
-        reason: e.to_string(),
-        opened: false,
-    }
-}
-
-/// An account error on an open connection: a refusal decides, anything
-/// else is retried.
-fn ended_by_account(e: AccountError) -> Ended {
+/// An account exchange (refresh, renewal) that failed on an open
+/// connection.
+fn refresh_failure(e: AccountError) -> Result<Ending, UpError> {
     match e {
-        AccountError::Client(ClientError::Refused { code, message }) => match code {
-            ErrorCode::Unauthorized | ErrorCode::Forbidden => {
-                Ended::Fatal(UpError::SignedOut(message))
-            }
-            other => ended_by_refusal(other, message),
-        },
-        AccountError::Identity(e) => Ended::Fatal(e.into()),
-        other => retry(other),
+        AccountError::Client(ClientError::Refused { code, message }) => {
+            Ok(Ending::RefreshRefused { code, message })
+        }
+        AccountError::Identity(e) => Err(e.into()),
+        other => Ok(Ending::Lost {
+            reason: other.to_string(),
+        }),
     }
+}
+
+fn lifetimes(tokens: &Tokens, device: &Device) -> Lifetimes {
+    Lifetimes {
+        token_issued_at: tokens.issued_at.saturating_mul(1000),
+        token_expires_at: tokens.expires_at.saturating_mul(1000),
+        cert_issued_at: device.enrolment.cert_issued_at.saturating_mul(1000),
+        cert_expires_at: device.enrolment.cert_expires_at.saturating_mul(1000),
+    }
+}
+
+struct Runner {
+    state: StateDir,
+    forwards: Forwards,
+    status: UpStatus,
+    /// The live connection and its endpoint, to close on the way out.
+    current: Option<(quinn::Endpoint, quinn::Connection)>,
 }
 
 impl Runner {
@@ -279,83 +182,14 @@ impl Runner {
         }
     }
 
-    /// Binds a listener for `app` at `addr` and serves it.
-    async fn bind(&mut self, app: &str, addr: SocketAddr) -> Result<SocketAddr, UpError> {
-        let listen_err = |source| UpError::Listen {
-            app: app.to_owned(),
-            addr,
-            source,
-        };
-        let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
-        let local = listener.local_addr().map_err(listen_err)?;
-        self.forwards.bound.insert(app.to_owned(), local);
-        self.forwards
-            .saved_ports
-            .insert(app.to_owned(), local.port());
-        if let Ok(bytes) = serde_json::to_vec_pretty(&self.forwards.saved_ports) {
-            let _ = self.state.write(PORTS_FILE, &bytes);
-        }
-        tokio::spawn(serve_forward(
-            app.to_owned(),
-            listener,
-            self.link.subscribe(),
-            self.counters.clone(),
-            self.next_request.clone(),
-            self.failures.clone(),
-        ));
-        Ok(local)
-    }
-
-    /// Makes sure every allowed app has a listener (when forwards are not
-    /// explicit); the ready forwards and the asked-for apps not allowed.
-    async fn sync_forwards(
-        &mut self,
-        apps: &BTreeSet<String>,
-    ) -> Result<(Vec<(String, SocketAddr)>, Vec<String>), UpError> {
-        if !self.forwards.explicit {
-            for app in apps {
-                if self.forwards.bound.contains_key(app) {
-                    continue;
-                }
-                let port = self.forwards.saved_ports.get(app).copied().unwrap_or(0);
-                let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                match self.bind(app, addr).await {
-                    Ok(_) => {}
-                    // The remembered port is taken: any port will do.
-                    Err(_) if port != 0 => {
-                        self.bind(app, SocketAddr::from(([127, 0, 0, 1], 0)))
-                            .await?;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        let ready = self
-            .forwards
-            .bound
-            .iter()
-            .filter(|(app, _)| apps.contains(*app))
-            .map(|(app, addr)| (app.clone(), *addr))
-            .collect();
-        let not_allowed = self
-            .forwards
-            .bound
-            .keys()
-            .filter(|app| !apps.contains(*app))
-            .cloned()
-            .collect();
-        Ok((ready, not_allowed))
-    }
-
     async fn ready(
         &mut self,
         session_id: &str,
         apps: BTreeSet<String>,
         conn: &quinn::Connection,
     ) -> Result<UpEvent, UpError> {
-        let (forwards, not_allowed) = self.sync_forwards(&apps).await?;
-        self.link
-            .send_replace(Some(Arc::new(Link { conn: conn.clone() })));
+        let (forwards, not_allowed) = self.forwards.sync(&apps).await?;
+        self.forwards.set_link(Some(conn.clone()));
         self.status.connected = true;
         self.status.session_id = Some(session_id.to_owned());
         self.status.since.get_or_insert(now_secs());
@@ -388,35 +222,50 @@ impl Runner {
             Err(e) => return Ended::Fatal(e.into()),
         };
         if now_secs() >= device.enrolment.cert_expires_at {
-            return Ended::Fatal(UpError::Revoked(
-                "the device certificate has expired; ask ICT for a new enrolment code".into(),
-            ));
+            let why = "it ran out before it could be renewed".to_owned();
+            return Ended::Fatal(Stop::CertificateExpired(why).into());
         }
-        let (_endpoint, conn) = match account::connect(&device).await {
+        let (endpoint, conn) = match account::connect(&device).await {
             Ok(c) => c,
-            Err(e) => return retry(e),
+            Err(e) => return lost(e),
         };
+        self.current = Some((endpoint, conn.clone()));
         if device.needs_renewal(now_secs()) {
             match account::renew(&self.state, &device, &conn).await {
                 Ok(_) => {
                     conn.close(close::NORMAL.into(), b"renewed");
-                    return Ended::Again;
+                    return Ended::Judge {
+                        ending: Ending::Renewed,
+                        had_session: false,
+                    };
                 }
-                Err(e) => {
-                    if let Ended::Fatal(f) = ended_by_account(e) {
-                        return Ended::Fatal(f);
-                    }
-                }
+                Err(e) => match refresh_failure(e) {
+                    Err(fatal) => return Ended::Fatal(fatal),
+                    Ok(Ending::RefreshRefused {
+                        code: ErrorCode::Revoked,
+                        message,
+                    }) => return Ended::Fatal(Stop::DeviceRevoked(message).into()),
+                    // Renewal is tried again within the session.
+                    Ok(_) => {}
+                },
             }
         }
         if refresh_first || tokens.needs_refresh(now_secs(), &device.thumbprint_hex()) {
             match account::refresh(&self.state, &device, &conn, &tokens).await {
                 Ok(t) => tokens = t,
-                Err(e) => return ended_by_account(e),
+                Err(e) => {
+                    return match refresh_failure(e) {
+                        Ok(ending) => Ended::Judge {
+                            ending,
+                            had_session: false,
+                        },
+                        Err(fatal) => Ended::Fatal(fatal),
+                    }
+                }
             }
         }
         let ended = self.session(&mut device, &mut tokens, &conn, report).await;
-        self.link.send_replace(None);
+        self.forwards.set_link(None);
         self.status.connected = false;
         self.status.session_id = None;
         conn.close(close::NORMAL.into(), b"agent stopping");
@@ -432,24 +281,24 @@ impl Runner {
     ) -> Ended {
         let (mut send, mut recv) = match conn.open_bi().await {
             Ok(s) => s,
-            Err(e) => return retry(e),
+            Err(e) => return lost(e),
         };
-        let mut ctl = AgentControl::new(tokens.access_token.clone(), agent_version(), os_name());
+        let mut ctl = AgentControl::new(
+            tokens.access_token.clone(),
+            agent_version(),
+            os_name(),
+            lifetimes(tokens, device),
+            now_ms(),
+        );
         let mut opened = false;
         let mut revoked: Option<String> = None;
-        let refresh_at = |t: &Tokens| {
-            let life = t.expires_at.saturating_sub(t.issued_at);
-            Duration::from_secs((t.issued_at + life * 2 / 3).saturating_sub(now_secs()))
-        };
-        let mut next_refresh = tokio::time::Instant::now() + refresh_at(tokens);
-        let mut next_renewal_check = tokio::time::Instant::now() + RENEWAL_CHECK;
         loop {
             if let Some(bytes) = ctl.poll_transmit() {
                 if let Err(e) = send.write_all(&bytes).await {
                     return if opened {
-                        ended_by_close(conn, true)
+                        self.judge_close(conn, None, true).await
                     } else {
-                        retry(e)
+                        lost(e)
                     };
                 }
             }
@@ -472,60 +321,132 @@ impl Runner {
                         }
                     }
                     AgentEvent::Refused { code, message } => {
-                        return ended_by_refusal(code, message)
+                        return Ended::Judge {
+                            ending: Ending::Refused { code, message },
+                            had_session: opened,
+                        }
                     }
                     AgentEvent::Revoked { reason } => revoked = Some(reason),
+                    AgentEvent::TimedOut => {
+                        return lost("the broker did not answer the session's hello")
+                    }
+                    AgentEvent::RefreshDue => {
+                        match account::refresh(&self.state, device, conn, tokens).await {
+                            Ok(t) => {
+                                *tokens = t;
+                                ctl.refreshed(
+                                    tokens.issued_at.saturating_mul(1000),
+                                    tokens.expires_at.saturating_mul(1000),
+                                );
+                            }
+                            Err(e) => match refresh_failure(e) {
+                                Err(fatal) => return Ended::Fatal(fatal),
+                                Ok(ending @ Ending::RefreshRefused { .. }) => {
+                                    return Ended::Judge {
+                                        ending,
+                                        had_session: opened,
+                                    }
+                                }
+                                Ok(_) => ctl.refresh_failed(now_ms()),
+                            },
+                        }
+                    }
+                    AgentEvent::RenewalDue => {
+                        // Used from the next connection on.
+                        match account::renew(&self.state, device, conn).await {
+                            Ok(d) => {
+                                *device = d;
+                                ctl.renewed(
+                                    device.enrolment.cert_issued_at.saturating_mul(1000),
+                                    device.enrolment.cert_expires_at.saturating_mul(1000),
+                                );
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "certificate renewal failed; will try again");
+                                ctl.renewal_failed(now_ms());
+                            }
+                        }
+                    }
                     AgentEvent::Pong { .. } => {}
                 }
             }
             if revoked.is_some() || ctl.is_closed() {
                 // The close code says what to do; the reason came first.
-                let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-                return match ended_by_close(conn, opened) {
-                    Ended::Retry { reason, opened } => Ended::Retry {
-                        reason: revoked.unwrap_or(reason),
-                        opened,
-                    },
-                    other => other,
-                };
+                return self.judge_close(conn, revoked, opened).await;
             }
+            let wake = ctl.poll_timeout().map(|at| {
+                tokio::time::Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()))
+            });
             tokio::select! {
                 chunk = recv.read_chunk(4096, true) => match chunk {
                     Ok(Some(c)) => {
                         if let Err(e) = ctl.handle_bytes(&c.bytes) {
                             conn.close(close::PROTOCOL.into(), e.to_string().as_bytes());
-                            return retry(e);
+                            return lost(e);
                         }
                     }
-                    Ok(None) | Err(_) => {
-                        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-                        return ended_by_close(conn, opened);
-                    }
+                    Ok(None) | Err(_) => return self.judge_close(conn, None, opened).await,
                 },
-                _ = tokio::time::sleep_until(next_refresh), if opened => {
-                    match account::refresh(&self.state, device, conn, tokens).await {
-                        Ok(t) => {
-                            *tokens = t;
-                            next_refresh = tokio::time::Instant::now() + refresh_at(tokens);
-                        }
-                        Err(e) => match ended_by_account(e) {
-                            Ended::Fatal(f) => return Ended::Fatal(f),
-                            _ => next_refresh = tokio::time::Instant::now() + Duration::from_secs(5),
-                        },
-                    }
-                }
-                _ = tokio::time::sleep_until(next_renewal_check), if opened => {
-                    next_renewal_check = tokio::time::Instant::now() + RENEWAL_CHECK;
-                    if device.needs_renewal(now_secs()) {
-                        // Used from the next connection on.
-                        match account::renew(&self.state, device, conn).await {
-                            Ok(d) => *device = d,
-                            Err(e) => tracing::warn!(error = %e, "certificate renewal failed; will try again"),
-                        }
-                    }
-                }
+                _ = sleep_until(wake) => ctl.handle_timeout(now_ms()),
             }
         }
+    }
+
+    /// Waits briefly for the broker's close (its code says what to do) and
+    /// hands it to the decision; `revoked` is the reason the broker gave
+    /// on the control stream first, if it did.
+    async fn judge_close(
+        &mut self,
+        conn: &quinn::Connection,
+        revoked: Option<String>,
+        had_session: bool,
+    ) -> Ended {
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+        let ending = match (closing(conn), revoked) {
+            (Ending::Closed { code, .. }, Some(reason)) => Ending::Closed { code, reason },
+            (other, _) => other,
+        };
+        Ended::Judge {
+            ending,
+            had_session,
+        }
+    }
+
+    /// Notes for `status` that the sign-in was ended, and forgets it.
+    fn forget_sign_in(&self, reason: &str) {
+        let username = self
+            .state
+            .tokens()
+            .ok()
+            .flatten()
+            .map(|t| t.username)
+            .unwrap_or_default();
+        let ended = SignInEnded {
+            username,
+            reason: reason.to_owned(),
+            at: now_secs(),
+        };
+        if let Ok(bytes) = serde_json::to_vec_pretty(&ended) {
+            let _ = self.state.write(ENDED_FILE, &bytes);
+        }
+        let _ = self.state.remove(TOKENS_FILE);
+    }
+
+    /// Closes the live connection so the broker ends the session at once.
+    async fn close(&mut self) {
+        self.forwards.set_link(None);
+        if let Some((endpoint, conn)) = self.current.take() {
+            conn.close(close::NORMAL.into(), b"agent stopping");
+            let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -540,45 +461,32 @@ pub async fn run(
     // Fail early, before any socket: the device and the sign-in exist.
     state.device()?;
     state.tokens()?.ok_or(IdentityError::NotSignedIn)?;
-    let saved_ports = state
-        .read(PORTS_FILE)
-        .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let (failures, mut failed) = tokio::sync::mpsc::unbounded_channel();
+    let (failures, mut failed) = mpsc::unbounded_channel();
+    let forwards = Forwards::new(state.clone(), &config.forwards, failures).await?;
     let mut runner = Runner {
-        forwards: Forwards {
-            explicit: !config.forwards.is_empty(),
-            bound: BTreeMap::new(),
-            saved_ports,
-        },
         state,
-        link: watch::channel(None).0,
-        failures,
-        counters: Arc::new(Counters::default()),
-        next_request: Arc::new(AtomicU64::new(1)),
+        forwards,
         status: UpStatus {
             pid: std::process::id(),
             ..UpStatus::default()
         },
-        config,
+        current: None,
     };
-    for f in runner.config.forwards.clone() {
-        runner.bind(&f.app, f.listen).await?;
-    }
-    let report: Arc<dyn Fn(UpEvent) + Send + Sync> = Arc::new(report);
+    let report: std::sync::Arc<dyn Fn(UpEvent) + Send + Sync> = std::sync::Arc::new(report);
     {
         let report = report.clone();
         tokio::spawn(async move {
-            while let Some(e) = failed.recv().await {
-                report(e);
+            while let Some(f) = failed.recv().await {
+                report(UpEvent::StreamFailed {
+                    app: f.app,
+                    reason: f.reason,
+                });
             }
         });
     }
-    let mut backoff = Backoff::new(runner.config.backoff_base, runner.config.backoff_cap);
+    let mut backoff = Backoff::new(config.backoff_base, config.backoff_cap);
+    let mut redial = Redial::new();
     let mut refresh_first = false;
-    let mut refreshes_in_a_row = 0;
     tokio::pin!(shutdown);
     let result = loop {
         let ended = tokio::select! {
@@ -586,26 +494,36 @@ pub async fn run(
             _ = &mut shutdown => break Ok(()),
         };
         refresh_first = false;
-        let reason = match ended {
+        let (ending, had_session) = match ended {
             Ended::Fatal(e) => break Err(e),
-            Ended::Again => continue,
-            Ended::RefreshFirst { reason } => {
-                refreshes_in_a_row += 1;
-                if refreshes_in_a_row > 2 {
-                    break Err(UpError::SignedOut(reason));
+            Ended::Judge {
+                ending,
+                had_session,
+            } => (ending, had_session),
+        };
+        let (reason, delay) = match redial.after(ending, had_session) {
+            Next::Stop(stop) => {
+                if let Stop::SignInEnded(reason) = &stop {
+                    runner.forget_sign_in(reason);
                 }
-                refresh_first = true;
-                reason
+                break Err(stop.into());
             }
-            Ended::Retry { reason, opened } => {
-                refreshes_in_a_row = 0;
-                if opened {
+            Next::Redial { at_once: true, .. } => continue,
+            Next::RefreshFirst { reason } => {
+                refresh_first = true;
+                (reason, backoff.next_delay())
+            }
+            Next::Redial {
+                reason,
+                reset_backoff,
+                ..
+            } => {
+                if reset_backoff {
                     backoff.reset();
                 }
-                reason
+                (reason, backoff.next_delay())
             }
         };
-        let delay = backoff.next_delay();
         runner.status.reconnects += 1;
         runner.status.last_error = Some(reason.clone());
         runner.save_status();
@@ -618,57 +536,7 @@ pub async fn run(
             _ = &mut shutdown => break Ok(()),
         }
     };
+    runner.close().await;
     let _ = runner.state.remove(STATUS_FILE);
     result
-}
-
-async fn serve_forward(
-    app: String,
-    listener: TcpListener,
-    link: watch::Receiver<Option<Arc<Link>>>,
-    counters: Arc<Counters>,
-    next_request: Arc<AtomicU64>,
-    failures: Failures,
-) {
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            // Out of file descriptors or similar: do not spin.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let app = app.clone();
-        let mut link = link.clone();
-        let counters = counters.clone();
-        let failures = failures.clone();
-        let id = next_request.fetch_add(1, Relaxed);
-        tokio::spawn(async move {
-            // Any open session will do: the broker decides every stream
-            // and says why when it refuses one.
-            let wanted = |l: &Option<Arc<Link>>| l.is_some();
-            let current = match tokio::time::timeout(WAIT_FOR_SESSION, link.wait_for(wanted)).await
-            {
-                Ok(Ok(l)) => l.clone(),
-                _ => None,
-            };
-            let Some(current) = current else {
-                let _ = failures.send(UpEvent::StreamFailed {
-                    app,
-                    reason: "not connected to the broker right now; try again shortly".into(),
-                });
-                return;
-            };
-            if let Err(e) = tunnel(&current.conn, &app, id, tcp, &counters).await {
-                let reason = match current.conn.close_reason() {
-                    Some(quinn::ConnectionError::ApplicationClosed(c)) => {
-                        format!(
-                            "closed by the broker: {}",
-                            String::from_utf8_lossy(&c.reason)
-                        )
-                    }
-                    _ => e.to_string(),
-                };
-                let _ = failures.send(UpEvent::StreamFailed { app, reason });
-            }
-        });
-    }
 }

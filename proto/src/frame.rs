@@ -5,8 +5,8 @@
 //! messages out. It never buffers more than one maximal frame, and a bad
 //! length is refused as soon as its four bytes are seen.
 
+use crate::codec::{DecodeError, Writer};
 use crate::messages::Message;
-use crate::wire::{DecodeError, Writer};
 
 /// The largest frame, type byte included.
 pub const MAX_FRAME: usize = 64 * 1024;

@@ -6,11 +6,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod codec;
 pub mod enrol;
 pub mod frame;
 pub mod messages;
+pub mod reconnect;
 pub mod session;
-pub mod wire;
+pub mod stream;
 
 pub use enrol::{EnrolmentCode, EnrolmentCodeError};
 pub use frame::{FrameDecoder, FrameError, MAX_FRAME};
@@ -31,8 +33,8 @@ pub mod close {
     pub const PROTOCOL: u32 = 1;
     /// The device's certificate was revoked: do not redial; re-enrol.
     pub const DEVICE_REVOKED: u32 = 2;
-    /// The sign-in was ended (session killed, person disabled, token no
-    /// longer valid): sign in again before redialling.
+    /// The session's access token is no longer valid: refresh the sign-in,
+    /// then redial.
     pub const SIGNED_OUT: u32 = 3;
     /// The broker is stopping: redial with backoff.
     pub const SHUTDOWN: u32 = 4;
@@ -43,11 +45,7 @@ pub mod close {
     pub const STALE_STATE: u32 = 6;
     /// The broker is at capacity: redial with backoff.
     pub const AT_CAPACITY: u32 = 7;
-
-    /// Whether an agent may simply redial after a close with `code`, with
-    /// the same certificate and sign-in. Revoked devices, ended sign-ins
-    /// and expired certificates need something done first.
-    pub fn redial(code: u32) -> bool {
-        !matches!(code, DEVICE_REVOKED | SIGNED_OUT | CERT_EXPIRED)
-    }
+    /// The sign-in was ended at the broker (the session was killed, the
+    /// person disabled): a refresh cannot help; the person signs in again.
+    pub const SIGN_IN_ENDED: u32 = 8;
 }

@@ -6,8 +6,8 @@
 //! TCP connection, which starts with `StreamOpen` and continues as raw bytes
 //! once the broker answers `StreamAccepted`.
 
+use crate::codec::{DecodeError, Reader, Writer};
 use crate::enrol::SECRET_LEN;
-use crate::wire::{DecodeError, Reader, Writer};
 
 /// Field limits, in bytes. Generous for real use, small enough that a peer
 /// cannot make us hold much.

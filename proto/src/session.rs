@@ -10,12 +10,39 @@
 //! (or `Refused`, which ends the stream). While open, either may `Ping` and
 //! the other answers `Pong`; the broker may push `AppsChanged` and, last,
 //! `Revoked`.
+//!
+//! Time is passed in as `now` (milliseconds on the caller's clock, the Unix
+//! epoch for both ends here, since token and certificate lifetimes are wall
+//! times). Each machine says when it next wants [`AgentControl::handle_timeout`]
+//! or [`BrokerControl::handle_timeout`] through `poll_timeout`, the way
+//! quinn-proto does: the agent's schedules the refresh of its sign-in at two
+//! thirds of the token's life and the renewal of its certificate at half
+//! its life, and gives up on a hello that gets no answer; the broker's ends
+//! a session whose token or certificate ran out and finishes a drain.
 
 use std::collections::VecDeque;
 
 use crate::frame::{encode, FrameDecoder, FrameError};
 use crate::messages::{AppGrant, ErrorCode, Message};
 use crate::PROTOCOL_VERSION;
+
+/// Milliseconds on the caller's clock (the Unix epoch, at both ends).
+pub type Millis = u64;
+
+/// How long an agent waits for the answer to its hello.
+pub const HELLO_ANSWER_MS: Millis = 15_000;
+/// A failed refresh of the sign-in is tried again after this.
+pub const REFRESH_RETRY_MS: Millis = 5_000;
+/// A failed certificate renewal is tried again after this.
+pub const RENEWAL_RETRY_MS: Millis = 600_000;
+/// While draining, the broker looks at a session's open streams this often.
+pub const DRAIN_CHECK_MS: Millis = 50;
+
+/// A lifetime `[issued, expires)`: the instant `num/den` of it has passed.
+fn share_of_life(issued: Millis, expires: Millis, num: u64, den: u64) -> Millis {
+    let life = expires.saturating_sub(issued);
+    issued.saturating_add(life / den * num + life % den * num / den)
+}
 
 /// Why a control stream cannot go on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,6 +163,14 @@ pub enum AgentEvent {
         code: ErrorCode,
         message: String,
     },
+    /// No answer to the hello in [`HELLO_ANSWER_MS`]: the session is closed.
+    TimedOut,
+    /// Two thirds of the access token's life have passed: refresh it, then
+    /// call [`AgentControl::refreshed`] (or [`AgentControl::refresh_failed`]).
+    RefreshDue,
+    /// Half the certificate's life has passed: renew it, then call
+    /// [`AgentControl::renewed`] (or [`AgentControl::renewal_failed`]).
+    RenewalDue,
 }
 
 /// The agent's side of a control stream.
@@ -143,11 +178,32 @@ pub enum AgentEvent {
 pub struct AgentControl {
     core: Core,
     events: VecDeque<AgentEvent>,
+    /// While opening: when the hello is given up on.
+    answer_by: Millis,
+    /// When to refresh the sign-in (none while a refresh is under way).
+    refresh_at: Option<Millis>,
+    /// When to renew the certificate (none while a renewal is under way).
+    renew_at: Option<Millis>,
+}
+
+/// Lifetimes an agent's session runs on, from its tokens and certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    pub token_issued_at: Millis,
+    pub token_expires_at: Millis,
+    pub cert_issued_at: Millis,
+    pub cert_expires_at: Millis,
 }
 
 impl AgentControl {
-    /// Starts a session: the `Hello` is ready to send at once.
-    pub fn new(access_token: String, agent_version: String, os: String) -> Self {
+    /// Starts a session at `now`: the `Hello` is ready to send at once.
+    pub fn new(
+        access_token: String,
+        agent_version: String,
+        os: String,
+        life: Lifetimes,
+        now: Millis,
+    ) -> Self {
         let mut core = Core::new(Phase::Opening);
         core.send(&Message::Hello {
             version: PROTOCOL_VERSION,
@@ -158,7 +214,73 @@ impl AgentControl {
         Self {
             core,
             events: VecDeque::new(),
+            answer_by: now.saturating_add(HELLO_ANSWER_MS),
+            refresh_at: Some(share_of_life(
+                life.token_issued_at,
+                life.token_expires_at,
+                2,
+                3,
+            )),
+            renew_at: Some(share_of_life(
+                life.cert_issued_at,
+                life.cert_expires_at,
+                1,
+                2,
+            )),
         }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) next has something to
+    /// do; `None` once closed.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        match self.core.phase {
+            Phase::Opening | Phase::Deciding => Some(self.answer_by),
+            Phase::Open => [self.refresh_at, self.renew_at].into_iter().flatten().min(),
+            Phase::Closed => None,
+        }
+    }
+
+    /// Acts on the time: gives up on an unanswered hello, or says a refresh
+    /// or a renewal is due (once each, until it is reported done or failed).
+    pub fn handle_timeout(&mut self, now: Millis) {
+        match self.core.phase {
+            Phase::Opening | Phase::Deciding if now >= self.answer_by => {
+                self.core.phase = Phase::Closed;
+                self.events.push_back(AgentEvent::TimedOut);
+            }
+            Phase::Open => {
+                if self.refresh_at.is_some_and(|at| now >= at) {
+                    self.refresh_at = None;
+                    self.events.push_back(AgentEvent::RefreshDue);
+                }
+                if self.renew_at.is_some_and(|at| now >= at) {
+                    self.renew_at = None;
+                    self.events.push_back(AgentEvent::RenewalDue);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// New tokens: the next refresh is at two thirds of their life.
+    pub fn refreshed(&mut self, issued_at: Millis, expires_at: Millis) {
+        self.refresh_at = Some(share_of_life(issued_at, expires_at, 2, 3));
+    }
+
+    /// The refresh did not go through (and may be tried again).
+    pub fn refresh_failed(&mut self, now: Millis) {
+        self.refresh_at = Some(now.saturating_add(REFRESH_RETRY_MS));
+    }
+
+    /// A renewed certificate (used from the next connection on): the next
+    /// renewal is at half its life.
+    pub fn renewed(&mut self, issued_at: Millis, expires_at: Millis) {
+        self.renew_at = Some(share_of_life(issued_at, expires_at, 1, 2));
+    }
+
+    /// The renewal did not go through (and may be tried again).
+    pub fn renewal_failed(&mut self, now: Millis) {
+        self.renew_at = Some(now.saturating_add(RENEWAL_RETRY_MS));
     }
 
     pub fn is_open(&self) -> bool {
@@ -227,6 +349,12 @@ pub enum BrokerEvent {
     Pong {
         nonce: u64,
     },
+    /// The session's token or certificate has run out: decide again (the
+    /// rules give the reason) and [`BrokerControl::revoke`], or
+    /// [`BrokerControl::extend`] if a refresh moved it on meanwhile.
+    Expired,
+    /// Draining, and the session has no stream open: end it.
+    Drained,
 }
 
 /// The broker's side of a control stream.
@@ -234,6 +362,14 @@ pub enum BrokerEvent {
 pub struct BrokerControl {
     core: Core,
     events: VecDeque<BrokerEvent>,
+    /// When the session's token or certificate runs out, whichever first.
+    expires_at: Millis,
+    /// Whether the expiry was already reported (until it is extended).
+    expiry_told: bool,
+    /// Draining: the session ends once its last stream has.
+    draining: bool,
+    open_streams: u64,
+    now: Millis,
 }
 
 impl Default for BrokerControl {
@@ -247,7 +383,61 @@ impl BrokerControl {
         Self {
             core: Core::new(Phase::Opening),
             events: VecDeque::new(),
+            expires_at: Millis::MAX,
+            expiry_told: false,
+            draining: false,
+            open_streams: 0,
+            now: 0,
         }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) next has something to
+    /// do; `None` unless a session is open.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        if self.core.phase != Phase::Open {
+            return None;
+        }
+        let drain = self
+            .draining
+            .then(|| self.now.saturating_add(DRAIN_CHECK_MS));
+        let expiry = (!self.expiry_told).then_some(self.expires_at);
+        [drain, expiry].into_iter().flatten().min()
+    }
+
+    /// Acts on the time: says when the session has expired, or is drained.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.now = now;
+        if self.core.phase != Phase::Open {
+            return;
+        }
+        if !self.expiry_told && now >= self.expires_at {
+            self.expiry_told = true;
+            self.events.push_back(BrokerEvent::Expired);
+        }
+        if self.draining && self.open_streams == 0 {
+            self.draining = false;
+            self.events.push_back(BrokerEvent::Drained);
+        }
+    }
+
+    /// The session may now run until `expires_at` (a refresh moved the
+    /// token's expiry on).
+    pub fn extend(&mut self, expires_at: Millis) {
+        if expires_at != self.expires_at {
+            self.expires_at = expires_at;
+            self.expiry_told = false;
+        }
+    }
+
+    /// The broker is stopping: the session ends once it carries no stream.
+    pub fn drain(&mut self, now: Millis) {
+        self.now = now;
+        self.draining = true;
+    }
+
+    /// How many tunnel streams the session carries now.
+    pub fn set_open_streams(&mut self, open: u64) {
+        self.open_streams = open;
     }
 
     pub fn is_open(&self) -> bool {
@@ -298,10 +488,12 @@ impl BrokerControl {
         })
     }
 
-    /// Opens the session after a `Hello` was accepted.
-    pub fn welcome(&mut self, session_id: String, apps: Vec<AppGrant>) {
+    /// Opens the session after a `Hello` was accepted; it may run until
+    /// `expires_at` (its token's or certificate's end, whichever first).
+    pub fn welcome(&mut self, session_id: String, apps: Vec<AppGrant>, expires_at: Millis) {
         if self.core.phase == Phase::Deciding {
             self.core.phase = Phase::Open;
+            self.expires_at = expires_at;
             self.core.send(&Message::Welcome { session_id, apps });
         }
     }
@@ -355,6 +547,37 @@ mod tests {
         }
     }
 
+    const HOUR: Millis = 3_600_000;
+    /// Tokens issued at 0 for 15 minutes; a certificate issued at 0 for 7 days.
+    const LIFE: Lifetimes = Lifetimes {
+        token_issued_at: 0,
+        token_expires_at: 900_000,
+        cert_issued_at: 0,
+        cert_expires_at: 7 * 24 * HOUR,
+    };
+
+    fn agent_at(token: &str, version: &str, os: &str) -> AgentControl {
+        AgentControl::new(token.into(), version.into(), os.into(), LIFE, 0)
+    }
+
+    /// An agent and a broker with a session open at time 0, until `expires`.
+    fn open_pair(expires: Millis) -> (AgentControl, BrokerControl) {
+        let mut agent = agent_at("tok", "1", "linux");
+        let mut broker = BrokerControl::new();
+        pump(&mut agent, &mut broker, 4096);
+        assert!(matches!(
+            broker.poll_event(),
+            Some(BrokerEvent::Hello { .. })
+        ));
+        broker.welcome("s".into(), vec![grant("hr")], expires);
+        pump(&mut agent, &mut broker, 4096);
+        assert!(matches!(
+            agent.poll_event(),
+            Some(AgentEvent::Welcome { .. })
+        ));
+        (agent, broker)
+    }
+
     /// Moves every pending byte between the two sides, in chunks of `chunk`
     /// bytes, until both are quiet.
     fn pump(agent: &mut AgentControl, broker: &mut BrokerControl, chunk: usize) {
@@ -381,7 +604,7 @@ mod tests {
     #[test]
     fn a_session_opens_changes_and_is_revoked_in_memory() {
         for chunk in [1, 3, 4096] {
-            let mut agent = AgentControl::new("tok".into(), "0.1.0".into(), "linux".into());
+            let mut agent = agent_at("tok", "0.1.0", "linux");
             let mut broker = BrokerControl::new();
             pump(&mut agent, &mut broker, chunk);
             assert_eq!(
@@ -393,7 +616,7 @@ mod tests {
                 })
             );
             assert!(!agent.is_open());
-            broker.welcome("s-1".into(), vec![grant("hr")]);
+            broker.welcome("s-1".into(), vec![grant("hr")], HOUR);
             pump(&mut agent, &mut broker, chunk);
             assert!(agent.is_open() && broker.is_open());
             assert_eq!(
@@ -432,7 +655,7 @@ mod tests {
 
     #[test]
     fn a_refused_hello_closes_both_sides() {
-        let mut agent = AgentControl::new("tok".into(), "0.1.0".into(), "linux".into());
+        let mut agent = agent_at("tok", "0.1.0", "linux");
         let mut broker = BrokerControl::new();
         pump(&mut agent, &mut broker, 64);
         assert!(matches!(
@@ -463,7 +686,7 @@ mod tests {
             }))
             .unwrap();
         assert_eq!(broker.poll_event(), None);
-        let mut agent = AgentControl::new("t".into(), "0".into(), "x".into());
+        let mut agent = agent_at("t", "0", "x");
         agent
             .handle_bytes(&broker.poll_transmit().unwrap())
             .unwrap();
@@ -498,16 +721,103 @@ mod tests {
         assert!(broker.handle_bytes(&hello).is_err());
 
         // The agent gets apps before its welcome.
-        let mut agent = AgentControl::new("t".into(), "0".into(), "x".into());
+        let mut agent = agent_at("t", "0", "x");
         assert!(agent
             .handle_bytes(&to_frame(&Message::AppsChanged { apps: vec![] }))
             .is_err());
 
         // Bad framing.
-        let mut agent = AgentControl::new("t".into(), "0".into(), "x".into());
+        let mut agent = agent_at("t", "0", "x");
         assert!(matches!(
             agent.handle_bytes(&[0xff, 0xff, 0xff, 0xff]),
             Err(SessionError::Frame(_))
         ));
+    }
+
+    #[test]
+    fn the_agent_refreshes_at_two_thirds_of_the_token_life_and_retries_a_failure() {
+        let (mut agent, _broker) = open_pair(HOUR);
+        // 15 minute token: due at 10 minutes, not before.
+        assert_eq!(agent.poll_timeout(), Some(600_000));
+        agent.handle_timeout(599_999);
+        assert_eq!(agent.poll_event(), None);
+        agent.handle_timeout(600_000);
+        assert_eq!(agent.poll_event(), Some(AgentEvent::RefreshDue));
+        // Told once, while the refresh is under way.
+        agent.handle_timeout(700_000);
+        assert_eq!(agent.poll_event(), None);
+        agent.refresh_failed(700_000);
+        assert_eq!(agent.poll_timeout(), Some(700_000 + REFRESH_RETRY_MS));
+        agent.handle_timeout(705_000);
+        assert_eq!(agent.poll_event(), Some(AgentEvent::RefreshDue));
+        // New tokens issued at 705 s for 15 minutes: next at 705 + 600 s.
+        agent.refreshed(705_000, 705_000 + 900_000);
+        assert_eq!(agent.poll_timeout(), Some(1_305_000));
+    }
+
+    #[test]
+    fn the_agent_renews_its_certificate_at_half_life() {
+        let (mut agent, _broker) = open_pair(HOUR);
+        agent.refreshed(0, 30 * 24 * HOUR); // keep the refresh out of the way
+        assert_eq!(agent.poll_timeout(), Some(84 * HOUR));
+        agent.handle_timeout(84 * HOUR);
+        assert_eq!(agent.poll_event(), Some(AgentEvent::RenewalDue));
+        agent.renewal_failed(84 * HOUR);
+        assert_eq!(agent.poll_timeout(), Some(84 * HOUR + RENEWAL_RETRY_MS));
+        agent.renewed(85 * HOUR, 85 * HOUR + 7 * 24 * HOUR);
+        assert_eq!(agent.poll_timeout(), Some(85 * HOUR + 84 * HOUR));
+    }
+
+    #[test]
+    fn an_unanswered_hello_times_out() {
+        let mut agent = agent_at("tok", "1", "linux");
+        assert!(agent.poll_transmit().is_some());
+        assert_eq!(agent.poll_timeout(), Some(HELLO_ANSWER_MS));
+        agent.handle_timeout(HELLO_ANSWER_MS - 1);
+        assert_eq!(agent.poll_event(), None);
+        agent.handle_timeout(HELLO_ANSWER_MS);
+        assert_eq!(agent.poll_event(), Some(AgentEvent::TimedOut));
+        assert!(agent.is_closed());
+        assert_eq!(agent.poll_timeout(), None);
+    }
+
+    #[test]
+    fn the_broker_ends_an_expired_session_unless_a_refresh_moved_it_on() {
+        let (mut agent, mut broker) = open_pair(900_000);
+        assert_eq!(broker.poll_timeout(), Some(900_000));
+        broker.handle_timeout(899_999);
+        assert_eq!(broker.poll_event(), None);
+        // A refresh moved the token on before it ran out.
+        broker.extend(1_800_000);
+        broker.handle_timeout(900_000);
+        assert_eq!(broker.poll_event(), None);
+        broker.handle_timeout(1_800_000);
+        assert_eq!(broker.poll_event(), Some(BrokerEvent::Expired));
+        // Reported once; the driver decides and revokes.
+        broker.handle_timeout(1_900_000);
+        assert_eq!(broker.poll_event(), None);
+        assert_eq!(broker.poll_timeout(), None);
+        broker.revoke("your sign-in has expired".into());
+        pump(&mut agent, &mut broker, 7);
+        assert_eq!(
+            agent.poll_event(),
+            Some(AgentEvent::Revoked {
+                reason: "your sign-in has expired".into()
+            })
+        );
+        assert!(agent.is_closed() && broker.is_closed());
+    }
+
+    #[test]
+    fn a_draining_session_ends_when_its_last_stream_does() {
+        let (_agent, mut broker) = open_pair(HOUR);
+        broker.set_open_streams(2);
+        broker.drain(1_000);
+        assert_eq!(broker.poll_timeout(), Some(1_000 + DRAIN_CHECK_MS));
+        broker.handle_timeout(1_050);
+        assert_eq!(broker.poll_event(), None);
+        broker.set_open_streams(0);
+        broker.handle_timeout(1_100);
+        assert_eq!(broker.poll_event(), Some(BrokerEvent::Drained));
     }
 }

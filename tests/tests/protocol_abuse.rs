@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use lanyard_agent::state::StateDir;
-use lanyard_agent::wire::{read_frame, write_frame};
 use lanyard_agent::{account, client};
 use lanyard_e2e::{echo_server, Agent, BrokerProcess};
+use lanyard_proto::stream::StreamOpener;
 use lanyard_proto::{ErrorCode, Message};
+use lanyard_relay::{read_frame, write_frame};
 
 const PASSWORD: &str = "Correct-Horse-Battery-9";
 
@@ -80,39 +81,37 @@ async fn hello(
     (answer, (send, recv))
 }
 
-/// Opens a tunnel stream to the echo app: the header only.
-async fn open_echo(
-    conn: &quinn::Connection,
-    request_id: u64,
-) -> (quinn::SendStream, quinn::RecvStream) {
-    let (mut send, recv) = conn.open_bi().await.unwrap();
-    write_frame(
-        &mut send,
-        &Message::StreamOpen {
-            app: "echo".into(),
-            request_id,
-        },
-    )
-    .await
-    .unwrap();
-    (send, recv)
+/// A tunnel stream to the echo app, with its header sent.
+struct EchoStream {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    opener: StreamOpener,
 }
 
-/// Reads the broker's answer to a tunnel stream; it must be an accept.
-async fn expect_accepted(recv: &mut quinn::RecvStream) {
-    let answer = read_frame(recv, Duration::from_secs(10)).await.unwrap();
-    assert!(
-        matches!(answer, Message::StreamAccepted { .. }),
-        "{answer:?}"
-    );
+/// Opens a tunnel stream to the echo app: the header only.
+async fn open_echo(conn: &quinn::Connection, request_id: u64) -> EchoStream {
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    let opener = StreamOpener::new("echo", request_id, 0, 10_000);
+    send.write_all(opener.frame()).await.unwrap();
+    EchoStream { send, recv, opener }
+}
+
+impl EchoStream {
+    /// Reads the broker's answer; it must accept this very stream.
+    async fn expect_accepted(&mut self) {
+        let answer = read_frame(&mut self.recv, Duration::from_secs(10))
+            .await
+            .unwrap();
+        self.opener.handle_answer(answer).unwrap();
+    }
 }
 
 async fn echo_once(conn: &quinn::Connection, data: &[u8]) -> Vec<u8> {
-    let (mut send, mut recv) = open_echo(conn, 1).await;
-    send.write_all(data).await.unwrap();
-    send.finish().unwrap();
-    expect_accepted(&mut recv).await;
-    recv.read_to_end(1 << 20).await.unwrap()
+    let mut stream = open_echo(conn, 1).await;
+    stream.send.write_all(data).await.unwrap();
+    stream.send.finish().unwrap();
+    stream.expect_accepted().await;
+    stream.recv.read_to_end(1 << 20).await.unwrap()
 }
 
 #[test]
@@ -125,8 +124,8 @@ fn bad_frames_and_floods_are_refused_and_the_broker_carries_on() {
         let (_endpoint, conn) = account::connect(&device).await.unwrap();
 
         // A tunnel stream before any session: refused with a reason.
-        let (_send, mut recv) = open_echo(&conn, 1).await;
-        match read_frame(&mut recv, Duration::from_secs(10))
+        let mut early = open_echo(&conn, 1).await;
+        match read_frame(&mut early.recv, Duration::from_secs(10))
             .await
             .unwrap()
         {
@@ -248,13 +247,13 @@ fn a_busy_agent_gets_more_stream_room() {
         for i in 0..OPEN {
             let (conn, all_open) = (conn.clone(), all_open.clone());
             tasks.spawn(async move {
-                let (mut send, mut recv) = open_echo(&conn, i as u64).await;
-                expect_accepted(&mut recv).await;
+                let mut stream = open_echo(&conn, i as u64).await;
+                stream.expect_accepted().await;
                 all_open.wait().await;
                 let data = format!("stream {i}");
-                send.write_all(data.as_bytes()).await.unwrap();
-                send.finish().unwrap();
-                let back = recv.read_to_end(1024).await.unwrap();
+                stream.send.write_all(data.as_bytes()).await.unwrap();
+                stream.send.finish().unwrap();
+                let back = stream.recv.read_to_end(1024).await.unwrap();
                 assert_eq!(back, data.as_bytes());
             });
         }

@@ -125,6 +125,8 @@ pub struct Subject<'a> {
     pub username: &'a str,
     pub device_id: &'a str,
     pub device_kind: DeviceKind,
+    /// A personal device's owner (the only person who may use it).
+    pub owner: Option<&'a str>,
     pub cert_expires_at: Millis,
     /// When the access token behind the session expires (leeway included).
     pub token_expires_at: Millis,
@@ -136,6 +138,8 @@ pub struct Subject<'a> {
 pub enum Deny {
     UnknownPerson,
     PersonDisabled,
+    /// A personal device used by someone other than its owner.
+    WrongOwner,
     DeviceRevoked,
     CertificateExpired,
     TokenExpired,
@@ -158,6 +162,7 @@ impl Deny {
         match self {
             Deny::UnknownPerson => "unknown_person",
             Deny::PersonDisabled => "person_disabled",
+            Deny::WrongOwner => "wrong_owner",
             Deny::DeviceRevoked => "device_revoked",
             Deny::CertificateExpired => "certificate_expired",
             Deny::TokenExpired => "token_expired",
@@ -176,8 +181,26 @@ impl Deny {
             Deny::StaleRules => ErrorCode::Unavailable,
             Deny::AtCapacity { .. } => ErrorCode::AtCapacity,
             Deny::UnknownApp(_) => ErrorCode::NotFound,
-            Deny::PersonDisabled | Deny::NotInGroup(_) | Deny::DeviceKind { .. } => {
-                ErrorCode::Forbidden
+            Deny::PersonDisabled
+            | Deny::WrongOwner
+            | Deny::NotInGroup(_)
+            | Deny::DeviceKind { .. } => ErrorCode::Forbidden,
+        }
+    }
+
+    /// The QUIC close code that tells the agent what to do when this ends
+    /// its session.
+    pub fn close_code(&self) -> u32 {
+        use lanyard_proto::close;
+        match self {
+            Deny::DeviceRevoked => close::DEVICE_REVOKED,
+            Deny::CertificateExpired => close::CERT_EXPIRED,
+            Deny::StaleRules => close::STALE_STATE,
+            Deny::AtCapacity { .. } => close::AT_CAPACITY,
+            Deny::TokenExpired => close::SIGNED_OUT,
+            Deny::UnknownPerson | Deny::PersonDisabled | Deny::WrongOwner => close::SIGN_IN_ENDED,
+            Deny::UnknownApp(_) | Deny::NotInGroup(_) | Deny::DeviceKind { .. } => {
+                close::SIGNED_OUT
             }
         }
     }
@@ -196,6 +219,7 @@ impl std::fmt::Display for Deny {
         match self {
             Deny::UnknownPerson => write!(f, "unknown person; sign in again"),
             Deny::PersonDisabled => write!(f, "this person is disabled; contact ICT"),
+            Deny::WrongOwner => write!(f, "this personal device belongs to someone else"),
             Deny::DeviceRevoked => write!(f, "this device has been revoked; contact ICT"),
             Deny::CertificateExpired => {
                 write!(f, "this device's certificate has expired; enrol it again")
@@ -222,6 +246,15 @@ impl std::fmt::Display for Deny {
     }
 }
 
+/// A personal device is its owner's alone; a council laptop is anyone's
+/// whom the rules allow.
+pub fn may_use_device(kind: DeviceKind, owner: Option<&str>, username: &str) -> Result<(), Deny> {
+    match kind {
+        DeviceKind::Personal if owner != Some(username) => Err(Deny::WrongOwner),
+        _ => Ok(()),
+    }
+}
+
 /// May this session go on at `now`?
 pub fn decide_session(policy: &Policy, who: &Subject<'_>, now: Millis) -> Result<(), Deny> {
     if now - policy.loaded_at > MAX_STALENESS_MS {
@@ -237,6 +270,7 @@ pub fn decide_session(policy: &Policy, who: &Subject<'_>, now: Millis) -> Result
     if !person.active {
         return Err(Deny::PersonDisabled);
     }
+    may_use_device(who.device_kind, who.owner, who.username)?;
     if who.token_expires_at <= now {
         return Err(Deny::TokenExpired);
     }
@@ -328,6 +362,7 @@ mod tests {
             username: user,
             device_id: device,
             device_kind: kind,
+            owner: (kind == DeviceKind::Personal).then_some(user),
             cert_expires_at: NOW + 86_400_000,
             token_expires_at: NOW + 600_000,
         }
@@ -400,6 +435,14 @@ mod tests {
                 },
                 "intranet",
                 Deny::CertificateExpired,
+            ),
+            (
+                Subject {
+                    owner: Some("m.jones"),
+                    ..subject("a.patel", "p1", DeviceKind::Personal)
+                },
+                "intranet",
+                Deny::WrongOwner,
             ),
         ];
         for (who, app, want) in cases {

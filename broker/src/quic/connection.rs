@@ -9,47 +9,21 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
-use lanyard_agent::wire::{code, read_frame, write_frame};
 use lanyard_proto::{close, ErrorCode, Message};
+use lanyard_relay::{code, read_frame, write_frame};
 use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::device::{
+    refuse_stream, DeviceConn, FIRST_FRAME_TIMEOUT, HANDSHAKE_TIMEOUT, STORE_UNAVAILABLE,
+};
+use super::{control, enrol, signin};
 use crate::auth::device::{cert_thumbprint, device_id};
 use crate::policy::DeviceKind;
 use crate::state::AppState;
-use crate::store::devices::Device;
-use crate::tunnel::LiveSession;
-
-/// What an agent is told when the store cannot answer.
-pub(super) const STORE_UNAVAILABLE: &str = "the broker's store is unavailable; try again shortly";
-
-/// The TLS handshake must finish within this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The first frame of a stream must arrive within this.
-pub(super) const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What every stream of a device connection shares.
-pub(super) struct DeviceConn {
-    pub state: AppState,
-    pub conn: quinn::Connection,
-    pub device: Device,
-    pub kind: DeviceKind,
-    /// SHA-256 of the certificate presented (tokens are bound to it).
-    pub thumbprint: [u8; 32],
-    /// The session, once the control stream has opened one.
-    pub session: OnceLock<Arc<LiveSession>>,
-    /// Turns true when the broker starts draining.
-    pub shutdown: watch::Receiver<bool>,
-}
-
-pub(super) async fn refuse_stream(send: &mut quinn::SendStream, code_: ErrorCode, message: String) {
-    // Best effort: the refusal, then the end of the stream.
-    let _ = write_frame(send, &Message::refused(code_, message)).await;
-    let _ = send.finish();
-}
+use crate::tunnel::stream::{self, Opened, Services};
 
 pub(super) async fn handle(
     incoming: quinn::Incoming,
@@ -80,7 +54,7 @@ pub(super) async fn handle(
     match cert {
         // Boxed: the connection task lives as long as the agent is
         // connected, and should not be the size of an enrolment.
-        None => Box::pin(super::enrol::serve(conn, state)).await,
+        None => Box::pin(enrol::serve(conn, state)).await,
         Some(cert) => serve_device(conn, cert, state, shutdown).await,
     }
 }
@@ -154,7 +128,7 @@ async fn serve_device(
     // session still writes its audit row).
     while streams.join_next().await.is_some() {}
     if *shutdown.borrow() {
-        conn.close(close::SHUTDOWN.into(), b"the broker is restarting");
+        conn.close(close::SHUTDOWN.into(), b"the broker is stopping");
     }
     if let Some(s) = ctx.session.get() {
         state.sessions.remove(&s.id);
@@ -182,9 +156,25 @@ async fn dispatch(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, mut recv: q
     // A session lives as long as the agent is connected, so its task is
     // the session and nothing bigger; the rest is boxed.
     match first {
-        hello @ Message::Hello { .. } => super::session::control(ctx, send, recv, hello).await,
+        hello @ Message::Hello { .. } => control::serve(ctx, send, recv, hello).await,
         Message::StreamOpen { app, request_id } => {
-            Box::pin(super::session::tunnel(ctx, send, recv, app, request_id)).await
+            let Some(session) = ctx.session.get().cloned() else {
+                let why = "open a session (the control stream) before a tunnel stream";
+                return refuse_stream(&mut send, ErrorCode::Unauthorized, why.into()).await;
+            };
+            let state = &ctx.state;
+            let services = Services {
+                policy: &state.policy,
+                metrics: &state.metrics,
+                store: &state.store,
+            };
+            let opened = Opened {
+                app,
+                request_id,
+                send,
+                recv,
+            };
+            Box::pin(stream::serve(services, &session, opened)).await
         }
         other => Box::pin(request(ctx, send, other)).await,
     }
@@ -197,9 +187,9 @@ async fn request(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, first: Messa
             username,
             password,
             totp,
-        } => super::signin::sign_in(&ctx, &username, &password, totp.as_deref()).await,
-        Message::Refresh { refresh_token } => super::signin::refresh(&ctx, &refresh_token).await,
-        Message::Renew => super::enrol::renew(&ctx).await,
+        } => signin::sign_in(&ctx, &username, &password, totp.as_deref()).await,
+        Message::Refresh { refresh_token } => signin::refresh(&ctx, &refresh_token).await,
+        Message::Renew => enrol::renew(&ctx).await,
         other => {
             tracing::debug!(message = ?other, "unexpected first frame");
             Message::refused(ErrorCode::BadRequest, "unexpected message to open a stream")

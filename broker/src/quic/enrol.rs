@@ -5,12 +5,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use data_encoding::BASE64;
-use lanyard_agent::wire::{read_frame, write_frame};
 use lanyard_proto::enrol::SECRET_LEN;
 use lanyard_proto::{close, ErrorCode, KeyAlg, Message};
+use lanyard_relay::{read_frame, write_frame};
 
-use super::connection::STORE_UNAVAILABLE;
-use super::connection::{DeviceConn, FIRST_FRAME_TIMEOUT};
+use super::device::{DeviceConn, FIRST_FRAME_TIMEOUT, STORE_UNAVAILABLE};
 use crate::auth::device::DevicePublicKey;
 use crate::clock::now_ms;
 use crate::state::AppState;

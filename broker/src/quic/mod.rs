@@ -9,8 +9,9 @@
 //! usage) before a byte of ours is read.
 
 mod connection;
+mod control;
+mod device;
 mod enrol;
-mod session;
 mod signin;
 
 use std::net::SocketAddr;

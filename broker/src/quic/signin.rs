@@ -8,8 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use lanyard_proto::{ErrorCode, Message};
 
-use super::connection::DeviceConn;
-use super::connection::STORE_UNAVAILABLE;
+use super::device::{DeviceConn, STORE_UNAVAILABLE};
 use crate::auth::signin::check_credentials;
 use crate::auth::tokens::LEEWAY_SECS;
 use crate::clock::now_ms;
@@ -57,21 +56,23 @@ pub(super) async fn sign_in(
             return Message::refused(ErrorCode::Unauthorized, e.to_string());
         }
     };
-    if let Some(owner) = &ctx.device.owner {
-        if ctx.device.asset_tag.is_none() && *owner != person.username {
-            state.metrics.agent_signin_failures.fetch_add(1, Relaxed);
-            let reason = format!("this personal device belongs to {owner}");
-            let entry = AuditEntry::denied(
-                &person.username,
-                "agent.signin",
-                &ctx.device.label(),
-                &reason,
-            );
-            if let Err(e) = state.store.audit_only(now, entry).await {
-                tracing::warn!(error = %e, "could not audit a refused sign-in");
-            }
-            return Message::refused(ErrorCode::Forbidden, reason);
+    let owner = ctx.device.owner.as_deref();
+    if crate::policy::may_use_device(ctx.kind, owner, &person.username).is_err() {
+        state.metrics.agent_signin_failures.fetch_add(1, Relaxed);
+        let reason = format!(
+            "this personal device belongs to {}",
+            owner.unwrap_or("someone else")
+        );
+        let entry = AuditEntry::denied(
+            &person.username,
+            "agent.signin",
+            &ctx.device.label(),
+            &reason,
+        );
+        if let Err(e) = state.store.audit_only(now, entry).await {
+            tracing::warn!(error = %e, "could not audit a refused sign-in");
         }
+        return Message::refused(ErrorCode::Forbidden, reason);
     }
     let refresh = crate::secrets::new_token("lyr_");
     let family = match state

@@ -200,6 +200,15 @@ impl Store {
         tx.audit(entry).await?;
         tx.commit().await
     }
+
+    /// Audits a refusal now; a failure to audit is logged, not returned
+    /// (the refusal stands either way).
+    pub async fn audit_denial(&self, actor: &str, action: &'static str, target: &str, why: &str) {
+        let entry = AuditEntry::denied(actor, action, target, why);
+        if let Err(e) = self.audit_only(crate::clock::now_ms(), entry).await {
+            tracing::warn!(error = %e, "could not audit a denial");
+        }
+    }
 }
 
 /// A transaction that carries audit rows with it.

@@ -1,7 +1,9 @@
-//! Live sessions and the streams they carry: the registry that
-//! `lanyard sessions list` reads and revocation acts on, the relay itself is
-//! `lanyard_agent::wire::relay`, shared with the agent.
+//! The tunnel: each stream's admission, its relay to the app's socket
+//! ([`stream`]), and the registry of live sessions that
+//! `lanyard sessions list/kill` reads and revocation acts on ([`sessions`]).
+//! The bytes themselves move in `lanyard_relay`, shared with the agent.
 
 pub mod sessions;
+pub mod stream;
 
 pub use sessions::{LiveSession, SessionView, Sessions};

@@ -18,6 +18,8 @@ pub struct LiveSession {
     pub device_id: String,
     pub device_label: String,
     pub device_kind: DeviceKind,
+    /// A personal device's owner.
+    pub owner: Option<String>,
     /// The sign-in (refresh-token family) behind the session.
     pub sign_in: Option<String>,
     pub remote: SocketAddr,
@@ -42,6 +44,7 @@ impl LiveSession {
             username: &self.username,
             device_id: &self.device_id,
             device_kind: self.device_kind,
+            owner: self.owner.as_deref(),
             cert_expires_at: self.cert_expires_at,
             token_expires_at: self.token_expires_at.load(Relaxed),
         }

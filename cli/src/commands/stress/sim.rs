@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 use lanyard_agent::account;
 use lanyard_agent::backoff::Backoff;
 use lanyard_agent::client;
-use lanyard_agent::wire::{read_frame, write_frame};
-use lanyard_proto::session::{AgentControl, AgentEvent};
+use lanyard_proto::reconnect::{Ending, Next, Redial};
+use lanyard_proto::session::{AgentControl, AgentEvent, Lifetimes, Millis};
+use lanyard_proto::stream::StreamOpener;
 use lanyard_proto::{EnrolmentCode, Message};
+use lanyard_relay::read_frame;
 
 /// What one simulated agent is asked to do.
 #[derive(Debug, Clone)]
@@ -139,26 +141,58 @@ pub async fn run(
 
 type Control = (quinn::SendStream, quinn::RecvStream);
 
+fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}
+
+/// How long a stream's answer may take.
+const STREAM_ANSWER_MS: Millis = 30_000;
+
 /// Opens the control stream and waits for the broker's welcome.
 async fn open_session(conn: &quinn::Connection, access: &str) -> Result<Control, String> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| kind("session", e))?;
-    let mut ctl = AgentControl::new(access.to_owned(), account::agent_version(), "stress".into());
+    // A simulated agent neither refreshes nor renews within a run: only
+    // the hello's answer is timed.
+    let now = now_ms();
+    let far = now + 365 * 86_400_000;
+    let life = Lifetimes {
+        token_issued_at: now,
+        token_expires_at: far,
+        cert_issued_at: now,
+        cert_expires_at: far,
+    };
+    let mut ctl = AgentControl::new(
+        access.to_owned(),
+        account::agent_version(),
+        "stress".into(),
+        life,
+        now,
+    );
     if let Some(bytes) = ctl.poll_transmit() {
         send.write_all(&bytes)
             .await
             .map_err(|e| kind("session", e))?;
     }
     loop {
-        let chunk = recv
-            .read_chunk(4096, true)
-            .await
-            .map_err(|e| kind("session", e))?
-            .ok_or_else(|| "session: closed by the broker".to_string())?;
-        ctl.handle_bytes(&chunk.bytes)
-            .map_err(|e| kind("session", e))?;
+        let left = ctl
+            .poll_timeout()
+            .map_or(0, |at| at.saturating_sub(now_ms()));
+        match tokio::time::timeout(Duration::from_millis(left), recv.read_chunk(4096, true)).await {
+            Ok(chunk) => {
+                let chunk = chunk
+                    .map_err(|e| kind("session", e))?
+                    .ok_or_else(|| "session: closed by the broker".to_string())?;
+                ctl.handle_bytes(&chunk.bytes)
+                    .map_err(|e| kind("session", e))?;
+            }
+            Err(_) => ctl.handle_timeout(now_ms()),
+        }
         match ctl.poll_event() {
             Some(AgentEvent::Welcome { .. }) => return Ok((send, recv)),
             Some(AgentEvent::Refused { message, .. }) => return Err(kind("refused", message)),
+            Some(AgentEvent::TimedOut) => return Err("session: no answer to the hello".into()),
             _ => continue,
         }
     }
@@ -182,6 +216,7 @@ async fn hold(
     use std::sync::atomic::Ordering::Relaxed;
     let end = tokio::time::Instant::from_std(plan.hold_until);
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    let mut redial = Redial::new();
     loop {
         let lost = tokio::select! {
             _ = tokio::time::sleep_until(end) => break,
@@ -190,12 +225,19 @@ async fn hold(
         drop(control);
         live.connected.fetch_sub(1, Relaxed);
         out.drops.push((epoch.elapsed(), None));
-        if let quinn::ConnectionError::ApplicationClosed(c) = &lost {
-            let code = u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX);
-            if !lanyard_proto::close::redial(code) {
-                out.errors.push((epoch.elapsed(), kind("closed", &lost)));
-                return;
-            }
+        let ending = match &lost {
+            quinn::ConnectionError::ApplicationClosed(c) => Ending::Closed {
+                code: u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX),
+                reason: String::from_utf8_lossy(&c.reason).into_owned(),
+            },
+            other => Ending::Lost {
+                reason: other.to_string(),
+            },
+        };
+        // A simulated agent has no refresh of its own: only a stop ends it.
+        if let Next::Stop(_) = redial.after(ending, true) {
+            out.errors.push((epoch.elapsed(), kind("closed", &lost)));
+            return;
         }
         backoff.reset();
         let back = loop {
@@ -227,28 +269,26 @@ async fn hold(
 async fn stream(conn: &quinn::Connection, app: &str, data: &[u8]) -> Result<Duration, String> {
     let started = Instant::now();
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| kind("stream", e))?;
-    write_frame(
-        &mut send,
-        &Message::StreamOpen {
-            app: app.to_owned(),
-            request_id: 1,
-        },
-    )
-    .await
-    .map_err(|e| kind("stream", e))?;
+    let mut opener = StreamOpener::new(app, 1, now_ms(), STREAM_ANSWER_MS);
+    send.write_all(opener.frame())
+        .await
+        .map_err(|e| kind("stream", e))?;
     let writer = async {
         send.write_all(data).await.map_err(|e| kind("stream", e))?;
         send.finish().map_err(|e| kind("stream", e))
     };
     let reader = async {
-        let opened = match read_frame(&mut recv, Duration::from_secs(30))
+        let answer = read_frame(&mut recv, Duration::from_millis(STREAM_ANSWER_MS))
             .await
-            .map_err(|e| kind("stream", e))?
-        {
-            Message::StreamAccepted { .. } => started.elapsed(),
-            Message::Refused { message, .. } => return Err(kind("refused", message)),
-            _ => return Err("stream: unexpected answer".into()),
-        };
+            .map_err(|e| kind("stream", e))?;
+        match opener.handle_answer(answer) {
+            Ok(()) => {}
+            Err(lanyard_proto::stream::StreamOpenError::Refused { message, .. }) => {
+                return Err(kind("refused", message))
+            }
+            Err(e) => return Err(kind("stream", e)),
+        }
+        let opened = started.elapsed();
         let back = recv
             .read_to_end(data.len() + 1)
             .await

@@ -1,0 +1,266 @@
+//! Local forwards: one TCP listener per app on 127.0.0.1, each connection
+//! to it one tunnel stream to the broker.
+//!
+//! Listeners outlive connections: a port stays the same across reconnects
+//! (and across runs, where it is free), and a TCP connection that arrives
+//! while the agent is reconnecting waits a little for the session to come
+//! back. Each stream is decided by the broker afresh.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lanyard_relay::{open_tunnel, Meters, TunnelError};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::state::StateDir;
+
+/// Where the chosen ports are remembered between runs.
+pub const PORTS_FILE: &str = "forwards.json";
+/// How long a new local connection waits for the session to come back.
+const WAIT_FOR_SESSION: Duration = Duration::from_secs(10);
+/// How long to wait for the broker's answer to a stream.
+pub const STREAM_ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A local forward asked for on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub app: String,
+    pub listen: SocketAddr,
+}
+
+impl std::str::FromStr for Forward {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (app, addr) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?} is not APP=ADDRESS, e.g. hr-system=127.0.0.1:8080"))?;
+        let listen = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an address like 127.0.0.1:8080"))?;
+        if app.is_empty() {
+            return Err(format!("{s:?} names no app"));
+        }
+        Ok(Self {
+            app: app.to_owned(),
+            listen,
+        })
+    }
+}
+
+/// Counters shared by all forwards (the stress tester reads them too).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub streams_opened: AtomicU64,
+    pub streams_refused: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+}
+
+/// Opens one tunnel stream for `tcp` to `app` over `conn` and relays it.
+pub async fn tunnel(
+    conn: &quinn::Connection,
+    app: &str,
+    request_id: u64,
+    tcp: TcpStream,
+    counters: &Counters,
+) -> Result<(), TunnelError> {
+    counters.streams_opened.fetch_add(1, Relaxed);
+    let meters = Meters {
+        inbound: &[&counters.bytes_received],
+        outbound: &[&counters.bytes_sent],
+    };
+    let result = open_tunnel(conn, app, request_id, tcp, STREAM_ANSWER_TIMEOUT, meters).await;
+    if result.as_ref().is_err_and(|e| e.refusal().is_some()) {
+        counters.streams_refused.fetch_add(1, Relaxed);
+    }
+    result.map(|_| ())
+}
+
+/// A stream that could not be carried, for the person to see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamFailed {
+    pub app: String,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} for {app}: {source}")]
+pub struct ListenError {
+    pub app: String,
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// The connection new streams go over, while there is one.
+pub type Link = Option<quinn::Connection>;
+
+/// The agent's listeners, and the connection they tunnel over.
+pub struct Forwards {
+    state: StateDir,
+    explicit: bool,
+    bound: BTreeMap<String, SocketAddr>,
+    saved_ports: BTreeMap<String, u16>,
+    link: watch::Sender<Link>,
+    counters: Arc<Counters>,
+    next_request: Arc<AtomicU64>,
+    failures: mpsc::UnboundedSender<StreamFailed>,
+}
+
+impl Forwards {
+    /// Listeners for `explicit` forwards now, or (when none are given) one
+    /// per allowed app as sessions name them. Failed streams go to
+    /// `failures`.
+    pub async fn new(
+        state: StateDir,
+        explicit: &[Forward],
+        failures: mpsc::UnboundedSender<StreamFailed>,
+    ) -> Result<Self, ListenError> {
+        let saved_ports = state
+            .read(PORTS_FILE)
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let mut forwards = Self {
+            state,
+            explicit: !explicit.is_empty(),
+            bound: BTreeMap::new(),
+            saved_ports,
+            link: watch::channel(None).0,
+            counters: Arc::new(Counters::default()),
+            next_request: Arc::new(AtomicU64::new(1)),
+            failures,
+        };
+        for f in explicit {
+            forwards.bind(&f.app, f.listen).await?;
+        }
+        Ok(forwards)
+    }
+
+    /// New streams go over `conn` (or wait, with `None`).
+    pub fn set_link(&self, conn: Link) {
+        self.link.send_replace(conn);
+    }
+
+    /// Binds a listener for `app` at `addr` and serves it.
+    async fn bind(&mut self, app: &str, addr: SocketAddr) -> Result<SocketAddr, ListenError> {
+        let listen_err = |source| ListenError {
+            app: app.to_owned(),
+            addr,
+            source,
+        };
+        let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
+        let local = listener.local_addr().map_err(listen_err)?;
+        self.bound.insert(app.to_owned(), local);
+        self.saved_ports.insert(app.to_owned(), local.port());
+        if let Ok(bytes) = serde_json::to_vec_pretty(&self.saved_ports) {
+            let _ = self.state.write(PORTS_FILE, &bytes);
+        }
+        tokio::spawn(serve(
+            app.to_owned(),
+            listener,
+            self.link.subscribe(),
+            self.counters.clone(),
+            self.next_request.clone(),
+            self.failures.clone(),
+        ));
+        Ok(local)
+    }
+
+    /// Makes sure every allowed app has a listener (when forwards are not
+    /// explicit); the ready forwards and the asked-for apps not allowed.
+    pub async fn sync(
+        &mut self,
+        apps: &BTreeSet<String>,
+    ) -> Result<(Vec<(String, SocketAddr)>, Vec<String>), ListenError> {
+        if !self.explicit {
+            for app in apps {
+                if self.bound.contains_key(app) {
+                    continue;
+                }
+                let port = self.saved_ports.get(app).copied().unwrap_or(0);
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                match self.bind(app, addr).await {
+                    Ok(_) => {}
+                    // The remembered port is taken: any port will do.
+                    Err(_) if port != 0 => {
+                        self.bind(app, SocketAddr::from(([127, 0, 0, 1], 0)))
+                            .await?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let ready = self
+            .bound
+            .iter()
+            .filter(|(app, _)| apps.contains(*app))
+            .map(|(app, addr)| (app.clone(), *addr))
+            .collect();
+        let not_allowed = self
+            .bound
+            .keys()
+            .filter(|app| !apps.contains(*app))
+            .cloned()
+            .collect();
+        Ok((ready, not_allowed))
+    }
+}
+
+/// Accepts local connections for `app` and tunnels each one.
+async fn serve(
+    app: String,
+    listener: TcpListener,
+    link: watch::Receiver<Link>,
+    counters: Arc<Counters>,
+    next_request: Arc<AtomicU64>,
+    failures: mpsc::UnboundedSender<StreamFailed>,
+) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            // Out of file descriptors or similar: do not spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let app = app.clone();
+        let mut link = link.clone();
+        let counters = counters.clone();
+        let failures = failures.clone();
+        let id = next_request.fetch_add(1, Relaxed);
+        tokio::spawn(async move {
+            // Any open session will do: the broker decides every stream
+            // and says why when it refuses one.
+            let current = match tokio::time::timeout(
+                WAIT_FOR_SESSION,
+                link.wait_for(Option::is_some),
+            )
+            .await
+            {
+                Ok(Ok(l)) => l.clone(),
+                _ => None,
+            };
+            let Some(conn) = current else {
+                let reason = "not connected to the broker right now; try again shortly".into();
+                let _ = failures.send(StreamFailed { app, reason });
+                return;
+            };
+            if let Err(e) = tunnel(&conn, &app, id, tcp, &counters).await {
+                let reason = match conn.close_reason() {
+                    Some(quinn::ConnectionError::ApplicationClosed(c)) => {
+                        format!(
+                            "closed by the broker: {}",
+                            String::from_utf8_lossy(&c.reason)
+                        )
+                    }
+                    _ => e.to_string(),
+                };
+                let _ = failures.send(StreamFailed { app, reason });
+            }
+        });
+    }
+}

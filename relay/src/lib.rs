@@ -1,0 +1,18 @@
+//! The async plumbing over QUIC streams that the broker, the agent and the
+//! stress tester share: one typed frame read or written at a time
+//! ([`framed`]), the relay of raw bytes between a TCP socket and a QUIC
+//! stream ([`relay`]), and the agent's side of opening a tunnel stream
+//! ([`open`]), driven by `lanyard_proto::stream::StreamOpener`.
+//!
+//! The protocol itself (messages, framing, the state machines) is in
+//! `lanyard-proto`, which has no I/O; this crate is its thin async layer.
+
+#![forbid(unsafe_code)]
+
+pub mod framed;
+pub mod open;
+pub mod relay;
+
+pub use framed::{code, read_frame, write_frame, FramedError};
+pub use open::{open_tunnel, TunnelError};
+pub use relay::{relay, Meters, Relayed};
