@@ -202,7 +202,6 @@ impl Broker {
             public_quic_addr,
             started_at_secs: now_ms() / 1000,
             throttle: Default::default(),
-            revocations: Default::default(),
             policy: Default::default(),
             sessions: Default::default(),
             quic: endpoint.clone(),
@@ -273,11 +272,14 @@ impl Broker {
             self.shared.clone(),
             stop_rx.clone(),
         ));
-        let policy = tokio::spawn(crate::policy::snapshot::PolicyCache::run(
-            self.shared.clone(),
-            stop_rx.clone(),
-        ));
-        let load = tokio::spawn(crate::load::run(self.shared.clone(), stop_rx));
+        let policy = {
+            let (shared, stop) = (self.shared.clone(), stop_rx.clone());
+            tokio::spawn(async move { shared.policy.run(&shared.store, stop).await })
+        };
+        let load = {
+            let shared = self.shared.clone();
+            tokio::spawn(async move { crate::load::run(shared.load_sources(), stop_rx).await })
+        };
         shutdown.await;
         tracing::info!(grace = %humantime::format_duration(grace), "stopping: no new connections; draining");
         let _ = stop_tx.send(true);
@@ -286,7 +288,7 @@ impl Broker {
         let _ = load.await;
         self.endpoint.close(
             lanyard_proto::close::SHUTDOWN.into(),
-            b"the broker is restarting",
+            b"the broker is stopping",
         );
         let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
         let _ = api.await;

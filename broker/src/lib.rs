@@ -16,7 +16,6 @@ pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod quic;
-pub mod revocation;
 pub mod secrets;
 pub mod state;
 pub mod store;

@@ -4,15 +4,30 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::clock::{now_ms, rfc3339, Millis};
-use crate::state::Shared;
+use crate::metrics::Metrics;
 use crate::store::load::LoadSample;
+use crate::store::Store;
+use crate::tunnel::Sessions;
+
+/// What the load figures are read from, and where they go.
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    /// This node's name in the load history.
+    pub node: &'a str,
+    pub metrics: &'a Metrics,
+    pub sessions: &'a Sessions,
+    pub store: &'a Store,
+    /// Agent sessions this node is sized for.
+    pub capacity: usize,
+    pub state: &'a LoadState,
+}
 
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long samples are kept.
@@ -31,8 +46,7 @@ struct Totals {
 }
 
 impl Totals {
-    fn take(shared: &Shared, at: Millis) -> Self {
-        let m = &shared.metrics;
+    fn take(m: &Metrics, at: Millis) -> Self {
         Self {
             at,
             handshakes: m.quic_handshakes.load(Relaxed),
@@ -155,8 +169,8 @@ impl LoadState {
 }
 
 /// Samples every [`SAMPLE_INTERVAL`] until shutdown.
-pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let mut before = Totals::take(&shared, now_ms());
+pub async fn run(src: Sources<'_>, mut shutdown: watch::Receiver<bool>) {
+    let mut before = Totals::take(src.metrics, now_ms());
     let mut ticker = tokio::time::interval(SAMPLE_INTERVAL);
     ticker.tick().await;
     loop {
@@ -164,24 +178,24 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.wait_for(|s| *s) => return,
             _ = ticker.tick() => {}
         }
-        let now = Totals::take(&shared, now_ms());
+        let now = Totals::take(src.metrics, now_ms());
         let s = sample(
-            &shared.node,
+            src.node,
             &before,
             &now,
-            shared.sessions.len(),
-            shared.sessions.open_streams(),
-            shared.settings.admission.capacity,
+            src.sessions.len(),
+            src.sessions.open_streams(),
+            src.capacity,
         );
         before = now;
-        if let Err(e) = shared.store.load_record(&s).await {
+        if let Err(e) = src.store.load_record(&s).await {
             tracing::warn!(error = %e, "cannot record a load sample");
         }
         let keep = crate::clock::duration_ms(KEEP);
-        if let Err(e) = shared.store.load_prune(s.at_ms - keep).await {
+        if let Err(e) = src.store.load_prune(s.at_ms - keep).await {
             tracing::warn!(error = %e, "cannot prune the load history");
         }
-        *shared.load.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
+        *src.state.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
     }
 }
 
@@ -208,14 +222,14 @@ pub struct Peak {
     pub at: String,
 }
 
-pub async fn report(shared: &Shared) -> Result<LoadReport, crate::store::StoreError> {
+pub async fn report(src: Sources<'_>) -> Result<LoadReport, crate::store::StoreError> {
     let now = now_ms();
     let day_start = now - now.rem_euclid(86_400_000);
-    let agents = shared.sessions.len();
-    let capacity = shared.settings.admission.capacity;
-    let peak = shared
+    let agents = src.sessions.len();
+    let capacity = src.capacity;
+    let peak = src
         .store
-        .load_peak(&shared.node, day_start)
+        .load_peak(src.node, day_start)
         .await?
         .map(|p| Peak {
             agents: p.agents,
@@ -227,24 +241,24 @@ pub async fn report(shared: &Shared) -> Result<LoadReport, crate::store::StoreEr
         Some(p) if p.agents >= agents as i64 => Some(p),
         _ => Some(Peak {
             agents: agents as i64,
-            streams: shared.sessions.open_streams() as i64,
+            streams: src.sessions.open_streams() as i64,
             at: rfc3339(now),
         }),
     };
     Ok(LoadReport {
-        node: shared.node.clone(),
+        node: src.node.to_owned(),
         at: rfc3339(now),
         agents,
-        streams: shared.sessions.open_streams(),
+        streams: src.sessions.open_streams(),
         capacity,
         capacity_used_percent: (agents as f64 * 100.0 / capacity.max(1) as f64 * 10.0).round()
             / 10.0,
-        rates: shared
-            .load
+        rates: src
+            .state
             .latest()
             .map(|s| Rates::of(&s))
             .unwrap_or_default(),
-        denials_total: shared
+        denials_total: src
             .metrics
             .denials
             .lock()

@@ -9,7 +9,6 @@ use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::policy::snapshot::PolicyCache;
-use crate::revocation::RevocationHub;
 use crate::store::Store;
 use crate::tunnel::Sessions;
 
@@ -27,7 +26,6 @@ pub struct Shared {
     pub public_quic_addr: String,
     pub started_at_secs: i64,
     pub throttle: Throttle,
-    pub revocations: RevocationHub,
     pub policy: PolicyCache,
     pub sessions: Sessions,
     /// The agents' QUIC endpoint (for its live connection count).
@@ -35,4 +33,18 @@ pub struct Shared {
     /// This node's name in the load history.
     pub node: String,
     pub load: crate::load::LoadState,
+}
+
+impl Shared {
+    /// Where this node's load figures come from.
+    pub fn load_sources(&self) -> crate::load::Sources<'_> {
+        crate::load::Sources {
+            node: &self.node,
+            metrics: &self.metrics,
+            sessions: &self.sessions,
+            store: &self.store,
+            capacity: self.settings.admission.capacity,
+            state: &self.load,
+        }
+    }
 }

@@ -68,8 +68,5 @@ async fn remove(
         .store
         .app_remove(&caller.name, &name, now_ms())
         .await?;
-    state
-        .revocations
-        .publish(crate::revocation::Revocation::App { name });
     Ok(StatusCode::NO_CONTENT)
 }

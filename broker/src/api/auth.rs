@@ -135,7 +135,9 @@ pub async fn login(
 ) -> ApiResult<Json<LoginResponse>> {
     let now = now_ms();
     let person = match crate::auth::signin::check_credentials(
-        &state,
+        &state.store,
+        &state.throttle,
+        &state.seal,
         &req.username,
         &req.password,
         req.totp.as_deref(),

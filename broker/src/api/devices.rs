@@ -11,10 +11,9 @@ use super::error::{refuse_bad_rows, rows_refused, ApiError, ApiResult, Imported}
 use super::{JsonBody, QueryParams};
 use crate::clock::now_ms;
 use crate::model::{parse_text, AssetTag, Username};
-use crate::revocation::Revocation;
 use crate::state::AppState;
 use crate::store::laptops::{
-    parse_date, parse_status, DeviceRow, LaptopDetail, LaptopFilter, NewLaptop, Revoked,
+    parse_date, parse_status, DeviceRow, LaptopDetail, LaptopFilter, NewLaptop,
 };
 use crate::store::staff::RowProblem;
 
@@ -259,15 +258,6 @@ struct Marked {
     revoked_certificates: usize,
 }
 
-fn publish(state: &AppState, revoked: &Revoked, reason: String) {
-    if !revoked.fingerprints.is_empty() {
-        state.revocations.publish(Revocation::Devices {
-            fingerprints: revoked.fingerprints.clone(),
-            reason,
-        });
-    }
-}
-
 async fn mark(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -281,7 +271,6 @@ async fn mark(
         .store
         .laptop_mark(&caller.name, &tag, &status, &note, now_ms())
         .await?;
-    publish(&state, &revoked, format!("laptop {tag} marked {status}"));
     Ok(Json(Marked {
         laptop,
         revoked_certificates: revoked.fingerprints.len(),
@@ -312,7 +301,6 @@ async fn revoke(
         .store
         .laptop_revoke(&caller.name, &tag, &reason, now_ms())
         .await?;
-    publish(&state, &revoked, reason);
     Ok(Json(
         serde_json::json!({ "asset_tag": tag, "revoked_certificates": revoked.fingerprints.len() }),
     ))

@@ -14,5 +14,5 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn load(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<LoadReport>> {
-    Ok(Json(crate::load::report(&state).await?))
+    Ok(Json(crate::load::report(state.load_sources()).await?))
 }

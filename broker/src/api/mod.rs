@@ -114,27 +114,12 @@ async fn not_found(req: Request) -> ApiError {
     ))
 }
 
-/// Whether a successful request to `path` with `method` may change who can
-/// reach what (people, groups, apps, device revocations).
-fn changes_access(method: &axum::http::Method, path: &str) -> bool {
-    if method == axum::http::Method::GET {
-        return false;
-    }
-    let Some(rest) = path.strip_prefix("/api/v1/") else {
-        return false;
-    };
-    rest.starts_with("staff")
-        || rest.starts_with("groups")
-        || rest.starts_with("apps")
-        || (rest.starts_with("devices/") && (rest.ends_with("/revoke") || rest.ends_with("/mark")))
-}
-
 /// Bounds each request's time and counts responses. After a change to who
 /// can reach what, the rules are reloaded before the answer goes out, so
 /// the change holds for every tunnel stream from then on, and live
 /// sessions re-check themselves at once.
 async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let reload = changes_access(req.method(), req.uri().path());
+    let access_before = state.store.access_generation();
     let response =
         match tokio::time::timeout(state.settings.http_request_timeout, next.run(req)).await {
             Ok(r) => r,
@@ -143,7 +128,7 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
                 ApiError::Timeout.into_response()
             }
         };
-    if reload && response.status().is_success() {
+    if state.store.access_generation() != access_before {
         if let Err(e) = state
             .policy
             .reload(&state.store, crate::clock::now_ms())

@@ -192,11 +192,6 @@ async fn disable(
         .store
         .staff_set_active(&caller.name, &username, false, now_ms())
         .await?;
-    state
-        .revocations
-        .publish(crate::revocation::Revocation::Staff {
-            username: staff.username.clone(),
-        });
     Ok(Json(staff))
 }
 

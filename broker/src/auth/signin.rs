@@ -8,8 +8,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::auth::sealed::SealKey;
 use crate::clock::Millis;
-use crate::state::Shared;
+use crate::store::Store;
 use crate::store::{AuditEntry, StoreError};
 
 /// After this many failures in a row, a username is locked for [`LOCKOUT_MS`].
@@ -83,24 +84,26 @@ impl Throttle {
 
 /// Checks `password` and `totp` for `username` at `now`; audits failures.
 pub async fn check_credentials(
-    shared: &Shared,
+    store: &Store,
+    throttle: &Throttle,
+    seal: &SealKey,
     username: &str,
     password: &str,
     totp: Option<&str>,
     now: Millis,
 ) -> Result<Person, SignInError> {
     let username = username.trim().to_ascii_lowercase();
-    let result = check(shared, &username, password, totp, now).await;
+    let result = check(store, throttle, seal, &username, password, totp, now).await;
     match &result {
-        Ok(_) => shared.throttle.succeed(&username),
+        Ok(_) => throttle.succeed(&username),
         Err(SignInError::Store(_)) => {}
         Err(e) => {
             if !matches!(e, SignInError::Throttled) {
-                shared.throttle.fail(&username, now);
+                throttle.fail(&username, now);
             }
             let target: String = username.chars().take(64).collect();
             let entry = AuditEntry::denied(&target, "signin", &target, &e.to_string());
-            if let Err(err) = shared.store.audit_only(now, entry).await {
+            if let Err(err) = store.audit_only(now, entry).await {
                 tracing::warn!(error = %err, "could not audit a failed sign-in");
             }
         }
@@ -109,16 +112,18 @@ pub async fn check_credentials(
 }
 
 async fn check(
-    shared: &Shared,
+    store: &Store,
+    throttle: &Throttle,
+    seal: &SealKey,
     username: &str,
     password: &str,
     totp: Option<&str>,
     now: Millis,
 ) -> Result<Person, SignInError> {
-    if shared.throttle.locked(username, now) {
+    if throttle.locked(username, now) {
         return Err(SignInError::Throttled);
     }
-    let creds = shared.store.staff_credentials(username).await?;
+    let creds = store.staff_credentials(username).await?;
     let stored = creds
         .as_ref()
         .and_then(|c| c.password_hash.clone())
@@ -136,16 +141,12 @@ async fn check(
     }
     if let Some(sealed) = &creds.totp_sealed {
         let code = totp.ok_or(SignInError::TotpRequired)?;
-        let secret = shared.seal.open(sealed, &creds.username).map_err(|e| {
+        let secret = seal.open(sealed, &creds.username).map_err(|e| {
             tracing::error!(username = %creds.username, error = %e, "cannot open a TOTP secret");
             SignInError::BadTotp
         })?;
         let step = super::totp::verify(&secret, code, now / 1000).ok_or(SignInError::BadTotp)?;
-        if !shared
-            .store
-            .staff_claim_totp_step(&creds.username, step)
-            .await?
-        {
+        if !store.staff_claim_totp_step(&creds.username, step).await? {
             return Err(SignInError::BadTotp);
         }
     }

@@ -13,7 +13,6 @@ use tokio::sync::{watch, Notify};
 use super::{AppRule, Person, Policy};
 use crate::clock::{now_ms, Millis};
 use crate::model::DeviceKindRule;
-use crate::state::Shared;
 use crate::store::{Store, StoreError};
 
 /// How often the rules are re-read even when nothing here changed them.
@@ -71,21 +70,23 @@ impl PolicyCache {
         Ok(())
     }
 
-    /// Keeps the rules fresh until `shutdown`.
-    pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-        let mut revocations = shared.revocations.subscribe();
+    /// Keeps the rules fresh until `shutdown`: reloads them after every
+    /// change to access committed through `store`, when asked, and every
+    /// [`RELOAD_INTERVAL`] anyway.
+    pub async fn run(&self, store: &Store, mut shutdown: watch::Receiver<bool>) {
+        let mut access = store.access_changes();
         loop {
             tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => return,
-                _ = shared.policy.wake.notified() => {}
-                _ = revocations.recv() => {}
+                _ = self.wake.notified() => {}
+                _ = access.changed() => {}
                 _ = tokio::time::sleep(RELOAD_INTERVAL) => {}
             }
-            if let Err(e) = shared.policy.reload(&shared.store, now_ms()).await {
-                let age = now_ms() - shared.policy.current().loaded_at;
+            if let Err(e) = self.reload(store, now_ms()).await {
+                let age = now_ms() - self.current().loaded_at;
                 tracing::warn!(error = %e, age_ms = age, "cannot reload access rules; keeping the last ones");
                 // Wake the sessions anyway: past the limit they fail closed.
-                shared.policy.generation.send_modify(|g| *g += 1);
+                self.generation.send_modify(|g| *g += 1);
             }
         }
     }

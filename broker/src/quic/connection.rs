@@ -17,7 +17,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::device::{
-    refuse_stream, DeviceConn, FIRST_FRAME_TIMEOUT, HANDSHAKE_TIMEOUT, STORE_UNAVAILABLE,
+    refuse_stream, stream_room, DeviceConn, FIRST_FRAME_TIMEOUT, HANDSHAKE_TIMEOUT,
+    INITIAL_STREAMS, STORE_UNAVAILABLE,
 };
 use super::{control, enrol, signin};
 use crate::auth::device::{cert_thumbprint, device_id};
@@ -108,7 +109,7 @@ async fn serve_device(
     });
     let mut streams = JoinSet::new();
     let most = state.settings.streams_per_agent;
-    let mut limit = most.min(super::INITIAL_STREAMS);
+    let mut limit = most.min(INITIAL_STREAMS);
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
@@ -133,14 +134,6 @@ async fn serve_device(
     if let Some(s) = ctx.session.get() {
         state.sessions.remove(&s.id);
     }
-}
-
-/// A connection using three quarters of its stream limit gets twice the
-/// room, up to `most`; `None` while it has room enough.
-fn stream_room(open: usize, limit: u32, most: u32) -> Option<u32> {
-    let open = u32::try_from(open).unwrap_or(u32::MAX);
-    (limit < most && open.saturating_mul(4) >= limit.saturating_mul(3))
-        .then(|| limit.saturating_mul(2).min(most))
 }
 
 async fn dispatch(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
@@ -197,21 +190,4 @@ async fn request(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, first: Messa
     };
     let _ = write_frame(&mut send, &reply).await;
     let _ = send.finish();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::stream_room;
-
-    #[test]
-    fn the_stream_limit_doubles_at_three_quarters_up_to_the_most() {
-        assert_eq!(stream_room(23, 32, 256), None);
-        assert_eq!(stream_room(24, 32, 256), Some(64));
-        assert_eq!(stream_room(48, 64, 256), Some(128));
-        assert_eq!(stream_room(96, 128, 256), Some(256));
-        assert_eq!(stream_room(255, 256, 256), None);
-        // A configured limit below the start is never raised.
-        assert_eq!(stream_room(8, 8, 8), None);
-        assert_eq!(stream_room(90, 64, 100), Some(100));
-    }
 }

@@ -22,6 +22,13 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first frame of a stream must arrive within this.
 pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Streams an agent may have open at first. quinn keeps per-stream state
+/// for every stream the peer may open, so a connection starts with room for
+/// this many and grows towards `[limits] streams_per_agent` as it uses them
+/// (see [`stream_room`]): two hash-map entries per stream,
+/// which at 256 streams come to about 20 KiB by their layout.
+pub const INITIAL_STREAMS: u32 = 32;
+
 /// What every stream of a device connection shares.
 pub struct DeviceConn {
     pub state: AppState,
@@ -40,4 +47,29 @@ pub struct DeviceConn {
 pub async fn refuse_stream(send: &mut quinn::SendStream, code: ErrorCode, message: String) {
     let _ = write_frame(send, &Message::refused(code, message)).await;
     let _ = send.finish();
+}
+
+/// A connection using three quarters of its stream limit gets twice the
+/// room, up to `most`; `None` while it has room enough.
+pub fn stream_room(open: usize, limit: u32, most: u32) -> Option<u32> {
+    let open = u32::try_from(open).unwrap_or(u32::MAX);
+    (limit < most && open.saturating_mul(4) >= limit.saturating_mul(3))
+        .then(|| limit.saturating_mul(2).min(most))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream_room;
+
+    #[test]
+    fn the_stream_limit_doubles_at_three_quarters_up_to_the_most() {
+        assert_eq!(stream_room(23, 32, 256), None);
+        assert_eq!(stream_room(24, 32, 256), Some(64));
+        assert_eq!(stream_room(48, 64, 256), Some(128));
+        assert_eq!(stream_room(96, 128, 256), Some(256));
+        assert_eq!(stream_room(255, 256, 256), None);
+        // A configured limit below the start is never raised.
+        assert_eq!(stream_room(8, 8, 8), None);
+        assert_eq!(stream_room(90, 64, 100), Some(100));
+    }
 }

@@ -14,6 +14,8 @@ mod device;
 mod enrol;
 mod signin;
 
+use device::INITIAL_STREAMS;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,13 +47,6 @@ pub enum QuicError {
         source: std::io::Error,
     },
 }
-
-/// Streams an agent may have open at first. quinn keeps per-stream state
-/// for every stream the peer may open, so a connection starts with room for
-/// this many and grows towards `[limits] streams_per_agent` as it uses them
-/// (see `connection::serve_device`): two hash-map entries per stream,
-/// which at 256 streams come to about 20 KiB by their layout.
-pub const INITIAL_STREAMS: u32 = 32;
 
 /// Transport limits for agent connections.
 pub fn transport(streams_per_agent: u32) -> quinn::TransportConfig {

@@ -44,7 +44,17 @@ pub(super) async fn sign_in(
 ) -> Message {
     let state = &ctx.state;
     let now = now_ms();
-    let person = match check_credentials(state, username, password, totp, now).await {
+    let person = match check_credentials(
+        &state.store,
+        &state.throttle,
+        &state.seal,
+        username,
+        password,
+        totp,
+        now,
+    )
+    .await
+    {
         Ok(p) => p,
         Err(crate::auth::signin::SignInError::Store(e)) => {
             tracing::warn!(error = %e, "sign-in failed in the store");

@@ -26,6 +26,7 @@ pub struct App {
 impl Store {
     pub async fn app_add(&self, actor: &str, new: &NewApp, now: Millis) -> Result<App> {
         let mut tx = self.begin_audited(now).await?;
+        tx.access_changed();
         require_groups(&mut tx, &new.groups).await?;
         let inserted = sqlx::query(
             "INSERT INTO apps (name, target, device_kind, created_at) VALUES ($1, $2, $3, $4)",
@@ -101,6 +102,7 @@ impl Store {
 
     pub async fn app_remove(&self, actor: &str, name: &str, now: Millis) -> Result<()> {
         let mut tx = self.begin_audited(now).await?;
+        tx.access_changed();
         sqlx::query("DELETE FROM app_groups WHERE app_name = $1")
             .bind(name)
             .execute(tx.conn())

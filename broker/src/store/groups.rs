@@ -65,6 +65,7 @@ impl Store {
 
     pub async fn group_remove(&self, actor: &str, name: &GroupName, now: Millis) -> Result<()> {
         let mut tx = self.begin_audited(now).await?;
+        tx.access_changed();
         let (members, apps): (i64, i64) = sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM staff_groups WHERE group_name = $1),
                     (SELECT COUNT(*) FROM app_groups WHERE group_name = $1)",

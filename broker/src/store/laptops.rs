@@ -635,6 +635,7 @@ impl Store {
         }
         parse_status(status).map_err(|e| StoreError::Invalid(e.0))?;
         let mut tx = self.begin_audited(now).await?;
+        tx.access_changed();
         let current = laptop_status(&mut tx, tag.as_str()).await?;
         let mut detail = serde_json::json!({ "from": current, "status": status, "note": note });
         if current == "allocated" {
@@ -691,6 +692,7 @@ impl Store {
         now: Millis,
     ) -> Result<Revoked> {
         let mut tx = self.begin_audited(now).await?;
+        tx.access_changed();
         laptop_status(&mut tx, tag.as_str()).await?;
         let revoked = revoke_agents_in(&mut tx, tag.as_str(), reason).await?;
         tx.audit(

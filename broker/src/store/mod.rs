@@ -6,6 +6,11 @@
 //! statement takes the audit chain's head row, which serialises audited
 //! writes (the chain needs that) and, on SQLite, takes the write lock up
 //! front so that a transaction never has to upgrade a read lock.
+//!
+//! A transaction that changes who may reach what (people, groups, apps,
+//! revocations) says so with [`AuditedTx::access_changed`]; once it has
+//! committed, the store's access generation moves on, and whoever holds
+//! the rules in memory ([`Store::access_changes`]) reloads them.
 
 pub mod api_tokens;
 pub mod apps;
@@ -23,6 +28,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Transaction};
+use tokio::sync::watch;
 
 pub use audit::{AuditEntry, Outcome};
 
@@ -102,6 +108,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Moves on after every committed change to access.
+    access: std::sync::Arc<watch::Sender<u64>>,
 }
 
 impl Store {
@@ -134,7 +142,11 @@ impl Store {
             });
         }
         let pool = options.connect(url).await?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            access: std::sync::Arc::new(watch::channel(0).0),
+        })
     }
 
     /// The SQLite URL for a data dir's database file.
@@ -190,8 +202,20 @@ impl Store {
             head_seq: seq,
             head_hash: hash,
             appended: false,
+            access_changed: false,
+            access: self.access.clone(),
             now,
         })
+    }
+
+    /// Changes each time a change to access has committed.
+    pub fn access_changes(&self) -> watch::Receiver<u64> {
+        self.access.subscribe()
+    }
+
+    /// How many changes to access have committed so far.
+    pub fn access_generation(&self) -> u64 {
+        *self.access.borrow()
     }
 
     /// Records one audit row on its own (a denied attempt, a failed sign-in).
@@ -217,6 +241,8 @@ pub struct AuditedTx {
     head_seq: i64,
     head_hash: String,
     appended: bool,
+    access_changed: bool,
+    access: std::sync::Arc<watch::Sender<u64>>,
     now: Millis,
 }
 
@@ -240,6 +266,12 @@ impl AuditedTx {
         Ok(())
     }
 
+    /// Marks this change as one to who may reach what: the rules in memory
+    /// are reloaded once it commits.
+    pub fn access_changed(&mut self) {
+        self.access_changed = true;
+    }
+
     /// Abandons the change; the chain head is released at once.
     pub async fn rollback(self) -> Result<()> {
         self.tx.rollback().await?;
@@ -255,6 +287,9 @@ impl AuditedTx {
                 .await?;
         }
         self.tx.commit().await?;
+        if self.access_changed {
+            self.access.send_modify(|g| *g += 1);
+        }
         Ok(())
     }
 }

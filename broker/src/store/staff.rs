@@ -156,6 +156,7 @@ fn audit_detail(s: &NewStaff) -> serde_json::Value {
 impl Store {
     pub async fn staff_add(&self, actor: &str, new: &NewStaff, now: Millis) -> Result<Staff> {
         let mut tx = self.begin_audited(now).await?;
+        tx.access_changed();
         require_groups(&mut tx, &new.groups).await?;
         insert_staff(&mut tx, new).await?;
         tx.audit(
@@ -176,6 +177,7 @@ impl Store {
         now: Millis,
     ) -> Result<usize, ImportError> {
         let mut tx = self.begin_audited(now).await?;
+        tx.access_changed();
         let mut problems = Vec::new();
         let mut seen = HashSet::new();
         let mut known_groups: BTreeMap<String, bool> = BTreeMap::new();
@@ -278,6 +280,7 @@ impl Store {
         now: Millis,
     ) -> Result<Staff> {
         let mut tx = self.begin_audited(now).await?;
+        tx.access_changed();
         let done = sqlx::query("UPDATE staff SET active = $1, updated_at = $2 WHERE username = $3")
             .bind(flag(active))
             .bind(now)
