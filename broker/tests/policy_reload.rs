@@ -65,6 +65,7 @@ async fn reloads_follow_the_store_and_wake_sessions_only_on_change() {
             device_id: "dev-1",
             device_kind: DeviceKind::Managed,
             owner: None,
+            asset_tag: None,
             cert_expires_at: NOW + 86_400_000,
             token_expires_at: NOW + 600_000,
         };

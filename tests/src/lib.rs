@@ -2,6 +2,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod world;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -486,4 +488,10 @@ pub fn echo_through(port: u16, data: &[u8]) -> std::io::Result<Vec<u8>> {
     conn.read_to_end(&mut back)?;
     sender.join().expect("sender thread")?;
     Ok(back)
+}
+
+/// A repeatable byte pattern, different per `seed`: what tunnel tests send
+/// and check (the stress tester's own, so both check bytes the same way).
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    lanyard_cli::commands::stress::sim::pattern(seed, len)
 }

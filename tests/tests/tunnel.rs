@@ -2,149 +2,17 @@
 //! enrolled, signed in and reaching an app; denials with their reasons;
 //! live revocation; a broker killed and restarted; one enrolment code raced.
 
-use std::io::Read;
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use lanyard_e2e::{echo_server, echo_through, http_server, Agent, BrokerProcess};
-
-const PASSWORD: &str = "Correct-Horse-Battery-9";
-const READY: Duration = Duration::from_secs(30);
-
-struct World {
-    _tmp: tempfile::TempDir,
-    broker: BrokerProcess,
-    echo_port: u16,
-}
-
-impl World {
-    /// A broker with groups `hr` and `housing`, apps `echo` (hr, any device),
-    /// `web` (hr, any), `hr-only-laptops` (hr, managed devices) and
-    /// `housing-app` (housing), and a laptop LT-1.
-    fn new() -> Self {
-        Self::with(&[], &[])
-    }
-
-    fn with(extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let broker = BrokerProcess::start(&tmp.path().join("data"), extra, env);
-        let echo = echo_server();
-        let web = http_server("hello from the intranet");
-        for g in ["hr", "housing"] {
-            broker.lanyard(&["groups", "add", g], None, None).ok();
-        }
-        let echo_target = echo.to_string();
-        let web_target = web.to_string();
-        for (name, target, group, kind) in [
-            ("echo", echo_target.as_str(), "hr", "any"),
-            ("web", web_target.as_str(), "hr", "any"),
-            ("hr-only-laptops", echo_target.as_str(), "hr", "managed"),
-            ("housing-app", echo_target.as_str(), "housing", "any"),
-        ] {
-            broker
-                .lanyard(
-                    &[
-                        "apps",
-                        "add",
-                        name,
-                        "--target",
-                        target,
-                        "--allow-group",
-                        group,
-                        "--device-kind",
-                        kind,
-                    ],
-                    None,
-                    None,
-                )
-                .ok();
-        }
-        broker
-            .lanyard(
-                &["devices", "add", "LT-1", "--serial", "S1", "--model", "T14"],
-                None,
-                None,
-            )
-            .ok();
-        World {
-            broker,
-            echo_port: echo.port(),
-            _tmp: tmp,
-        }
-    }
-
-    fn person(&self, username: &str, group: &str) {
-        self.broker.add_person(username, group, PASSWORD);
-    }
-
-    fn code(&self, args: &[&str]) -> String {
-        let mut all = vec!["enroll-code", "create"];
-        all.extend_from_slice(args);
-        self.broker
-            .lanyard(&all, None, None)
-            .ok()
-            .stdout
-            .trim()
-            .to_owned()
-    }
-
-    /// An agent enrolled (personal device of `username`, or laptop `tag`)
-    /// and signed in as `username`.
-    fn agent(&self, name: &str, username: &str, laptop: Option<&str>) -> Agent {
-        let agent = Agent::new(self._tmp.path().join(name));
-        let code = match laptop {
-            Some(tag) => self.code(&["--device", tag]),
-            None => self.code(&["--personal", username]),
-        };
-        agent.enrol_and_login(&code, username, PASSWORD);
-        agent
-    }
-}
-
-/// Reads from a live tunnel connection until it ends; how long that took.
-fn time_until_closed(mut conn: TcpStream, limit: Duration) -> Duration {
-    conn.set_read_timeout(Some(limit)).unwrap();
-    let start = Instant::now();
-    let mut buf = [0u8; 64];
-    loop {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return start.elapsed(),
-            Ok(_) => continue,
-        }
-    }
-}
-
-/// A connection through the tunnel that has shown it works.
-fn live_connection(port: u16) -> TcpStream {
-    use std::io::Write;
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    conn.write_all(b"ping").unwrap();
-    let mut buf = [0u8; 4];
-    conn.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf, b"ping");
-    conn
-}
-
-fn pattern(len: usize) -> Vec<u8> {
-    let mut x: u32 = 0x9e37_79b9;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
+use lanyard_e2e::world::{live_connection, time_until_closed, World, PASSWORD, READY};
+use lanyard_e2e::{echo_through, pattern, Agent, BrokerProcess};
 
 #[test]
 fn a_laptop_enrols_signs_in_and_reaches_its_apps_byte_exact() {
     let w = World::with(&[], &[("LANYARD_LOG", "debug")]);
     w.person("a.patel", "hr");
     let code = w.code(&["--device", "LT-1"]);
-    let agent = Agent::new(w._tmp.path().join("laptop"));
+    let agent = Agent::new(w.tmp.path().join("laptop"));
     agent.enrol_and_login(&code, "a.patel", PASSWORD);
     let status = agent.run(&["status", "--json"], None).ok();
     let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
@@ -169,7 +37,7 @@ fn a_laptop_enrols_signs_in_and_reaches_its_apps_byte_exact() {
     );
 
     // 10 MiB there and back, byte for byte.
-    let data = pattern(10 * 1024 * 1024);
+    let data = pattern(0, 10 * 1024 * 1024);
     let back = echo_through(forwards["echo"], &data).unwrap();
     assert_eq!(back.len(), data.len());
     assert!(back == data, "the echoed bytes differ");
@@ -185,7 +53,7 @@ fn a_laptop_enrols_signs_in_and_reaches_its_apps_byte_exact() {
     let handles: Vec<_> = (0..8)
         .map(|i| {
             std::thread::spawn(move || {
-                let data = pattern(100_000 + i);
+                let data = pattern(0, 100_000 + i);
                 assert_eq!(echo_through(port, &data).unwrap(), data);
             })
         })
@@ -299,7 +167,7 @@ fn on_postgres_one_enrolment_wins_and_tunnels_work() {
         .ok();
     let mut up = agent.up(&[]);
     let port = up.wait_ready(READY)["echo"];
-    let data = pattern(1024 * 1024);
+    let data = pattern(0, 1024 * 1024);
     assert!(echo_through(port, &data).unwrap() == data);
     drop(up);
     drop(w);

@@ -42,6 +42,9 @@ pub struct Policy {
     pub staff: HashMap<String, Person>,
     pub apps: HashMap<String, AppRule>,
     pub revoked_devices: HashSet<String>,
+    /// Council laptops that may not be used at all, by asset tag: those
+    /// marked lost or retired, with that status.
+    pub laptops_out_of_use: HashMap<String, String>,
     /// When these rules were last confirmed against the store.
     pub loaded_at: Millis,
 }
@@ -52,6 +55,7 @@ impl Policy {
         self.staff == other.staff
             && self.apps == other.apps
             && self.revoked_devices == other.revoked_devices
+            && self.laptops_out_of_use == other.laptops_out_of_use
     }
 }
 
@@ -127,6 +131,8 @@ pub struct Subject<'a> {
     pub device_kind: DeviceKind,
     /// A personal device's owner (the only person who may use it).
     pub owner: Option<&'a str>,
+    /// A council laptop's asset tag.
+    pub asset_tag: Option<&'a str>,
     pub cert_expires_at: Millis,
     /// When the access token behind the session expires (leeway included).
     pub token_expires_at: Millis,
@@ -141,6 +147,11 @@ pub enum Deny {
     /// A personal device used by someone other than its owner.
     WrongOwner,
     DeviceRevoked,
+    /// A council laptop marked lost or retired.
+    LaptopOutOfUse {
+        tag: String,
+        status: String,
+    },
     CertificateExpired,
     TokenExpired,
     StaleRules,
@@ -163,6 +174,7 @@ impl Deny {
             Deny::UnknownPerson => "unknown_person",
             Deny::PersonDisabled => "person_disabled",
             Deny::WrongOwner => "wrong_owner",
+            Deny::LaptopOutOfUse { .. } => "laptop_out_of_use",
             Deny::DeviceRevoked => "device_revoked",
             Deny::CertificateExpired => "certificate_expired",
             Deny::TokenExpired => "token_expired",
@@ -177,7 +189,9 @@ impl Deny {
     pub fn code(&self) -> ErrorCode {
         match self {
             Deny::UnknownPerson | Deny::TokenExpired => ErrorCode::Unauthorized,
-            Deny::DeviceRevoked | Deny::CertificateExpired => ErrorCode::Revoked,
+            Deny::DeviceRevoked | Deny::CertificateExpired | Deny::LaptopOutOfUse { .. } => {
+                ErrorCode::Revoked
+            }
             Deny::StaleRules => ErrorCode::Unavailable,
             Deny::AtCapacity { .. } => ErrorCode::AtCapacity,
             Deny::UnknownApp(_) => ErrorCode::NotFound,
@@ -193,7 +207,7 @@ impl Deny {
     pub fn close_code(&self) -> u32 {
         use lanyard_proto::close;
         match self {
-            Deny::DeviceRevoked => close::DEVICE_REVOKED,
+            Deny::DeviceRevoked | Deny::LaptopOutOfUse { .. } => close::DEVICE_REVOKED,
             Deny::CertificateExpired => close::CERT_EXPIRED,
             Deny::StaleRules => close::STALE_STATE,
             Deny::AtCapacity { .. } => close::AT_CAPACITY,
@@ -220,6 +234,12 @@ impl std::fmt::Display for Deny {
             Deny::UnknownPerson => write!(f, "unknown person; sign in again"),
             Deny::PersonDisabled => write!(f, "this person is disabled; contact ICT"),
             Deny::WrongOwner => write!(f, "this personal device belongs to someone else"),
+            Deny::LaptopOutOfUse { tag, status } => {
+                write!(
+                    f,
+                    "{tag} is marked {status}: it cannot be used; contact ICT"
+                )
+            }
             Deny::DeviceRevoked => write!(f, "this device has been revoked; contact ICT"),
             Deny::CertificateExpired => {
                 write!(f, "this device's certificate has expired; enrol it again")
@@ -255,6 +275,18 @@ pub fn may_use_device(kind: DeviceKind, owner: Option<&str>, username: &str) -> 
     }
 }
 
+/// A council laptop marked lost or retired is out of use, whoever holds
+/// it and whatever it holds.
+pub fn laptop_usable(policy: &Policy, asset_tag: Option<&str>) -> Result<(), Deny> {
+    match asset_tag.and_then(|tag| Some((tag, policy.laptops_out_of_use.get(tag)?))) {
+        Some((tag, status)) => Err(Deny::LaptopOutOfUse {
+            tag: tag.to_owned(),
+            status: status.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// May this session go on at `now`?
 pub fn decide_session(policy: &Policy, who: &Subject<'_>, now: Millis) -> Result<(), Deny> {
     if now - policy.loaded_at > MAX_STALENESS_MS {
@@ -263,6 +295,7 @@ pub fn decide_session(policy: &Policy, who: &Subject<'_>, now: Millis) -> Result
     if policy.revoked_devices.contains(who.device_id) {
         return Err(Deny::DeviceRevoked);
     }
+    laptop_usable(policy, who.asset_tag)?;
     if who.cert_expires_at <= now {
         return Err(Deny::CertificateExpired);
     }
@@ -354,6 +387,7 @@ mod tests {
             app("intranet", &["hr", "housing"], DeviceKindRule::Any),
         );
         p.revoked_devices.insert("dead".into());
+        p.laptops_out_of_use.insert("LT-LOST".into(), "lost".into());
         p
     }
 
@@ -363,6 +397,7 @@ mod tests {
             device_id: device,
             device_kind: kind,
             owner: (kind == DeviceKind::Personal).then_some(user),
+            asset_tag: (kind == DeviceKind::Managed).then_some("LT-1"),
             cert_expires_at: NOW + 86_400_000,
             token_expires_at: NOW + 600_000,
         }
@@ -435,6 +470,17 @@ mod tests {
                 },
                 "intranet",
                 Deny::CertificateExpired,
+            ),
+            (
+                Subject {
+                    asset_tag: Some("LT-LOST"),
+                    ..subject("a.patel", "d1", DeviceKind::Managed)
+                },
+                "intranet",
+                Deny::LaptopOutOfUse {
+                    tag: "LT-LOST".into(),
+                    status: "lost".into(),
+                },
             ),
             (
                 Subject {

@@ -125,5 +125,6 @@ async fn load(store: &Store, now: Millis) -> Result<Policy, StoreError> {
         );
     }
     policy.revoked_devices = store.devices_revoked().await?.into_iter().collect();
+    policy.laptops_out_of_use = store.laptops_out_of_use().await?.into_iter().collect();
     Ok(policy)
 }

@@ -133,6 +133,7 @@ async fn enrol(
             tracing::warn!(error = %e, "enrolment failed in the store");
             Message::refused(ErrorCode::Unavailable, STORE_UNAVAILABLE)
         }
+        (Err(ConsumeError::Refused(why)), _) => Message::refused(ErrorCode::Forbidden, why),
         (Err(e), _) => Message::refused(ErrorCode::Unauthorized, e.to_string()),
     }
 }

@@ -66,6 +66,21 @@ pub(super) async fn sign_in(
             return Message::refused(ErrorCode::Unauthorized, e.to_string());
         }
     };
+    if let Err(d) =
+        crate::policy::laptop_usable(&state.policy.current(), ctx.device.asset_tag.as_deref())
+    {
+        state.metrics.agent_signin_failures.fetch_add(1, Relaxed);
+        state
+            .store
+            .audit_denial(
+                &person.username,
+                "agent.signin",
+                &ctx.device.label(),
+                &d.to_string(),
+            )
+            .await;
+        return Message::refused(d.code(), d.to_string());
+    }
     let owner = ctx.device.owner.as_deref();
     if crate::policy::may_use_device(ctx.kind, owner, &person.username).is_err() {
         state.metrics.agent_signin_failures.fetch_add(1, Relaxed);

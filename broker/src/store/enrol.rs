@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::{AuditEntry, Result, Store, StoreError};
+use super::{AuditEntry, AuditedTx, Result, Store, StoreError};
 use crate::clock::{rfc3339, Millis};
 use crate::model::{AssetTag, Username};
 
@@ -56,6 +56,11 @@ pub enum ConsumeError {
     Used,
     #[error("this enrolment code has expired; ask ICT for a new one")]
     Expired,
+    #[error("this enrolment code was cancelled; ask ICT for a new one")]
+    Cancelled,
+    /// The code is good but what it enrols may not be enrolled now.
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -171,7 +176,8 @@ impl Store {
         let mut tx = self.begin_audited(now).await?;
         let row: Option<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
             "UPDATE enrolment_codes SET consumed_at = $1
-             WHERE secret_hash = $2 AND consumed_at IS NULL AND expires_at > $1
+             WHERE secret_hash = $2 AND consumed_at IS NULL AND cancelled_at IS NULL
+               AND expires_at > $1
              RETURNING id, kind, asset_tag, username",
         )
         .bind(now)
@@ -181,8 +187,8 @@ impl Store {
         .map_err(StoreError::from)?;
         let Some((id, kind, asset_tag, username)) = row else {
             tx.rollback().await?;
-            let state: Option<(Option<i64>, i64, String)> = sqlx::query_as(
-                "SELECT consumed_at, expires_at, id FROM enrolment_codes WHERE secret_hash = $1",
+            let state: Option<(Option<i64>, Option<i64>, String)> = sqlx::query_as(
+                "SELECT consumed_at, cancelled_at, id FROM enrolment_codes WHERE secret_hash = $1",
             )
             .bind(secret_hash)
             .fetch_optional(&self.pool)
@@ -191,7 +197,8 @@ impl Store {
             let (err, target) = match state {
                 None => (ConsumeError::Unknown, "unknown".to_owned()),
                 Some((Some(_), _, id)) => (ConsumeError::Used, id),
-                Some((None, _, id)) => (ConsumeError::Expired, id),
+                Some((None, Some(_), id)) => (ConsumeError::Cancelled, id),
+                Some((None, None, id)) => (ConsumeError::Expired, id),
             };
             self.audit_only(
                 now,
@@ -213,6 +220,17 @@ impl Store {
                 )
             }
         };
+        // Whatever the code says, a lost or retired laptop, or a disabled
+        // person, is not enrolled. The code is used up all the same.
+        if let Some(why) = holder_refusal(&mut tx, &enrol_for).await? {
+            tx.audit(
+                AuditEntry::denied("anonymous", "enrol_code.consume", &enrol_for.target(), &why)
+                    .with_detail(serde_json::json!({ "code_id": id, "reason": why })),
+            )
+            .await?;
+            tx.commit().await?;
+            return Err(ConsumeError::Refused(why));
+        }
         let mut detail = serde_json::json!({ "code_id": id, "kind": enrol_for.kind() });
         if let Some(new) = device(&enrol_for) {
             super::devices::insert(&mut tx, &new, now).await?;
@@ -228,4 +246,62 @@ impl Store {
         tx.commit().await?;
         Ok(ConsumedCode { id, enrol_for })
     }
+}
+
+/// Why what `enrol_for` names may not be enrolled now, if it may not.
+async fn holder_refusal(tx: &mut AuditedTx, enrol_for: &EnrolFor) -> Result<Option<String>> {
+    Ok(match enrol_for {
+        EnrolFor::Laptop(tag) => {
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM laptops WHERE asset_tag = $1")
+                    .bind(tag.as_str())
+                    .fetch_optional(tx.conn())
+                    .await?;
+            match status.as_deref() {
+                Some(s @ ("lost" | "retired")) => Some(format!(
+                    "{tag} is marked {s}: it cannot be enrolled; contact ICT"
+                )),
+                Some(_) => None,
+                None => Some(format!("there is no laptop {tag} any more")),
+            }
+        }
+        EnrolFor::Personal(user) => {
+            let active: Option<i64> =
+                sqlx::query_scalar("SELECT active FROM staff WHERE username = $1")
+                    .bind(user.as_str())
+                    .fetch_optional(tx.conn())
+                    .await?;
+            match active {
+                Some(1) => None,
+                Some(_) => Some(format!(
+                    "{user} is disabled: no device can be enrolled for them"
+                )),
+                None => Some(format!("there is no staff member {user}")),
+            }
+        }
+    })
+}
+
+/// Whose unused codes to cancel.
+pub(crate) enum CodesOf<'a> {
+    Laptop(&'a str),
+    Person(&'a str),
+}
+
+/// Cancels the unused codes of a laptop or a person, in `tx`; how many.
+pub(crate) async fn cancel_codes_in(tx: &mut AuditedTx, of: CodesOf<'_>) -> Result<u64> {
+    let (column, key) = match of {
+        CodesOf::Laptop(tag) => ("asset_tag", tag),
+        CodesOf::Person(user) => ("username", user),
+    };
+    let now = tx.now();
+    let done = sqlx::query(&format!(
+        "UPDATE enrolment_codes SET cancelled_at = $1
+         WHERE {column} = $2 AND consumed_at IS NULL AND cancelled_at IS NULL"
+    ))
+    .bind(now)
+    .bind(key)
+    .execute(tx.conn())
+    .await?;
+    Ok(done.rows_affected())
 }

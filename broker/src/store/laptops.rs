@@ -346,8 +346,12 @@ async fn require_active(tx: &mut AuditedTx, username: &str) -> Result<()> {
     }
 }
 
+/// Revokes the agents of laptop `tag` and cancels its unused enrolment
+/// codes, so that neither an enrolled agent nor a code in a drawer can
+/// bring the laptop back.
 async fn revoke_agents_in(tx: &mut AuditedTx, tag: &str, reason: &str) -> Result<Revoked> {
     let now = tx.now();
+    super::enrol::cancel_codes_in(tx, super::enrol::CodesOf::Laptop(tag)).await?;
     let fingerprints: Vec<String> = sqlx::query_scalar(
         "UPDATE enrolled_devices SET revoked_at = $1, revoke_reason = $2
          WHERE asset_tag = $3 AND revoked_at IS NULL RETURNING fingerprint",
@@ -361,6 +365,15 @@ async fn revoke_agents_in(tx: &mut AuditedTx, tag: &str, reason: &str) -> Result
 }
 
 impl Store {
+    /// Laptops marked lost or retired: (asset tag, status).
+    pub async fn laptops_out_of_use(&self) -> Result<Vec<(String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT asset_tag, status FROM laptops WHERE status IN ('lost', 'retired')",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn laptop_add(&self, actor: &str, new: &NewLaptop, now: Millis) -> Result<DeviceRow> {
         let mut tx = self.begin_audited(now).await?;
         insert_laptop(&mut tx, new).await?;

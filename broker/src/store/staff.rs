@@ -293,11 +293,19 @@ impl Store {
             )));
         }
         if !active {
-            sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE username = $2 AND revoked_at IS NULL")
-                .bind(now)
-                .bind(username)
-                .execute(tx.conn())
-                .await?;
+            // A disable ends what the person held: sign-ins, API tokens and
+            // unused enrolment codes. Enabling them again revives none.
+            for sql in [
+                "UPDATE refresh_tokens SET revoked_at = $1 WHERE username = $2 AND revoked_at IS NULL",
+                "UPDATE api_tokens SET revoked_at = $1 WHERE username = $2 AND revoked_at IS NULL",
+            ] {
+                sqlx::query(sql)
+                    .bind(now)
+                    .bind(username)
+                    .execute(tx.conn())
+                    .await?;
+            }
+            super::enrol::cancel_codes_in(&mut tx, super::enrol::CodesOf::Person(username)).await?;
         }
         let action = if active {
             "staff.enable"

@@ -20,6 +20,8 @@ pub struct LiveSession {
     pub device_kind: DeviceKind,
     /// A personal device's owner.
     pub owner: Option<String>,
+    /// A council laptop's asset tag.
+    pub asset_tag: Option<String>,
     /// The sign-in (refresh-token family) behind the session.
     pub sign_in: Option<String>,
     pub remote: SocketAddr,
@@ -45,6 +47,7 @@ impl LiveSession {
             device_id: &self.device_id,
             device_kind: self.device_kind,
             owner: self.owner.as_deref(),
+            asset_tag: self.asset_tag.as_deref(),
             cert_expires_at: self.cert_expires_at,
             token_expires_at: self.token_expires_at.load(Relaxed),
         }

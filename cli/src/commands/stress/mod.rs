@@ -5,7 +5,7 @@
 //! or removed afterwards.
 
 mod report;
-mod sim;
+pub mod sim;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

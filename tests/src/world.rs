@@ -1,0 +1,135 @@
+//! The one test world the end-to-end tests share: a broker process on
+//! 127.0.0.1 with the groups `hr` and `housing`, four apps (`echo`, `web`,
+//! `hr-only-laptops`, `housing-app`) in front of an echo server and a small
+//! web server, and the laptop `LT-1`; people and agents are added per test.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::{echo_server, http_server, Agent, BrokerProcess};
+
+pub const PASSWORD: &str = "Correct-Horse-Battery-9";
+pub const READY: Duration = Duration::from_secs(30);
+
+pub struct World {
+    pub tmp: tempfile::TempDir,
+    pub broker: BrokerProcess,
+    pub echo_port: u16,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl World {
+    /// A broker with groups `hr` and `housing`, apps `echo` (hr, any device),
+    /// `web` (hr, any), `hr-only-laptops` (hr, managed devices) and
+    /// `housing-app` (housing), and a laptop LT-1.
+    pub fn new() -> Self {
+        Self::with(&[], &[])
+    }
+
+    pub fn with(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let broker = BrokerProcess::start(&tmp.path().join("data"), extra, env);
+        let echo = echo_server();
+        let web = http_server("hello from the intranet");
+        for g in ["hr", "housing"] {
+            broker.lanyard(&["groups", "add", g], None, None).ok();
+        }
+        let echo_target = echo.to_string();
+        let web_target = web.to_string();
+        for (name, target, group, kind) in [
+            ("echo", echo_target.as_str(), "hr", "any"),
+            ("web", web_target.as_str(), "hr", "any"),
+            ("hr-only-laptops", echo_target.as_str(), "hr", "managed"),
+            ("housing-app", echo_target.as_str(), "housing", "any"),
+        ] {
+            broker
+                .lanyard(
+                    &[
+                        "apps",
+                        "add",
+                        name,
+                        "--target",
+                        target,
+                        "--allow-group",
+                        group,
+                        "--device-kind",
+                        kind,
+                    ],
+                    None,
+                    None,
+                )
+                .ok();
+        }
+        broker
+            .lanyard(
+                &["devices", "add", "LT-1", "--serial", "S1", "--model", "T14"],
+                None,
+                None,
+            )
+            .ok();
+        World {
+            broker,
+            echo_port: echo.port(),
+            tmp,
+        }
+    }
+
+    pub fn person(&self, username: &str, group: &str) {
+        self.broker.add_person(username, group, PASSWORD);
+    }
+
+    pub fn code(&self, args: &[&str]) -> String {
+        let mut all = vec!["enroll-code", "create"];
+        all.extend_from_slice(args);
+        self.broker
+            .lanyard(&all, None, None)
+            .ok()
+            .stdout
+            .trim()
+            .to_owned()
+    }
+
+    /// An agent enrolled (personal device of `username`, or laptop `tag`)
+    /// and signed in as `username`.
+    pub fn agent(&self, name: &str, username: &str, laptop: Option<&str>) -> Agent {
+        let agent = Agent::new(self.tmp.path().join(name));
+        let code = match laptop {
+            Some(tag) => self.code(&["--device", tag]),
+            None => self.code(&["--personal", username]),
+        };
+        agent.enrol_and_login(&code, username, PASSWORD);
+        agent
+    }
+}
+
+/// Reads from a live tunnel connection until it ends; how long that took.
+pub fn time_until_closed(mut conn: TcpStream, limit: Duration) -> Duration {
+    conn.set_read_timeout(Some(limit)).unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return start.elapsed(),
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// A connection through the tunnel that has shown it works.
+pub fn live_connection(port: u16) -> TcpStream {
+    use std::io::Write;
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    conn.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ping");
+    conn
+}
