@@ -10,6 +10,8 @@
 //! It prints one table. Numbers are for comparing stores and changes on the
 //! same machine in the same run, not absolute promises.
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,7 @@
 //! The laptop inventory on SQLite and (when configured) PostgreSQL.
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 use std::sync::Arc;
 
 use lanyard_broker::model::{AssetTag, Priority, Username};

@@ -1,6 +1,8 @@
 //! The load history on SQLite and (when configured) PostgreSQL: samples
 //! recorded, today's peak per node, old samples pruned.
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 use lanyard_broker::store::load::LoadSample;
 use lanyard_broker::testkit::stores;
 

@@ -2,6 +2,8 @@
 //! apps and revocations; live sessions are woken only when something
 //! changed; on SQLite and (when configured) PostgreSQL.
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 use lanyard_broker::model::{AppName, DeviceKindRule, GroupName, Priority, Target, Username};
 use lanyard_broker::policy::snapshot::PolicyCache;
 use lanyard_broker::policy::{decide_stream, Deny, DeviceKind, Subject};

@@ -1,5 +1,7 @@
 //! The `lanyard` binary against a real broker (in-process, 127.0.0.1 port 0).
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 use std::path::PathBuf;
 use std::process::Stdio;
 

@@ -228,6 +228,28 @@ impl BrokerProcess {
         }
     }
 
+    /// The value of the gauge or counter `name` in `/metrics`, if shown.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let prefix = format!("{name} ");
+        self.lanyard_metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+    }
+
+    /// Waits up to `limit` until the metric `name` satisfies `ready`.
+    pub fn wait_metric(&self, name: &str, limit: Duration, ready: impl Fn(f64) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.metric(name).is_some_and(&ready) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -3,6 +3,8 @@
 //! `hr-only-laptops`, `housing-app`) in front of an echo server and a small
 //! web server, and the laptop `LT-1`; people and agents are added per test.
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

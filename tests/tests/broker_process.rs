@@ -1,5 +1,7 @@
 //! `lanyard-broker` as a process: first start, restart, signals, bad input.
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
@@ -71,7 +73,12 @@ fn a_second_signal_exits_at_once_while_draining() {
     // A connection that never finishes its TLS handshake keeps the drain busy.
     let addr = broker.api.trim_start_matches("https://").to_owned();
     let _held = std::net::TcpStream::connect(&addr).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // Accepted once the broker counts it beside the metrics request itself.
+    assert!(broker.wait_metric(
+        "lanyard_http_connections_open",
+        Duration::from_secs(10),
+        |open| open >= 2.0
+    ));
     broker.signal("TERM");
     assert_eq!(
         broker.wait_exit(Duration::from_millis(500)),

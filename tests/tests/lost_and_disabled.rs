@@ -1,6 +1,8 @@
 //! What a lost laptop and a disabled person may still do: nothing. Through
 //! the real binaries, as ICT would do it.
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 use lanyard_e2e::world::{World, PASSWORD};
 use lanyard_e2e::Agent;
 

@@ -2,6 +2,8 @@
 //! order, a stream flood, no certificate. Each gets an error or a reset;
 //! the broker stays up and the same connection (and others) keep working.
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 use std::time::Duration;
 
 use lanyard_agent::state::StateDir;

@@ -2,6 +2,8 @@
 //! simulated agent enrols, signs in and connects, every byte comes back,
 //! and the broker's metrics show the run.
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 use lanyard_e2e::BrokerProcess;
 
 #[test]

@@ -1,6 +1,8 @@
 //! The README's tour with the real binaries, on SQLite and (when
 //! LANYARD_TEST_DATABASE_URL is set) PostgreSQL; and no secret in the log.
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 use std::time::Duration;
 
 use lanyard_e2e::{BrokerProcess, TestStore};

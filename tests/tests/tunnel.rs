@@ -2,6 +2,8 @@
 //! enrolled, signed in and reaching an app; denials with their reasons;
 //! live revocation; a broker killed and restarted; one enrolment code raced.
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 use std::time::{Duration, Instant};
 
 use lanyard_e2e::world::{live_connection, time_until_closed, World, PASSWORD, READY};
