@@ -1,0 +1,119 @@
+//! The HTTPS server: an accept loop of our own, so that every connection
+//! has a TLS handshake timeout, a header-read timeout, a cap on buffered
+//! bytes and a place in a bounded connection pool.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use super::router::router;
+use crate::state::AppState;
+
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_HEADER_BUFFER: usize = 64 * 1024;
+
+/// Accepts HTTPS connections until `shutdown` turns true, then lets open
+/// connections finish their requests for up to `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let app = router(state.clone());
+    let slots = Arc::new(Semaphore::new(state.settings.http_connections));
+    let mut connections = JoinSet::new();
+    let for_connections = shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            stop = shutdown.wait_for(|stop| *stop) => {
+                if stop.is_ok() { break } else { continue }
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            state.metrics.http_connections_refused.fetch_add(1, Relaxed);
+            tracing::debug!(%peer, "connection cap reached; refusing");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (tls, app, state, shutdown) = (
+            tls.clone(),
+            app.clone(),
+            state.clone(),
+            for_connections.clone(),
+        );
+        connections.spawn(serve_connection(
+            tcp, peer, tls, app, state, shutdown, permit,
+        ));
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "grace period over; closing API connections"
+        );
+        connections.abort_all();
+    }
+}
+
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    tls: TlsAcceptor,
+    app: Router,
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    state.metrics.http_connections_open.fetch_add(1, Relaxed);
+    let Ok(Ok(stream)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(tcp)).await else {
+        tracing::debug!(%peer, "TLS handshake failed or timed out");
+        state.metrics.http_connections_open.fetch_sub(1, Relaxed);
+        return;
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BUFFER)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    tokio::pin!(conn);
+    let stopping = tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            false
+        }
+        stop = shutdown.wait_for(|stop| *stop) => stop.is_ok(),
+    };
+    if stopping {
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    }
+    state.metrics.http_connections_open.fetch_sub(1, Relaxed);
+}
