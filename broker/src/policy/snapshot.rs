@@ -97,13 +97,13 @@ async fn load(store: &Store, now: Millis) -> Result<Policy, StoreError> {
         loaded_at: now,
         ..Policy::default()
     };
-    for (username, active, priority, groups) in store.staff_access().await? {
+    for person in store.staff_access().await? {
         policy.staff.insert(
-            username,
+            person.username,
             Person {
-                active,
-                priority: priority.clamp(1, 3) as u8,
-                groups: groups.into_iter().collect(),
+                active: person.active,
+                priority: person.priority.clamp(1, 3) as u8,
+                groups: person.groups.into_iter().collect(),
             },
         );
     }

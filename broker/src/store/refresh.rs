@@ -183,3 +183,45 @@ where
     .await?;
     Ok(())
 }
+
+/// Sign-ins ended from outside the agent.
+impl Store {
+    /// Records that `actor` ended a live session, revoking the sign-in
+    /// behind it so that its agent cannot reconnect without signing in.
+    pub async fn session_kill(
+        &self,
+        actor: &str,
+        session_id: &str,
+        username: &str,
+        sign_in: Option<&str>,
+        now: Millis,
+    ) -> Result<()> {
+        let mut tx = self.begin_audited(now).await?;
+        if let Some(family) = sign_in {
+            sqlx::query(
+                "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(family)
+            .execute(tx.conn())
+            .await?;
+        }
+        tx.audit(
+            AuditEntry::ok(actor, "session.kill", username)
+                .with_detail(serde_json::json!({ "session": session_id, "sign_in": sign_in })),
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    /// Whether a sign-in (refresh-token family) has been revoked.
+    pub async fn refresh_family_revoked(&self, family_id: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM refresh_tokens WHERE family_id = $1 AND revoked_at IS NOT NULL",
+        )
+        .bind(family_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+}

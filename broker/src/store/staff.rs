@@ -403,3 +403,40 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 }
+
+/// A person as the access rules need them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaffAccess {
+    pub username: String,
+    pub active: bool,
+    pub priority: i64,
+    pub groups: Vec<String>,
+}
+
+impl Store {
+    /// Who may reach what: every person with their state and groups.
+    pub async fn staff_access(&self) -> Result<Vec<StaffAccess>> {
+        let people: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT username, active, priority FROM staff")
+                .fetch_all(&self.pool)
+                .await?;
+        let memberships: Vec<(String, String)> =
+            sqlx::query_as("SELECT username, group_name FROM staff_groups")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut groups: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
+        for (user, group) in memberships {
+            groups.entry(user).or_default().push(group);
+        }
+        Ok(people
+            .into_iter()
+            .map(|(username, active, priority)| StaffAccess {
+                groups: groups.remove(&username).unwrap_or_default(),
+                username,
+                active: active == 1,
+                priority,
+            })
+            .collect())
+    }
+}
