@@ -8,55 +8,23 @@ use std::time::Duration;
 
 use lanyard_agent::state::StateDir;
 use lanyard_agent::{account, client};
-use lanyard_e2e::{echo_server, Agent, BrokerProcess};
+use lanyard_e2e::world::World;
+use lanyard_e2e::Agent;
 use lanyard_proto::stream::StreamOpener;
 use lanyard_proto::{ErrorCode, Message};
 use lanyard_relay::{read_frame, write_frame};
 
-const PASSWORD: &str = "Correct-Horse-Battery-9";
-
+/// A broker (the shared test world) and one signed-in agent.
 struct Setup {
-    _tmp: tempfile::TempDir,
-    broker: BrokerProcess,
+    world: World,
     agent: Agent,
 }
 
 fn setup() -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(&tmp.path().join("data"), &[], &[]);
-    let echo = echo_server();
-    broker.lanyard(&["groups", "add", "hr"], None, None).ok();
-    broker.add_person("x.abuse", "hr", PASSWORD);
-    broker
-        .lanyard(
-            &[
-                "apps",
-                "add",
-                "echo",
-                "--target",
-                &echo.to_string(),
-                "--allow-group",
-                "hr",
-            ],
-            None,
-            None,
-        )
-        .ok();
-    let code = broker
-        .lanyard(
-            &["enroll-code", "create", "--personal", "x.abuse"],
-            None,
-            None,
-        )
-        .ok()
-        .stdout;
-    let agent = Agent::new(tmp.path().join("agent"));
-    agent.enrol_and_login(code.trim(), "x.abuse", PASSWORD);
-    Setup {
-        _tmp: tmp,
-        broker,
-        agent,
-    }
+    let world = World::new();
+    world.person("x.abuse", "hr");
+    let agent = world.agent("agent", "x.abuse", None);
+    Setup { world, agent }
 }
 
 /// Sends a `Hello` on a new stream of `conn`; the answer and the stream.
@@ -226,7 +194,7 @@ fn bad_frames_and_floods_are_refused_and_the_broker_carries_on() {
         }
     });
     // Still serving.
-    let health = s.broker.https_get("/healthz");
+    let health = s.world.broker.https_get("/healthz");
     assert!(health.contains("ok"), "{health}");
 }
 
