@@ -377,6 +377,7 @@ impl Settings {
     }
 
     /// Settings for a broker in a test: loopback, port 0, the given store.
+    #[cfg(any(test, feature = "testkit"))]
     pub fn for_test(data_dir: &Path, database_url: Option<String>) -> Self {
         let over = Overrides {
             data_dir: Some(data_dir.to_owned()),

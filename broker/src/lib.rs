@@ -19,6 +19,7 @@ pub mod quic;
 pub mod secrets;
 pub mod state;
 pub mod store;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod tunnel;
 

@@ -738,7 +738,9 @@ impl Store {
         .await?)
     }
 
-    /// Records an enrolled agent device (written by enrolment).
+    /// Records an enrolled agent device as enrolment would (for tests that
+    /// need one without an agent).
+    #[cfg(any(test, feature = "testkit"))]
     #[allow(clippy::too_many_arguments)]
     pub async fn enrolled_device_insert(
         &self,
