@@ -6,6 +6,7 @@
 pub mod account;
 pub mod backoff;
 pub mod client;
+pub mod help_check;
 pub mod identity;
 pub mod state;
 pub mod up;

@@ -15,13 +15,14 @@ use lanyard_agent::up::{self, Forward, UpConfig, UpEvent, UpStatus};
 /// Lanyard agent: reach the council's internal apps from home.
 ///
 /// Enrol this laptop once with the code ICT gives you, sign in, then run
-/// `lanyard-agent up` and use the local addresses it prints:
-///
-///   lanyard-agent enroll lye1.AAAA...
-///   lanyard-agent login j.smith
-///   lanyard-agent up
+/// `lanyard-agent up` and use the local addresses it prints.
 #[derive(Debug, Parser)]
-#[command(name = "lanyard-agent", version, max_term_width = 100)]
+#[command(
+    name = "lanyard-agent",
+    version,
+    max_term_width = 100,
+    after_help = "Examples:\n  lanyard-agent enroll lye1.AAAA...\n  lanyard-agent login j.smith\n  lanyard-agent up\n  lanyard-agent status"
+)]
 struct Cli {
     /// Where the device key, certificate and sign-in are kept (files are 0600)
     /// [default: ~/.config/lanyard-agent].
@@ -35,17 +36,18 @@ struct Cli {
 enum Command {
     /// Enrol this device with a code from ICT: makes the device key pair here
     /// (it never leaves this device) and gets its certificate from the broker.
-    ///
-    /// Example: lanyard-agent enroll lye1.AAAA...
+    #[command(after_help = "Example:\n  lanyard-agent enroll lye1.AAAA...")]
     Enroll {
         /// The code, as one string (starts with `lye1.`).
         code: String,
     },
     /// Sign a person in on this device (password, and a TOTP code if they
     /// have one).
-    ///
-    /// Example: echo "$PASSWORD" | lanyard-agent login j.smith --password-stdin
+    #[command(
+        after_help = "Examples:\n  lanyard-agent login j.smith\n  echo \"$PASSWORD\" | lanyard-agent login j.smith --password-stdin --totp 123456"
+    )]
     Login {
+        /// The person signing in (their staff username).
         username: String,
         /// Read the password from the first line of standard input.
         #[arg(long)]
@@ -57,8 +59,9 @@ enum Command {
     /// Connect and forward local ports to the apps you may use; keeps
     /// running and reconnects by itself. Prints one line
     /// `lanyard-agent up APP=127.0.0.1:PORT ...` whenever its forwards are ready.
-    ///
-    /// Example: lanyard-agent up --forward hr-system=127.0.0.1:8080
+    #[command(
+        after_help = "Examples:\n  lanyard-agent up\n  lanyard-agent up --forward hr-system=127.0.0.1:8080"
+    )]
     Up {
         /// Forward APP on a local address (repeatable). Without any, every app
         /// you may use gets a local port (the same one each time where free).
@@ -67,11 +70,14 @@ enum Command {
     },
     /// Show whether this device is enrolled, who is signed in, and whether
     /// `up` is running.
+    #[command(after_help = "Examples:\n  lanyard-agent status\n  lanyard-agent status --json")]
     Status {
+        /// Print one JSON document instead of lines of text.
         #[arg(long)]
         json: bool,
     },
     /// Forget the sign-in on this device.
+    #[command(after_help = "Example:\n  lanyard-agent logout")]
     Logout,
 }
 
@@ -288,5 +294,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_has_an_example_and_every_argument_a_description() {
+        let problems = lanyard_agent::help_check::help_problems(&super::Cli::command());
+        assert!(
+            problems.is_empty(),
+            "--help lacks:\n{}",
+            problems.join("\n")
+        );
     }
 }
