@@ -5,7 +5,8 @@
 //! The rules: every command has an example section ("Example:" or
 //! "Examples:") in its after-help, where clap keeps the lines as written
 //! (in the description clap rewraps them into one line), with at least one
-//! line running the binary; and every argument has a description.
+//! line running the binary, and no line so long that clap wraps it; and
+//! every argument has a description.
 
 /// Every problem in `cmd`'s help and its subcommands' help, one line each
 /// naming the command, e.g. `lanyard devices assign: argument --to has no
@@ -18,6 +19,9 @@ pub fn help_problems(cmd: &clap::Command) -> Vec<String> {
     walk(&cmd, &bin, &bin, &mut problems);
     problems
 }
+
+/// The binaries' `max_term_width`: longer lines are wrapped.
+const MAX_WIDTH: usize = 100;
 
 fn walk(cmd: &clap::Command, path: &str, bin: &str, problems: &mut Vec<String>) {
     let about = [cmd.get_about(), cmd.get_long_about()]
@@ -46,6 +50,11 @@ fn walk(cmd: &clap::Command, path: &str, bin: &str, problems: &mut Vec<String>) 
     if !has_heading || !runs_bin {
         problems.push(format!(
             "{path}: no example (an \"Example:\" section in after_help with a line `  {bin} ...`)"
+        ));
+    }
+    for line in after.lines().filter(|l| l.chars().count() > MAX_WIDTH) {
+        problems.push(format!(
+            "{path}: example line longer than {MAX_WIDTH} columns is rewrapped: {line}"
         ));
     }
     for arg in cmd.get_arguments() {

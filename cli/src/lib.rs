@@ -23,14 +23,18 @@ use output::Out;
 /// broker keeps `lanyard-data/`, it finds the broker's CA certificate and
 /// bootstrap admin token there by itself; elsewhere pass --ca-cert and
 /// --token (or set LANYARD_CA_CERT and LANYARD_TOKEN).
-///
-/// Example:
-///   lanyard groups add hr
-///   lanyard staff add j.smith --name "Jo Smith" --priority 1 --group hr
-///   lanyard apps add hr-system --target hr.internal:443 --allow-group hr
-///   lanyard enroll-code create --personal j.smith
 #[derive(Debug, Parser)]
-#[command(name = "lanyard", version, max_term_width = 100)]
+#[command(
+    name = "lanyard",
+    version,
+    max_term_width = 100,
+    after_help = "Examples:
+  lanyard groups add hr
+  lanyard staff add j.smith --name \"Jo Smith\" --priority 1 --group hr
+  lanyard apps add hr-system --target hr.internal:443 --allow-group hr
+  lanyard enroll-code create --personal j.smith
+  lanyard --broker https://broker.council.example:8443 --ca-cert ca.pem staff list"
+)]
 pub struct Cli {
     /// The broker's API address.
     #[arg(
@@ -130,4 +134,19 @@ impl Cli {
 pub async fn run(cli: Cli, w: &mut dyn std::io::Write) -> Result<(), CliError> {
     let mut out = Out { json: cli.json, w };
     commands::run(&cli, &mut out).await
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_has_an_example_and_every_argument_a_description() {
+        let problems = lanyard_agent::help_check::help_problems(&super::Cli::command());
+        assert!(
+            problems.is_empty(),
+            "--help lacks:\n{}",
+            problems.join("\n")
+        );
+    }
 }
