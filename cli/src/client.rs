@@ -106,15 +106,23 @@ pub fn encode(s: &str) -> String {
     out
 }
 
-impl Client {
-    /// `url` is `https://HOST:PORT`; `ca_pem` the broker CA certificate.
-    pub fn new(url: &str, ca_pem: &[u8], token: Option<String>) -> Result<Self, ClientError> {
-        let url = url.trim_end_matches('/').to_owned();
-        let rest = url.strip_prefix("https://").ok_or_else(|| {
-            ClientError::Setup(format!(
-                "--broker {url:?} must start with https:// (e.g. https://127.0.0.1:8443)"
-            ))
-        })?;
+/// The broker's address, checked: `https://HOST[:PORT]` (port 443 if left
+/// out). Plain `http://` is refused: the token must only go over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let url = url.trim().trim_end_matches('/').to_owned();
+        let Some(rest) = url.strip_prefix("https://") else {
+            return Err(format!(
+                "{url:?} must start with https:// (e.g. https://127.0.0.1:8443): the broker's API is HTTPS only"
+            ));
+        };
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
                 Ok(port) => (h.trim_matches(['[', ']']).to_owned(), port),
@@ -123,10 +131,22 @@ impl Client {
             _ => (rest.trim_matches(['[', ']']).to_owned(), 443),
         };
         if host.is_empty() || host.contains('/') {
-            return Err(ClientError::Setup(format!(
-                "--broker {url:?} is not https://HOST:PORT"
-            )));
+            return Err(format!("{url:?} is not https://HOST:PORT"));
         }
+        Ok(Self { url, host, port })
+    }
+}
+
+/// `--broker`'s value parser, so that a bad address is a usage mistake.
+pub fn parse_broker(s: &str) -> Result<String, String> {
+    BrokerUrl::parse(s).map(|b| b.url)
+}
+
+impl Client {
+    /// `url` is `https://HOST:PORT`; `ca_pem` the broker CA certificate.
+    pub fn new(url: &str, ca_pem: &[u8], token: Option<String>) -> Result<Self, ClientError> {
+        let BrokerUrl { url, host, port } =
+            BrokerUrl::parse(url).map_err(|e| ClientError::Setup(format!("--broker {e}")))?;
         let mut roots = rustls::RootCertStore::empty();
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(ca_pem)
             .collect::<Result<_, _>>()

@@ -42,10 +42,12 @@ pub struct Cli {
         global = true,
         env = "LANYARD_BROKER",
         value_name = "URL",
-        default_value = "https://127.0.0.1:8443"
+        default_value = "https://127.0.0.1:8443",
+        value_parser = client::parse_broker
     )]
     pub broker: String,
-    /// API token (the broker's DATA_DIR/admin-token, or one from `lanyard login`).
+    /// API token (the broker's DATA_DIR/admin-token, or one from `lanyard login`);
+    /// an empty one counts as not given.
     #[arg(
         long,
         global = true,
@@ -88,18 +90,33 @@ impl Cli {
             .map_err(|e| CliError::Usage(format!("cannot read {what} {}: {e}", path.display())))
     }
 
+    /// The token: --token (LANYARD_TOKEN), else --token-file, else the
+    /// data dir's admin-token. An empty value (`LANYARD_TOKEN=`) counts as
+    /// not given, as an unset variable does.
     fn token(&self) -> Result<Option<String>, CliError> {
-        if let Some(t) = &self.token {
-            return Ok(Some(t.trim().to_owned()));
+        if let Some(t) = self
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            return Ok(Some(t.to_owned()));
         }
-        let file = match &self.token_file {
-            Some(f) => Some(f.clone()),
+        let file = match nonempty_path(&self.token_file) {
+            Some(f) => Some(f.to_owned()),
             None => Some(Path::new(DEFAULT_DATA_DIR).join("admin-token")).filter(|p| p.exists()),
         };
         match file {
             Some(f) => {
                 let text = Self::read_file(&f, "--token-file")?;
-                Ok(Some(String::from_utf8_lossy(&text).trim().to_owned()))
+                let token = String::from_utf8_lossy(&text).trim().to_owned();
+                if token.is_empty() {
+                    return Err(CliError::Usage(format!(
+                        "the token file {} is empty",
+                        f.display()
+                    )));
+                }
+                Ok(Some(token))
             }
             None => Ok(None),
         }
@@ -107,8 +124,8 @@ impl Cli {
 
     /// An API client from the global flags.
     pub fn client(&self, needs_token: bool) -> Result<Client, CliError> {
-        let ca_path = match &self.ca_cert {
-            Some(p) => p.clone(),
+        let ca_path = match nonempty_path(&self.ca_cert) {
+            Some(p) => p.to_owned(),
             None => {
                 let p = Path::new(DEFAULT_DATA_DIR).join("ca.pem");
                 if !p.exists() {
@@ -128,6 +145,11 @@ impl Cli {
         }
         Ok(Client::new(&self.broker, &ca, token)?)
     }
+}
+
+/// A path flag, with an empty value (`LANYARD_CA_CERT=`) as not given.
+fn nonempty_path(p: &Option<PathBuf>) -> Option<&Path> {
+    p.as_deref().filter(|p| !p.as_os_str().is_empty())
 }
 
 /// Runs one command, writing its output to `w`.

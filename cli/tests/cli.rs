@@ -54,36 +54,37 @@ impl Env {
         }
     }
 
-    async fn run_with(&self, args: &[&str], token: Option<&str>, stdin: Option<&str>) -> Output {
+    /// `lanyard ARGS` against this broker, from the temp dir, with `token`
+    /// in LANYARD_TOKEN (or none set); output piped.
+    fn command(&self, args: &[&str], token: Option<&str>) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_lanyard"));
         cmd.args(args)
             .current_dir(self.dir.path())
             .env_remove("LANYARD_TOKEN_FILE")
             .env("LANYARD_BROKER", &self.api)
             .env("LANYARD_CA_CERT", &self.ca)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         match token {
             Some(t) => cmd.env("LANYARD_TOKEN", t),
             None => cmd.env_remove("LANYARD_TOKEN"),
         };
+        cmd
+    }
+
+    async fn run_with(&self, args: &[&str], token: Option<&str>, stdin: Option<&str>) -> Output {
+        let mut cmd = self.command(args, token);
+        if stdin.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
         let mut child = cmd.spawn().unwrap();
         if let Some(input) = stdin {
             let mut pipe = child.stdin.take().unwrap();
             pipe.write_all(input.as_bytes()).await.unwrap();
             drop(pipe);
         }
-        let out = child.wait_with_output().await.unwrap();
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        collect(child).await
     }
 
     async fn run(&self, args: &[&str]) -> Output {
@@ -116,6 +117,19 @@ impl Env {
         let _ = self.stop.take().unwrap().send(());
         self.served.take().unwrap().await.unwrap();
     }
+}
+
+async fn collect(child: tokio::process::Child) -> Output {
+    let out = child.wait_with_output().await.unwrap();
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn output(mut cmd: tokio::process::Command) -> Output {
+    collect(cmd.spawn().unwrap()).await
 }
 
 /// One line on stderr, non-zero exit.
@@ -758,4 +772,126 @@ fn decode_base32(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// `lanyard audit list | head`: when the reader of stdout has gone, every
+/// command that prints ends quietly with 0, not "Broken pipe".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_every_printing_command_quietly() {
+    let env = Env::start().await;
+    env.ok(&["groups", "add", "hr"]).await;
+    env.ok(&[
+        "staff", "add", "j.smith", "--name", "Jo Smith", "--group", "hr",
+    ])
+    .await;
+    env.ok(&["devices", "add", "LT-1", "--serial", "S1", "--model", "T14"])
+        .await;
+    let commands: &[&[&str]] = &[
+        &["audit", "list"],
+        &["audit", "list", "--json"],
+        &["audit", "verify"],
+        &["staff", "list"],
+        &["staff", "show", "j.smith"],
+        &["groups", "list", "--json"],
+        &["apps", "list"],
+        &["devices", "list"],
+        &["devices", "show", "LT-1"],
+        &["devices", "history", "LT-1"],
+        &["requests", "list"],
+        &["report", "inventory"],
+        &["report", "inventory", "--format", "json"],
+        &["sessions", "list"],
+        &["load"],
+        &["enroll-code", "create", "--device", "LT-1"],
+        &["requests", "add", "j.smith"],
+    ];
+    for args in commands {
+        // A pipe whose read end is already closed: every write is EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut cmd = env.command(args, Some(&env.token));
+        cmd.stdout(writer);
+        let out = output(cmd).await;
+        assert_eq!(
+            (out.code, out.stderr.as_str()),
+            (0, ""),
+            "lanyard {args:?} with stdout closed"
+        );
+    }
+    // The command did run: the request is queued.
+    let requests = env.json(&["requests", "list", "--open"]).await;
+    assert_eq!(requests[0]["username"], "j.smith", "{requests:#}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_json_nests_detail_as_an_object() {
+    let env = Env::start().await;
+    env.ok(&["groups", "add", "hr"]).await;
+    env.ok(&[
+        "staff",
+        "add",
+        "j.smith",
+        "--name",
+        "Jo",
+        "--priority",
+        "1",
+        "--group",
+        "hr",
+    ])
+    .await;
+    let audit = env.json(&["audit", "list"]).await;
+    let rows = audit.as_array().unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| r["detail"].is_object() || r["detail"].is_null()),
+        "{audit:#}"
+    );
+    let add = rows.iter().find(|r| r["action"] == "staff.add").unwrap();
+    assert_eq!(add["detail"]["priority"], 1, "{add:#}");
+    assert_eq!(
+        add["detail"]["groups"],
+        serde_json::json!(["hr"]),
+        "{add:#}"
+    );
+    // The table shows it as compact JSON, and nothing for no detail.
+    let table = env.ok(&["audit", "list", "--action", "staff.add"]).await;
+    assert!(table.contains(r#""priority":1"#), "{table}");
+    let table = env.ok(&["audit", "list"]).await;
+    assert!(!table.contains("null"), "{table}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_is_a_usage_mistake_and_an_empty_token_is_no_token() {
+    let env = Env::start().await;
+    let out = env
+        .run(&["--broker", "http://127.0.0.1:8443", "staff", "list"])
+        .await;
+    refused(&out, 2, "must start with https://");
+    let mut cmd = env.command(&["staff", "list"], Some(&env.token));
+    cmd.env("LANYARD_BROKER", env.api.replace("https://", "http://"));
+    refused(&output(cmd).await, 2, "must start with https://");
+
+    // LANYARD_TOKEN= falls back to the token file, as if it were unset...
+    let mut cmd = env.command(&["staff", "list", "--json"], Some(""));
+    cmd.env(
+        "LANYARD_TOKEN_FILE",
+        env.dir.path().join("data/admin-token"),
+    );
+    let out = output(cmd).await;
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "[]");
+    // ...and with no token file either, it is no token: a usage mistake.
+    refused(
+        &env.run_with(&["staff", "list"], Some(""), None).await,
+        2,
+        "no API token",
+    );
+    refused(
+        &env.run_with(&["staff", "list"], Some("  "), None).await,
+        2,
+        "no API token",
+    );
+    env.stop().await;
 }

@@ -338,7 +338,7 @@ async fn history(
             .map(|r| HistoryEntry {
                 seq: r.seq,
                 at: r.at(),
-                detail: serde_json::from_str(&r.detail).unwrap_or(serde_json::Value::Null),
+                detail: r.detail_json(),
                 actor: r.actor,
                 action: r.action,
             })

@@ -55,6 +55,7 @@ pub async fn run(cli: &Cli, cmd: &AuditCommand, out: &mut Out<'_>) -> Result<(),
             }
             let s = |v: &serde_json::Value, k: &str| match &v[k] {
                 serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => String::new(),
                 other => other.to_string(),
             };
             let table = rows
