@@ -81,6 +81,19 @@ enum Command {
     Logout,
 }
 
+/// Writing to stdout failed; a closed one (`lanyard-agent status | head -1`)
+/// ends the command quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write output: {0}")]
+struct OutputError(std::io::Error);
+
+/// `println!` that hands a failed write back as an [`OutputError`].
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*).map_err(OutputError)?
+    };
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -102,6 +115,12 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e)
+            if e.downcast_ref::<OutputError>()
+                .is_some_and(|o| o.0.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("lanyard-agent: error: {e}");
             ExitCode::FAILURE
@@ -145,7 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let code = lanyard_proto::EnrolmentCode::decode(code.trim())?;
             let state = StateDir::open(&dir)?;
             let done = account::enrol(&state, &code).await?;
-            println!(
+            say!(
                 "enrolled with {}; certificate valid until {}",
                 done.broker,
                 when(done.cert_expires_at)
@@ -166,7 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             conn.close(0u32.into(), b"signed in");
             endpoint.wait_idle().await;
             let tokens = signed?;
-            println!("signed in as {}", tokens.username);
+            say!("signed in as {}", tokens.username);
             eprintln!("next: lanyard-agent up");
             Ok(())
         }
@@ -247,50 +266,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "forwards": running.as_ref().map(|r| r.forwards.clone()).unwrap_or_default(),
                     "last_error": running.as_ref().and_then(|r| r.last_error.clone()),
                 });
-                println!("{value}");
+                say!("{value}");
                 return Ok(());
             }
-            println!("state dir    {}", dir.display());
+            say!("state dir    {}", dir.display());
             match &enrolment {
                 Some(e) => {
-                    println!("enrolled     yes, with {}", e.broker);
+                    say!("enrolled     yes, with {}", e.broker);
                     let note = if now >= e.cert_expires_at {
                         " (expired: enrol again)"
                     } else {
                         ""
                     };
-                    println!("certificate  valid until {}{note}", when(e.cert_expires_at));
+                    say!("certificate  valid until {}{note}", when(e.cert_expires_at));
                 }
-                None => println!("enrolled     no (lanyard-agent enroll CODE)"),
+                None => say!("enrolled     no (lanyard-agent enroll CODE)"),
             }
             match &tokens {
-                Some(t) => println!("signed in    {}", t.username),
-                None => println!("signed in    no (lanyard-agent login USERNAME)"),
+                Some(t) => say!("signed in    {}", t.username),
+                None => say!("signed in    no (lanyard-agent login USERNAME)"),
             }
             match &running {
                 Some(r) if r.connected => {
-                    println!(
+                    say!(
                         "up           connected, session {}",
                         r.session_id.as_deref().unwrap_or("?")
                     );
                     for (app, addr) in &r.forwards {
-                        println!("  {app:<20} {addr}");
+                        say!("  {app:<20} {addr}");
                     }
                 }
-                Some(r) => println!(
+                Some(r) => say!(
                     "up           reconnecting ({})",
                     r.last_error.as_deref().unwrap_or("starting")
                 ),
-                None => println!("up           not running"),
+                None => say!("up           not running"),
             }
             Ok(())
         }
         Command::Logout => {
             let state = StateDir::open(&dir)?;
             if state.remove(TOKENS_FILE)? {
-                println!("signed out on this device");
+                say!("signed out on this device");
             } else {
-                println!("nobody was signed in on this device");
+                say!("nobody was signed in on this device");
             }
             Ok(())
         }

@@ -129,6 +129,20 @@ struct CheckArgs {
     config: Option<PathBuf>,
 }
 
+/// Writing to stdout failed; a closed one (`lanyard-broker check-config
+/// --config F | head -1`) ends the command quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write output: {0}")]
+struct OutputError(std::io::Error);
+
+/// `println!` that hands a failed write back as an [`OutputError`].
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err(OutputError)?
+    }};
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LANYARD_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,sqlx=warn,quinn=warn,rustls=warn")
@@ -210,7 +224,7 @@ async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the store at {}: {e}", redact_url(&url)))?;
     let applied = store.migrate().await?;
-    println!("migrations applied: {applied} (store {})", redact_url(&url));
+    say!("migrations applied: {applied} (store {})", redact_url(&url));
     store.close().await;
     Ok(())
 }
@@ -220,22 +234,22 @@ fn check_config(args: CheckArgs) -> anyhow::Result<()> {
         anyhow::bail!("no config file given; pass --config FILE (or set LANYARD_CONFIG)");
     };
     let s = Settings::resolve(Overrides::default(), FileConfig::load(&path)?)?;
-    println!("config ok: {}", path.display());
-    println!("  data_dir      {}", s.data_dir.display());
-    println!("  database      {}", redact_url(&s.database_url()));
-    println!("  api_listen    {}", s.api_listen);
-    println!("  quic_listen   {}", s.quic_listen);
-    println!(
+    say!("config ok: {}", path.display());
+    say!("  data_dir      {}", s.data_dir.display());
+    say!("  database      {}", redact_url(&s.database_url()));
+    say!("  api_listen    {}", s.api_listen);
+    say!("  quic_listen   {}", s.quic_listen);
+    say!(
         "  public_addr   {}",
         s.public_addr
             .as_deref()
             .unwrap_or("(derived from quic_listen)")
     );
-    println!(
+    say!(
         "  grace_period  {}",
         humantime::format_duration(s.grace_period)
     );
-    println!(
+    say!(
         "  access_ttl    {}",
         humantime::format_duration(s.access_ttl)
     );
@@ -276,6 +290,12 @@ fn main() -> ExitCode {
 fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e)
+            if e.downcast_ref::<OutputError>()
+                .is_some_and(|o| o.0.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             let mut line = chain[0].clone();

@@ -277,6 +277,26 @@ impl Run {
     }
 }
 
+/// Runs `cmd` with a stdout nobody reads (a pipe whose read end is already
+/// closed, as after `| head` has exited): every write to it fails.
+pub fn run_with_closed_stdout(mut cmd: Command) -> Run {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    cmd.stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped());
+    let out = cmd
+        .spawn()
+        .expect("spawn")
+        .wait_with_output()
+        .expect("wait");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::new(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 pub fn run(mut cmd: Command, stdin: Option<&str>) -> Run {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()

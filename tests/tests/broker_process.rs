@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use lanyard_e2e::{bin, run, BrokerProcess};
+use lanyard_e2e::{bin, run, run_with_closed_stdout, BrokerProcess};
 
 #[test]
 fn first_start_prints_one_ready_line_and_writes_0600_files_once() {
@@ -212,4 +212,40 @@ fn migrate_applies_every_migration_once() {
         .ok()
         .stdout
         .contains("migrations applied: 0 "));
+}
+
+/// `... | head -1`: a command whose stdout reader has gone ends quietly
+/// with 0, without a panic or a "Broken pipe" message.
+#[test]
+fn a_closed_stdout_ends_broker_and_agent_commands_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../broker/tests/fixtures");
+    let mut check = Command::new(bin("lanyard-broker"));
+    check
+        .args(["check-config", "--config"])
+        .arg(fixtures.join("valid.toml"));
+    let mut migrate = Command::new(bin("lanyard-broker"));
+    migrate
+        .args(["migrate", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .env("LANYARD_LOG", "error");
+    let agent = |args: &[&str]| {
+        let mut cmd = Command::new(bin("lanyard-agent"));
+        cmd.arg("--state-dir")
+            .arg(tmp.path().join("agent"))
+            .args(args);
+        cmd
+    };
+    let cases = [
+        ("check-config", check),
+        ("migrate", migrate),
+        ("agent status", agent(&["status"])),
+        ("agent status --json", agent(&["status", "--json"])),
+        ("agent logout", agent(&["logout"])),
+    ];
+    for (what, cmd) in cases {
+        let out = run_with_closed_stdout(cmd);
+        assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{what}");
+    }
 }
