@@ -133,6 +133,8 @@ fn bad_start_inputs_fail_with_one_line_and_no_panic() {
                 "/dev/null/lanyard",
                 "--api-listen",
                 "127.0.0.1:0",
+                "--quic-listen",
+                "127.0.0.1:0",
             ],
             1,
             "not writable",
@@ -157,6 +159,10 @@ fn bad_start_inputs_fail_with_one_line_and_no_panic() {
                 &data,
                 "--database-url",
                 "mysql://u:hunter2@h/db",
+                "--api-listen",
+                "127.0.0.1:0",
+                "--quic-listen",
+                "127.0.0.1:0",
             ],
             1,
             "mysql://u:***@h/db",
@@ -181,6 +187,56 @@ fn bad_start_inputs_fail_with_one_line_and_no_panic() {
         );
         assert!(out.stdout.is_empty(), "{args:?}: printed {}", out.stdout);
     }
+}
+
+/// The listeners are bound before the data dir is made: a broker that
+/// cannot listen leaves no CA, admin token or database behind.
+#[test]
+fn a_port_in_use_fails_before_a_fresh_data_dir_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_addr = tcp.local_addr().unwrap().to_string();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_addr = udp.local_addr().unwrap().to_string();
+    let cases = [
+        (
+            "api",
+            tcp_addr.as_str(),
+            "127.0.0.1:0",
+            "cannot listen on TCP",
+            "--api-listen",
+        ),
+        (
+            "quic",
+            "127.0.0.1:0",
+            udp_addr.as_str(),
+            "cannot listen on UDP",
+            "--quic-listen",
+        ),
+    ];
+    for (what, api, quic, needle, flag) in cases {
+        let data = tmp.path().join(what);
+        let mut cmd = Command::new(bin("lanyard-broker"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--api-listen", api, "--quic-listen", quic])
+            .env_remove("LANYARD_DATABASE_URL")
+            .env("LANYARD_LOG", "error");
+        let out = run(cmd, None);
+        assert_eq!(out.code, 1, "{what}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{what}: {}", out.stderr);
+        assert!(out.stderr.contains(needle), "{what}: {}", out.stderr);
+        assert!(out.stderr.contains("in use"), "{what}: {}", out.stderr);
+        assert!(out.stderr.contains(flag), "{what}: {}", out.stderr);
+        assert!(out.stdout.is_empty(), "{what}: {}", out.stdout);
+        assert!(
+            !data.exists(),
+            "{what}: the data dir was made: {:?}",
+            std::fs::read_dir(&data).map(|d| d.count())
+        );
+    }
+    drop((tcp, udp));
 }
 
 #[test]
