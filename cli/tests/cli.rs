@@ -319,53 +319,40 @@ async fn csv_import_refuses_the_whole_file_naming_each_bad_row() {
     env.ok(&["groups", "add", "hr"]).await;
     env.ok(&["groups", "add", "contact-centre"]).await;
     env.ok(&["staff", "add", "existing", "--name", "E"]).await;
+    // One pass names every problem: bad fields, what is already stored,
+    // an unknown group (with its fix), repeats within the file, and rows
+    // that cannot be read; rows are counted as rows.
     let bad = env.dir.path().join("bad.csv");
     std::fs::write(
         &bad,
         "username,name,email,department,priority,groups\n\
          a.one,Ann One,ann@council.example,Revenues,1,hr\n\
-         a.two,Al Two,,Housing,7,\n\
-         existing,Someone,,,2,\n\
-         a.three,Ay Three,,,2,ghosts\n\
-         a.four,Four\n",
+         existing,Someone,,,7,planning\n\
+         a.four,Four\n\
+         a.one,Ann Again,,,2,\n\
+         A Five,,not-an-email,,2,hr\n",
     )
     .unwrap();
     let out = env.run(&["staff", "import", bad.to_str().unwrap()]).await;
-    refused(&out, 1, "import refused: 2 bad row(s), nothing was written");
-    assert!(
-        out.stderr.contains("line 3: bad priority \"7\""),
-        "{}",
-        out.stderr
+    refused(
+        &out,
+        1,
+        "import refused: 4 bad rows, 8 problems; nothing was written",
     );
-    assert!(
-        out.stderr.contains("line 6: has 2 fields"),
-        "{}",
-        out.stderr
-    );
-    assert_eq!(env.staff_count().await, 1);
-
-    // Once the file parses, the store's checks name their rows too.
-    std::fs::write(
-        &bad,
-        "username,name,email,department,priority,groups\n\
-         a.one,Ann One,,,1,hr;contact-centre\n\
-         existing,Someone,,,2,\n\
-         a.three,Ay Three,,,2,ghosts\n",
-    )
-    .unwrap();
-    let out = env.run(&["staff", "import", bad.to_str().unwrap()]).await;
-    refused(&out, 1, "import refused: 2 bad row(s)");
-    assert!(
-        out.stderr
-            .contains("line 3: staff member existing already exists"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("line 4: unknown group ghosts"),
-        "{}",
-        out.stderr
-    );
+    let want = [
+        "line 3: bad priority \"7\"",
+        "line 3: staff member existing already exists",
+        "line 3: unknown group planning: add it first with `lanyard groups add planning`",
+        "line 4: has 2 fields, the header has 6",
+        "line 5: username a.one is also on line 2",
+        "line 6: bad username \"A Five\"",
+        "line 6: name is required",
+        "line 6: bad email \"not-an-email\"",
+    ];
+    for w in want {
+        assert!(out.stderr.contains(w), "stderr lacks {w:?}: {}", out.stderr);
+    }
+    assert_eq!(out.stderr.lines().count(), 1 + want.len(), "{}", out.stderr);
     assert_eq!(env.staff_count().await, 1);
 
     let missing = env.dir.path().join("missing.csv");
@@ -534,7 +521,7 @@ async fn inventory_tour_imports_queues_and_fulfils_in_priority_order() {
             dir.join("bad-laptops.csv").to_str().unwrap(),
         ])
         .await;
-    refused(&out, 1, "import refused: 2 bad row(s)");
+    refused(&out, 1, "import refused: 2 bad rows, 2 problems");
     assert!(
         out.stderr
             .contains("line 3: asset tag LT-1 is also on line 2"),
@@ -566,6 +553,42 @@ async fn inventory_tour_imports_queues_and_fulfils_in_priority_order() {
         dir.join("laptops.csv").to_str().unwrap(),
     ])
     .await;
+    // Tags and serials already in the inventory are named in the same pass
+    // as the file's own format errors.
+    std::fs::write(
+        dir.join("more-laptops.csv"),
+        "asset_tag,serial,model,status\nLT-1,S9,ThinkPad T14,in-stock\nLT-9,S10,T14,broken\nLT-10,S2,,in-stock\nLT-11,S11,T14,in-stock\n",
+    )
+    .unwrap();
+    let out = env
+        .run(&[
+            "devices",
+            "import",
+            dir.join("more-laptops.csv").to_str().unwrap(),
+        ])
+        .await;
+    refused(
+        &out,
+        1,
+        "import refused: 3 bad rows, 4 problems; nothing was written",
+    );
+    for w in [
+        "line 2: asset tag LT-1 already exists",
+        "line 3: bad status \"broken\"",
+        "line 4: model is required",
+        "line 4: serial S2 already exists",
+    ] {
+        assert!(out.stderr.contains(w), "stderr lacks {w:?}: {}", out.stderr);
+    }
+    assert_eq!(
+        env.json(&["devices", "list"])
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        3,
+        "a refused import wrote rows"
+    );
     std::fs::write(
         dir.join("staff.csv"),
         "username,name,email,department,priority,groups\nc.three,Cy Three,,Parks,3,\nb.one,Bea One,,Contact Centre,1,\na.two,Al Two,,Housing,2,\nd.one,Di One,,Contact Centre,1,\n",

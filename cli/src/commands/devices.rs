@@ -83,9 +83,10 @@ pub enum DevicesCommand {
     /// Import laptops from CSV with the header asset_tag,serial,model,status.
     ///
     /// notes, purchase_date and warranty_end may be added as columns. The
-    /// whole file is checked first: if any row is bad (duplicate tag or
-    /// serial, unknown status, missing column), nothing is written and every
-    /// bad row is listed by line.
+    /// whole file is checked first, in one pass: if any row is bad (a bad
+    /// field or status, a missing column, a tag or serial repeated in the
+    /// file or already in the inventory), nothing is written and every
+    /// problem is listed by line.
     #[command(after_help = "Example:
   lanyard devices import laptops.csv
 

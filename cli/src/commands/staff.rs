@@ -44,8 +44,10 @@ pub enum StaffCommand {
     },
     /// Import staff from CSV with the header username,name,email,department,priority,groups.
     ///
-    /// Groups are separated by ';'. The whole file is checked first: if any
-    /// row is bad, nothing is written and every bad row is listed by line.
+    /// Groups are separated by ';'. The whole file is checked first, in one
+    /// pass: if any row is bad (a bad field, a username repeated in the file
+    /// or already taken, an unknown group), nothing is written and every
+    /// problem is listed by line.
     #[command(after_help = "Example:
   lanyard staff import staff.csv
 
