@@ -36,7 +36,8 @@ pub enum RequestsCommand {
   lanyard requests fulfil
   lanyard requests fulfil --limit 10")]
     Fulfil {
-        /// At most this many allocations.
+        /// At most this many allocations [default: as many as there are
+        /// laptops in stock and requests open].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         limit: Option<u32>,
     },
