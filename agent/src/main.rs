@@ -15,13 +15,14 @@ use lanyard_agent::up::{self, Forward, UpConfig, UpEvent, UpStatus};
 /// Lanyard agent: reach the council's internal apps from home.
 ///
 /// Enrol this laptop once with the code ICT gives you, sign in, then run
-/// `lanyard-agent up` and use the local addresses it prints:
-///
-///   lanyard-agent enroll lye1.AAAA...
-///   lanyard-agent login j.smith
-///   lanyard-agent up
+/// `lanyard-agent up` and use the local addresses it prints.
 #[derive(Debug, Parser)]
-#[command(name = "lanyard-agent", version, max_term_width = 100)]
+#[command(
+    name = "lanyard-agent",
+    version,
+    max_term_width = 100,
+    after_help = "Examples:\n  lanyard-agent enroll lye1.AAAA...\n  lanyard-agent login j.smith\n  lanyard-agent up\n  lanyard-agent status"
+)]
 struct Cli {
     /// Where the device key, certificate and sign-in are kept (files are 0600)
     /// [default: ~/.config/lanyard-agent].
@@ -35,17 +36,18 @@ struct Cli {
 enum Command {
     /// Enrol this device with a code from ICT: makes the device key pair here
     /// (it never leaves this device) and gets its certificate from the broker.
-    ///
-    /// Example: lanyard-agent enroll lye1.AAAA...
+    #[command(after_help = "Example:\n  lanyard-agent enroll lye1.AAAA...")]
     Enroll {
         /// The code, as one string (starts with `lye1.`).
         code: String,
     },
     /// Sign a person in on this device (password, and a TOTP code if they
     /// have one).
-    ///
-    /// Example: echo "$PASSWORD" | lanyard-agent login j.smith --password-stdin
+    #[command(
+        after_help = "Examples:\n  lanyard-agent login j.smith\n  echo \"$PASSWORD\" | lanyard-agent login j.smith --password-stdin --totp 123456"
+    )]
     Login {
+        /// The person signing in (their staff username).
         username: String,
         /// Read the password from the first line of standard input.
         #[arg(long)]
@@ -57,8 +59,9 @@ enum Command {
     /// Connect and forward local ports to the apps you may use; keeps
     /// running and reconnects by itself. Prints one line
     /// `lanyard-agent up APP=127.0.0.1:PORT ...` whenever its forwards are ready.
-    ///
-    /// Example: lanyard-agent up --forward hr-system=127.0.0.1:8080
+    #[command(
+        after_help = "Examples:\n  lanyard-agent up\n  lanyard-agent up --forward hr-system=127.0.0.1:8080"
+    )]
     Up {
         /// Forward APP on a local address (repeatable). Without any, every app
         /// you may use gets a local port (the same one each time where free).
@@ -67,12 +70,28 @@ enum Command {
     },
     /// Show whether this device is enrolled, who is signed in, and whether
     /// `up` is running.
+    #[command(after_help = "Examples:\n  lanyard-agent status\n  lanyard-agent status --json")]
     Status {
+        /// Print one JSON document instead of lines of text.
         #[arg(long)]
         json: bool,
     },
     /// Forget the sign-in on this device.
+    #[command(after_help = "Example:\n  lanyard-agent logout")]
     Logout,
+}
+
+/// Writing to stdout failed; a closed one (`lanyard-agent status | head -1`)
+/// ends the command quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write output: {0}")]
+struct OutputError(std::io::Error);
+
+/// `println!` that hands a failed write back as an [`OutputError`].
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*).map_err(OutputError)?
+    };
 }
 
 fn main() -> ExitCode {
@@ -96,6 +115,12 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e)
+            if e.downcast_ref::<OutputError>()
+                .is_some_and(|o| o.0.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("lanyard-agent: error: {e}");
             ExitCode::FAILURE
@@ -139,7 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let code = lanyard_proto::EnrolmentCode::decode(code.trim())?;
             let state = StateDir::open(&dir)?;
             let done = account::enrol(&state, &code).await?;
-            println!(
+            say!(
                 "enrolled with {}; certificate valid until {}",
                 done.broker,
                 when(done.cert_expires_at)
@@ -160,7 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             conn.close(0u32.into(), b"signed in");
             endpoint.wait_idle().await;
             let tokens = signed?;
-            println!("signed in as {}", tokens.username);
+            say!("signed in as {}", tokens.username);
             eprintln!("next: lanyard-agent up");
             Ok(())
         }
@@ -241,52 +266,72 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "forwards": running.as_ref().map(|r| r.forwards.clone()).unwrap_or_default(),
                     "last_error": running.as_ref().and_then(|r| r.last_error.clone()),
                 });
-                println!("{value}");
+                say!("{value}");
                 return Ok(());
             }
-            println!("state dir    {}", dir.display());
+            say!("state dir    {}", dir.display());
             match &enrolment {
                 Some(e) => {
-                    println!("enrolled     yes, with {}", e.broker);
+                    say!("enrolled     yes, with {}", e.broker);
                     let note = if now >= e.cert_expires_at {
                         " (expired: enrol again)"
                     } else {
                         ""
                     };
-                    println!("certificate  valid until {}{note}", when(e.cert_expires_at));
+                    say!("certificate  valid until {}{note}", when(e.cert_expires_at));
                 }
-                None => println!("enrolled     no (lanyard-agent enroll CODE)"),
+                None => say!("enrolled     no (lanyard-agent enroll CODE)"),
             }
             match &tokens {
-                Some(t) => println!("signed in    {}", t.username),
-                None => println!("signed in    no (lanyard-agent login USERNAME)"),
+                Some(t) => say!("signed in    {}", t.username),
+                None => say!("signed in    no (lanyard-agent login USERNAME)"),
             }
             match &running {
                 Some(r) if r.connected => {
-                    println!(
+                    say!(
                         "up           connected, session {}",
                         r.session_id.as_deref().unwrap_or("?")
                     );
                     for (app, addr) in &r.forwards {
-                        println!("  {app:<20} {addr}");
+                        say!("  {app:<20} {addr}");
                     }
                 }
-                Some(r) => println!(
+                Some(r) => say!(
                     "up           reconnecting ({})",
                     r.last_error.as_deref().unwrap_or("starting")
                 ),
-                None => println!("up           not running"),
+                None => say!("up           not running"),
             }
             Ok(())
         }
         Command::Logout => {
             let state = StateDir::open(&dir)?;
             if state.remove(TOKENS_FILE)? {
-                println!("signed out on this device");
+                say!("signed out on this device");
             } else {
-                println!("nobody was signed in on this device");
+                say!("nobody was signed in on this device");
             }
             Ok(())
         }
+    }
+}
+
+/// The help check the three binaries share (one file, no dependency).
+#[cfg(test)]
+#[path = "../../tests/src/help_check.rs"]
+mod help_check;
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_has_an_example_and_every_argument_a_description() {
+        let problems = crate::help_check::help_problems(&super::Cli::command());
+        assert!(
+            problems.is_empty(),
+            "--help lacks:\n{}",
+            problems.join("\n")
+        );
     }
 }

@@ -33,7 +33,7 @@ pub enum StartError {
     Ca(#[from] CaError),
     #[error("cannot open the store at {url}: {source}")]
     Store { url: String, source: StoreError },
-    #[error("cannot listen on TCP {addr} for the API: {source}")]
+    #[error("cannot listen on TCP {addr} for the API: {source}{hint}", hint = quic::in_use_hint(source, "--api-listen"))]
     BindApi {
         addr: SocketAddr,
         source: std::io::Error,
@@ -96,9 +96,26 @@ fn api_tls(settings: &Settings, ca: &Ca, names: &[String]) -> Result<TlsAcceptor
 }
 
 impl Broker {
-    /// Prepares the data dir (first start makes the CA, keys and admin
-    /// token), opens and migrates the store, and binds both listeners.
+    /// Binds both listeners, then prepares the data dir (first start makes
+    /// the CA, keys and admin token) and opens and migrates the store. The
+    /// listeners come first so that a port in use is reported before
+    /// anything is written: a fresh data dir is not created for a broker
+    /// that cannot run.
     pub async fn start(settings: Settings) -> Result<Self, StartError> {
+        let api_listener = TcpListener::bind(settings.api_listen)
+            .await
+            .map_err(|source| StartError::BindApi {
+                addr: settings.api_listen,
+                source,
+            })?;
+        let api_addr = api_listener
+            .local_addr()
+            .map_err(|source| StartError::BindApi {
+                addr: settings.api_listen,
+                source,
+            })?;
+        let quic_socket = quic::bind_socket(settings.quic_listen)?;
+
         let dir = DataDir::open(&settings.data_dir)?;
         let ca = Ca::load_or_create(&dir)?;
         let token_keys = TokenKeys::load_or_create(&dir)?;
@@ -153,25 +170,13 @@ impl Broker {
             names.push(host.trim_matches(['[', ']']).to_owned());
         }
         let api_tls = api_tls(&settings, &ca, &names)?;
-        let api_listener = TcpListener::bind(settings.api_listen)
-            .await
-            .map_err(|source| StartError::BindApi {
-                addr: settings.api_listen,
-                source,
-            })?;
-        let api_addr = api_listener
-            .local_addr()
-            .map_err(|source| StartError::BindApi {
-                addr: settings.api_listen,
-                source,
-            })?;
 
         let (chain, key) = ca.issue_server_cert(&names)?;
         let (reset_key, _) = dir.read_or_create(QUIC_RESET_KEY_FILE, || {
             Ok::<_, DataDirError>(crate::secrets::random_bytes::<32>().to_vec())
         })?;
-        let endpoint = quic::bind(
-            settings.quic_listen,
+        let endpoint = quic::endpoint(
+            quic_socket,
             quic::server_config(chain, key, ca.cert_der(), settings.streams_per_agent)?,
             &reset_key,
         )?;

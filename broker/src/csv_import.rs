@@ -1,6 +1,7 @@
 //! Reading an uploaded CSV file whole before anything is written: the
 //! header must have exactly the expected columns (in any order), and every
-//! row is parsed so that all bad rows can be named at once, by line.
+//! row is parsed so that all bad rows can be named at once, by line; each
+//! row's fields are all checked, so that every bad field is named.
 
 use std::collections::HashMap;
 
@@ -112,27 +113,22 @@ pub fn read(
     Ok((rows, problems))
 }
 
-/// A problem for each row whose `column` repeats an earlier row's value
-/// (empty values are left to the field checks).
-pub fn repeats(rows: &[Row], column: &str, what: &str) -> Vec<RowProblem> {
-    let mut first: HashMap<&str, u64> = HashMap::new();
-    let mut problems = Vec::new();
-    for row in rows {
-        let value = row.get(column);
-        if value.is_empty() {
-            continue;
-        }
-        match first.get(value) {
-            Some(line) => problems.push(RowProblem {
-                line: row.line,
-                problem: format!("{what} {value} is also on line {line}"),
-            }),
-            None => {
-                first.insert(value, row.line);
+/// A row's field problems, collected so that every bad field is named,
+/// not only the first.
+#[derive(Debug, Default)]
+pub struct FieldProblems(pub Vec<String>);
+
+impl FieldProblems {
+    /// The value, or `None` with its problem noted.
+    pub fn check<T>(&mut self, parsed: Result<T, crate::model::Invalid>) -> Option<T> {
+        match parsed {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.push(e.0);
+                None
             }
         }
     }
-    problems
 }
 
 #[cfg(test)]
@@ -149,14 +145,12 @@ mod tests {
     }
 
     #[test]
-    fn repeats_name_the_first_line() {
-        let (rows, _) = read("a\nx\ny\nx\n", &["a"], &[]).unwrap();
-        let p = repeats(&rows, "a", "value");
-        assert_eq!(p.len(), 1);
-        assert_eq!(
-            (p[0].line, p[0].problem.as_str()),
-            (4, "value x is also on line 2")
-        );
+    fn field_problems_keep_every_one() {
+        let mut p = FieldProblems::default();
+        assert_eq!(p.check(crate::model::Priority::parse("7")), None);
+        assert!(p.check(crate::model::Username::parse("j.smith")).is_some());
+        assert_eq!(p.check(crate::model::Username::parse("J S")), None);
+        assert_eq!(p.0.len(), 2, "{:?}", p.0);
     }
 
     #[test]

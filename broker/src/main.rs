@@ -18,7 +18,12 @@ use lanyard_broker::Broker;
 /// signing key and a bootstrap admin token (DIR/admin-token) for the
 /// `lanyard` CLI.
 #[derive(Debug, Parser)]
-#[command(name = "lanyard-broker", version)]
+#[command(
+    name = "lanyard-broker",
+    version,
+    max_term_width = 100,
+    after_help = "Examples:\n  lanyard-broker serve\n  lanyard-broker serve --data-dir /var/lib/lanyard --public-addr broker.council.example:4433\n  lanyard-broker check-config --config /etc/lanyard/broker.toml"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,19 +37,30 @@ enum Command {
     /// `lanyard-broker ready api=https://HOST:PORT quic=HOST:PORT ca=sha256:HEX`.
     /// SIGTERM or Ctrl-C stops accepting and drains for up to --grace-period;
     /// a second signal exits at once.
+    #[command(
+        after_help = "Examples:\n  lanyard-broker serve\n  lanyard-broker serve --data-dir /var/lib/lanyard --api-listen 0.0.0.0:8443 \\\n      --public-addr broker.council.example:4433 --server-name broker.council.example\n  lanyard-broker serve --config /etc/lanyard/broker.toml"
+    )]
     Serve(ServeArgs),
     /// Apply the store's migrations and exit (serve also does this at start).
+    #[command(
+        after_help = "Examples:\n  lanyard-broker migrate --data-dir /var/lib/lanyard\n  lanyard-broker migrate --database-url postgres://lanyard@db.internal/lanyard"
+    )]
     Migrate(StoreArgs),
     /// Check a TOML config file and print the settings it gives.
+    #[command(
+        after_help = "Example:\n  lanyard-broker check-config --config /etc/lanyard/broker.toml"
+    )]
     CheckConfig(CheckArgs),
 }
 
 #[derive(Debug, Args)]
 struct StoreArgs {
-    /// Where keys, the CA, the admin token and the SQLite database live.
+    /// Where keys, the CA, the admin token and the SQLite database live
+    /// [default: ./lanyard-data].
     #[arg(long, env = "LANYARD_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Use PostgreSQL (postgres://...) instead of SQLite in the data dir.
+    /// Use PostgreSQL (postgres://...) instead of SQLite in the data dir
+    /// [default: SQLite at DIR/lanyard.db].
     #[arg(
         long,
         env = "LANYARD_DATABASE_URL",
@@ -72,7 +88,8 @@ struct ServeArgs {
     /// QUIC (UDP) address agents connect to [default: 0.0.0.0:4433]; port 0 picks a free port.
     #[arg(long, env = "LANYARD_QUIC_LISTEN", value_name = "ADDR")]
     quic_listen: Option<String>,
-    /// The HOST:PORT laptops use to reach the QUIC listener; goes into enrolment codes.
+    /// The HOST:PORT laptops use to reach the QUIC listener; goes into enrolment codes
+    /// [default: the QUIC address].
     #[arg(long, env = "LANYARD_PUBLIC_ADDR", value_name = "HOST:PORT")]
     public_addr: Option<String>,
     /// Another DNS name or address for the broker's certificate (repeatable).
@@ -83,7 +100,8 @@ struct ServeArgs {
         value_name = "NAME"
     )]
     server_names: Vec<String>,
-    /// Serve the API with this certificate chain (PEM) instead of one from the broker's CA.
+    /// Serve the API with this certificate chain (PEM) [default: a certificate
+    /// from the broker's CA].
     #[arg(
         long,
         env = "LANYARD_TLS_CERT",
@@ -109,6 +127,20 @@ struct CheckArgs {
     /// The TOML config file to check.
     #[arg(long, env = "LANYARD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+}
+
+/// Writing to stdout failed; a closed one (`lanyard-broker check-config
+/// --config F | head -1`) ends the command quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write output: {0}")]
+struct OutputError(std::io::Error);
+
+/// `println!` that hands a failed write back as an [`OutputError`].
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err(OutputError)?
+    }};
 }
 
 fn init_logging() {
@@ -192,7 +224,7 @@ async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the store at {}: {e}", redact_url(&url)))?;
     let applied = store.migrate().await?;
-    println!("migrations applied: {applied} (store {})", redact_url(&url));
+    say!("migrations applied: {applied} (store {})", redact_url(&url));
     store.close().await;
     Ok(())
 }
@@ -202,22 +234,22 @@ fn check_config(args: CheckArgs) -> anyhow::Result<()> {
         anyhow::bail!("no config file given; pass --config FILE (or set LANYARD_CONFIG)");
     };
     let s = Settings::resolve(Overrides::default(), FileConfig::load(&path)?)?;
-    println!("config ok: {}", path.display());
-    println!("  data_dir      {}", s.data_dir.display());
-    println!("  database      {}", redact_url(&s.database_url()));
-    println!("  api_listen    {}", s.api_listen);
-    println!("  quic_listen   {}", s.quic_listen);
-    println!(
+    say!("config ok: {}", path.display());
+    say!("  data_dir      {}", s.data_dir.display());
+    say!("  database      {}", redact_url(&s.database_url()));
+    say!("  api_listen    {}", s.api_listen);
+    say!("  quic_listen   {}", s.quic_listen);
+    say!(
         "  public_addr   {}",
         s.public_addr
             .as_deref()
             .unwrap_or("(derived from quic_listen)")
     );
-    println!(
+    say!(
         "  grace_period  {}",
         humantime::format_duration(s.grace_period)
     );
-    println!(
+    say!(
         "  access_ttl    {}",
         humantime::format_duration(s.access_ttl)
     );
@@ -258,6 +290,12 @@ fn main() -> ExitCode {
 fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e)
+            if e.downcast_ref::<OutputError>()
+                .is_some_and(|o| o.0.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             let mut line = chain[0].clone();
@@ -269,6 +307,48 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
             }
             eprintln!("lanyard-broker: error: {line}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The help check the three binaries share (one file, no dependency).
+#[cfg(test)]
+#[path = "../../tests/src/help_check.rs"]
+mod help_check;
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_has_an_example_and_every_argument_a_description() {
+        let problems = crate::help_check::help_problems(&super::Cli::command());
+        assert!(
+            problems.is_empty(),
+            "--help lacks:\n{}",
+            problems.join("\n")
+        );
+    }
+
+    /// Every serve option shows its default, as the README's table does.
+    #[test]
+    fn serve_help_shows_every_default() {
+        let mut cmd = super::Cli::command();
+        cmd.build();
+        let serve = cmd.find_subcommand_mut("serve").unwrap();
+        let help = serve.render_long_help().to_string();
+        let data_dir = format!("[default: {}]", lanyard_broker::config::DEFAULT_DATA_DIR);
+        assert!(help.contains(&data_dir), "{help}");
+        for arg in serve.get_arguments() {
+            let id = arg.get_id().as_str();
+            if ["help", "config", "server_names", "tls_key"].contains(&id) {
+                continue;
+            }
+            let text = arg.get_long_help().or(arg.get_help()).unwrap().to_string();
+            assert!(
+                text.contains("[default: "),
+                "serve --help: {id} shows no default: {text}"
+            );
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use lanyard_broker::model::{AssetTag, Priority, Username};
-use lanyard_broker::store::laptops::{LaptopFilter, NewLaptop};
+use lanyard_broker::store::laptops::{LaptopFilter, LaptopImportRow, NewLaptop};
 use lanyard_broker::store::staff::{ImportError, NewStaff};
 use lanyard_broker::store::{Store, StoreError};
 use lanyard_broker::testkit::stores;
@@ -514,6 +514,63 @@ async fn filters_by_status_holder_department_and_model() {
             .await
             .unwrap();
         assert_eq!(personal.len(), 1, "{ts:?}");
+    }
+}
+
+/// A row whose tag did not parse still has its serial checked against the
+/// file and the store (the missing tag matches nothing).
+#[tokio::test]
+async fn laptop_import_checks_the_keys_a_bad_row_has() {
+    for ts in stores().await {
+        let store = &ts.store;
+        store
+            .laptop_add("ict", &laptop("LT-OLD", "S-OLD", "T14"), NOW)
+            .await
+            .unwrap();
+        let rows = vec![
+            LaptopImportRow {
+                line: 2,
+                asset_tag: None,
+                serial: Some("S-OLD".into()),
+                laptop: None,
+                problems: vec!["bad asset tag \"LT 1\"".into()],
+            },
+            LaptopImportRow {
+                line: 3,
+                asset_tag: Some(AssetTag::parse("LT-OLD").unwrap()),
+                serial: None,
+                laptop: None,
+                problems: vec!["serial is required".into()],
+            },
+            LaptopImportRow::parsed(4, &laptop("LT-NEW", "S-OLD", "T14")),
+        ];
+        match store.laptop_import_rows("ict", &rows, NOW).await {
+            Err(ImportError::Rows(p)) => {
+                let got: Vec<(u64, &str)> =
+                    p.iter().map(|x| (x.line, x.problem.as_str())).collect();
+                assert_eq!(
+                    got,
+                    vec![
+                        (2, "bad asset tag \"LT 1\""),
+                        (2, "serial S-OLD already exists"),
+                        (3, "serial is required"),
+                        (3, "asset tag LT-OLD already exists"),
+                        (4, "serial S-OLD is also on line 2"),
+                    ],
+                    "{ts:?}"
+                );
+            }
+            other => panic!("{ts:?}: {other:?}"),
+        }
+        assert_eq!(
+            store
+                .device_list(&LaptopFilter::default())
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "{ts:?}"
+        );
     }
 }
 

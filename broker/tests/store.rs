@@ -12,7 +12,7 @@ use lanyard_broker::store::apps::NewApp;
 use lanyard_broker::store::enrol::{ConsumeError, EnrolFor};
 use lanyard_broker::store::laptops::NewLaptop;
 use lanyard_broker::store::refresh::RefreshError;
-use lanyard_broker::store::staff::{ImportError, NewStaff};
+use lanyard_broker::store::staff::{ImportError, NewStaff, StaffImportRow};
 use lanyard_broker::store::{Store, StoreError};
 use lanyard_broker::testkit::stores;
 
@@ -96,6 +96,59 @@ async fn staff_add_list_and_refusals_change_nothing() {
         let list = store.staff_list().await.unwrap();
         assert_eq!(list.len(), 1, "{ts:?}");
         assert_eq!(list[0].username, "j.smith");
+    }
+}
+
+/// A row with a bad field is still checked against the store: one pass
+/// names its conflicts along with its format problems.
+#[tokio::test]
+async fn staff_import_checks_rows_with_bad_fields_against_the_store_too() {
+    for ts in stores().await {
+        let store = &ts.store;
+        store
+            .staff_add("admin", &person("existing", &[]), NOW)
+            .await
+            .unwrap();
+        let rows = vec![
+            StaffImportRow {
+                line: 2,
+                username: Some(Username::parse("existing").unwrap()),
+                groups: vec![GroupName::parse("planning").unwrap()],
+                staff: None,
+                problems: vec!["bad priority \"7\": use 1, 2 or 3".into()],
+            },
+            StaffImportRow::unreadable(3, "has 2 fields, the header has 6".into()),
+            StaffImportRow::parsed(4, &person("a.one", &[])),
+        ];
+        let err = store
+            .staff_import_rows("admin", &rows, NOW)
+            .await
+            .unwrap_err();
+        let ImportError::Rows(problems) = &err else {
+            panic!("{ts:?}: expected refusal, got {err:?}");
+        };
+        let got: Vec<(u64, &str)> = problems
+            .iter()
+            .map(|p| (p.line, p.problem.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, "bad priority \"7\": use 1, 2 or 3"),
+                (2, "staff member existing already exists"),
+                (
+                    2,
+                    "unknown group planning: add it first with `lanyard groups add planning`"
+                ),
+                (3, "has 2 fields, the header has 6"),
+            ],
+            "{ts:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "import refused: 2 bad rows, 4 problems; nothing was written"
+        );
+        assert_eq!(store.staff_list().await.unwrap().len(), 1, "{ts:?}");
     }
 }
 

@@ -106,15 +106,25 @@ pub fn encode(s: &str) -> String {
     out
 }
 
-impl Client {
-    /// `url` is `https://HOST:PORT`; `ca_pem` the broker CA certificate.
-    pub fn new(url: &str, ca_pem: &[u8], token: Option<String>) -> Result<Self, ClientError> {
-        let url = url.trim_end_matches('/').to_owned();
-        let rest = url.strip_prefix("https://").ok_or_else(|| {
-            ClientError::Setup(format!(
-                "--broker {url:?} must start with https:// (e.g. https://127.0.0.1:8443)"
-            ))
-        })?;
+/// The broker's address, checked: `https://HOST[:PORT]` (port 443 if left
+/// out). Plain `http://` is refused: the token must only go over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let Some(rest) = url.trim().strip_prefix("https://") else {
+            return Err(
+                "it must start with https:// (e.g. https://127.0.0.1:8443): the broker's API is HTTPS only"
+                    .into(),
+            );
+        };
+        let rest = rest.trim_end_matches('/');
+        let url = format!("https://{rest}");
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
                 Ok(port) => (h.trim_matches(['[', ']']).to_owned(), port),
@@ -123,10 +133,22 @@ impl Client {
             _ => (rest.trim_matches(['[', ']']).to_owned(), 443),
         };
         if host.is_empty() || host.contains('/') {
-            return Err(ClientError::Setup(format!(
-                "--broker {url:?} is not https://HOST:PORT"
-            )));
+            return Err("it is not https://HOST:PORT".into());
         }
+        Ok(Self { url, host, port })
+    }
+}
+
+/// `--broker`'s value parser, so that a bad address is a usage mistake.
+pub fn parse_broker(s: &str) -> Result<String, String> {
+    BrokerUrl::parse(s).map(|b| b.url)
+}
+
+impl Client {
+    /// `url` is `https://HOST:PORT`; `ca_pem` the broker CA certificate.
+    pub fn new(url: &str, ca_pem: &[u8], token: Option<String>) -> Result<Self, ClientError> {
+        let BrokerUrl { url, host, port } = BrokerUrl::parse(url)
+            .map_err(|e| ClientError::Setup(format!("bad --broker {url:?}: {e}")))?;
         let mut roots = rustls::RootCertStore::empty();
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(ca_pem)
             .collect::<Result<_, _>>()
@@ -307,5 +329,23 @@ mod tests {
     fn refuses_plain_http() {
         let err = Client::new("http://x:1", b"", None).unwrap_err();
         assert!(err.to_string().contains("https://"));
+    }
+
+    #[test]
+    fn broker_urls() {
+        let b = BrokerUrl::parse("https://broker.example:8443/").unwrap();
+        assert_eq!(
+            (b.url.as_str(), b.host.as_str(), b.port),
+            ("https://broker.example:8443", "broker.example", 8443)
+        );
+        assert_eq!(BrokerUrl::parse("https://[::1]:9").unwrap().host, "::1");
+        assert_eq!(BrokerUrl::parse("https://h").unwrap().port, 443);
+        assert!(BrokerUrl::parse("http://h:1")
+            .unwrap_err()
+            .contains("https://"));
+        assert!(BrokerUrl::parse("https://")
+            .unwrap_err()
+            .contains("HOST:PORT"));
+        assert!(BrokerUrl::parse("https://h/api").is_err());
     }
 }

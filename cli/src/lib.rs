@@ -23,14 +23,18 @@ use output::Out;
 /// broker keeps `lanyard-data/`, it finds the broker's CA certificate and
 /// bootstrap admin token there by itself; elsewhere pass --ca-cert and
 /// --token (or set LANYARD_CA_CERT and LANYARD_TOKEN).
-///
-/// Example:
-///   lanyard groups add hr
-///   lanyard staff add j.smith --name "Jo Smith" --priority 1 --group hr
-///   lanyard apps add hr-system --target hr.internal:443 --allow-group hr
-///   lanyard enroll-code create --personal j.smith
 #[derive(Debug, Parser)]
-#[command(name = "lanyard", version, max_term_width = 100)]
+#[command(
+    name = "lanyard",
+    version,
+    max_term_width = 100,
+    after_help = "Examples:
+  lanyard groups add hr
+  lanyard staff add j.smith --name \"Jo Smith\" --priority 1 --group hr
+  lanyard apps add hr-system --target hr.internal:443 --allow-group hr
+  lanyard enroll-code create --personal j.smith
+  lanyard --broker https://broker.council.example:8443 --ca-cert ca.pem staff list"
+)]
 pub struct Cli {
     /// The broker's API address.
     #[arg(
@@ -38,10 +42,12 @@ pub struct Cli {
         global = true,
         env = "LANYARD_BROKER",
         value_name = "URL",
-        default_value = "https://127.0.0.1:8443"
+        default_value = "https://127.0.0.1:8443",
+        value_parser = client::parse_broker
     )]
     pub broker: String,
-    /// API token (the broker's DATA_DIR/admin-token, or one from `lanyard login`).
+    /// API token (the broker's DATA_DIR/admin-token, or one from `lanyard login`);
+    /// an empty one counts as not given.
     #[arg(
         long,
         global = true,
@@ -84,18 +90,33 @@ impl Cli {
             .map_err(|e| CliError::Usage(format!("cannot read {what} {}: {e}", path.display())))
     }
 
+    /// The token: --token (LANYARD_TOKEN), else --token-file, else the
+    /// data dir's admin-token. An empty value (`LANYARD_TOKEN=`) counts as
+    /// not given, as an unset variable does.
     fn token(&self) -> Result<Option<String>, CliError> {
-        if let Some(t) = &self.token {
-            return Ok(Some(t.trim().to_owned()));
+        if let Some(t) = self
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            return Ok(Some(t.to_owned()));
         }
-        let file = match &self.token_file {
-            Some(f) => Some(f.clone()),
+        let file = match nonempty_path(&self.token_file) {
+            Some(f) => Some(f.to_owned()),
             None => Some(Path::new(DEFAULT_DATA_DIR).join("admin-token")).filter(|p| p.exists()),
         };
         match file {
             Some(f) => {
                 let text = Self::read_file(&f, "--token-file")?;
-                Ok(Some(String::from_utf8_lossy(&text).trim().to_owned()))
+                let token = String::from_utf8_lossy(&text).trim().to_owned();
+                if token.is_empty() {
+                    return Err(CliError::Usage(format!(
+                        "the token file {} is empty",
+                        f.display()
+                    )));
+                }
+                Ok(Some(token))
             }
             None => Ok(None),
         }
@@ -103,8 +124,8 @@ impl Cli {
 
     /// An API client from the global flags.
     pub fn client(&self, needs_token: bool) -> Result<Client, CliError> {
-        let ca_path = match &self.ca_cert {
-            Some(p) => p.clone(),
+        let ca_path = match nonempty_path(&self.ca_cert) {
+            Some(p) => p.to_owned(),
             None => {
                 let p = Path::new(DEFAULT_DATA_DIR).join("ca.pem");
                 if !p.exists() {
@@ -126,8 +147,33 @@ impl Cli {
     }
 }
 
+/// A path flag, with an empty value (`LANYARD_CA_CERT=`) as not given.
+fn nonempty_path(p: &Option<PathBuf>) -> Option<&Path> {
+    p.as_deref().filter(|p| !p.as_os_str().is_empty())
+}
+
 /// Runs one command, writing its output to `w`.
 pub async fn run(cli: Cli, w: &mut dyn std::io::Write) -> Result<(), CliError> {
     let mut out = Out { json: cli.json, w };
     commands::run(&cli, &mut out).await
+}
+
+/// The help check the three binaries share (one file, no dependency).
+#[cfg(test)]
+#[path = "../../tests/src/help_check.rs"]
+mod help_check;
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_has_an_example_and_every_argument_a_description() {
+        let problems = crate::help_check::help_problems(&super::Cli::command());
+        assert!(
+            problems.is_empty(),
+            "--help lacks:\n{}",
+            problems.join("\n")
+        );
+    }
 }

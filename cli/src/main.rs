@@ -22,6 +22,9 @@ fn main() -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     match runtime.block_on(lanyard_cli::run(cli, &mut stdout)) {
         Ok(()) => ExitCode::SUCCESS,
+        // Whoever reads the output stopped (`lanyard audit list | head`):
+        // nothing is wrong, and there is no one to tell.
+        Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lanyard: error: {e}");
             if let CliError::Client(ClientError::Api { rows, .. }) = &e {

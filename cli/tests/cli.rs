@@ -56,36 +56,37 @@ impl Env {
         }
     }
 
-    async fn run_with(&self, args: &[&str], token: Option<&str>, stdin: Option<&str>) -> Output {
+    /// `lanyard ARGS` against this broker, from the temp dir, with `token`
+    /// in LANYARD_TOKEN (or none set); output piped.
+    fn command(&self, args: &[&str], token: Option<&str>) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_lanyard"));
         cmd.args(args)
             .current_dir(self.dir.path())
             .env_remove("LANYARD_TOKEN_FILE")
             .env("LANYARD_BROKER", &self.api)
             .env("LANYARD_CA_CERT", &self.ca)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         match token {
             Some(t) => cmd.env("LANYARD_TOKEN", t),
             None => cmd.env_remove("LANYARD_TOKEN"),
         };
+        cmd
+    }
+
+    async fn run_with(&self, args: &[&str], token: Option<&str>, stdin: Option<&str>) -> Output {
+        let mut cmd = self.command(args, token);
+        if stdin.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
         let mut child = cmd.spawn().unwrap();
         if let Some(input) = stdin {
             let mut pipe = child.stdin.take().unwrap();
             pipe.write_all(input.as_bytes()).await.unwrap();
             drop(pipe);
         }
-        let out = child.wait_with_output().await.unwrap();
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        collect(child).await
     }
 
     async fn run(&self, args: &[&str]) -> Output {
@@ -118,6 +119,19 @@ impl Env {
         let _ = self.stop.take().unwrap().send(());
         self.served.take().unwrap().await.unwrap();
     }
+}
+
+async fn collect(child: tokio::process::Child) -> Output {
+    let out = child.wait_with_output().await.unwrap();
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn output(mut cmd: tokio::process::Command) -> Output {
+    collect(cmd.spawn().unwrap()).await
 }
 
 /// One line on stderr, non-zero exit.
@@ -307,53 +321,40 @@ async fn csv_import_refuses_the_whole_file_naming_each_bad_row() {
     env.ok(&["groups", "add", "hr"]).await;
     env.ok(&["groups", "add", "contact-centre"]).await;
     env.ok(&["staff", "add", "existing", "--name", "E"]).await;
+    // One pass names every problem: bad fields, what is already stored,
+    // an unknown group (with its fix), repeats within the file, and rows
+    // that cannot be read; rows are counted as rows.
     let bad = env.dir.path().join("bad.csv");
     std::fs::write(
         &bad,
         "username,name,email,department,priority,groups\n\
          a.one,Ann One,ann@council.example,Revenues,1,hr\n\
-         a.two,Al Two,,Housing,7,\n\
-         existing,Someone,,,2,\n\
-         a.three,Ay Three,,,2,ghosts\n\
-         a.four,Four\n",
+         existing,Someone,,,7,planning\n\
+         a.four,Four\n\
+         a.one,Ann Again,,,2,\n\
+         A Five,,not-an-email,,2,hr\n",
     )
     .unwrap();
     let out = env.run(&["staff", "import", bad.to_str().unwrap()]).await;
-    refused(&out, 1, "import refused: 2 bad row(s), nothing was written");
-    assert!(
-        out.stderr.contains("line 3: bad priority \"7\""),
-        "{}",
-        out.stderr
+    refused(
+        &out,
+        1,
+        "import refused: 4 bad rows, 8 problems; nothing was written",
     );
-    assert!(
-        out.stderr.contains("line 6: has 2 fields"),
-        "{}",
-        out.stderr
-    );
-    assert_eq!(env.staff_count().await, 1);
-
-    // Once the file parses, the store's checks name their rows too.
-    std::fs::write(
-        &bad,
-        "username,name,email,department,priority,groups\n\
-         a.one,Ann One,,,1,hr;contact-centre\n\
-         existing,Someone,,,2,\n\
-         a.three,Ay Three,,,2,ghosts\n",
-    )
-    .unwrap();
-    let out = env.run(&["staff", "import", bad.to_str().unwrap()]).await;
-    refused(&out, 1, "import refused: 2 bad row(s)");
-    assert!(
-        out.stderr
-            .contains("line 3: staff member existing already exists"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("line 4: unknown group ghosts"),
-        "{}",
-        out.stderr
-    );
+    let want = [
+        "line 3: bad priority \"7\"",
+        "line 3: staff member existing already exists",
+        "line 3: unknown group planning: add it first with `lanyard groups add planning`",
+        "line 4: has 2 fields, the header has 6",
+        "line 5: username a.one is also on line 2",
+        "line 6: bad username \"A Five\"",
+        "line 6: name is required",
+        "line 6: bad email \"not-an-email\"",
+    ];
+    for w in want {
+        assert!(out.stderr.contains(w), "stderr lacks {w:?}: {}", out.stderr);
+    }
+    assert_eq!(out.stderr.lines().count(), 1 + want.len(), "{}", out.stderr);
     assert_eq!(env.staff_count().await, 1);
 
     let missing = env.dir.path().join("missing.csv");
@@ -522,7 +523,7 @@ async fn inventory_tour_imports_queues_and_fulfils_in_priority_order() {
             dir.join("bad-laptops.csv").to_str().unwrap(),
         ])
         .await;
-    refused(&out, 1, "import refused: 2 bad row(s)");
+    refused(&out, 1, "import refused: 2 bad rows, 2 problems");
     assert!(
         out.stderr
             .contains("line 3: asset tag LT-1 is also on line 2"),
@@ -554,6 +555,42 @@ async fn inventory_tour_imports_queues_and_fulfils_in_priority_order() {
         dir.join("laptops.csv").to_str().unwrap(),
     ])
     .await;
+    // Tags and serials already in the inventory are named in the same pass
+    // as the file's own format errors.
+    std::fs::write(
+        dir.join("more-laptops.csv"),
+        "asset_tag,serial,model,status\nLT-1,S9,ThinkPad T14,in-stock\nLT-9,S10,T14,broken\nLT-10,S2,,in-stock\nLT-11,S11,T14,in-stock\n",
+    )
+    .unwrap();
+    let out = env
+        .run(&[
+            "devices",
+            "import",
+            dir.join("more-laptops.csv").to_str().unwrap(),
+        ])
+        .await;
+    refused(
+        &out,
+        1,
+        "import refused: 3 bad rows, 4 problems; nothing was written",
+    );
+    for w in [
+        "line 2: asset tag LT-1 already exists",
+        "line 3: bad status \"broken\"",
+        "line 4: model is required",
+        "line 4: serial S2 already exists",
+    ] {
+        assert!(out.stderr.contains(w), "stderr lacks {w:?}: {}", out.stderr);
+    }
+    assert_eq!(
+        env.json(&["devices", "list"])
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        3,
+        "a refused import wrote rows"
+    );
     std::fs::write(
         dir.join("staff.csv"),
         "username,name,email,department,priority,groups\nc.three,Cy Three,,Parks,3,\nb.one,Bea One,,Contact Centre,1,\na.two,Al Two,,Housing,2,\nd.one,Di One,,Contact Centre,1,\n",
@@ -762,4 +799,126 @@ fn decode_base32(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// `lanyard audit list | head`: when the reader of stdout has gone, every
+/// command that prints ends quietly with 0, not "Broken pipe".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_every_printing_command_quietly() {
+    let env = Env::start().await;
+    env.ok(&["groups", "add", "hr"]).await;
+    env.ok(&[
+        "staff", "add", "j.smith", "--name", "Jo Smith", "--group", "hr",
+    ])
+    .await;
+    env.ok(&["devices", "add", "LT-1", "--serial", "S1", "--model", "T14"])
+        .await;
+    let commands: &[&[&str]] = &[
+        &["audit", "list"],
+        &["audit", "list", "--json"],
+        &["audit", "verify"],
+        &["staff", "list"],
+        &["staff", "show", "j.smith"],
+        &["groups", "list", "--json"],
+        &["apps", "list"],
+        &["devices", "list"],
+        &["devices", "show", "LT-1"],
+        &["devices", "history", "LT-1"],
+        &["requests", "list"],
+        &["report", "inventory"],
+        &["report", "inventory", "--format", "json"],
+        &["sessions", "list"],
+        &["load"],
+        &["enroll-code", "create", "--device", "LT-1"],
+        &["requests", "add", "j.smith"],
+    ];
+    for args in commands {
+        // A pipe whose read end is already closed: every write is EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut cmd = env.command(args, Some(&env.token));
+        cmd.stdout(writer);
+        let out = output(cmd).await;
+        assert_eq!(
+            (out.code, out.stderr.as_str()),
+            (0, ""),
+            "lanyard {args:?} with stdout closed"
+        );
+    }
+    // The command did run: the request is queued.
+    let requests = env.json(&["requests", "list", "--open"]).await;
+    assert_eq!(requests[0]["username"], "j.smith", "{requests:#}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_json_nests_detail_as_an_object() {
+    let env = Env::start().await;
+    env.ok(&["groups", "add", "hr"]).await;
+    env.ok(&[
+        "staff",
+        "add",
+        "j.smith",
+        "--name",
+        "Jo",
+        "--priority",
+        "1",
+        "--group",
+        "hr",
+    ])
+    .await;
+    let audit = env.json(&["audit", "list"]).await;
+    let rows = audit.as_array().unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| r["detail"].is_object() || r["detail"].is_null()),
+        "{audit:#}"
+    );
+    let add = rows.iter().find(|r| r["action"] == "staff.add").unwrap();
+    assert_eq!(add["detail"]["priority"], 1, "{add:#}");
+    assert_eq!(
+        add["detail"]["groups"],
+        serde_json::json!(["hr"]),
+        "{add:#}"
+    );
+    // The table shows it as compact JSON, and nothing for no detail.
+    let table = env.ok(&["audit", "list", "--action", "staff.add"]).await;
+    assert!(table.contains(r#""priority":1"#), "{table}");
+    let table = env.ok(&["audit", "list"]).await;
+    assert!(!table.contains("null"), "{table}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_is_a_usage_mistake_and_an_empty_token_is_no_token() {
+    let env = Env::start().await;
+    let out = env
+        .run(&["--broker", "http://127.0.0.1:8443", "staff", "list"])
+        .await;
+    refused(&out, 2, "must start with https://");
+    let mut cmd = env.command(&["staff", "list"], Some(&env.token));
+    cmd.env("LANYARD_BROKER", env.api.replace("https://", "http://"));
+    refused(&output(cmd).await, 2, "must start with https://");
+
+    // LANYARD_TOKEN= falls back to the token file, as if it were unset...
+    let mut cmd = env.command(&["staff", "list", "--json"], Some(""));
+    cmd.env(
+        "LANYARD_TOKEN_FILE",
+        env.dir.path().join("data/admin-token"),
+    );
+    let out = output(cmd).await;
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "[]");
+    // ...and with no token file either, it is no token: a usage mistake.
+    refused(
+        &env.run_with(&["staff", "list"], Some(""), None).await,
+        2,
+        "no API token",
+    );
+    refused(
+        &env.run_with(&["staff", "list"], Some("  "), None).await,
+        2,
+        "no API token",
+    );
+    env.stop().await;
 }

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod help_check;
 pub mod world;
 
 use std::io::{BufRead, BufReader, Write};
@@ -298,6 +299,26 @@ impl Run {
     pub fn ok(self) -> Self {
         assert_eq!(self.code, 0, "command failed: {}", self.stderr);
         self
+    }
+}
+
+/// Runs `cmd` with a stdout nobody reads (a pipe whose read end is already
+/// closed, as after `| head` has exited): every write to it fails.
+pub fn run_with_closed_stdout(mut cmd: Command) -> Run {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    cmd.stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped());
+    let out = cmd
+        .spawn()
+        .expect("spawn")
+        .wait_with_output()
+        .expect("wait");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::new(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use lanyard_e2e::{bin, run, BrokerProcess};
+use lanyard_e2e::{bin, run, run_with_closed_stdout, BrokerProcess};
 
 #[test]
 fn first_start_prints_one_ready_line_and_writes_0600_files_once() {
@@ -140,6 +140,8 @@ fn bad_start_inputs_fail_with_one_line_and_no_panic() {
                 "/dev/null/lanyard",
                 "--api-listen",
                 "127.0.0.1:0",
+                "--quic-listen",
+                "127.0.0.1:0",
             ],
             1,
             "not writable",
@@ -164,6 +166,10 @@ fn bad_start_inputs_fail_with_one_line_and_no_panic() {
                 &data,
                 "--database-url",
                 "mysql://u:hunter2@h/db",
+                "--api-listen",
+                "127.0.0.1:0",
+                "--quic-listen",
+                "127.0.0.1:0",
             ],
             1,
             "mysql://u:***@h/db",
@@ -188,6 +194,56 @@ fn bad_start_inputs_fail_with_one_line_and_no_panic() {
         );
         assert!(out.stdout.is_empty(), "{args:?}: printed {}", out.stdout);
     }
+}
+
+/// The listeners are bound before the data dir is made: a broker that
+/// cannot listen leaves no CA, admin token or database behind.
+#[test]
+fn a_port_in_use_fails_before_a_fresh_data_dir_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_addr = tcp.local_addr().unwrap().to_string();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_addr = udp.local_addr().unwrap().to_string();
+    let cases = [
+        (
+            "api",
+            tcp_addr.as_str(),
+            "127.0.0.1:0",
+            "cannot listen on TCP",
+            "--api-listen",
+        ),
+        (
+            "quic",
+            "127.0.0.1:0",
+            udp_addr.as_str(),
+            "cannot listen on UDP",
+            "--quic-listen",
+        ),
+    ];
+    for (what, api, quic, needle, flag) in cases {
+        let data = tmp.path().join(what);
+        let mut cmd = Command::new(bin("lanyard-broker"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--api-listen", api, "--quic-listen", quic])
+            .env_remove("LANYARD_DATABASE_URL")
+            .env("LANYARD_LOG", "error");
+        let out = run(cmd, None);
+        assert_eq!(out.code, 1, "{what}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{what}: {}", out.stderr);
+        assert!(out.stderr.contains(needle), "{what}: {}", out.stderr);
+        assert!(out.stderr.contains("in use"), "{what}: {}", out.stderr);
+        assert!(out.stderr.contains(flag), "{what}: {}", out.stderr);
+        assert!(out.stdout.is_empty(), "{what}: {}", out.stdout);
+        assert!(
+            !data.exists(),
+            "{what}: the data dir was made: {:?}",
+            std::fs::read_dir(&data).map(|d| d.count())
+        );
+    }
+    drop((tcp, udp));
 }
 
 #[test]
@@ -219,4 +275,40 @@ fn migrate_applies_every_migration_once() {
         .ok()
         .stdout
         .contains("migrations applied: 0 "));
+}
+
+/// `... | head -1`: a command whose stdout reader has gone ends quietly
+/// with 0, without a panic or a "Broken pipe" message.
+#[test]
+fn a_closed_stdout_ends_broker_and_agent_commands_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../broker/tests/fixtures");
+    let mut check = Command::new(bin("lanyard-broker"));
+    check
+        .args(["check-config", "--config"])
+        .arg(fixtures.join("valid.toml"));
+    let mut migrate = Command::new(bin("lanyard-broker"));
+    migrate
+        .args(["migrate", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .env("LANYARD_LOG", "error");
+    let agent = |args: &[&str]| {
+        let mut cmd = Command::new(bin("lanyard-agent"));
+        cmd.arg("--state-dir")
+            .arg(tmp.path().join("agent"))
+            .args(args);
+        cmd
+    };
+    let cases = [
+        ("check-config", check),
+        ("migrate", migrate),
+        ("agent status", agent(&["status"])),
+        ("agent status --json", agent(&["status", "--json"])),
+        ("agent logout", agent(&["logout"])),
+    ];
+    for (what, cmd) in cases {
+        let out = run_with_closed_stdout(cmd);
+        assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{what}");
+    }
 }

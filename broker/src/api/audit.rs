@@ -28,11 +28,35 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
+/// One row as listed: `detail` is nested JSON (an object, or null), not
+/// JSON quoted in a string.
 #[derive(Debug, Serialize)]
 struct Entry {
     at: String,
-    #[serde(flatten)]
-    row: AuditRow,
+    seq: i64,
+    actor: String,
+    action: String,
+    target: String,
+    outcome: String,
+    detail: serde_json::Value,
+    prev_hash: String,
+    hash: String,
+}
+
+impl From<AuditRow> for Entry {
+    fn from(row: AuditRow) -> Self {
+        Entry {
+            at: row.at(),
+            detail: row.detail_json(),
+            seq: row.seq,
+            actor: row.actor,
+            action: row.action,
+            target: row.target,
+            outcome: row.outcome,
+            prev_hash: row.prev_hash,
+            hash: row.hash,
+        }
+    }
 }
 
 fn parse_since(s: &str) -> Result<i64, ApiError> {
@@ -64,11 +88,7 @@ async fn list(
         limit,
     };
     let rows = state.store.audit_list(&filter).await?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|row| Entry { at: row.at(), row })
-            .collect(),
-    ))
+    Ok(Json(rows.into_iter().map(Entry::from).collect()))
 }
 
 async fn verify(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<VerifyReport>> {

@@ -7,15 +7,15 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
-use super::error::{refuse_bad_rows, rows_refused, ApiError, ApiResult, Imported};
+use super::error::{header_refused, ApiError, ApiResult, Imported};
 use super::{JsonBody, QueryParams};
 use crate::clock::now_ms;
+use crate::csv_import::FieldProblems;
 use crate::model::{parse_text, AssetTag, Username};
 use crate::state::AppState;
 use crate::store::laptops::{
-    parse_date, parse_status, DeviceRow, LaptopDetail, LaptopFilter, NewLaptop,
+    parse_date, parse_status, DeviceRow, LaptopDetail, LaptopFilter, LaptopImportRow, NewLaptop,
 };
-use crate::store::staff::RowProblem;
 
 pub const CSV_COLUMNS: [&str; 4] = ["asset_tag", "serial", "model", "status"];
 pub const CSV_OPTIONAL: [&str; 3] = ["notes", "purchase_date", "warranty_end"];
@@ -60,15 +60,8 @@ struct ListQuery {
     q: Option<String>,
 }
 
-fn parse_laptop(
-    tag: &str,
-    serial: &str,
-    model: &str,
-    status: &str,
-    notes: &str,
-    purchase_date: &str,
-    warranty_end: &str,
-) -> Result<NewLaptop, crate::model::Invalid> {
+/// The status a laptop is added with: in stock unless said, never allocated.
+fn parse_new_status(status: &str) -> Result<String, crate::model::Invalid> {
     let status = parse_status(if status.trim().is_empty() {
         "in-stock"
     } else {
@@ -79,15 +72,65 @@ fn parse_laptop(
             "a new laptop cannot start allocated; add it in-stock, then assign it".into(),
         ));
     }
-    Ok(NewLaptop {
-        asset_tag: AssetTag::parse(tag)?,
-        serial: parse_text("serial", serial, 100, true)?,
-        model: parse_text("model", model, 100, true)?,
+    Ok(status)
+}
+
+/// A laptop's fields, each checked, so that every bad one is named.
+/// `line` is the row's line in an import file (0 for one added alone).
+#[allow(clippy::too_many_arguments)]
+fn parse_laptop(
+    line: u64,
+    tag: &str,
+    serial: &str,
+    model: &str,
+    status: &str,
+    notes: &str,
+    purchase_date: &str,
+    warranty_end: &str,
+) -> LaptopImportRow {
+    let mut p = FieldProblems::default();
+    let asset_tag = p.check(AssetTag::parse(tag));
+    let serial = p.check(parse_text("serial", serial, 100, true));
+    let model = p.check(parse_text("model", model, 100, true));
+    let status = p.check(parse_new_status(status));
+    let notes = p.check(parse_text("notes", notes, 1000, false));
+    let purchase_date = p.check(parse_date("purchase_date", purchase_date));
+    let warranty_end = p.check(parse_date("warranty_end", warranty_end));
+    let laptop = match (
+        &asset_tag,
+        &serial,
+        model,
         status,
-        notes: parse_text("notes", notes, 1000, false)?,
-        purchase_date: parse_date("purchase_date", purchase_date)?,
-        warranty_end: parse_date("warranty_end", warranty_end)?,
-    })
+        notes,
+        purchase_date,
+        warranty_end,
+    ) {
+        (
+            Some(tag),
+            Some(serial),
+            Some(model),
+            Some(status),
+            Some(notes),
+            Some(purchase_date),
+            Some(warranty_end),
+        ) if p.0.is_empty() => Some(NewLaptop {
+            asset_tag: tag.clone(),
+            serial: serial.clone(),
+            model,
+            status,
+            notes,
+            purchase_date,
+            warranty_end,
+        }),
+        _ => None,
+    };
+    LaptopImportRow {
+        line,
+        asset_tag,
+        serial,
+        laptop,
+        problems: p.0,
+    }
 }
 
 fn nonempty(s: Option<String>) -> Option<String> {
@@ -128,7 +171,8 @@ async fn add(
     Admin(caller): Admin,
     JsonBody(req): JsonBody<LaptopRequest>,
 ) -> ApiResult<(StatusCode, Json<DeviceRow>)> {
-    let new = parse_laptop(
+    let row = parse_laptop(
+        0,
         &req.asset_tag,
         &req.serial,
         &req.model,
@@ -136,7 +180,10 @@ async fn add(
         &req.notes,
         &req.purchase_date,
         &req.warranty_end,
-    )?;
+    );
+    let Some(new) = row.laptop else {
+        return Err(ApiError::bad(row.problems.join("; ")));
+    };
     Ok((
         StatusCode::CREATED,
         Json(state.store.laptop_add(&caller.name, &new, now_ms()).await?),
@@ -144,19 +191,23 @@ async fn add(
 }
 
 /// The body is the CSV file: asset_tag,serial,model,status (notes,
-/// purchase_date, warranty_end optional). All or nothing.
+/// purchase_date, warranty_end optional). All or nothing: every problem in
+/// the file (unreadable rows, bad fields, repeated or existing tags and
+/// serials) is named in one answer, by line.
 async fn import(
     State(state): State<AppState>,
     Admin(caller): Admin,
     body: String,
 ) -> ApiResult<Json<Imported>> {
-    let (rows, mut problems) =
-        crate::csv_import::read(&body, &CSV_COLUMNS, &CSV_OPTIONAL).map_err(rows_refused)?;
-    let mut parsed = Vec::with_capacity(rows.len());
-    problems.extend(crate::csv_import::repeats(&rows, "asset_tag", "asset tag"));
-    problems.extend(crate::csv_import::repeats(&rows, "serial", "serial"));
-    for row in &rows {
-        match parse_laptop(
+    let (rows, unreadable) =
+        crate::csv_import::read(&body, &CSV_COLUMNS, &CSV_OPTIONAL).map_err(header_refused)?;
+    let mut file: Vec<LaptopImportRow> = unreadable
+        .into_iter()
+        .map(|p| LaptopImportRow::unreadable(p.line, p.problem))
+        .collect();
+    file.extend(rows.iter().map(|row| {
+        parse_laptop(
+            row.line,
             row.get("asset_tag"),
             row.get("serial"),
             row.get("model"),
@@ -164,22 +215,16 @@ async fn import(
             row.get("notes"),
             row.get("purchase_date"),
             row.get("warranty_end"),
-        ) {
-            Ok(l) => parsed.push((row.line, l)),
-            Err(e) => problems.push(RowProblem {
-                line: row.line,
-                problem: e.0,
-            }),
-        }
-    }
-    refuse_bad_rows(problems)?;
-    if parsed.is_empty() {
+        )
+    }));
+    if file.is_empty() {
         return Err(ApiError::bad("the file has a header but no rows"));
     }
+    file.sort_by_key(|r| r.line);
     Ok(Json(Imported {
         imported: state
             .store
-            .laptop_import(&caller.name, &parsed, now_ms())
+            .laptop_import_rows(&caller.name, &file, now_ms())
             .await?,
     }))
 }
@@ -326,7 +371,7 @@ async fn history(
             .map(|r| HistoryEntry {
                 seq: r.seq,
                 at: r.at(),
-                detail: serde_json::from_str(&r.detail).unwrap_or(serde_json::Value::Null),
+                detail: r.detail_json(),
                 actor: r.actor,
                 action: r.action,
             })

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::store::staff::{ImportError, RowProblem};
+use crate::store::staff::{refused_message, ImportError, RowProblem};
 use crate::store::StoreError;
 
 #[derive(Debug)]
@@ -56,7 +56,7 @@ impl From<ImportError> for ApiError {
     fn from(e: ImportError) -> Self {
         match e {
             ImportError::Rows(rows) => ApiError::Rows {
-                message: e_msg(rows.len()),
+                message: refused_message(&rows),
                 rows,
             },
             ImportError::Store(s) => s.into(),
@@ -64,13 +64,10 @@ impl From<ImportError> for ApiError {
     }
 }
 
-fn e_msg(n: usize) -> String {
-    format!("import refused: {n} bad row(s), nothing was written")
-}
-
-pub fn rows_refused(rows: Vec<RowProblem>) -> ApiError {
+/// A file refused for its header (line 1), before any row is read.
+pub fn header_refused(rows: Vec<RowProblem>) -> ApiError {
     ApiError::Rows {
-        message: e_msg(rows.len()),
+        message: "import refused: bad header; nothing was written".into(),
         rows,
     }
 }
@@ -115,15 +112,6 @@ impl IntoResponse for ApiError {
         }
         (status, Json(body)).into_response()
     }
-}
-
-/// Refuses a file if any row has a problem, listing them by line.
-pub fn refuse_bad_rows(mut problems: Vec<RowProblem>) -> ApiResult<()> {
-    if problems.is_empty() {
-        return Ok(());
-    }
-    problems.sort_by_key(|p| p.line);
-    Err(rows_refused(problems))
 }
 
 /// What an import answers.

@@ -7,13 +7,14 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
-use super::error::{refuse_bad_rows, rows_refused, ApiError, ApiResult, Imported};
+use super::error::{header_refused, ApiError, ApiResult, Imported};
 use super::JsonBody;
 use crate::auth::{password, totp};
 use crate::clock::now_ms;
+use crate::csv_import::FieldProblems;
 use crate::model::{parse_email, parse_text, GroupName, Priority, Username};
 use crate::state::AppState;
-use crate::store::staff::{NewStaff, RowProblem, Staff};
+use crate::store::staff::{NewStaff, Staff, StaffImportRow};
 
 pub const CSV_COLUMNS: [&str; 6] = [
     "username",
@@ -57,37 +58,55 @@ pub struct StaffRequest {
     pub password: Option<String>,
 }
 
-fn parse_groups<'a>(
-    groups: impl IntoIterator<Item = &'a str>,
-) -> Result<Vec<GroupName>, crate::model::Invalid> {
-    let mut out: Vec<GroupName> = Vec::new();
-    for g in groups {
-        let g = GroupName::parse(g)?;
-        if !out.contains(&g) {
-            out.push(g);
-        }
-    }
-    Ok(out)
-}
-
-fn parse_staff(
+/// A staff member's fields, each checked, so that every bad one is named.
+/// `line` is the row's line in an import file (0 for one added alone).
+fn parse_staff<'a>(
+    line: u64,
     username: &str,
     name: &str,
     email: &str,
     department: &str,
     priority: &str,
-    groups: Vec<GroupName>,
-) -> Result<NewStaff, crate::model::Invalid> {
-    Ok(NewStaff {
-        username: Username::parse(username)?,
-        name: parse_text("name", name, 200, true)?,
-        email: parse_email(email)?,
-        department: parse_text("department", department, 100, false)?,
-        priority: Priority::parse(priority)?,
-        groups,
-        admin: false,
-        password_hash: None,
-    })
+    groups: impl IntoIterator<Item = &'a str>,
+) -> StaffImportRow {
+    let mut p = FieldProblems::default();
+    let username = p.check(Username::parse(username));
+    let name = p.check(parse_text("name", name, 200, true));
+    let email = p.check(parse_email(email));
+    let department = p.check(parse_text("department", department, 100, false));
+    let priority = p.check(Priority::parse(priority));
+    let mut parsed_groups: Vec<GroupName> = Vec::new();
+    for g in groups {
+        if let Some(g) = p.check(GroupName::parse(g)) {
+            if !parsed_groups.contains(&g) {
+                parsed_groups.push(g);
+            }
+        }
+    }
+    let staff = match (&username, name, email, department, priority) {
+        (Some(username), Some(name), Some(email), Some(department), Some(priority))
+            if p.0.is_empty() =>
+        {
+            Some(NewStaff {
+                username: username.clone(),
+                name,
+                email,
+                department,
+                priority,
+                groups: parsed_groups.clone(),
+                admin: false,
+                password_hash: None,
+            })
+        }
+        _ => None,
+    };
+    StaffImportRow {
+        line,
+        username,
+        groups: parsed_groups,
+        staff,
+        problems: p.0,
+    }
 }
 
 async fn hash_password(pw: String) -> ApiResult<String> {
@@ -106,15 +125,18 @@ async fn add(
         .priority
         .map(|p| p.to_string())
         .unwrap_or_else(|| "3".into());
-    let groups = parse_groups(req.groups.iter().map(String::as_str))?;
-    let mut new = parse_staff(
+    let row = parse_staff(
+        0,
         &req.username,
         &req.name,
         &req.email,
         &req.department,
         &priority,
-        groups,
-    )?;
+        req.groups.iter().map(String::as_str),
+    );
+    let Some(mut new) = row.staff else {
+        return Err(ApiError::bad(row.problems.join("; ")));
+    };
     new.admin = req.admin;
     if let Some(pw) = req.password {
         new.password_hash = Some(hash_password(pw).await?);
@@ -123,47 +145,40 @@ async fn add(
     Ok((StatusCode::CREATED, Json(staff)))
 }
 
-/// The body is the CSV file itself.
+/// The body is the CSV file itself. All or nothing: every problem in the
+/// file (unreadable rows, bad fields, repeats, people who exist, unknown
+/// groups) is named in one answer, by line.
 async fn import(
     State(state): State<AppState>,
     Admin(caller): Admin,
     body: String,
 ) -> ApiResult<Json<Imported>> {
-    let (rows, mut problems) =
-        crate::csv_import::read(&body, &CSV_COLUMNS, &[]).map_err(rows_refused)?;
-    let mut parsed = Vec::with_capacity(rows.len());
-    problems.extend(crate::csv_import::repeats(&rows, "username", "username"));
-    for row in &rows {
-        let groups = parse_groups(
+    let (rows, unreadable) =
+        crate::csv_import::read(&body, &CSV_COLUMNS, &[]).map_err(header_refused)?;
+    let mut file: Vec<StaffImportRow> = unreadable
+        .into_iter()
+        .map(|p| StaffImportRow::unreadable(p.line, p.problem))
+        .collect();
+    file.extend(rows.iter().map(|row| {
+        parse_staff(
+            row.line,
+            row.get("username"),
+            row.get("name"),
+            row.get("email"),
+            row.get("department"),
+            row.get("priority"),
             row.get("groups")
                 .split([';', ' '])
                 .filter(|g| !g.is_empty()),
-        );
-        let result = groups.and_then(|groups| {
-            parse_staff(
-                row.get("username"),
-                row.get("name"),
-                row.get("email"),
-                row.get("department"),
-                row.get("priority"),
-                groups,
-            )
-        });
-        match result {
-            Ok(s) => parsed.push((row.line, s)),
-            Err(e) => problems.push(RowProblem {
-                line: row.line,
-                problem: e.0,
-            }),
-        }
-    }
-    refuse_bad_rows(problems)?;
-    if parsed.is_empty() {
+        )
+    }));
+    if file.is_empty() {
         return Err(ApiError::bad("the file has a header but no rows"));
     }
+    file.sort_by_key(|r| r.line);
     let imported = state
         .store
-        .staff_import(&caller.name, &parsed, now_ms())
+        .staff_import_rows(&caller.name, &file, now_ms())
         .await?;
     Ok(Json(Imported { imported }))
 }

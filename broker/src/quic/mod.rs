@@ -41,11 +41,20 @@ pub const UDP_BUFFER: usize = 8 * 1024 * 1024;
 pub enum QuicError {
     #[error("TLS configuration: {0}")]
     Tls(String),
-    #[error("cannot listen on UDP {addr}: {source}")]
+    #[error("cannot listen on UDP {addr} for agents (QUIC): {source}{hint}", hint = in_use_hint(source, "--quic-listen"))]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// A hint for a bind that failed because the address is taken.
+pub fn in_use_hint(e: &std::io::Error, flag: &str) -> String {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        format!("; is another broker running there? Stop it, or choose another address with {flag}")
+    } else {
+        String::new()
+    }
 }
 
 /// Transport limits for agent connections.
@@ -95,17 +104,28 @@ pub fn server_config(
     Ok(config)
 }
 
-/// Binds the endpoint. `reset_key` keeps stateless resets valid across
-/// restarts, so that after a crash agents learn at their next packet that
-/// their connection is gone instead of waiting out the idle timeout.
-pub fn bind(
-    addr: SocketAddr,
+/// Binds the endpoint's UDP socket, with big buffers; done first at start,
+/// so that a port in use is found before anything is written.
+pub fn bind_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, QuicError> {
+    let socket =
+        std::net::UdpSocket::bind(addr).map_err(|source| QuicError::Bind { addr, source })?;
+    raise_buffers(&socket);
+    Ok(socket)
+}
+
+/// The endpoint on a socket from [`bind_socket`]. `reset_key` keeps
+/// stateless resets valid across restarts, so that after a crash agents
+/// learn at their next packet that their connection is gone instead of
+/// waiting out the idle timeout.
+pub fn endpoint(
+    socket: std::net::UdpSocket,
     config: quinn::ServerConfig,
     reset_key: &[u8],
 ) -> Result<quinn::Endpoint, QuicError> {
+    let addr = socket
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let bind_err = |source| QuicError::Bind { addr, source };
-    let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
-    raise_buffers(&socket);
     let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
     let cids = SignedCids::new(&hmac);
     let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(hmac));

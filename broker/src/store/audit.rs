@@ -86,6 +86,17 @@ impl AuditRow {
         rfc3339(self.at_ms)
     }
 
+    /// `detail` as the JSON it was written as (null when there is none),
+    /// for answers that nest it rather than quote it. Text that is not
+    /// JSON (edited behind the API) is kept as a string.
+    pub fn detail_json(&self) -> serde_json::Value {
+        if self.detail.is_empty() {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_str(&self.detail)
+            .unwrap_or_else(|_| serde_json::Value::String(self.detail.clone()))
+    }
+
     fn expected_hash(&self) -> String {
         row_hash(
             self.seq,

@@ -95,12 +95,15 @@ impl Store {
 pub(super) async fn require_groups(tx: &mut AuditedTx, groups: &[GroupName]) -> Result<()> {
     for g in groups {
         if !group_exists(tx, g).await? {
-            return Err(StoreError::Invalid(format!(
-                "unknown group {g}; create it first with `lanyard groups add {g}`"
-            )));
+            return Err(StoreError::Invalid(unknown_group(g)));
         }
     }
     Ok(())
+}
+
+/// The problem with a group that does not exist, and its fix.
+pub(super) fn unknown_group(g: &GroupName) -> String {
+    format!("unknown group {g}: add it first with `lanyard groups add {g}`")
 }
 
 pub(super) async fn group_exists(tx: &mut AuditedTx, g: &GroupName) -> Result<bool> {

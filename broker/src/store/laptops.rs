@@ -6,12 +6,53 @@
 //! lets one of any number of concurrent assigns through, and the partial
 //! unique index on open allocations refuses a second one regardless.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use super::staff::{ImportError, RowProblem};
 use super::{AuditEntry, AuditedTx, Result, Store, StoreError};
 use crate::clock::{rfc3339, Millis};
 use crate::model::{AssetTag, Username};
+
+/// One row of a laptop import as far as it could be read. Its asset tag
+/// and serial are checked against the file and the store even when another
+/// field is bad, so that one pass names every problem.
+#[derive(Debug, Clone)]
+pub struct LaptopImportRow {
+    /// Its line in the file.
+    pub line: u64,
+    pub asset_tag: Option<AssetTag>,
+    pub serial: Option<String>,
+    /// The whole row, when every field parsed.
+    pub laptop: Option<NewLaptop>,
+    /// What is wrong with its fields (or the row as a whole).
+    pub problems: Vec<String>,
+}
+
+impl LaptopImportRow {
+    /// A row that parsed.
+    pub fn parsed(line: u64, l: &NewLaptop) -> Self {
+        Self {
+            line,
+            asset_tag: Some(l.asset_tag.clone()),
+            serial: Some(l.serial.clone()),
+            laptop: Some(l.clone()),
+            problems: Vec::new(),
+        }
+    }
+
+    /// A row that could not be read at all.
+    pub fn unreadable(line: u64, problem: String) -> Self {
+        Self {
+            line,
+            asset_tag: None,
+            serial: None,
+            laptop: None,
+            problems: vec![problem],
+        }
+    }
+}
 
 pub const STATUSES: [&str; 5] = ["in-stock", "allocated", "in-repair", "lost", "retired"];
 
@@ -397,42 +438,81 @@ impl Store {
         rows: &[(u64, NewLaptop)],
         now: Millis,
     ) -> Result<usize, ImportError> {
+        let rows: Vec<LaptopImportRow> = rows
+            .iter()
+            .map(|(line, l)| LaptopImportRow::parsed(*line, l))
+            .collect();
+        self.laptop_import_rows(actor, &rows, now).await
+    }
+
+    /// Imports a file's rows, each as far as it could be read. In one pass
+    /// it names every problem: each row's own (bad fields), an asset tag or
+    /// serial that repeats an earlier line or is already in the inventory.
+    /// Any problem refuses the whole file and nothing is written.
+    pub async fn laptop_import_rows(
+        &self,
+        actor: &str,
+        rows: &[LaptopImportRow],
+        now: Millis,
+    ) -> Result<usize, ImportError> {
         let mut tx = self.begin_audited(now).await?;
         let mut problems = Vec::new();
-        let mut tags = std::collections::HashMap::new();
-        let mut serials = std::collections::HashMap::new();
-        for (line, l) in rows {
-            if let Some(first) = tags.insert(l.asset_tag.as_str().to_owned(), *line) {
+        let mut tags: HashMap<&str, u64> = HashMap::new();
+        let mut serials: HashMap<&str, u64> = HashMap::new();
+        for row in rows {
+            let mut problem = |problem: String| {
                 problems.push(RowProblem {
-                    line: *line,
-                    problem: format!("asset tag {} is also on line {first}", l.asset_tag),
-                });
+                    line: row.line,
+                    problem,
+                })
+            };
+            for p in &row.problems {
+                problem(p.clone());
             }
-            if let Some(first) = serials.insert(l.serial.clone(), *line) {
-                problems.push(RowProblem {
-                    line: *line,
-                    problem: format!("serial {} is also on line {first}", l.serial),
-                });
+            if row.laptop.is_none() && row.problems.is_empty() {
+                problem("the row is incomplete".into());
             }
+            // A key that repeats an earlier line is reported as that, and
+            // not looked up: the earlier line already says if it exists.
+            let tag = row.asset_tag.as_ref().map(AssetTag::as_str);
+            let tag = match tag.and_then(|t| tags.get(t).map(|first| (t, *first))) {
+                Some((t, first)) => {
+                    problem(format!("asset tag {t} is also on line {first}"));
+                    None
+                }
+                None => tag,
+            };
+            let serial = row.serial.as_deref();
+            let serial = match serial.and_then(|s| serials.get(s).map(|first| (s, *first))) {
+                Some((s, first)) => {
+                    problem(format!("serial {s} is also on line {first}"));
+                    None
+                }
+                None => serial,
+            };
+            if let Some(t) = tag {
+                tags.insert(t, row.line);
+            }
+            if let Some(s) = serial {
+                serials.insert(s, row.line);
+            }
+            if tag.is_none() && serial.is_none() {
+                continue;
+            }
+            // A missing key binds NULL, which matches no row.
             let (tag_taken, serial_taken): (i64, i64) = sqlx::query_as(
                 "SELECT (SELECT COUNT(*) FROM laptops WHERE asset_tag = $1), (SELECT COUNT(*) FROM laptops WHERE serial = $2)",
             )
-            .bind(l.asset_tag.as_str())
-            .bind(&l.serial)
+            .bind(tag)
+            .bind(serial)
             .fetch_one(tx.conn())
             .await
             .map_err(StoreError::from)?;
-            if tag_taken > 0 {
-                problems.push(RowProblem {
-                    line: *line,
-                    problem: format!("asset tag {} already exists", l.asset_tag),
-                });
+            if let (Some(t), true) = (tag, tag_taken > 0) {
+                problem(format!("asset tag {t} already exists"));
             }
-            if serial_taken > 0 {
-                problems.push(RowProblem {
-                    line: *line,
-                    problem: format!("serial {} already exists", l.serial),
-                });
+            if let (Some(s), true) = (serial, serial_taken > 0) {
+                problem(format!("serial {s} already exists"));
             }
         }
         if !problems.is_empty() {
@@ -440,15 +520,20 @@ impl Store {
             return Err(ImportError::Rows(problems));
         }
         // One audit row per laptop, so each laptop's history starts with it.
-        for (line, l) in rows {
+        let mut imported = 0;
+        for (line, l) in rows
+            .iter()
+            .filter_map(|r| Some((r.line, r.laptop.as_ref()?)))
+        {
             insert_laptop(&mut tx, l).await?;
             tx.audit(AuditEntry::ok(actor, "laptop.add", l.asset_tag.as_str()).with_detail(serde_json::json!({
                 "serial": l.serial, "model": l.model, "status": l.status, "import_line": line,
             })))
             .await?;
+            imported += 1;
         }
         tx.commit().await?;
-        Ok(rows.len())
+        Ok(imported)
     }
 
     pub async fn laptop_get(&self, asset_tag: &str) -> Result<DeviceRow> {

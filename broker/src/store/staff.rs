@@ -1,6 +1,6 @@
 //! Staff: the people who sign in, with their priority tier and groups.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
@@ -58,10 +58,69 @@ pub struct RowProblem {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("import refused: {} bad row(s), nothing was written", .0.len())]
+    /// Every problem in the file, in line order; nothing was written.
+    #[error("{}", refused_message(.0))]
     Rows(Vec<RowProblem>),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What a refused import says: rows counted as rows, then how many
+/// problems they have, e.g. "import refused: 2 bad rows, 3 problems;
+/// nothing was written".
+pub fn refused_message(problems: &[RowProblem]) -> String {
+    let rows = problems
+        .iter()
+        .map(|p| p.line)
+        .collect::<BTreeSet<_>>()
+        .len();
+    let n = problems.len();
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    format!(
+        "import refused: {rows} bad row{}, {n} problem{}; nothing was written",
+        plural(rows),
+        plural(n)
+    )
+}
+
+/// One row of a staff import as far as it could be read. Its username and
+/// groups are checked against the file and the store even when another
+/// field is bad, so that one pass names every problem.
+#[derive(Debug, Clone)]
+pub struct StaffImportRow {
+    /// Its line in the file.
+    pub line: u64,
+    pub username: Option<Username>,
+    /// The group names that parsed.
+    pub groups: Vec<GroupName>,
+    /// The whole row, when every field parsed.
+    pub staff: Option<NewStaff>,
+    /// What is wrong with its fields (or the row as a whole).
+    pub problems: Vec<String>,
+}
+
+impl StaffImportRow {
+    /// A row that parsed.
+    pub fn parsed(line: u64, s: &NewStaff) -> Self {
+        Self {
+            line,
+            username: Some(s.username.clone()),
+            groups: s.groups.clone(),
+            staff: Some(s.clone()),
+            problems: Vec::new(),
+        }
+    }
+
+    /// A row that could not be read at all.
+    pub fn unreadable(line: u64, problem: String) -> Self {
+        Self {
+            line,
+            username: None,
+            groups: Vec::new(),
+            staff: None,
+            problems: vec![problem],
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -176,26 +235,52 @@ impl Store {
         rows: &[(u64, NewStaff)],
         now: Millis,
     ) -> Result<usize, ImportError> {
+        let rows: Vec<StaffImportRow> = rows
+            .iter()
+            .map(|(line, s)| StaffImportRow::parsed(*line, s))
+            .collect();
+        self.staff_import_rows(actor, &rows, now).await
+    }
+
+    /// Imports a file's rows, each as far as it could be read. In one pass
+    /// it names every problem: each row's own (bad fields), a username that
+    /// repeats an earlier line, a person who already exists, a group that
+    /// does not. Any problem refuses the whole file and nothing is written.
+    pub async fn staff_import_rows(
+        &self,
+        actor: &str,
+        rows: &[StaffImportRow],
+        now: Millis,
+    ) -> Result<usize, ImportError> {
         let mut tx = self.begin_audited(now).await?;
         tx.access_changed();
         let mut problems = Vec::new();
-        let mut seen = HashSet::new();
+        let mut first_line: HashMap<&str, u64> = HashMap::new();
         let mut known_groups: BTreeMap<String, bool> = BTreeMap::new();
-        for (line, s) in rows {
-            if !seen.insert(s.username.as_str().to_owned()) {
+        for row in rows {
+            let mut problem = |problem: String| {
                 problems.push(RowProblem {
-                    line: *line,
-                    problem: format!("username {} appears twice in the file", s.username),
-                });
-                continue;
+                    line: row.line,
+                    problem,
+                })
+            };
+            for p in &row.problems {
+                problem(p.clone());
             }
-            if staff_exists(&mut tx, s.username.as_str()).await? {
-                problems.push(RowProblem {
-                    line: *line,
-                    problem: format!("staff member {} already exists", s.username),
-                });
+            if row.staff.is_none() && row.problems.is_empty() {
+                problem("the row is incomplete".into());
             }
-            for g in &s.groups {
+            if let Some(u) = &row.username {
+                if let Some(first) = first_line.get(u.as_str()) {
+                    problem(format!("username {u} is also on line {first}"));
+                } else {
+                    first_line.insert(u.as_str(), row.line);
+                    if staff_exists(&mut tx, u.as_str()).await? {
+                        problem(format!("staff member {u} already exists"));
+                    }
+                }
+            }
+            for g in &row.groups {
                 let exists = match known_groups.get(g.as_str()) {
                     Some(e) => *e,
                     None => {
@@ -205,27 +290,26 @@ impl Store {
                     }
                 };
                 if !exists {
-                    problems.push(RowProblem {
-                        line: *line,
-                        problem: format!("unknown group {g}"),
-                    });
+                    problem(super::groups::unknown_group(g));
                 }
             }
         }
         if !problems.is_empty() {
+            problems.sort_by_key(|p| p.line);
             return Err(ImportError::Rows(problems));
         }
-        for (_, s) in rows {
+        let staff: Vec<&NewStaff> = rows.iter().filter_map(|r| r.staff.as_ref()).collect();
+        for s in &staff {
             insert_staff(&mut tx, s).await?;
         }
-        let names: Vec<&str> = rows.iter().map(|(_, s)| s.username.as_str()).collect();
+        let names: Vec<&str> = staff.iter().map(|s| s.username.as_str()).collect();
         tx.audit(
-            AuditEntry::ok(actor, "staff.import", &format!("{} staff", rows.len()))
+            AuditEntry::ok(actor, "staff.import", &format!("{} staff", staff.len()))
                 .with_detail(serde_json::json!({ "usernames": names })),
         )
         .await?;
         tx.commit().await?;
-        Ok(rows.len())
+        Ok(staff.len())
     }
 
     pub async fn staff_list(&self) -> Result<Vec<Staff>> {
@@ -438,5 +522,26 @@ impl Store {
                 priority,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_counts_rows_as_rows() {
+        let p = |line: u64| RowProblem {
+            line,
+            problem: "x".into(),
+        };
+        assert_eq!(
+            refused_message(&[p(3), p(3), p(5)]),
+            "import refused: 2 bad rows, 3 problems; nothing was written"
+        );
+        assert_eq!(
+            refused_message(&[p(2)]),
+            "import refused: 1 bad row, 1 problem; nothing was written"
+        );
     }
 }

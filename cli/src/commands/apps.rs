@@ -21,9 +21,11 @@ pub enum DeviceKind {
 #[derive(Debug, Subcommand)]
 pub enum AppsCommand {
     /// Add an internal app.
-    ///
-    /// Example: lanyard apps add hr-system --target hr.internal:443 --allow-group hr --device-kind managed
+    #[command(after_help = "Examples:
+  lanyard apps add hr-system --target hr.internal:443 --allow-group hr --device-kind managed
+  lanyard apps add softphone --target pbx.internal:5061 --allow-group contact-centre")]
     Add {
+        /// The app's name, as agents show it: a-z, 0-9, '.', '-' or '_'.
         name: String,
         /// Where the app listens inside the network.
         #[arg(long, value_name = "HOST:PORT")]
@@ -36,9 +38,17 @@ pub enum AppsCommand {
         device_kind: DeviceKind,
     },
     /// List apps.
+    #[command(after_help = "Examples:
+  lanyard apps list
+  lanyard apps list --json")]
     List,
     /// Remove an app; its live tunnels close.
-    Remove { name: String },
+    #[command(after_help = "Example:
+  lanyard apps remove hr-system")]
+    Remove {
+        /// The app to remove.
+        name: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]

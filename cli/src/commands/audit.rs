@@ -9,6 +9,10 @@ use crate::{Cli, CliError};
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// List audit records, oldest first (the newest --limit of them).
+    #[command(after_help = "Examples:
+  lanyard audit list --limit 20
+  lanyard audit list --since 24h --action staff.
+  lanyard audit list --actor j.smith --json")]
     List {
         /// From this time (2026-11-01T09:00:00Z, 2026-11-01) or age (24h, 7d).
         #[arg(long, value_name = "T")]
@@ -19,11 +23,14 @@ pub enum AuditCommand {
         /// Only actions starting with this, e.g. `staff.` or `signin`.
         #[arg(long, value_name = "PREFIX")]
         action: Option<String>,
+        /// At most this many records (the newest).
         #[arg(long, value_name = "N", default_value_t = 100)]
         limit: u32,
     },
     /// Check the hash chain; exits non-zero and names the first bad row if
     /// any row was edited or deleted.
+    #[command(after_help = "Example:
+  lanyard audit verify")]
     Verify,
 }
 
@@ -48,6 +55,7 @@ pub async fn run(cli: &Cli, cmd: &AuditCommand, out: &mut Out<'_>) -> Result<(),
             }
             let s = |v: &serde_json::Value, k: &str| match &v[k] {
                 serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => String::new(),
                 other => other.to_string(),
             };
             let table = rows

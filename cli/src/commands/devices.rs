@@ -54,36 +54,60 @@ pub enum Kind {
 #[derive(Debug, Subcommand)]
 pub enum DevicesCommand {
     /// Add a council laptop to the inventory.
-    ///
-    /// Example: lanyard devices add LT-00421 --serial PF3ABC12 --model "ThinkPad T14"
+    #[command(after_help = "Examples:
+  lanyard devices add LT-00421 --serial PF3ABC12 --model \"ThinkPad T14\"
+  lanyard devices add LT-00422 --serial PF3ABC13 --model \"ThinkPad T14\" --status in-repair \\
+      --purchase-date 2025-03-31 --warranty-end 2028-03-31")]
     Add {
+        /// The asset tag on the laptop's label, e.g. LT-00421.
         asset_tag: String,
+        /// The maker's serial number.
         #[arg(long)]
         serial: String,
+        /// The model, e.g. "ThinkPad T14".
         #[arg(long)]
         model: String,
+        /// Its status on arrival.
         #[arg(long, value_enum, default_value = "in-stock")]
         status: Status,
-        #[arg(long, default_value = "")]
+        /// Free text [default: none].
+        #[arg(long, default_value = "", hide_default_value = true)]
         notes: String,
-        /// YYYY-MM-DD
-        #[arg(long, default_value = "")]
+        /// When it was bought, YYYY-MM-DD [default: not recorded].
+        #[arg(long, default_value = "", hide_default_value = true)]
         purchase_date: String,
-        /// YYYY-MM-DD
-        #[arg(long, default_value = "")]
+        /// When its warranty ends, YYYY-MM-DD [default: not recorded].
+        #[arg(long, default_value = "", hide_default_value = true)]
         warranty_end: String,
     },
     /// Import laptops from CSV with the header asset_tag,serial,model,status.
     ///
     /// notes, purchase_date and warranty_end may be added as columns. The
-    /// whole file is checked first: if any row is bad (duplicate tag or
-    /// serial, unknown status, missing column), nothing is written and every
-    /// bad row is listed by line.
-    Import { file: PathBuf },
+    /// whole file is checked first, in one pass: if any row is bad (a bad
+    /// field or status, a missing column, a tag or serial repeated in the
+    /// file or already in the inventory), nothing is written and every
+    /// problem is listed by line.
+    #[command(after_help = "Example:
+  lanyard devices import laptops.csv
+
+with laptops.csv:
+  asset_tag,serial,model,status,warranty_end
+  LT-00501,PF3A0501,ThinkPad T14,in-stock,2028-03-31
+  LT-00502,PF3A0502,Latitude 5440,in-repair,")]
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+    },
     /// List laptops and personal devices, with filters.
+    #[command(after_help = "Examples:
+  lanyard devices list
+  lanyard devices list --status allocated --department Revenues
+  lanyard devices list --search thinkpad --json")]
     List {
+        /// Only devices with this status [default: any].
         #[arg(long, value_enum)]
         status: Option<Status>,
+        /// Only council laptops (managed) or personal devices [default: both].
         #[arg(long, value_enum)]
         kind: Option<Kind>,
         /// Exact model name.
@@ -100,40 +124,72 @@ pub enum DevicesCommand {
         search: Option<String>,
     },
     /// Show a laptop: who has it, its allocations, and its agent.
-    Show { asset_tag: String },
-    /// Hand an in-stock laptop to a staff member.
-    Assign {
+    #[command(after_help = "Example:
+  lanyard devices show LT-00421")]
+    Show {
+        /// The laptop's asset tag.
         asset_tag: String,
+    },
+    /// Hand an in-stock laptop to a staff member.
+    #[command(after_help = "Examples:
+  lanyard devices assign LT-00421 --to j.smith
+  lanyard devices assign LT-00421 --to j.smith --note \"with charger and dock\"")]
+    Assign {
+        /// The laptop's asset tag; it must be in stock.
+        asset_tag: String,
+        /// The staff member who gets it (an active person).
         #[arg(long, value_name = "USERNAME")]
         to: String,
-        #[arg(long, default_value = "")]
+        /// A note for the audit log and the laptop's history [default: none].
+        #[arg(long, default_value = "", hide_default_value = true)]
         note: String,
     },
     /// Take a laptop back from its holder.
+    #[command(after_help = "Examples:
+  lanyard devices return LT-00421
+  lanyard devices return LT-00501 --status in-repair --note \"cracked screen\"")]
     Return {
+        /// The laptop's asset tag.
         asset_tag: String,
         /// The condition it came back in.
         #[arg(long, value_enum, default_value = "in-stock")]
         status: ReturnStatus,
-        #[arg(long, default_value = "")]
+        /// A note for the audit log and the laptop's history [default: none].
+        #[arg(long, default_value = "", hide_default_value = true)]
         note: String,
     },
     /// Set a laptop's status. Lost or retired also revokes its agent and closes its tunnels.
+    #[command(after_help = "Examples:
+  lanyard devices mark LT-00421 --status lost --note \"left on a train\"
+  lanyard devices mark LT-00502 --status in-stock")]
     Mark {
+        /// The laptop's asset tag.
         asset_tag: String,
+        /// Its new status.
         #[arg(long, value_enum)]
         status: MarkStatus,
-        #[arg(long, default_value = "")]
+        /// A note for the audit log and the laptop's history [default: none].
+        #[arg(long, default_value = "", hide_default_value = true)]
         note: String,
     },
     /// Revoke the laptop's agent certificate and close its tunnels.
+    #[command(after_help = "Example:
+  lanyard devices revoke LT-00421 --reason \"stolen from car\"")]
     Revoke {
+        /// The laptop's asset tag.
         asset_tag: String,
-        #[arg(long, default_value = "")]
+        /// Why, for the audit log [default: none].
+        #[arg(long, default_value = "", hide_default_value = true)]
         reason: String,
     },
     /// Everything that happened to a laptop, from the audit log.
-    History { asset_tag: String },
+    #[command(after_help = "Examples:
+  lanyard devices history LT-00421
+  lanyard devices history LT-00421 --json")]
+    History {
+        /// The laptop's asset tag.
+        asset_tag: String,
+    },
 }
 
 fn s(v: &Value, k: &str) -> String {

@@ -12,7 +12,12 @@ pub enum EnrollCodeCommand {
     ///
     /// The code carries the broker's address, its CA fingerprint and a
     /// secret; the laptop's user runs `lanyard-agent enroll CODE`.
-    #[command(group(ArgGroup::new("for").required(true).args(["device", "personal"])))]
+    #[command(
+        group(ArgGroup::new("for").required(true).args(["device", "personal"])),
+        after_help = "Examples:
+  lanyard enroll-code create --device LT-00421
+  lanyard enroll-code create --personal j.smith --ttl 2h"
+    )]
     Create {
         /// A council laptop, by asset tag.
         #[arg(long, value_name = "ASSET_TAG")]

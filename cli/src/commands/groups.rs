@@ -10,16 +10,29 @@ use crate::{Cli, CliError};
 
 #[derive(Debug, Subcommand)]
 pub enum GroupsCommand {
-    /// Create a group, e.g. `lanyard groups add contact-centre`.
+    /// Create a group.
+    #[command(after_help = "Examples:
+  lanyard groups add contact-centre
+  lanyard groups add hr --description \"Human resources\"")]
     Add {
+        /// The group's name: a-z, 0-9, '.', '-' or '_'.
         name: String,
-        #[arg(long, default_value = "")]
+        /// What the group is for [default: none].
+        #[arg(long, default_value = "", hide_default_value = true)]
         description: String,
     },
     /// List groups with how many staff and apps use each.
+    #[command(after_help = "Examples:
+  lanyard groups list
+  lanyard groups list --json")]
     List,
     /// Remove a group that no staff member or app uses.
-    Remove { name: String },
+    #[command(after_help = "Example:
+  lanyard groups remove contact-centre")]
+    Remove {
+        /// The group to remove.
+        name: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]

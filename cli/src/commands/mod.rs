@@ -21,41 +21,100 @@ use crate::{Cli, CliError};
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Sign in with a staff member's password and print an API token.
+    #[command(after_help = "Examples:
+  lanyard login a.patel
+  echo \"$PASSWORD\" | lanyard login a.patel --password-stdin --totp 123456")]
     Login(login::LoginArgs),
     /// Access groups: what apps grant access to.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  lanyard groups add hr --description \"Human resources\"
+  lanyard groups list
+  lanyard groups remove hr"
+    )]
     Groups(groups::GroupsCommand),
     /// Staff: people who sign in, their priority tier and groups.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  lanyard staff add j.smith --name \"Jo Smith\" --priority 1 --group hr
+  lanyard staff import staff.csv
+  lanyard staff list"
+    )]
     Staff(staff::StaffCommand),
     /// Internal apps reachable through tunnels, and who may reach them.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  lanyard apps add hr-system --target hr.internal:443 --allow-group hr --device-kind managed
+  lanyard apps list
+  lanyard apps remove hr-system"
+    )]
     Apps(apps::AppsCommand),
     /// Single-use codes that enrol a laptop or a personal device.
-    #[command(subcommand, name = "enroll-code")]
+    #[command(
+        subcommand,
+        name = "enroll-code",
+        after_help = "Examples:
+  lanyard enroll-code create --device LT-00421
+  lanyard enroll-code create --personal j.smith --ttl 2h"
+    )]
     EnrollCode(enroll_code::EnrollCodeCommand),
     /// Council laptops (stock, allocation, returns, losses) and personal devices.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  lanyard devices add LT-00421 --serial PF3ABC12 --model \"ThinkPad T14\"
+  lanyard devices list --status in-stock
+  lanyard devices assign LT-00421 --to j.smith
+  lanyard devices return LT-00421 --status in-repair --note \"cracked screen\""
+    )]
     Devices(devices::DevicesCommand),
     /// The laptop request queue, served priority 1 first.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  lanyard requests add k.lee --reason \"contact centre, taking calls from home\"
+  lanyard requests list --open
+  lanyard requests fulfil"
+    )]
     Requests(requests::RequestsCommand),
     /// Live load on the broker node: agents, streams, rates per second,
     /// capacity used, denials and today's peak.
+    #[command(after_help = "Examples:
+  lanyard load
+  lanyard load --json")]
     Load,
     /// A capacity test: N simulated agents enrol, sign in, connect over QUIC
     /// and push checked bytes through tunnels; prints a summary.
-    ///
-    /// Example: lanyard stress --agents 500 --ramp 20s --duration 60s --report run.html --json-out run.json
+    #[command(after_help = "Examples:
+  lanyard stress --agents 50
+  lanyard stress --agents 500 --ramp 20s --duration 60s --streams-per-agent 4 \\
+      --bytes-per-stream 65536 --report run.html --json-out run.json")]
     Stress(stress::StressArgs),
     /// Live agent sessions: list them, end one.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  lanyard sessions list
+  lanyard sessions kill 3f2a9c..."
+    )]
     Sessions(sessions::SessionsCommand),
     /// Reports: the inventory as CSV or JSON.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:
+  lanyard report inventory --format csv > inventory.csv"
+    )]
     Report(report::ReportCommand),
     /// The tamper-evident audit log.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  lanyard audit list --limit 20
+  lanyard audit verify"
+    )]
     Audit(audit::AuditCommand),
 }
 

@@ -17,7 +17,11 @@ pub enum Format {
 pub enum ReportCommand {
     /// Every council laptop with its status and holder, for a spreadsheet
     /// (CSV) or a script (JSON, with totals by status).
+    #[command(after_help = "Examples:
+  lanyard report inventory --format csv > inventory.csv
+  lanyard report inventory --format json")]
     Inventory {
+        /// CSV for a spreadsheet, or JSON (as --json gives).
         #[arg(long, value_enum, default_value = "csv")]
         format: Format,
     },

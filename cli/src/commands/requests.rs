@@ -10,12 +10,20 @@ use crate::{Cli, CliError};
 #[derive(Debug, Subcommand)]
 pub enum RequestsCommand {
     /// Queue a laptop request for a staff member (one open request each).
+    #[command(after_help = "Examples:
+  lanyard requests add m.jones
+  lanyard requests add k.lee --reason \"contact centre, taking calls from home\"")]
     Add {
+        /// Who the laptop is for (their priority sets their place).
         username: String,
-        #[arg(long, default_value = "")]
+        /// Why they need one [default: none].
+        #[arg(long, default_value = "", hide_default_value = true)]
         reason: String,
     },
     /// List requests; open ones in queue order with their place.
+    #[command(after_help = "Examples:
+  lanyard requests list --open
+  lanyard requests list --json")]
     List {
         /// Only open requests.
         #[arg(long)]
@@ -24,13 +32,22 @@ pub enum RequestsCommand {
     /// Allocate in-stock laptops to open requests: priority 1 first, then 2,
     /// then 3; oldest first within a tier. When stock runs out, the rest stay
     /// queued.
+    #[command(after_help = "Examples:
+  lanyard requests fulfil
+  lanyard requests fulfil --limit 10")]
     Fulfil {
-        /// At most this many allocations.
+        /// At most this many allocations [default: as many as there are
+        /// laptops in stock and requests open].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         limit: Option<u32>,
     },
     /// Cancel a staff member's open request.
-    Cancel { username: String },
+    #[command(after_help = "Example:
+  lanyard requests cancel m.jones")]
+    Cancel {
+        /// Whose request to cancel.
+        username: String,
+    },
 }
 
 fn s(v: &Value, k: &str) -> String {

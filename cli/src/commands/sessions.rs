@@ -11,11 +11,14 @@ use crate::{Cli, CliError};
 pub enum SessionsCommand {
     /// Live agent sessions on the broker: person, device, since, open
     /// streams and bytes each way.
+    #[command(after_help = "Examples:
+  lanyard sessions list
+  lanyard sessions list --json")]
     List,
     /// End a session at once: its tunnels close, and its agent must sign in
     /// again before it can reconnect.
-    ///
-    /// Example: lanyard sessions kill 3f2a9c...
+    #[command(after_help = "Example:
+  lanyard sessions kill 3f2a9c...")]
     Kill {
         /// The session id, from `lanyard sessions list`.
         session_id: String,

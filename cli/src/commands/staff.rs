@@ -14,17 +14,20 @@ use crate::{Cli, CliError};
 #[derive(Debug, Subcommand)]
 pub enum StaffCommand {
     /// Add a staff member.
-    ///
-    /// Example: lanyard staff add j.smith --name "Jo Smith" --department Revenues --priority 1 --group hr
+    #[command(after_help = "Examples:
+  lanyard staff add j.smith --name \"Jo Smith\" --department Revenues --priority 1 --group hr
+  echo \"$PASSWORD\" | lanyard staff add a.patel --name \"Asha Patel\" --group hr --password-stdin")]
     Add {
         /// Login name: lowercase letters, digits, '.', '-', '_'.
         username: String,
         /// Full name.
         #[arg(long)]
         name: String,
-        #[arg(long, default_value = "")]
+        /// Email address [default: none].
+        #[arg(long, default_value = "", hide_default_value = true)]
         email: String,
-        #[arg(long, default_value = "")]
+        /// Department, e.g. Revenues [default: none].
+        #[arg(long, default_value = "", hide_default_value = true)]
         department: String,
         /// 1 = must keep working whatever happens (served first), 3 = least urgent.
         #[arg(long, default_value = "3", value_parser = super::parse_priority)]
@@ -41,25 +44,65 @@ pub enum StaffCommand {
     },
     /// Import staff from CSV with the header username,name,email,department,priority,groups.
     ///
-    /// Groups are separated by ';'. The whole file is checked first: if any
-    /// row is bad, nothing is written and every bad row is listed by line.
-    Import { file: PathBuf },
+    /// Groups are separated by ';'. The whole file is checked first, in one
+    /// pass: if any row is bad (a bad field, a username repeated in the file
+    /// or already taken, an unknown group), nothing is written and every
+    /// problem is listed by line.
+    #[command(after_help = "Example:
+  lanyard staff import staff.csv
+
+with staff.csv:
+  username,name,email,department,priority,groups
+  m.jones,Mo Jones,m.jones@council.example,Housing,2,hr
+  k.lee,Kim Lee,,Contact Centre,1,contact-centre;hr")]
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+    },
     /// List staff.
+    #[command(after_help = "Examples:
+  lanyard staff list
+  lanyard staff list --json")]
     List,
     /// Show one staff member.
-    Show { username: String },
-    /// Disable a staff member: they can no longer sign in; their sessions end.
-    Disable { username: String },
-    /// Enable a disabled staff member.
-    Enable { username: String },
-    /// Set a staff member's password (read from stdin).
-    Password {
+    #[command(after_help = "Example:
+  lanyard staff show j.smith")]
+    Show {
+        /// The staff member's username.
         username: String,
+    },
+    /// Disable a staff member: they can no longer sign in; their sessions end.
+    #[command(after_help = "Example:
+  lanyard staff disable j.smith")]
+    Disable {
+        /// The staff member's username.
+        username: String,
+    },
+    /// Enable a disabled staff member.
+    #[command(after_help = "Example:
+  lanyard staff enable j.smith")]
+    Enable {
+        /// The staff member's username.
+        username: String,
+    },
+    /// Set a staff member's password (at least 10 characters; prompted for
+    /// on a terminal).
+    #[command(after_help = "Examples:
+  lanyard staff password j.smith
+  echo \"$PASSWORD\" | lanyard staff password j.smith --password-stdin")]
+    Password {
+        /// The staff member's username.
+        username: String,
+        /// Read the password from the first line of stdin instead of prompting.
         #[arg(long)]
         password_stdin: bool,
     },
     /// Turn on TOTP for a staff member and print the otpauth:// URI for their app (shown once).
+    #[command(after_help = "Examples:
+  lanyard staff totp j.smith
+  lanyard staff totp j.smith --disable")]
     Totp {
+        /// The staff member's username.
         username: String,
         /// Turn TOTP off instead.
         #[arg(long)]
