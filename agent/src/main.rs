@@ -159,6 +159,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(d) => d,
         None => default_dir()?,
     };
+    // What to type next, with the state dir when it is not the default.
+    let next = |args: &str| {
+        let custom = default_dir().ok().as_deref() != Some(dir.as_path());
+        if custom {
+            format!("lanyard-agent --state-dir {} {args}", dir.display())
+        } else {
+            format!("lanyard-agent {args}")
+        }
+    };
     match cli.command {
         Command::Enroll { code } => {
             let code = lanyard_proto::EnrolmentCode::decode(code.trim())?;
@@ -169,7 +178,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 done.broker,
                 when(done.cert_expires_at)
             );
-            eprintln!("next: lanyard-agent login USERNAME");
+            eprintln!("next: {}", next("login USERNAME"));
             Ok(())
         }
         Command::Login {
@@ -185,8 +194,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             conn.close(0u32.into(), b"signed in");
             endpoint.wait_idle().await;
             let tokens = signed?;
+            let _ = state.remove(up::ENDED_FILE);
             say!("signed in as {}", tokens.username);
-            eprintln!("next: lanyard-agent up");
+            eprintln!("next: {}", next("up"));
             Ok(())
         }
         Command::Up { forward } => {
@@ -240,8 +250,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     } => {}
                 }
             };
-            up::run(state, config, report, shutdown).await?;
-            Ok(())
+            match up::run(state.clone(), config, report, shutdown).await {
+                Err(e @ up::UpError::SignedOut(_)) => {
+                    let who = state
+                        .read(up::ENDED_FILE)
+                        .ok()
+                        .flatten()
+                        .and_then(|b| serde_json::from_slice::<up::SignInEnded>(&b).ok())
+                        .map_or_else(|| "USERNAME".to_owned(), |e| e.username);
+                    anyhow::bail!(
+                        "{e}; sign in again with `{}`, then `{}`",
+                        next(&format!("login {who}")),
+                        next("up")
+                    )
+                }
+                other => Ok(other?),
+            }
         }
         Command::Status { json } => {
             let state = StateDir::open(&dir)?;
@@ -251,6 +275,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .read(up::STATUS_FILE)?
                 .and_then(|b| serde_json::from_slice::<UpStatus>(&b).ok())
                 .filter(|s| pid_alive(s.pid));
+            let ended: Option<up::SignInEnded> = state
+                .read(up::ENDED_FILE)?
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .filter(|_| tokens.is_none());
             let now = now_secs();
             if json {
                 let value = serde_json::json!({
@@ -265,6 +293,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "session_id": running.as_ref().and_then(|r| r.session_id.clone()),
                     "forwards": running.as_ref().map(|r| r.forwards.clone()).unwrap_or_default(),
                     "last_error": running.as_ref().and_then(|r| r.last_error.clone()),
+                    "sign_in_ended": ended.as_ref().map(|e| serde_json::json!({
+                        "username": e.username,
+                        "reason": e.reason,
+                        "at": when(e.at),
+                    })),
                 });
                 say!("{value}");
                 return Ok(());
@@ -280,11 +313,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     };
                     say!("certificate  valid until {}{note}", when(e.cert_expires_at));
                 }
-                None => say!("enrolled     no (lanyard-agent enroll CODE)"),
+                None => say!("enrolled     no ({})", next("enroll CODE")),
             }
-            match &tokens {
-                Some(t) => say!("signed in    {}", t.username),
-                None => say!("signed in    no (lanyard-agent login USERNAME)"),
+            match (&tokens, &ended) {
+                (Some(t), _) => say!("signed in    {}", t.username),
+                (None, Some(e)) => say!(
+                    "signed in    no: the broker ended {}'s sign-in at {} ({}); run `{}`",
+                    e.username,
+                    when(e.at),
+                    e.reason,
+                    next(&format!("login {}", e.username))
+                ),
+                (None, None) => say!("signed in    no ({})", next("login USERNAME")),
             }
             match &running {
                 Some(r) if r.connected => {

@@ -72,7 +72,8 @@ pub enum UpError {
     Listen(#[from] ListenError),
     #[error("{0}; ask ICT for a new enrolment code")]
     Revoked(Stop),
-    #[error("{0}; run `lanyard-agent login USERNAME`")]
+    /// The person must sign in again on this device.
+    #[error("{0}")]
     SignedOut(Stop),
     #[error("{0}")]
     Refused(Stop),

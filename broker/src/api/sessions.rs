@@ -47,7 +47,7 @@ async fn kill(
         )
         .await?;
     session.close(
-        lanyard_proto::close::SIGNED_OUT,
+        lanyard_proto::close::SIGN_IN_ENDED,
         "the session was ended by ICT; sign in again",
     );
     state.sessions.remove(&session.id);
