@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lanyard_broker::model::LaptopStatus;
 use lanyard_broker::model::{AssetTag, Priority, Username};
 use lanyard_broker::store::laptops::{LaptopFilter, NewLaptop};
 use lanyard_broker::store::staff::NewStaff;
@@ -47,7 +48,7 @@ fn laptop(i: usize, status: &str) -> NewLaptop {
         asset_tag: AssetTag::parse(&format!("LT-{i:06}")).unwrap(),
         serial: format!("SN{i:08X}"),
         model: model.into(),
-        status: status.into(),
+        status: LaptopStatus::parse(status).unwrap(),
         notes: String::new(),
         purchase_date: Some("2025-04-01".into()),
         warranty_end: None,
@@ -120,7 +121,13 @@ async fn bench(label: &'static str, store: Store) -> Row {
     let assign_pool: Vec<usize> = (400..900).collect();
     for &i in &assign_pool {
         store
-            .laptop_mark("bench", &laptop(i, "").asset_tag, "in-repair", "", NOW)
+            .laptop_mark(
+                "bench",
+                &laptop(i, "").asset_tag,
+                LaptopStatus::InRepair,
+                "",
+                NOW,
+            )
             .await
             .unwrap();
     }
@@ -136,7 +143,13 @@ async fn bench(label: &'static str, store: Store) -> Row {
     eprintln!("[{label}] assigns ...");
     for &i in &assign_pool {
         store
-            .laptop_mark("bench", &laptop(i, "").asset_tag, "in-stock", "", NOW)
+            .laptop_mark(
+                "bench",
+                &laptop(i, "").asset_tag,
+                LaptopStatus::InStock,
+                "",
+                NOW,
+            )
             .await
             .unwrap();
     }
@@ -187,7 +200,7 @@ async fn bench(label: &'static str, store: Store) -> Row {
     let (filter, n) = timed_list(
         &store,
         &LaptopFilter {
-            status: Some("allocated".into()),
+            status: Some(LaptopStatus::Allocated),
             department: Some("Housing".into()),
             ..Default::default()
         },

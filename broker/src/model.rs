@@ -252,3 +252,83 @@ mod tests {
         assert!(parse_email("a b@c.uk").is_err());
     }
 }
+
+/// Where a council laptop is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LaptopStatus {
+    InStock,
+    Allocated,
+    InRepair,
+    Lost,
+    Retired,
+}
+
+impl LaptopStatus {
+    pub const ALL: [LaptopStatus; 5] = [
+        LaptopStatus::InStock,
+        LaptopStatus::Allocated,
+        LaptopStatus::InRepair,
+        LaptopStatus::Lost,
+        LaptopStatus::Retired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LaptopStatus::InStock => "in-stock",
+            LaptopStatus::Allocated => "allocated",
+            LaptopStatus::InRepair => "in-repair",
+            LaptopStatus::Lost => "lost",
+            LaptopStatus::Retired => "retired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        let s = s.trim();
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<&str> = Self::ALL.iter().map(|st| st.as_str()).collect();
+                invalid(format!("bad status {s:?}: use one of {}", all.join(", ")))
+            })
+    }
+
+    /// Lost and retired laptops may not be used, enrolled or signed in on.
+    pub fn is_out_of_use(self) -> bool {
+        matches!(self, LaptopStatus::Lost | LaptopStatus::Retired)
+    }
+}
+
+impl std::fmt::Display for LaptopStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for LaptopStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// `YYYY-MM-DD`, or empty for none.
+pub fn parse_date(field: &str, s: &str) -> std::result::Result<Option<String>, Invalid> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let parts: Vec<&str> = s.split('-').collect();
+    let ok = parts.len() == 3
+        && parts[0].len() == 4
+        && parts[1].len() == 2
+        && parts[2].len() == 2
+        && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        && matches!(parts[0].parse::<u32>(), Ok(1990..=2200))
+        && matches!(parts[1].parse::<u32>(), Ok(1..=12))
+        && matches!(parts[2].parse::<u32>(), Ok(1..=31));
+    if ok {
+        Ok(Some(s.to_owned()))
+    } else {
+        Err(Invalid(format!("bad {field} {s:?}: use YYYY-MM-DD")))
+    }
+}

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use lanyard_broker::model::LaptopStatus;
 use lanyard_broker::model::{AssetTag, Priority, Username};
 use lanyard_broker::store::laptops::{LaptopFilter, LaptopImportRow, NewLaptop};
 use lanyard_broker::store::staff::{ImportError, NewStaff};
@@ -17,7 +18,7 @@ fn laptop(tag: &str, serial: &str, model: &str) -> NewLaptop {
         asset_tag: AssetTag::parse(tag).unwrap(),
         serial: serial.into(),
         model: model.into(),
-        status: "in-stock".into(),
+        status: LaptopStatus::InStock,
         notes: String::new(),
         purchase_date: None,
         warranty_end: None,
@@ -177,7 +178,7 @@ async fn fulfil_serves_priority_one_first_then_oldest_and_leaves_the_rest_queued
                 .unwrap();
         }
         store
-            .laptop_mark("ict", &tag("LT-3"), "in-repair", "", NOW)
+            .laptop_mark("ict", &tag("LT-3"), LaptopStatus::InRepair, "", NOW)
             .await
             .unwrap();
 
@@ -268,7 +269,7 @@ async fn returns_marks_and_losses_keep_an_honest_record() {
             .unwrap();
 
         let none = store
-            .laptop_return("ict", &tag("LT-9"), "in-stock", "", NOW)
+            .laptop_return("ict", &tag("LT-9"), LaptopStatus::InStock, "", NOW)
             .await
             .unwrap_err();
         assert!(
@@ -280,7 +281,7 @@ async fn returns_marks_and_losses_keep_an_honest_record() {
             .await
             .unwrap();
         let busy = store
-            .laptop_mark("ict", &tag("LT-9"), "in-repair", "", NOW + 2)
+            .laptop_mark("ict", &tag("LT-9"), LaptopStatus::InRepair, "", NOW + 2)
             .await
             .unwrap_err();
         assert!(
@@ -288,7 +289,13 @@ async fn returns_marks_and_losses_keep_an_honest_record() {
             "{busy}"
         );
         let back = store
-            .laptop_return("ict", &tag("LT-9"), "in-repair", "cracked screen", NOW + 3)
+            .laptop_return(
+                "ict",
+                &tag("LT-9"),
+                LaptopStatus::InRepair,
+                "cracked screen",
+                NOW + 3,
+            )
             .await
             .unwrap();
         assert_eq!(back.status, "in-repair");
@@ -301,7 +308,13 @@ async fn returns_marks_and_losses_keep_an_honest_record() {
             "{not_in_stock}"
         );
         store
-            .laptop_mark("ict", &tag("LT-9"), "in-stock", "repaired", NOW + 5)
+            .laptop_mark(
+                "ict",
+                &tag("LT-9"),
+                LaptopStatus::InStock,
+                "repaired",
+                NOW + 5,
+            )
             .await
             .unwrap();
         store
@@ -310,7 +323,13 @@ async fn returns_marks_and_losses_keep_an_honest_record() {
             .unwrap();
 
         let (lost, revoked) = store
-            .laptop_mark("ict", &tag("LT-9"), "lost", "left on a train", NOW + 7)
+            .laptop_mark(
+                "ict",
+                &tag("LT-9"),
+                LaptopStatus::Lost,
+                "left on a train",
+                NOW + 7,
+            )
             .await
             .unwrap();
         assert_eq!(lost.status, "lost");
@@ -442,7 +461,7 @@ async fn filters_by_status_holder_department_and_model() {
         };
         assert_eq!(
             tags(LaptopFilter {
-                status: Some("allocated".into()),
+                status: Some(LaptopStatus::Allocated),
                 ..Default::default()
             })
             .await,
@@ -475,7 +494,7 @@ async fn filters_by_status_holder_department_and_model() {
         assert_eq!(
             tags(LaptopFilter {
                 model: Some("T14".into()),
-                status: Some("in-stock".into()),
+                status: Some(LaptopStatus::InStock),
                 ..Default::default()
             })
             .await,

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use lanyard_broker::model::LaptopStatus;
 use lanyard_broker::model::{
     AppName, AssetTag, DeviceKindRule, GroupName, Priority, Target, Username,
 };
@@ -323,7 +324,7 @@ async fn enrolment_codes_for_laptops_need_a_usable_laptop() {
             asset_tag: tag.clone(),
             serial: "SN1".into(),
             model: "X1".into(),
-            status: "in-stock".into(),
+            status: LaptopStatus::InStock,
             notes: String::new(),
             purchase_date: None,
             warranty_end: None,
@@ -507,9 +508,19 @@ async fn api_tokens_expire_and_follow_their_owner() {
             .staff_set_active("bootstrap", "boss", false, NOW)
             .await
             .unwrap();
+        // A disable ends the token for good: enabling again revives none.
         assert_eq!(
             store.api_token_lookup("t-boss", NOW).await.unwrap(),
-            TokenLookup::Disabled,
+            TokenLookup::Revoked,
+            "{ts:?}"
+        );
+        store
+            .staff_set_active("bootstrap", "boss", true, NOW + 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.api_token_lookup("t-boss", NOW + 2).await.unwrap(),
+            TokenLookup::Revoked,
             "{ts:?}"
         );
     }

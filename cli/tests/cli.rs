@@ -443,13 +443,13 @@ async fn non_admins_get_403_and_the_attempt_is_audited() {
     );
     assert_eq!(audit[2]["target"], "GET /api/v1/staff");
 
-    // Disabling the person stops their token at once.
+    // Disabling the person ends their token at once, and for good.
     env.ok(&["staff", "disable", "j.smith"]).await;
     refused(
         &env.run_with(&["staff", "list"], Some(&user_token), None)
             .await,
         1,
-        "disabled",
+        "revoked",
     );
     env.stop().await;
 }

@@ -6,12 +6,12 @@
 pub mod apps;
 pub mod audit;
 pub mod auth;
-pub mod devices;
 pub mod enrol;
 pub mod error;
 pub mod extract;
 pub mod groups;
 pub mod health;
+pub mod laptops;
 pub mod load;
 pub mod middleware;
 pub mod report;

@@ -13,8 +13,9 @@ use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
 use super::QueryParams;
 use crate::clock::{now_ms, rfc3339};
+use crate::model::LaptopStatus;
 use crate::state::AppState;
-use crate::store::laptops::{LaptopFilter, STATUSES};
+use crate::store::laptops::LaptopFilter;
 
 pub const CSV_HEADER: [&str; 11] = [
     "asset_tag",
@@ -52,7 +53,8 @@ async fn inventory(
     let laptops = state.store.device_list(&filter).await?;
     match q.format.as_deref().unwrap_or("json") {
         "json" => {
-            let mut totals: BTreeMap<&str, usize> = STATUSES.iter().map(|s| (*s, 0)).collect();
+            let mut totals: BTreeMap<&str, usize> =
+                LaptopStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
             for l in &laptops {
                 if let Some(n) = totals.get_mut(l.status.as_str()) {
                     *n += 1;

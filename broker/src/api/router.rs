@@ -7,7 +7,7 @@ use axum::Router;
 
 use super::error::ApiError;
 use super::{
-    apps, audit, auth, devices, enrol, groups, health, load, middleware::guard, report, requests,
+    apps, audit, auth, enrol, groups, health, laptops, load, middleware::guard, report, requests,
     sessions, staff,
 };
 use crate::state::AppState;
@@ -20,7 +20,7 @@ pub fn router(state: AppState) -> Router {
         .merge(staff::router())
         .merge(apps::router())
         .merge(enrol::router())
-        .merge(devices::router())
+        .merge(laptops::router())
         .merge(requests::router())
         .merge(report::router())
         .merge(sessions::router())

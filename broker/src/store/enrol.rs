@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{AuditEntry, AuditedTx, Result, Store, StoreError};
 use crate::clock::{rfc3339, Millis};
-use crate::model::{AssetTag, Username};
+use crate::model::{AssetTag, LaptopStatus, Username};
 
 /// What a code enrols.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,11 +257,12 @@ async fn holder_refusal(tx: &mut AuditedTx, enrol_for: &EnrolFor) -> Result<Opti
                     .bind(tag.as_str())
                     .fetch_optional(tx.conn())
                     .await?;
-            match status.as_deref() {
-                Some(s @ ("lost" | "retired")) => Some(format!(
+            match status.as_deref().map(LaptopStatus::parse) {
+                Some(Ok(s)) if s.is_out_of_use() => Some(format!(
                     "{tag} is marked {s}: it cannot be enrolled; contact ICT"
                 )),
-                Some(_) => None,
+                Some(Ok(_)) => None,
+                Some(Err(e)) => Some(e.0),
                 None => Some(format!("there is no laptop {tag} any more")),
             }
         }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::staff::{ImportError, RowProblem};
 use super::{AuditEntry, AuditedTx, Result, Store, StoreError};
 use crate::clock::{rfc3339, Millis};
-use crate::model::{AssetTag, Username};
+use crate::model::{AssetTag, LaptopStatus, Username};
 
 /// One row of a laptop import as far as it could be read. Its asset tag
 /// and serial are checked against the file and the store even when another
@@ -54,14 +54,12 @@ impl LaptopImportRow {
     }
 }
 
-pub const STATUSES: [&str; 5] = ["in-stock", "allocated", "in-repair", "lost", "retired"];
-
 #[derive(Debug, Clone)]
 pub struct NewLaptop {
     pub asset_tag: AssetTag,
     pub serial: String,
     pub model: String,
-    pub status: String,
+    pub status: LaptopStatus,
     pub notes: String,
     pub purchase_date: Option<String>,
     pub warranty_end: Option<String>,
@@ -211,7 +209,7 @@ pub struct LaptopDetail {
 /// Filters for `devices list`; `None` means "any".
 #[derive(Debug, Clone, Default)]
 pub struct LaptopFilter {
-    pub status: Option<String>,
+    pub status: Option<LaptopStatus>,
     pub kind: Option<String>,
     pub model: Option<String>,
     pub holder: Option<String>,
@@ -225,45 +223,6 @@ pub struct LaptopFilter {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Revoked {
     pub fingerprints: Vec<String>,
-}
-
-pub fn parse_status(s: &str) -> std::result::Result<String, crate::model::Invalid> {
-    let s = s.trim();
-    if STATUSES.contains(&s) {
-        Ok(s.to_owned())
-    } else {
-        Err(crate::model::Invalid(format!(
-            "bad status {s:?}: use one of {}",
-            STATUSES.join(", ")
-        )))
-    }
-}
-
-/// `YYYY-MM-DD`, or empty for none.
-pub fn parse_date(
-    field: &str,
-    s: &str,
-) -> std::result::Result<Option<String>, crate::model::Invalid> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Ok(None);
-    }
-    let parts: Vec<&str> = s.split('-').collect();
-    let ok = parts.len() == 3
-        && parts[0].len() == 4
-        && parts[1].len() == 2
-        && parts[2].len() == 2
-        && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_digit()))
-        && matches!(parts[0].parse::<u32>(), Ok(1990..=2200))
-        && matches!(parts[1].parse::<u32>(), Ok(1..=12))
-        && matches!(parts[2].parse::<u32>(), Ok(1..=31));
-    if ok {
-        Ok(Some(s.to_owned()))
-    } else {
-        Err(crate::model::Invalid(format!(
-            "bad {field} {s:?}: use YYYY-MM-DD"
-        )))
-    }
 }
 
 pub fn search_key(tag: &str, serial: &str, model: &str) -> String {
@@ -287,7 +246,7 @@ async fn insert_laptop(tx: &mut AuditedTx, l: &NewLaptop) -> Result<()> {
     .bind(l.asset_tag.as_str())
     .bind(&l.serial)
     .bind(&l.model)
-    .bind(&l.status)
+    .bind(l.status.as_str())
     .bind(&l.notes)
     .bind(l.purchase_date.clone())
     .bind(l.warranty_end.clone())
@@ -593,7 +552,7 @@ impl Store {
                    AND ($5 = '' OR l.search_key LIKE $6 ESCAPE '\\')
                  ORDER BY l.asset_tag"
             ))
-            .bind(want(&filter.status))
+            .bind(filter.status.map_or("", LaptopStatus::as_str))
             .bind(want(&filter.model))
             .bind(want(&filter.holder))
             .bind(want(&filter.department))
@@ -672,10 +631,11 @@ impl Store {
         &self,
         actor: &str,
         tag: &AssetTag,
-        condition: &str,
+        condition: LaptopStatus,
         note: &str,
         now: Millis,
     ) -> Result<DeviceRow> {
+        let condition = condition.as_str();
         if !matches!(condition, "in-stock" | "in-repair") {
             return Err(StoreError::Invalid(format!(
                 "a returned laptop goes back in-stock or in-repair, not {condition}"
@@ -722,16 +682,16 @@ impl Store {
         &self,
         actor: &str,
         tag: &AssetTag,
-        status: &str,
+        status: LaptopStatus,
         note: &str,
         now: Millis,
     ) -> Result<(DeviceRow, Revoked)> {
-        if status == "allocated" {
+        if status == LaptopStatus::Allocated {
             return Err(StoreError::Invalid(
                 "use `lanyard devices assign` to allocate a laptop".into(),
             ));
         }
-        parse_status(status).map_err(|e| StoreError::Invalid(e.0))?;
+        let status = status.as_str();
         let mut tx = self.begin_audited(now).await?;
         tx.access_changed();
         let current = laptop_status(&mut tx, tag.as_str()).await?;

@@ -11,11 +11,9 @@ use super::error::{header_refused, ApiError, ApiResult, Imported};
 use super::{JsonBody, QueryParams};
 use crate::clock::now_ms;
 use crate::csv_import::FieldProblems;
-use crate::model::{parse_text, AssetTag, Username};
+use crate::model::{parse_date, parse_text, AssetTag, LaptopStatus, Username};
 use crate::state::AppState;
-use crate::store::laptops::{
-    parse_date, parse_status, DeviceRow, LaptopDetail, LaptopFilter, LaptopImportRow, NewLaptop,
-};
+use crate::store::laptops::{DeviceRow, LaptopDetail, LaptopFilter, LaptopImportRow, NewLaptop};
 
 pub const CSV_COLUMNS: [&str; 4] = ["asset_tag", "serial", "model", "status"];
 pub const CSV_OPTIONAL: [&str; 3] = ["notes", "purchase_date", "warranty_end"];
@@ -61,13 +59,13 @@ struct ListQuery {
 }
 
 /// The status a laptop is added with: in stock unless said, never allocated.
-fn parse_new_status(status: &str) -> Result<String, crate::model::Invalid> {
-    let status = parse_status(if status.trim().is_empty() {
+fn parse_new_status(status: &str) -> Result<LaptopStatus, crate::model::Invalid> {
+    let status = LaptopStatus::parse(if status.trim().is_empty() {
         "in-stock"
     } else {
         status
     })?;
-    if status == "allocated" {
+    if status == LaptopStatus::Allocated {
         return Err(crate::model::Invalid(
             "a new laptop cannot start allocated; add it in-stock, then assign it".into(),
         ));
@@ -142,7 +140,9 @@ async fn list(
     _admin: Admin,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Vec<DeviceRow>>> {
-    let status = nonempty(q.status).map(|s| parse_status(&s)).transpose()?;
+    let status = nonempty(q.status)
+        .map(|s| LaptopStatus::parse(&s))
+        .transpose()?;
     let kind = nonempty(q.kind);
     if let Some(k) = &kind {
         if k != "managed" && k != "personal" {
@@ -278,12 +278,12 @@ async fn give_back(
     JsonBody(req): JsonBody<ReturnRequest>,
 ) -> ApiResult<Json<DeviceRow>> {
     let tag = AssetTag::parse(&tag)?;
-    let status = parse_status(req.status.as_deref().unwrap_or("in-stock"))?;
+    let status = LaptopStatus::parse(req.status.as_deref().unwrap_or("in-stock"))?;
     let note = parse_text("note", &req.note, 1000, false)?;
     Ok(Json(
         state
             .store
-            .laptop_return(&caller.name, &tag, &status, &note, now_ms())
+            .laptop_return(&caller.name, &tag, status, &note, now_ms())
             .await?,
     ))
 }
@@ -310,11 +310,11 @@ async fn mark(
     JsonBody(req): JsonBody<MarkRequest>,
 ) -> ApiResult<Json<Marked>> {
     let tag = AssetTag::parse(&tag)?;
-    let status = parse_status(&req.status)?;
+    let status = LaptopStatus::parse(&req.status)?;
     let note = parse_text("note", &req.note, 1000, false)?;
     let (laptop, revoked) = state
         .store
-        .laptop_mark(&caller.name, &tag, &status, &note, now_ms())
+        .laptop_mark(&caller.name, &tag, status, &note, now_ms())
         .await?;
     Ok(Json(Marked {
         laptop,
