@@ -16,6 +16,7 @@ pub mod report;
 pub mod requests;
 pub mod sessions;
 pub mod staff;
+pub mod staff_removal;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -87,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/me", get(auth::me))
         .merge(groups::router())
         .merge(staff::router())
+        .merge(staff_removal::router())
         .merge(apps::router())
         .merge(enrol::router())
         .merge(devices::router())

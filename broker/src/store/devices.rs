@@ -184,6 +184,36 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Revokes and removes every personal device a disabled person
+    /// enrolled; their fingerprints. A removed device's certificate no
+    /// longer connects ("not enrolled"). One audited change, naming each
+    /// device.
+    pub async fn personal_devices_remove(
+        &self,
+        actor: &str,
+        owner: &crate::model::Username,
+        now: Millis,
+    ) -> Result<Vec<String>> {
+        let mut tx = self.begin_audited(now).await?;
+        let owner = owner.as_str();
+        super::staff::require_disabled(&mut tx, owner).await?;
+        let mut fingerprints: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM enrolled_devices WHERE owner = $1 AND kind = 'personal' RETURNING fingerprint",
+        )
+        .bind(owner)
+        .fetch_all(tx.conn())
+        .await?;
+        fingerprints.sort();
+        tx.audit(
+            AuditEntry::ok(actor, "staff.devices.remove", owner).with_detail(serde_json::json!({
+                "removed": fingerprints.len(), "fingerprints": fingerprints,
+            })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(fingerprints)
+    }
+
     /// Who may reach what: every person with their state and groups.
     pub async fn staff_access(&self) -> Result<Vec<(String, bool, i64, Vec<String>)>> {
         let people: Vec<(String, i64, i64)> =
