@@ -189,6 +189,8 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
     pub node: String,
+    /// The broker's version.
+    pub version: &'static str,
     pub at: String,
     pub agents: usize,
     pub streams: u64,
@@ -233,6 +235,7 @@ pub async fn report(shared: &Shared) -> Result<LoadReport, crate::store::StoreEr
     };
     Ok(LoadReport {
         node: shared.node.clone(),
+        version: env!("CARGO_PKG_VERSION"),
         at: rfc3339(now),
         agents,
         streams: shared.sessions.open_streams(),
