@@ -52,6 +52,10 @@ pub enum StaffCommand {
     Disable { username: String },
     /// Enable a disabled staff member.
     Enable { username: String },
+    /// Remove a disabled staff member for good, after revoking and removing
+    /// the personal devices they enrolled. Refused for people with admin
+    /// rights or laptop history: they stay, disabled.
+    Remove { username: String },
     /// Set a staff member's password (read from stdin).
     Password {
         username: String,
@@ -213,6 +217,24 @@ pub async fn run(cli: &Cli, cmd: &StaffCommand, out: &mut Out<'_>) -> Result<(),
                 "{} is now {}",
                 s.username,
                 if s.active { "active" } else { "disabled" }
+            ))?;
+        }
+        StaffCommand::Remove { username } => {
+            let path = format!("/api/v1/staff/{}", encode(username));
+            let devices: serde_json::Value = client
+                .call(Method::DELETE, &format!("{path}/devices"), None)
+                .await?;
+            let person: serde_json::Value = client.call(Method::DELETE, &path, None).await?;
+            if out.json {
+                return Ok(out.json(&json!({
+                    "username": person["username"],
+                    "removed": person["removed"],
+                    "removed_devices": devices["removed_devices"],
+                }))?);
+            }
+            out.line(format!(
+                "removed {username} and {} personal device(s)",
+                devices["removed_devices"]
             ))?;
         }
         StaffCommand::Password {
