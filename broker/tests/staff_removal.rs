@@ -146,7 +146,7 @@ async fn a_disabled_test_person_and_their_devices_are_removed_in_audited_steps()
             ("ict", "stress.abc")
         );
         assert_eq!(rows[0].2["removed"], 3);
-        assert_eq!(rows[0].2["fingerprints"][2], "fp-3");
+        assert_eq!(rows[0].2["devices"][2], "fp-3");
 
         store
             .staff_remove("ict", &user("stress.abc"), NOW)

@@ -204,9 +204,15 @@ impl Store {
         .fetch_all(tx.conn())
         .await?;
         fingerprints.sort();
+        // Named as `devices list` names them (the first 16 hex digits), so
+        // that a removal of thousands stays a readable row.
+        let ids: Vec<String> = fingerprints
+            .iter()
+            .map(|f| f.chars().take(16).collect())
+            .collect();
         tx.audit(
             AuditEntry::ok(actor, "staff.devices.remove", owner).with_detail(serde_json::json!({
-                "removed": fingerprints.len(), "fingerprints": fingerprints,
+                "removed": fingerprints.len(), "devices": ids,
             })),
         )
         .await?;
