@@ -203,6 +203,8 @@ pub async fn run(src: Sources<'_>, mut shutdown: watch::Receiver<bool>) {
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
     pub node: String,
+    /// The broker's version.
+    pub version: &'static str,
     pub at: String,
     pub agents: usize,
     pub streams: u64,
@@ -247,6 +249,7 @@ pub async fn report(src: Sources<'_>) -> Result<LoadReport, crate::store::StoreE
     };
     Ok(LoadReport {
         node: src.node.to_owned(),
+        version: env!("CARGO_PKG_VERSION"),
         at: rfc3339(now),
         agents,
         streams: src.sessions.open_streams(),

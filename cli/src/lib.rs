@@ -80,6 +80,9 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     Failed(String),
+    /// Stopped by Ctrl-C (SIGINT); exits 130.
+    #[error("interrupted (Ctrl-C)")]
+    Interrupted,
     #[error("cannot write output: {0}")]
     Io(#[from] std::io::Error),
 }

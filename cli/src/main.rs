@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             }
             match e {
                 CliError::Usage(_) => ExitCode::from(2),
+                CliError::Interrupted => ExitCode::from(130),
                 _ => ExitCode::FAILURE,
             }
         }

@@ -39,6 +39,26 @@ pub fn bin_dir() -> &'static Path {
             "lanyard-agent",
         ])
         .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // What cargo sets for this test (and not for a build from a shell)
+        // is left out: ring's build script watches some of it, so passing
+        // it on would rebuild ring and all above it on every test run, and
+        // again at the next `cargo test`.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_BIN_NAME",
+                ]
+                .contains(&name.as_ref())
+            {
+                cmd.env_remove(name.as_ref());
+            }
+        }
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }

@@ -20,6 +20,7 @@ pub mod router;
 pub mod server;
 pub mod sessions;
 pub mod staff;
+pub mod staff_removal;
 
 pub use extract::{JsonBody, QueryParams};
 pub use router::router;

@@ -8,7 +8,7 @@ use axum::Router;
 use super::error::ApiError;
 use super::{
     apps, audit, auth, enrol, groups, health, laptops, load, middleware::guard, report, requests,
-    sessions, staff,
+    sessions, staff, staff_removal,
 };
 use crate::state::AppState;
 
@@ -18,6 +18,7 @@ pub fn router(state: AppState) -> Router {
         .route("/me", get(auth::me))
         .merge(groups::router())
         .merge(staff::router())
+        .merge(staff_removal::router())
         .merge(apps::router())
         .merge(enrol::router())
         .merge(laptops::router())

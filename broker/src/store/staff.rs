@@ -473,6 +473,67 @@ impl Store {
         }))
     }
 
+    /// Removes a person for good: only one who is disabled (so their
+    /// sessions have ended), has no admin rights, no enrolled devices left
+    /// and no laptop history (allocations or requests; such a person is
+    /// kept, disabled, so the history keeps its person). Their group
+    /// memberships, API and refresh tokens and enrolment codes go with
+    /// them. One audited change.
+    pub async fn staff_remove(&self, actor: &str, username: &Username, now: Millis) -> Result<()> {
+        let mut tx = self.begin_audited(now).await?;
+        tx.access_changed();
+        let username = username.as_str();
+        let admin = require_disabled(&mut tx, username).await?;
+        if admin {
+            return Err(StoreError::Conflict(format!(
+                "{username} has admin rights; people with admin rights are disabled, not removed"
+            )));
+        }
+        let (devices, allocations, requests): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM enrolled_devices WHERE owner = $1),
+                    (SELECT COUNT(*) FROM allocations WHERE username = $1),
+                    (SELECT COUNT(*) FROM laptop_requests WHERE username = $1)",
+        )
+        .bind(username)
+        .fetch_one(tx.conn())
+        .await?;
+        if devices > 0 {
+            return Err(StoreError::Conflict(format!(
+                "{username} still has {devices} enrolled device(s); remove them first \
+                 (`lanyard staff remove` does both)"
+            )));
+        }
+        if allocations > 0 || requests > 0 {
+            return Err(StoreError::Conflict(format!(
+                "{username} has laptop history ({allocations} allocation(s), {requests} request(s)); \
+                 they stay, disabled, so that history keeps its person"
+            )));
+        }
+        let groups: Vec<String> = sqlx::query_scalar(
+            "SELECT group_name FROM staff_groups WHERE username = $1 ORDER BY group_name",
+        )
+        .bind(username)
+        .fetch_all(tx.conn())
+        .await?;
+        let codes = sqlx::query("DELETE FROM enrolment_codes WHERE username = $1")
+            .bind(username)
+            .execute(tx.conn())
+            .await?
+            .rows_affected();
+        // Memberships and tokens go with the person (ON DELETE CASCADE).
+        sqlx::query("DELETE FROM staff WHERE username = $1")
+            .bind(username)
+            .execute(tx.conn())
+            .await?;
+        tx.audit(
+            AuditEntry::ok(actor, "staff.remove", username).with_detail(serde_json::json!({
+                "groups": groups, "enrolment_codes_removed": codes,
+            })),
+        )
+        .await?;
+        tx.commit().await
+    }
+
     /// Records that TOTP step `step` was used; false if it (or a later one)
     /// already was, so that one code cannot sign in twice.
     pub async fn staff_claim_totp_step(&self, username: &str, step: i64) -> Result<bool> {
@@ -485,6 +546,25 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+/// Fails unless `username` exists and is disabled; whether they are an
+/// admin.
+pub(super) async fn require_disabled(tx: &mut AuditedTx, username: &str) -> Result<bool> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT active, is_admin FROM staff WHERE username = $1")
+            .bind(username)
+            .fetch_optional(tx.conn())
+            .await?;
+    match row {
+        None => Err(StoreError::NotFound(format!(
+            "no staff member named {username}"
+        ))),
+        Some((1, _)) => Err(StoreError::Conflict(format!(
+            "{username} is active; disable them first (`lanyard staff disable {username}`), which ends their sessions"
+        ))),
+        Some((_, admin)) => Ok(admin == 1),
     }
 }
 

@@ -85,6 +85,15 @@ with staff.csv:
         /// The staff member's username.
         username: String,
     },
+    /// Remove a disabled staff member for good, after revoking and removing
+    /// the personal devices they enrolled. Refused for people with admin
+    /// rights or laptop history: they stay, disabled.
+    #[command(after_help = "Example:
+  lanyard staff disable s.temp && lanyard staff remove s.temp")]
+    Remove {
+        /// The staff member's username (disabled first).
+        username: String,
+    },
     /// Set a staff member's password (at least 10 characters; prompted for
     /// on a terminal).
     #[command(after_help = "Examples:
@@ -256,6 +265,24 @@ pub async fn run(cli: &Cli, cmd: &StaffCommand, out: &mut Out<'_>) -> Result<(),
                 "{} is now {}",
                 s.username,
                 if s.active { "active" } else { "disabled" }
+            ))?;
+        }
+        StaffCommand::Remove { username } => {
+            let path = format!("/api/v1/staff/{}", encode(username));
+            let devices: serde_json::Value = client
+                .call(Method::DELETE, &format!("{path}/devices"), None)
+                .await?;
+            let person: serde_json::Value = client.call(Method::DELETE, &path, None).await?;
+            if out.json {
+                return Ok(out.json(&json!({
+                    "username": person["username"],
+                    "removed": person["removed"],
+                    "removed_devices": devices["removed_devices"],
+                }))?);
+            }
+            out.line(format!(
+                "removed {username} and {} personal device(s)",
+                devices["removed_devices"]
             ))?;
         }
         StaffCommand::Password {

@@ -1,8 +1,8 @@
 //! `lanyard stress`: N simulated agents with real QUIC connections, real
 //! enrolment and sign-in, real tunnel streams whose bytes are checked;
 //! a progress line on a terminal, a summary, `--json-out` and an HTML
-//! `--report`. Test identities are made through the admin API and disabled
-//! or removed afterwards.
+//! `--report`. Test identities are made through the admin API and removed
+//! afterwards, also after Ctrl-C (`--keep` keeps them).
 
 mod report;
 pub mod sim;
@@ -10,8 +10,10 @@ pub mod sim;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use http::Method;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,9 +38,14 @@ pub struct StressArgs {
     /// able to reach 127.0.0.1 here, as on a single test host).
     #[arg(long, value_name = "NAME")]
     pub app: Option<String>,
-    /// Tunnel streams each agent opens, one after another.
+    /// Tunnel streams each agent opens, one after another, once connected.
     #[arg(long, default_value_t = 1)]
     pub streams_per_agent: u32,
+    /// Then, while connected, a tunnel stream every 60/N seconds per agent
+    /// (the agents spread evenly), so that the hold carries a steady load
+    /// and is measured; 0 for none.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=600))]
+    pub streams_per_minute: u32,
     /// Bytes sent on each stream (and checked on the way back).
     #[arg(long, default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
     pub bytes_per_stream: u64,
@@ -48,6 +55,10 @@ pub struct StressArgs {
     /// Write the figures as JSON.
     #[arg(long, value_name = "FILE.json")]
     pub json_out: Option<PathBuf>,
+    /// Keep the test person, group, echo app and enrolled devices for
+    /// inspection instead of removing them at the end.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,26 +97,120 @@ async fn echo_app() -> Result<std::net::SocketAddr, CliError> {
     Ok(addr)
 }
 
-/// What the run made, to undo afterwards.
+/// What the run made, to undo afterwards: only what it made itself.
+#[derive(Debug, Clone)]
 struct Made {
     group: String,
     person: String,
+    group_made: bool,
+    person_made: bool,
     app: Option<String>,
 }
 
-async fn clean_up(client: &Client, made: &Made) {
-    let person = encode(&made.person);
-    let _ = client
-        .post::<serde_json::Value>(&format!("/api/v1/staff/{person}/disable"), &json!({}))
-        .await;
-    if let Some(app) = &made.app {
-        let _ = client
-            .delete(&format!("/api/v1/apps/{}", encode(app)))
-            .await;
+impl Made {
+    fn anything(&self) -> bool {
+        self.group_made || self.person_made || self.app.is_some()
     }
-    let _ = client
-        .delete(&format!("/api/v1/groups/{}", encode(&made.group)))
-        .await;
+
+    fn record(&self, outcome: &str) -> report::Cleanup {
+        report::Cleanup {
+            outcome: outcome.into(),
+            person: self.person.clone(),
+            group: self.group.clone(),
+            app: self.app.clone(),
+            ..report::Cleanup::default()
+        }
+    }
+
+    /// The commands that remove it by hand.
+    fn removal_commands(&self) -> String {
+        let mut steps = Vec::new();
+        if self.person_made {
+            steps.push(format!("lanyard staff disable {}", self.person));
+            steps.push(format!("lanyard staff remove {}", self.person));
+        }
+        if let Some(app) = &self.app {
+            steps.push(format!("lanyard apps remove {app}"));
+        }
+        if self.group_made {
+            steps.push(format!("lanyard groups remove {}", self.group));
+        }
+        steps.join(" && ")
+    }
+}
+
+/// Removes what the run made, each removal one audited change: the test
+/// person is disabled (ending any session still open), their enrolled
+/// devices revoked and removed, then the app, the person and the group.
+async fn clean_up(client: &Client, made: &Made) -> report::Cleanup {
+    let mut done = made.record("removed");
+    let person = format!("/api/v1/staff/{}", encode(&made.person));
+    let mut problems = Vec::new();
+    if made.person_made {
+        if let Err(e) = removed(
+            client
+                .post::<serde_json::Value>(&format!("{person}/disable"), &json!({}))
+                .await,
+        ) {
+            problems.push(problem(&format!("disable {}", made.person), e));
+        }
+        match removed(
+            client
+                .call::<serde_json::Value>(Method::DELETE, &format!("{person}/devices"), None)
+                .await,
+        ) {
+            Ok(v) => {
+                done.devices_removed = v.and_then(|v| v["removed_devices"].as_u64()).unwrap_or(0)
+            }
+            Err(e) => problems.push(problem(
+                &format!("remove the devices of {}", made.person),
+                e,
+            )),
+        }
+    }
+    if let Some(app) = &made.app {
+        if let Err(e) = removed(
+            client
+                .delete(&format!("/api/v1/apps/{}", encode(app)))
+                .await,
+        ) {
+            problems.push(problem(&format!("remove app {app}"), e));
+        }
+    }
+    if made.person_made {
+        if let Err(e) = removed(client.delete(&person).await) {
+            problems.push(problem(&format!("remove {}", made.person), e));
+        }
+    }
+    if made.group_made {
+        if let Err(e) = removed(
+            client
+                .delete(&format!("/api/v1/groups/{}", encode(&made.group)))
+                .await,
+        ) {
+            problems.push(problem(&format!("remove group {}", made.group), e));
+        }
+    }
+    if !problems.is_empty() {
+        done.outcome = "incomplete".into();
+        done.problems = problems;
+    }
+    done
+}
+
+fn problem(what: &str, e: crate::ClientError) -> String {
+    format!("cannot {what}: {e}")
+}
+
+/// Gone already (or never made, when Ctrl-C cut its request short) is fine.
+fn removed<T>(answer: Result<T, crate::ClientError>) -> Result<Option<T>, crate::ClientError> {
+    match answer {
+        Ok(v) => Ok(Some(v)),
+        Err(crate::ClientError::Api { status, .. }) if status == http::StatusCode::NOT_FOUND => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn progress(line: &str) {
@@ -126,35 +231,180 @@ pub struct Live {
     pub bytes: AtomicU64,
 }
 
+/// The broker's version, node and capacity, as `GET /api/v1/load` gives
+/// them (an older broker does not name its version).
+async fn broker_info(client: &Client) -> report::Broker {
+    #[derive(Debug, Deserialize)]
+    struct Load {
+        node: Option<String>,
+        version: Option<String>,
+        capacity: Option<u64>,
+    }
+    let mut broker = report::Broker {
+        url: client.url().to_owned(),
+        ..report::Broker::default()
+    };
+    if let Ok(load) = client.get::<Load>("/api/v1/load").await {
+        broker.version = load.version;
+        broker.node = load.node;
+        broker.capacity = load.capacity;
+    }
+    broker
+}
+
 pub async fn run(cli: &Cli, args: &StressArgs, out: &mut Out<'_>) -> Result<(), CliError> {
     let client = cli.client(true)?;
     let run_id = format!(
         "{:06x}",
         std::process::id() ^ (Instant::now().elapsed().as_nanos() as u32) ^ 0x5a5a5a
     );
-    let made = Made {
+    let made = Mutex::new(Made {
         group: format!("stress-{run_id}"),
         person: format!("stress.{run_id}"),
+        group_made: false,
+        person_made: false,
         app: None,
-    };
+    });
     let password = format!("Stress-{run_id}-{}", std::process::id());
-    let result = drive(&client, args, made, &password, out).await;
-    if let Err(e) = &result {
+    let settings = report::Settings {
+        app: args.app.clone().unwrap_or_default(),
+        duration: args.duration,
+        ramp: args.ramp,
+        streams_per_agent: args.streams_per_agent,
+        streams_per_minute: args.streams_per_minute,
+        bytes_per_stream: args.bytes_per_stream,
+        started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        broker: broker_info(&client).await,
+    };
+    // Ctrl-C stops the run (its simulated agents hang up) and the clean-up
+    // below still runs; a second Ctrl-C stops the clean-up.
+    let result = tokio::select! {
+        r = drive(&client, args, &made, &password, settings) => r,
+        _ = tokio::signal::ctrl_c() => Err(CliError::Interrupted),
+    };
+    progress("");
+    let made = made.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let cleanup = if !made.anything() {
+        None
+    } else if args.keep {
+        Some(made.record("kept"))
+    } else {
+        progress("removing the test person, group, app and devices the run made");
+        let done = tokio::select! {
+            c = clean_up(&client, &made) => c,
+            _ = tokio::signal::ctrl_c() => {
+                let mut c = made.record("incomplete");
+                c.problems.push("interrupted while removing what the run made".into());
+                c
+            }
+        };
         progress("");
-        eprintln!();
-        eprintln!("lanyard: stress run stopped: {e}");
+        Some(done)
+    };
+    if let Some(c) = &cleanup {
+        match c.outcome.as_str() {
+            "kept" => eprintln!(
+                "lanyard: --keep: left for inspection: person {}, group {}{}, and the devices it enrolled \
+                 (lanyard devices list --holder {}). Remove them with: {}",
+                made.person,
+                made.group,
+                made.app.as_ref().map(|a| format!(", app {a}")).unwrap_or_default(),
+                made.person,
+                made.removal_commands()
+            ),
+            "removed" => {}
+            _ => eprintln!(
+                "lanyard: not everything the run made was removed ({}). Remove the rest with: {}",
+                c.problems.join("; "),
+                made.removal_commands()
+            ),
+        }
     }
-    result
+    let left_behind = cleanup.as_ref().is_some_and(|c| c.outcome == "incomplete");
+    let mut summary = match result {
+        Ok(summary) => summary,
+        Err(e) => {
+            eprintln!();
+            match &cleanup {
+                Some(c) if c.outcome == "removed" => eprintln!(
+                    "lanyard: stress run stopped: {e}; removed what it made ({} enrolled devices)",
+                    c.devices_removed
+                ),
+                _ => eprintln!("lanyard: stress run stopped: {e}"),
+            }
+            return Err(e);
+        }
+    };
+    summary.cleanup = cleanup;
+    if let Some(path) = &args.json_out {
+        let text =
+            serde_json::to_string_pretty(&summary).map_err(|e| CliError::Failed(e.to_string()))?;
+        std::fs::write(path, text)
+            .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, report::html(&summary))
+            .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
+    }
+    if out.json {
+        out.json(&summary)?;
+    } else {
+        out.line(report::table(&summary).trim_end())?;
+    }
+    if summary.agents_failed > 0 || summary.agents_lost > 0 || summary.streams_failed > 0 {
+        return Err(CliError::Failed(format!(
+            "{} of {} agents failed, {} lost their connection for good, {} streams failed",
+            summary.agents_failed,
+            summary.agents_requested,
+            summary.agents_lost,
+            summary.streams_failed
+        )));
+    }
+    if left_behind {
+        return Err(CliError::Failed(
+            "the run passed, but not everything it made was removed".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Makes something, noted in `made` from before the request is sent until
+/// the broker refuses it: if Ctrl-C cuts the request short, the clean-up
+/// still tries to remove it (and "not found" is then fine).
+async fn make<T>(
+    made: &Mutex<Made>,
+    mark: impl Fn(&mut Made, bool),
+    request: impl std::future::Future<Output = Result<T, crate::ClientError>>,
+) -> Result<T, crate::ClientError> {
+    mark(&mut made.lock().unwrap_or_else(|p| p.into_inner()), true);
+    let answer = request.await;
+    if answer.is_err() {
+        mark(&mut made.lock().unwrap_or_else(|p| p.into_inner()), false);
+    }
+    answer
 }
 
 async fn drive(
     client: &Client,
     args: &StressArgs,
-    mut made: Made,
+    made: &Mutex<Made>,
     password: &str,
-    out: &mut Out<'_>,
-) -> Result<(), CliError> {
-    let mut groups = vec![made.group.clone()];
+    mut settings: report::Settings,
+) -> Result<report::Summary, CliError> {
+    let (group, person) = {
+        let m = made.lock().unwrap_or_else(|p| p.into_inner());
+        (m.group.clone(), m.person.clone())
+    };
+    make(
+        made,
+        |m, yes| m.group_made = yes,
+        client.post::<serde_json::Value>(
+            "/api/v1/groups",
+            &json!({ "name": group, "description": "lanyard stress run" }),
+        ),
+    )
+    .await?;
+    let mut groups = vec![group.clone()];
     let app = match &args.app {
         Some(name) => {
             let apps: Vec<App> = client.get("/api/v1/apps").await?;
@@ -164,76 +414,60 @@ async fn drive(
             groups.extend(app.allow_groups);
             app.name
         }
-        None => String::new(),
-    };
-    client
-        .post::<serde_json::Value>(
-            "/api/v1/groups",
-            &json!({ "name": made.group, "description": "lanyard stress run" }),
-        )
-        .await?;
-    let setup = async {
-        let app = if app.is_empty() {
+        None => {
             let addr = echo_app().await?;
-            let name = made.group.clone();
-            client
-                .post::<serde_json::Value>(
+            make(
+                made,
+                |m, yes| m.app = yes.then(|| m.group.clone()),
+                client.post::<serde_json::Value>(
                     "/api/v1/apps",
-                    &json!({ "name": name, "target": addr.to_string(), "allow_groups": [made.group], "device_kind": "any" }),
-                )
-                .await?;
-            made.app = Some(name.clone());
-            name
-        } else {
-            app
-        };
-        client
-            .post::<serde_json::Value>(
-                "/api/v1/staff",
-                &json!({ "username": made.person, "name": "Stress test", "priority": 3,
-                         "groups": groups, "password": password }),
+                    &json!({ "name": group, "target": addr.to_string(), "allow_groups": [group], "device_kind": "any" }),
+                ),
             )
             .await?;
-        let mut codes = Vec::with_capacity(args.agents as usize);
-        for i in 0..args.agents {
-            progress(&format!(
-                "preparing enrolment codes {}/{}",
-                i + 1,
-                args.agents
-            ));
-            let c: Code = client
-                .post(
-                    "/api/v1/enrolment-codes",
-                    &json!({ "personal": made.person, "ttl": "1h" }),
-                )
-                .await?;
-            codes.push(
-                lanyard_proto::EnrolmentCode::decode(&c.code)
-                    .map_err(|e| CliError::Failed(format!("the broker gave a bad code: {e}")))?,
-            );
-        }
-        Ok::<_, CliError>((app, codes))
-    };
-    let (app, codes) = match setup.await {
-        Ok(x) => x,
-        Err(e) => {
-            clean_up(client, &made).await;
-            return Err(e);
+            group.clone()
         }
     };
-    let result = swarm(args, &made, password, &app, codes, out).await;
-    clean_up(client, &made).await;
-    result
+    make(
+        made,
+        |m, yes| m.person_made = yes,
+        client.post::<serde_json::Value>(
+            "/api/v1/staff",
+            &json!({ "username": person, "name": "Stress test", "priority": 3,
+                     "groups": groups, "password": password }),
+        ),
+    )
+    .await?;
+    let mut codes = Vec::with_capacity(args.agents as usize);
+    for i in 0..args.agents {
+        progress(&format!(
+            "preparing enrolment codes {}/{}",
+            i + 1,
+            args.agents
+        ));
+        let c: Code = client
+            .post(
+                "/api/v1/enrolment-codes",
+                &json!({ "personal": person, "ttl": "1h" }),
+            )
+            .await?;
+        codes.push(
+            lanyard_proto::EnrolmentCode::decode(&c.code)
+                .map_err(|e| CliError::Failed(format!("the broker gave a bad code: {e}")))?,
+        );
+    }
+    settings.app = app.clone();
+    swarm(args, &person, password, &app, codes, settings).await
 }
 
 async fn swarm(
     args: &StressArgs,
-    made: &Made,
+    person: &str,
     password: &str,
     app: &str,
     codes: Vec<lanyard_proto::EnrolmentCode>,
-    out: &mut Out<'_>,
-) -> Result<(), CliError> {
+    settings: report::Settings,
+) -> Result<report::Summary, CliError> {
     let (addr, _) = lanyard_agent::client::resolve(&codes[0].broker_addr)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
@@ -247,11 +481,12 @@ async fn swarm(
     for (i, code) in codes.into_iter().enumerate() {
         let plan = sim::Plan {
             code,
-            username: made.person.clone(),
+            username: person.to_owned(),
             password: password.to_owned(),
             app: app.to_owned(),
             streams: args.streams_per_agent,
             bytes_per_stream: args.bytes_per_stream,
+            streams_per_minute: args.streams_per_minute,
             hold_until,
         };
         let start_at = epoch + args.ramp.mul_f64(f64::from(i as u32) / f64::from(n));
@@ -280,50 +515,17 @@ async fn swarm(
                 let done = (epoch.elapsed().as_secs_f64() / total).min(1.0);
                 let bar: String = (0..30).map(|i| if (i as f64) < done * 30.0 { '#' } else { '.' }).collect();
                 progress(&format!(
-                    "[{bar}] {:>5.1}s  started {}/{n}  connected {}  failed {}  verified {:.1} MB",
+                    "[{bar}] {:>5.1}s  started {}/{n}  connected {}  failed {}  verified {}",
                     epoch.elapsed().as_secs_f64(),
                     live.started.load(Relaxed),
                     live.connected.load(Relaxed),
                     live.failed.load(Relaxed),
-                    live.bytes.load(Relaxed) as f64 / 1e6,
+                    report::human_bytes(live.bytes.load(Relaxed) as f64),
                 ));
             }
         }
     }
     progress("");
     endpoint.close(0u32.into(), b"stress run over");
-    let summary = report::summarise(
-        &outcomes,
-        app,
-        args.duration,
-        args.ramp,
-        args.streams_per_agent,
-        args.bytes_per_stream,
-        epoch.elapsed(),
-    );
-    if let Some(path) = &args.json_out {
-        let text =
-            serde_json::to_string_pretty(&summary).map_err(|e| CliError::Failed(e.to_string()))?;
-        std::fs::write(path, text)
-            .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
-    }
-    if let Some(path) = &args.report {
-        std::fs::write(path, report::html(&summary))
-            .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
-    }
-    if out.json {
-        out.json(&summary)?;
-    } else {
-        out.line(report::table(&summary).trim_end())?;
-    }
-    if summary.agents_failed > 0 || summary.agents_lost > 0 || summary.streams_failed > 0 {
-        return Err(CliError::Failed(format!(
-            "{} of {} agents failed, {} lost their connection for good, {} streams failed",
-            summary.agents_failed,
-            summary.agents_requested,
-            summary.agents_lost,
-            summary.streams_failed
-        )));
-    }
-    Ok(())
+    Ok(report::summarise(&outcomes, &settings, epoch.elapsed()))
 }

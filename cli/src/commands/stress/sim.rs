@@ -21,6 +21,8 @@ pub struct Plan {
     pub app: String,
     pub streams: u32,
     pub bytes_per_stream: u64,
+    /// Checked streams a minute while it stays connected (0: none).
+    pub streams_per_minute: u32,
     /// Stay connected until then.
     pub hold_until: Instant,
 }
@@ -34,8 +36,9 @@ pub struct Outcome {
     /// Each time the connection was lost while it should have stayed up:
     /// when, and when the agent was back (None: it never came back).
     pub drops: Vec<(Duration, Option<Duration>)>,
-    /// (when it finished, how long the stream took to open) per stream.
-    pub streams_ok: Vec<(Duration, Duration)>,
+    /// (when it started, when it finished, how long it took to open) per
+    /// stream.
+    pub streams_ok: Vec<(Duration, Duration, Duration)>,
     pub streams_failed: u64,
     pub bytes_verified: u64,
     /// Kind of each error, with when it happened.
@@ -46,6 +49,51 @@ fn kind(stage: &str, e: impl std::fmt::Display) -> String {
     let e = e.to_string();
     let short: String = e.chars().take(60).collect();
     format!("{stage}: {short}")
+}
+
+/// One checked stream, recorded in `out`.
+async fn checked_stream(
+    conn: &quinn::Connection,
+    app: &str,
+    data: &[u8],
+    epoch: Instant,
+    live: &super::Live,
+    out: &mut Outcome,
+) {
+    let started = epoch.elapsed();
+    match stream(conn, app, data).await {
+        Ok(opened) => {
+            out.streams_ok.push((started, epoch.elapsed(), opened));
+            out.bytes_verified += data.len() as u64;
+            live.bytes
+                .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Err(e) => {
+            out.streams_failed += 1;
+            out.errors.push((epoch.elapsed(), e));
+        }
+    }
+}
+
+/// Where in each period of the steady workload agent `id` opens its
+/// stream, as a share of the period: spread evenly however many agents
+/// there are (the golden-ratio sequence).
+fn phase(id: u64) -> f64 {
+    (id as f64 * 0.618_033_988_749_895).fract()
+}
+
+/// The next stream of the steady workload after `next`, skipping any whose
+/// time has passed (a slow stream or a redial does not cause a burst).
+fn due_after(
+    next: Option<tokio::time::Instant>,
+    period: Option<Duration>,
+) -> Option<tokio::time::Instant> {
+    let (mut next, period) = (next?, period?);
+    let now = tokio::time::Instant::now();
+    while next <= now {
+        next += period;
+    }
+    Some(next)
 }
 
 /// A repeatable pattern, different per stream.
@@ -118,21 +166,10 @@ pub async fn run(
 
     for k in 0..plan.streams {
         let data = pattern(id * 1_000 + u64::from(k), plan.bytes_per_stream as usize);
-        match stream(&conn, &plan.app, &data).await {
-            Ok(opened) => {
-                out.streams_ok.push((epoch.elapsed(), opened));
-                out.bytes_verified += data.len() as u64;
-                live.bytes
-                    .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            }
-            Err(e) => {
-                out.streams_failed += 1;
-                out.errors.push((epoch.elapsed(), e));
-            }
-        }
+        checked_stream(&conn, &plan.app, &data, epoch, live, &mut out).await;
     }
     hold(
-        &endpoint, &device, &access, conn, control, &plan, epoch, live, &mut out,
+        &endpoint, &device, &access, conn, control, &plan, epoch, id, live, &mut out,
     )
     .await;
     out.disconnected_at = Some(epoch.elapsed());
@@ -198,9 +235,11 @@ async fn open_session(conn: &quinn::Connection, access: &str) -> Result<Control,
     }
 }
 
-/// Stays connected until the plan's end. A lost connection is redialled
-/// as the real agent does (capped exponential backoff with full jitter, the
-/// same certificate and sign-in) unless its close says not to.
+/// Stays connected until the plan's end, opening a checked stream every
+/// `60 s / streams_per_minute` (each agent at its own phase, so the load is
+/// steady). A lost connection is redialled as the real agent does (capped
+/// exponential backoff with full jitter, the same certificate and sign-in)
+/// unless its close says not to.
 #[allow(clippy::too_many_arguments)]
 async fn hold(
     endpoint: &quinn::Endpoint,
@@ -210,6 +249,7 @@ async fn hold(
     mut control: Control,
     plan: &Plan,
     epoch: Instant,
+    id: u64,
     live: &super::Live,
     out: &mut Outcome,
 ) {
@@ -217,10 +257,22 @@ async fn hold(
     let end = tokio::time::Instant::from_std(plan.hold_until);
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     let mut redial = Redial::new();
+    let period =
+        (plan.streams_per_minute > 0).then(|| Duration::from_secs(60) / plan.streams_per_minute);
+    let mut next = period.map(|p| tokio::time::Instant::now() + p.mul_f64(phase(id)));
+    let mut k = plan.streams;
     loop {
         let lost = tokio::select! {
+            biased;
             _ = tokio::time::sleep_until(end) => break,
             e = conn.closed() => e,
+            _ = tokio::time::sleep_until(next.unwrap_or(end)), if next.is_some_and(|n| n < end) => {
+                let data = pattern(id * 1_000 + u64::from(k), plan.bytes_per_stream as usize);
+                k = k.wrapping_add(1);
+                checked_stream(&conn, &plan.app, &data, epoch, live, out).await;
+                next = due_after(next, period);
+                continue;
+            }
         };
         drop(control);
         live.connected.fetch_sub(1, Relaxed);
@@ -256,6 +308,7 @@ async fn hold(
             }
         };
         (conn, control) = back;
+        next = due_after(next, period);
         live.connected.fetch_add(1, Relaxed);
         if let Some(d) = out.drops.last_mut() {
             d.1 = Some(epoch.elapsed());
