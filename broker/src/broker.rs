@@ -197,6 +197,7 @@ impl Broker {
             }
             None => quic_addr.to_string(),
         };
+        let requires_allocation = settings.managed_requires_allocation;
         let shared = Arc::new(Shared {
             store,
             ca,
@@ -207,7 +208,7 @@ impl Broker {
             public_quic_addr,
             started_at_secs: now_ms() / 1000,
             throttle: Default::default(),
-            policy: Default::default(),
+            policy: crate::policy::snapshot::PolicyCache::new(requires_allocation),
             sessions: Default::default(),
             quic: endpoint.clone(),
             node: format!(

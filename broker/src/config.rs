@@ -60,6 +60,18 @@ pub struct FileConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub admission: AdmissionConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// Organisation-wide access rules.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// A council laptop works only for the person it is allocated to (or
+    /// any member of its pool group). Default true; false for councils that
+    /// do not track holders.
+    pub managed_requires_allocation: Option<bool>,
 }
 
 /// Who is let in when the broker is busy.
@@ -137,6 +149,8 @@ pub struct Settings {
     pub max_agents: usize,
     pub streams_per_agent: u32,
     pub admission: crate::policy::Admission,
+    /// A council laptop works only for its holder (or its pool group).
+    pub managed_requires_allocation: bool,
 }
 
 /// Values from flags and the environment (clap fills these).
@@ -327,6 +341,7 @@ impl Settings {
             )?,
             max_agents: limits.agents.unwrap_or(10_000),
             streams_per_agent: limits.streams_per_agent.unwrap_or(256),
+            managed_requires_allocation: file.policy.managed_requires_allocation.unwrap_or(true),
             admission: crate::policy::Admission {
                 capacity: file.admission.capacity.or(limits.agents).unwrap_or(10_000),
                 only_priority_1_2_at: file.admission.only_priority_1_2_at.unwrap_or(80),

@@ -99,10 +99,17 @@ impl World {
 
     /// An agent enrolled (personal device of `username`, or laptop `tag`)
     /// and signed in as `username`.
+    /// An agent enrolled and signed in as `username`: on council laptop
+    /// `laptop`, allocated to them first, or on their own device.
     pub fn agent(&self, name: &str, username: &str, laptop: Option<&str>) -> Agent {
         let agent = Agent::new(self.tmp.path().join(name));
         let code = match laptop {
-            Some(tag) => self.code(&["--device", tag]),
+            Some(tag) => {
+                self.broker
+                    .lanyard(&["devices", "assign", tag, "--to", username], None, None)
+                    .ok();
+                self.code(&["--device", tag])
+            }
             None => self.code(&["--personal", username]),
         };
         agent.enrol_and_login(&code, username, PASSWORD);

@@ -13,6 +13,13 @@ use lanyard_e2e::{echo_through, pattern, Agent, BrokerProcess};
 fn a_laptop_enrols_signs_in_and_reaches_its_apps_byte_exact() {
     let w = World::with(&[], &[("LANYARD_LOG", "debug")]);
     w.person("a.patel", "hr");
+    w.broker
+        .lanyard(
+            &["devices", "assign", "LT-1", "--to", "a.patel"],
+            None,
+            None,
+        )
+        .ok();
     let code = w.code(&["--device", "LT-1"]);
     let agent = Agent::new(w.tmp.path().join("laptop"));
     agent.enrol_and_login(&code, "a.patel", PASSWORD);

@@ -11,7 +11,7 @@ use super::error::{header_refused, ApiError, ApiResult, Imported};
 use super::{JsonBody, QueryParams};
 use crate::clock::now_ms;
 use crate::csv_import::FieldProblems;
-use crate::model::{parse_date, parse_text, AssetTag, LaptopStatus, Username};
+use crate::model::{parse_date, parse_text, AssetTag, GroupName, LaptopStatus, Username};
 use crate::state::AppState;
 use crate::store::laptops::{DeviceRow, LaptopDetail, LaptopFilter, LaptopImportRow, NewLaptop};
 
@@ -44,6 +44,9 @@ struct LaptopRequest {
     purchase_date: String,
     #[serde(default)]
     warranty_end: String,
+    /// A pool laptop's group: any active member may use it.
+    #[serde(default)]
+    pool: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,10 +187,17 @@ async fn add(
     let Some(new) = row.laptop else {
         return Err(ApiError::bad(row.problems.join("; ")));
     };
-    Ok((
-        StatusCode::CREATED,
-        Json(state.store.laptop_add(&caller.name, &new, now_ms()).await?),
-    ))
+    let pool = nonempty(req.pool)
+        .map(|g| GroupName::parse(&g))
+        .transpose()?;
+    let mut added = state.store.laptop_add(&caller.name, &new, now_ms()).await?;
+    if let Some(pool) = &pool {
+        added = state
+            .store
+            .laptop_set_pool(&caller.name, &new.asset_tag, Some(pool), now_ms())
+            .await?;
+    }
+    Ok((StatusCode::CREATED, Json(added)))
 }
 
 /// The body is the CSV file: asset_tag,serial,model,status (notes,
@@ -291,7 +301,12 @@ async fn give_back(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MarkRequest {
-    status: String,
+    #[serde(default)]
+    status: Option<String>,
+    /// A group makes it a pool laptop of that group; "" makes it an
+    /// ordinary laptop again.
+    #[serde(default)]
+    pool: Option<String>,
     #[serde(default)]
     note: String,
 }
@@ -310,16 +325,37 @@ async fn mark(
     JsonBody(req): JsonBody<MarkRequest>,
 ) -> ApiResult<Json<Marked>> {
     let tag = AssetTag::parse(&tag)?;
-    let status = LaptopStatus::parse(&req.status)?;
+    let status = req.status.as_deref().map(LaptopStatus::parse).transpose()?;
+    let pool = match req.pool.as_deref().map(str::trim) {
+        None => None,
+        Some("") => Some(None),
+        Some(g) => Some(Some(GroupName::parse(g)?)),
+    };
     let note = parse_text("note", &req.note, 1000, false)?;
-    let (laptop, revoked) = state
-        .store
-        .laptop_mark(&caller.name, &tag, status, &note, now_ms())
-        .await?;
-    Ok(Json(Marked {
-        laptop,
-        revoked_certificates: revoked.fingerprints.len(),
-    }))
+    if status.is_none() && pool.is_none() {
+        return Err(ApiError::bad("give a status, a pool group, or both"));
+    }
+    let mut marked = Marked {
+        laptop: state.store.laptop_get(tag.as_str()).await?,
+        revoked_certificates: 0,
+    };
+    if let Some(pool) = &pool {
+        marked.laptop = state
+            .store
+            .laptop_set_pool(&caller.name, &tag, pool.as_ref(), now_ms())
+            .await?;
+    }
+    if let Some(status) = status {
+        let (laptop, revoked) = state
+            .store
+            .laptop_mark(&caller.name, &tag, status, &note, now_ms())
+            .await?;
+        marked = Marked {
+            laptop,
+            revoked_certificates: revoked.fingerprints.len(),
+        };
+    }
+    Ok(Json(marked))
 }
 
 #[derive(Debug, Deserialize)]

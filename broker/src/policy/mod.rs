@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use lanyard_proto::ErrorCode;
 
 use crate::clock::Millis;
-use crate::model::DeviceKindRule;
+use crate::model::{DeviceKindRule, LaptopStatus};
 
 /// How long the rules may go unconfirmed before every decision fails closed.
 pub const MAX_STALENESS_MS: Millis = 60_000;
@@ -42,9 +42,11 @@ pub struct Policy {
     pub staff: HashMap<String, Person>,
     pub apps: HashMap<String, AppRule>,
     pub revoked_devices: HashSet<String>,
-    /// Council laptops that may not be used at all, by asset tag: those
-    /// marked lost or retired, with that status.
-    pub laptops_out_of_use: HashMap<String, String>,
+    /// Council laptops by asset tag: their status, holder and pool.
+    pub laptops: HashMap<String, LaptopAccess>,
+    /// Whether a council laptop works only for its holder or pool group
+    /// (`[policy] managed_requires_allocation`).
+    pub managed_requires_allocation: bool,
     /// When these rules were last confirmed against the store.
     pub loaded_at: Millis,
 }
@@ -55,8 +57,19 @@ impl Policy {
         self.staff == other.staff
             && self.apps == other.apps
             && self.revoked_devices == other.revoked_devices
-            && self.laptops_out_of_use == other.laptops_out_of_use
+            && self.laptops == other.laptops
+            && self.managed_requires_allocation == other.managed_requires_allocation
     }
+}
+
+/// A council laptop as the rules see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaptopAccess {
+    pub status: LaptopStatus,
+    /// Who it is allocated to, while it is.
+    pub holder: Option<String>,
+    /// A pool laptop's group: any active member may use it.
+    pub pool: Option<String>,
 }
 
 /// When the broker is busy, who is still let in: from one share of
@@ -152,6 +165,10 @@ pub enum Deny {
         tag: String,
         status: String,
     },
+    /// A council laptop used by someone it is not allocated to (nor in
+    /// its pool group): why, e.g. "LT-1 is allocated to j.smith, not to
+    /// a.patel".
+    NotHolder(String),
     CertificateExpired,
     TokenExpired,
     StaleRules,
@@ -175,6 +192,7 @@ impl Deny {
             Deny::PersonDisabled => "person_disabled",
             Deny::WrongOwner => "wrong_owner",
             Deny::LaptopOutOfUse { .. } => "laptop_out_of_use",
+            Deny::NotHolder(_) => "not_holder",
             Deny::DeviceRevoked => "device_revoked",
             Deny::CertificateExpired => "certificate_expired",
             Deny::TokenExpired => "token_expired",
@@ -197,6 +215,7 @@ impl Deny {
             Deny::UnknownApp(_) => ErrorCode::NotFound,
             Deny::PersonDisabled
             | Deny::WrongOwner
+            | Deny::NotHolder(_)
             | Deny::NotInGroup(_)
             | Deny::DeviceKind { .. } => ErrorCode::Forbidden,
         }
@@ -212,7 +231,9 @@ impl Deny {
             Deny::StaleRules => close::STALE_STATE,
             Deny::AtCapacity { .. } => close::AT_CAPACITY,
             Deny::TokenExpired => close::SIGNED_OUT,
-            Deny::UnknownPerson | Deny::PersonDisabled | Deny::WrongOwner => close::SIGN_IN_ENDED,
+            Deny::UnknownPerson | Deny::PersonDisabled | Deny::WrongOwner | Deny::NotHolder(_) => {
+                close::SIGN_IN_ENDED
+            }
             Deny::UnknownApp(_) | Deny::NotInGroup(_) | Deny::DeviceKind { .. } => {
                 close::SIGNED_OUT
             }
@@ -240,6 +261,7 @@ impl std::fmt::Display for Deny {
                     "{tag} is marked {status}: it cannot be used; contact ICT"
                 )
             }
+            Deny::NotHolder(why) => write!(f, "{why}"),
             Deny::DeviceRevoked => write!(f, "this device has been revoked; contact ICT"),
             Deny::CertificateExpired => {
                 write!(f, "this device's certificate has expired; enrol it again")
@@ -278,12 +300,64 @@ pub fn may_use_device(kind: DeviceKind, owner: Option<&str>, username: &str) -> 
 /// A council laptop marked lost or retired is out of use, whoever holds
 /// it and whatever it holds.
 pub fn laptop_usable(policy: &Policy, asset_tag: Option<&str>) -> Result<(), Deny> {
-    match asset_tag.and_then(|tag| Some((tag, policy.laptops_out_of_use.get(tag)?))) {
-        Some((tag, status)) => Err(Deny::LaptopOutOfUse {
+    let Some(tag) = asset_tag else {
+        return Ok(());
+    };
+    match policy.laptops.get(tag) {
+        Some(l) if l.status.is_out_of_use() => Err(Deny::LaptopOutOfUse {
             tag: tag.to_owned(),
-            status: status.clone(),
+            status: l.status.as_str().to_owned(),
         }),
-        None => Ok(()),
+        Some(_) => Ok(()),
+        None => Err(Deny::LaptopOutOfUse {
+            tag: tag.to_owned(),
+            status: "removed from the inventory".to_owned(),
+        }),
+    }
+}
+
+/// May `username` use council laptop `asset_tag`? Only its holder while it
+/// is allocated, or any member of its pool group while it is not in
+/// repair (unless the organisation does not track holders). Personal
+/// devices are their owner's ([`may_use_device`]).
+pub fn may_use_laptop(
+    policy: &Policy,
+    asset_tag: Option<&str>,
+    username: &str,
+) -> Result<(), Deny> {
+    laptop_usable(policy, asset_tag)?;
+    let Some((tag, laptop)) = asset_tag.and_then(|t| Some((t, policy.laptops.get(t)?))) else {
+        return Ok(());
+    };
+    if !policy.managed_requires_allocation {
+        return Ok(());
+    }
+    if laptop.status == LaptopStatus::InRepair {
+        return Err(Deny::NotHolder(format!(
+            "{tag} is in repair: it cannot be used until ICT returns it"
+        )));
+    }
+    if let Some(pool) = &laptop.pool {
+        let member = policy
+            .staff
+            .get(username)
+            .is_some_and(|p| p.active && p.groups.contains(pool));
+        return if member {
+            Ok(())
+        } else {
+            Err(Deny::NotHolder(format!(
+                "{tag} is a pool laptop of {pool}, and {username} is not in {pool}"
+            )))
+        };
+    }
+    match (laptop.status, laptop.holder.as_deref()) {
+        (LaptopStatus::Allocated, Some(holder)) if holder == username => Ok(()),
+        (LaptopStatus::Allocated, Some(holder)) => Err(Deny::NotHolder(format!(
+            "{tag} is allocated to {holder}, not to {username}"
+        ))),
+        (status, _) => Err(Deny::NotHolder(format!(
+            "{tag} is {status}, not allocated to anyone: ask ICT to assign it to {username}"
+        ))),
     }
 }
 
@@ -304,6 +378,7 @@ pub fn decide_session(policy: &Policy, who: &Subject<'_>, now: Millis) -> Result
         return Err(Deny::PersonDisabled);
     }
     may_use_device(who.device_kind, who.owner, who.username)?;
+    may_use_laptop(policy, who.asset_tag, who.username)?;
     if who.token_expires_at <= now {
         return Err(Deny::TokenExpired);
     }
@@ -387,7 +462,34 @@ mod tests {
             app("intranet", &["hr", "housing"], DeviceKindRule::Any),
         );
         p.revoked_devices.insert("dead".into());
-        p.laptops_out_of_use.insert("LT-LOST".into(), "lost".into());
+        let laptop = |status, holder: Option<&str>, pool: Option<&str>| LaptopAccess {
+            status,
+            holder: holder.map(str::to_owned),
+            pool: pool.map(str::to_owned),
+        };
+        p.managed_requires_allocation = true;
+        p.laptops.insert(
+            "LT-LOST".into(),
+            laptop(LaptopStatus::Lost, Some("a.patel"), None),
+        );
+        for user in ["a.patel", "m.jones", "k.lee", "nobody"] {
+            p.laptops.insert(
+                user.into(),
+                laptop(LaptopStatus::Allocated, Some(user), None),
+            );
+        }
+        p.laptops.insert(
+            "LT-1".into(),
+            laptop(LaptopStatus::Allocated, Some("a.patel"), None),
+        );
+        p.laptops.insert(
+            "LT-POOL".into(),
+            laptop(LaptopStatus::InStock, None, Some("housing")),
+        );
+        p.laptops.insert(
+            "LT-REPAIR".into(),
+            laptop(LaptopStatus::InRepair, None, Some("hr")),
+        );
         p
     }
 
@@ -397,7 +499,8 @@ mod tests {
             device_id: device,
             device_kind: kind,
             owner: (kind == DeviceKind::Personal).then_some(user),
-            asset_tag: (kind == DeviceKind::Managed).then_some("LT-1"),
+            // Each person's own council laptop, allocated to them.
+            asset_tag: (kind == DeviceKind::Managed).then_some(user),
             cert_expires_at: NOW + 86_400_000,
             token_expires_at: NOW + 600_000,
         }
@@ -546,5 +649,47 @@ mod tests {
         assert_eq!(decide_session(&p, &who, NOW), Err(Deny::StaleRules));
         assert!(Deny::StaleRules.ends_session());
         assert!(!Deny::NotInGroup("x".into()).ends_session());
+    }
+
+    #[test]
+    fn a_council_laptop_works_for_its_holder_or_its_pool_group_only() {
+        let mut p = policy();
+        let on = |user: &'static str, tag: &'static str| Subject {
+            asset_tag: Some(tag),
+            ..subject(user, "d9", DeviceKind::Managed)
+        };
+        assert_eq!(decide_session(&p, &on("a.patel", "LT-1"), NOW), Ok(()));
+        assert_eq!(
+            decide_session(&p, &on("m.jones", "LT-1"), NOW),
+            Err(Deny::NotHolder(
+                "LT-1 is allocated to a.patel, not to m.jones".into()
+            ))
+        );
+        // A pool laptop: any member of its group, no one else.
+        assert_eq!(decide_session(&p, &on("m.jones", "LT-POOL"), NOW), Ok(()));
+        assert!(matches!(
+            decide_session(&p, &on("a.patel", "LT-POOL"), NOW),
+            Err(Deny::NotHolder(why)) if why.contains("pool laptop of housing")
+        ));
+        // In repair: no one, pool or not.
+        assert!(matches!(
+            decide_session(&p, &on("a.patel", "LT-REPAIR"), NOW),
+            Err(Deny::NotHolder(why)) if why.contains("in repair")
+        ));
+        // Returned to stock: its old holder is out.
+        p.laptops.get_mut("LT-1").unwrap().status = LaptopStatus::InStock;
+        p.laptops.get_mut("LT-1").unwrap().holder = None;
+        assert!(matches!(
+            decide_session(&p, &on("a.patel", "LT-1"), NOW),
+            Err(Deny::NotHolder(why)) if why.contains("not allocated to anyone")
+        ));
+        // A council that does not track holders: anyone the rules allow,
+        // but never a lost laptop.
+        p.managed_requires_allocation = false;
+        assert_eq!(decide_session(&p, &on("m.jones", "LT-1"), NOW), Ok(()));
+        assert!(matches!(
+            decide_session(&p, &on("a.patel", "LT-LOST"), NOW),
+            Err(Deny::LaptopOutOfUse { .. })
+        ));
     }
 }

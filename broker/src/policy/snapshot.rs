@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use super::{AppRule, Person, Policy};
+use super::{AppRule, LaptopAccess, Person, Policy};
 use crate::clock::{now_ms, Millis};
-use crate::model::DeviceKindRule;
+use crate::model::{DeviceKindRule, LaptopStatus};
 use crate::store::{Store, StoreError};
 
 /// How often the rules are re-read even when nothing here changed them.
@@ -25,20 +25,29 @@ pub struct PolicyCache {
     wake: Notify,
     /// One reload at a time, so an older read never replaces a newer one.
     reloading: tokio::sync::Mutex<()>,
+    /// `[policy] managed_requires_allocation`.
+    managed_requires_allocation: bool,
 }
 
 impl Default for PolicyCache {
     fn default() -> Self {
+        Self::new(true)
+    }
+}
+
+impl PolicyCache {
+    /// Empty rules until the first reload; `managed_requires_allocation`
+    /// is the organisation's setting.
+    pub fn new(managed_requires_allocation: bool) -> Self {
         Self {
             current: RwLock::new(Arc::new(Policy::default())),
             generation: watch::channel(0).0,
             wake: Notify::new(),
             reloading: tokio::sync::Mutex::new(()),
+            managed_requires_allocation,
         }
     }
-}
 
-impl PolicyCache {
     /// The rules now.
     pub fn current(&self) -> Arc<Policy> {
         self.current
@@ -60,7 +69,7 @@ impl PolicyCache {
     /// Reads the rules from the store and installs them.
     pub async fn reload(&self, store: &Store, now: Millis) -> Result<(), StoreError> {
         let _one = self.reloading.lock().await;
-        let policy = load(store, now).await?;
+        let policy = load(store, now, self.managed_requires_allocation).await?;
         let changed = !self.current().same_rules(&policy);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
         // Live sessions and streams re-check only when the rules changed.
@@ -92,7 +101,11 @@ impl PolicyCache {
     }
 }
 
-async fn load(store: &Store, now: Millis) -> Result<Policy, StoreError> {
+async fn load(
+    store: &Store,
+    now: Millis,
+    managed_requires_allocation: bool,
+) -> Result<Policy, StoreError> {
     let mut policy = Policy {
         loaded_at: now,
         ..Policy::default()
@@ -125,6 +138,21 @@ async fn load(store: &Store, now: Millis) -> Result<Policy, StoreError> {
         );
     }
     policy.revoked_devices = store.devices_revoked().await?.into_iter().collect();
-    policy.laptops_out_of_use = store.laptops_out_of_use().await?.into_iter().collect();
+    policy.managed_requires_allocation = managed_requires_allocation;
+    for l in store.laptops_access().await? {
+        // The store's CHECK allows only valid statuses.
+        let Ok(status) = LaptopStatus::parse(&l.status) else {
+            tracing::error!(laptop = %l.asset_tag, status = %l.status, "unknown laptop status in the store");
+            continue;
+        };
+        policy.laptops.insert(
+            l.asset_tag,
+            LaptopAccess {
+                status,
+                holder: l.holder,
+                pool: l.pool,
+            },
+        );
+    }
     Ok(policy)
 }

@@ -66,8 +66,8 @@ pub(super) async fn sign_in(
             return Message::refused(ErrorCode::Unauthorized, e.to_string());
         }
     };
-    if let Err(d) =
-        crate::policy::laptop_usable(&state.policy.current(), ctx.device.asset_tag.as_deref())
+    let laptop = ctx.device.asset_tag.as_deref();
+    if let Err(d) = crate::policy::may_use_laptop(&state.policy.current(), laptop, &person.username)
     {
         state.metrics.agent_signin_failures.fetch_add(1, Relaxed);
         state

@@ -66,16 +66,17 @@ impl Store {
     pub async fn group_remove(&self, actor: &str, name: &GroupName, now: Millis) -> Result<()> {
         let mut tx = self.begin_audited(now).await?;
         tx.access_changed();
-        let (members, apps): (i64, i64) = sqlx::query_as(
+        let (members, apps, pools): (i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM staff_groups WHERE group_name = $1),
-                    (SELECT COUNT(*) FROM app_groups WHERE group_name = $1)",
+                    (SELECT COUNT(*) FROM app_groups WHERE group_name = $1),
+                    (SELECT COUNT(*) FROM laptops WHERE pool_group = $1)",
         )
         .bind(name.as_str())
         .fetch_one(tx.conn())
         .await?;
-        if members > 0 || apps > 0 {
+        if members > 0 || apps > 0 || pools > 0 {
             return Err(StoreError::Conflict(format!(
-                "group {name} is still used by {members} staff and {apps} apps; take them out of it first"
+                "group {name} is still used by {members} staff, {apps} apps and {pools} pool laptops; take them out of it first"
             )));
         }
         let done = sqlx::query("DELETE FROM access_groups WHERE name = $1")

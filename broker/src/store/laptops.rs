@@ -78,6 +78,8 @@ pub struct DeviceRow {
     pub holder_name: Option<String>,
     pub department: Option<String>,
     pub allocated_since: Option<String>,
+    /// A pool laptop's group: any active member may use it.
+    pub pool: Option<String>,
     pub notes: String,
     pub purchase_date: Option<String>,
     pub warranty_end: Option<String>,
@@ -110,6 +112,7 @@ struct LaptopRow {
     holder_name: Option<String>,
     department: Option<String>,
     allocated_at: Option<i64>,
+    pool: Option<String>,
 }
 
 impl From<LaptopRow> for DeviceRow {
@@ -124,6 +127,7 @@ impl From<LaptopRow> for DeviceRow {
             holder_name: r.holder_name,
             department: r.department,
             allocated_since: r.allocated_at.map(rfc3339),
+            pool: r.pool,
             notes: r.notes,
             purchase_date: r.purchase_date,
             warranty_end: r.warranty_end,
@@ -204,7 +208,21 @@ pub struct LaptopDetail {
     pub allocations: Vec<AllocationView>,
     /// Agents enrolled on this laptop, newest first; empty if none.
     pub agents: Vec<AgentView>,
+    /// The last sign-ins on this laptop's agent, newest first, refused ones
+    /// too: who tried, when, and whether they got in.
+    pub sign_ins: Vec<SignInView>,
 }
+
+/// One sign-in on a laptop, from the audit log.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignInView {
+    pub username: String,
+    pub at: String,
+    pub outcome: String,
+}
+
+/// How many sign-ins `devices show` lists.
+const SIGN_INS_SHOWN: i64 = 10;
 
 /// Filters for `devices list`; `None` means "any".
 #[derive(Debug, Clone, Default)]
@@ -219,6 +237,15 @@ pub struct LaptopFilter {
     pub search: Option<String>,
 }
 
+/// A laptop as the access rules need it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LaptopAccessRow {
+    pub asset_tag: String,
+    pub status: String,
+    pub holder: Option<String>,
+    pub pool: Option<String>,
+}
+
 /// What a revocation touched, so live tunnels can be closed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Revoked {
@@ -231,7 +258,8 @@ pub fn search_key(tag: &str, serial: &str, model: &str) -> String {
 
 const LAPTOP_SELECT: &str =
     "SELECT l.asset_tag, l.serial, l.model, l.status, l.notes, l.purchase_date, l.warranty_end,
-            a.username AS holder, s.name AS holder_name, s.department AS department, a.allocated_at
+            a.username AS holder, s.name AS holder_name, s.department AS department, a.allocated_at,
+            l.pool_group AS pool
      FROM laptops l
      LEFT JOIN allocations a ON a.asset_tag = l.asset_tag AND a.returned_at IS NULL
      LEFT JOIN staff s ON s.username = a.username";
@@ -365,13 +393,45 @@ async fn revoke_agents_in(tx: &mut AuditedTx, tag: &str, reason: &str) -> Result
 }
 
 impl Store {
-    /// Laptops marked lost or retired: (asset tag, status).
-    pub async fn laptops_out_of_use(&self) -> Result<Vec<(String, String)>> {
+    /// Every laptop as the access rules need it: status, holder, pool.
+    pub async fn laptops_access(&self) -> Result<Vec<LaptopAccessRow>> {
         Ok(sqlx::query_as(
-            "SELECT asset_tag, status FROM laptops WHERE status IN ('lost', 'retired')",
+            "SELECT l.asset_tag, l.status, a.username AS holder, l.pool_group AS pool
+             FROM laptops l
+             LEFT JOIN allocations a ON a.asset_tag = l.asset_tag AND a.returned_at IS NULL",
         )
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// Makes `tag` a pool laptop of `group` (any active member may use it,
+    /// whoever holds it), or, with `None`, an ordinary one again.
+    pub async fn laptop_set_pool(
+        &self,
+        actor: &str,
+        tag: &AssetTag,
+        group: Option<&crate::model::GroupName>,
+        now: Millis,
+    ) -> Result<DeviceRow> {
+        let mut tx = self.begin_audited(now).await?;
+        tx.access_changed();
+        laptop_status(&mut tx, tag.as_str()).await?;
+        if let Some(g) = group {
+            super::groups::require_groups(&mut tx, std::slice::from_ref(g)).await?;
+        }
+        sqlx::query("UPDATE laptops SET pool_group = $1, updated_at = $2 WHERE asset_tag = $3")
+            .bind(group.map(|g| g.as_str()))
+            .bind(now)
+            .bind(tag.as_str())
+            .execute(tx.conn())
+            .await?;
+        tx.audit(
+            AuditEntry::ok(actor, "laptop.pool", tag.as_str())
+                .with_detail(serde_json::json!({ "pool": group.map(|g| g.as_str()) })),
+        )
+        .await?;
+        tx.commit().await?;
+        self.laptop_get(tag.as_str()).await
     }
 
     pub async fn laptop_add(&self, actor: &str, new: &NewLaptop, now: Millis) -> Result<DeviceRow> {
@@ -522,6 +582,15 @@ impl Store {
         .bind(asset_tag)
         .fetch_all(&self.pool)
         .await?;
+        let sign_ins: Vec<(String, i64, String)> = sqlx::query_as(
+            "SELECT actor, at_ms, outcome FROM audit_log
+             WHERE action = 'agent.signin' AND target = $1
+             ORDER BY seq DESC LIMIT $2",
+        )
+        .bind(asset_tag)
+        .bind(SIGN_INS_SHOWN)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(LaptopDetail {
             laptop,
             allocations: allocations
@@ -533,6 +602,14 @@ impl Store {
                 })
                 .collect(),
             agents: agents.into_iter().map(AgentView::from).collect(),
+            sign_ins: sign_ins
+                .into_iter()
+                .map(|(username, at, outcome)| SignInView {
+                    username,
+                    at: rfc3339(at),
+                    outcome,
+                })
+                .collect(),
         })
     }
 
@@ -594,6 +671,7 @@ impl Store {
                     holder: Some(p.owner),
                     holder_name: Some(p.name),
                     department: Some(p.department),
+                    pool: None,
                     allocated_since: Some(rfc3339(p.enrolled_at)),
                     notes: String::new(),
                     purchase_date: None,
@@ -614,6 +692,7 @@ impl Store {
         now: Millis,
     ) -> Result<DeviceRow> {
         let mut tx = self.begin_audited(now).await?;
+        tx.access_changed();
         require_active(&mut tx, to.as_str()).await?;
         let allocation = assign_in(&mut tx, actor, tag.as_str(), to.as_str(), None).await?;
         tx.audit(
@@ -642,6 +721,7 @@ impl Store {
             )));
         }
         let mut tx = self.begin_audited(now).await?;
+        tx.access_changed();
         laptop_status(&mut tx, tag.as_str()).await?;
         let holder: Option<String> = sqlx::query_scalar(
             "UPDATE allocations SET returned_at = $1, received_by = $2, return_condition = $3, return_note = $4

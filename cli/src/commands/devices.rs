@@ -79,6 +79,15 @@ pub enum DevicesCommand {
         /// When its warranty ends, YYYY-MM-DD [default: not recorded].
         #[arg(long, default_value = "", hide_default_value = true)]
         warranty_end: String,
+        /// Make it a pool laptop of GROUP: any active member may sign in on
+        /// it, whoever holds it (contact-centre hot-desking) [default: none].
+        #[arg(
+            long,
+            value_name = "GROUP",
+            default_value = "",
+            hide_default_value = true
+        )]
+        pool: String,
     },
     /// Import laptops from CSV with the header asset_tag,serial,model,status.
     ///
@@ -158,16 +167,28 @@ with laptops.csv:
         #[arg(long, default_value = "", hide_default_value = true)]
         note: String,
     },
-    /// Set a laptop's status. Lost or retired also revokes its agent and closes its tunnels.
+    /// Set a laptop's status, or its pool group. Lost or retired also
+    /// revokes its agent; in-repair, in-stock, lost and retired close the
+    /// sessions on it.
     #[command(after_help = "Examples:
   lanyard devices mark LT-00421 --status lost --note \"left on a train\"
-  lanyard devices mark LT-00502 --status in-stock")]
+  lanyard devices mark LT-00502 --status in-stock
+  lanyard devices mark LT-00600 --pool contact-centre
+  lanyard devices mark LT-00600 --no-pool")]
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["status", "pool", "no_pool"])))]
     Mark {
         /// The laptop's asset tag.
         asset_tag: String,
         /// Its new status.
         #[arg(long, value_enum)]
-        status: MarkStatus,
+        status: Option<MarkStatus>,
+        /// Make it a pool laptop of GROUP: any active member of the group may
+        /// use it, whoever holds it.
+        #[arg(long, value_name = "GROUP", conflicts_with = "no_pool")]
+        pool: Option<String>,
+        /// Make it an ordinary laptop again: only its holder may use it.
+        #[arg(long)]
+        no_pool: bool,
         /// A note for the audit log and the laptop's history [default: none].
         #[arg(long, default_value = "", hide_default_value = true)]
         note: String,
@@ -226,10 +247,12 @@ pub async fn run(cli: &Cli, cmd: &DevicesCommand, out: &mut Out<'_>) -> Result<(
             notes,
             purchase_date,
             warranty_end,
+            pool,
         } => {
             let body = json!({
                 "asset_tag": asset_tag, "serial": serial, "model": model, "status": status.as_str(),
                 "notes": notes, "purchase_date": purchase_date, "warranty_end": warranty_end,
+                "pool": pool,
             });
             let l: Value = client.post("/api/v1/devices", &body).await?;
             if out.json {
@@ -345,6 +368,7 @@ pub async fn run(cli: &Cli, cmd: &DevicesCommand, out: &mut Out<'_>) -> Result<(
                 "holder_name",
                 "department",
                 "allocated_since",
+                "pool",
                 "purchase_date",
                 "warranty_end",
                 "notes",
@@ -372,6 +396,19 @@ pub async fn run(cli: &Cli, cmd: &DevicesCommand, out: &mut Out<'_>) -> Result<(
                         s(a, "os")
                     ))?;
                 }
+            }
+            let sign_ins = d["sign_ins"].as_array().cloned().unwrap_or_default();
+            out.line(format!(
+                "sign-ins         {} (newest first)",
+                sign_ins.len()
+            ))?;
+            for si in &sign_ins {
+                let how = if si["outcome"] == "ok" {
+                    ""
+                } else {
+                    " (refused)"
+                };
+                out.line(format!("  {} {}{how}", s(si, "at"), s(si, "username")))?;
             }
             let allocations = d["allocations"].as_array().cloned().unwrap_or_default();
             out.line(format!("allocations      {}", allocations.len()))?;
@@ -432,18 +469,21 @@ pub async fn run(cli: &Cli, cmd: &DevicesCommand, out: &mut Out<'_>) -> Result<(
         DevicesCommand::Mark {
             asset_tag,
             status,
+            pool,
+            no_pool,
             note,
         } => {
-            let st = match status {
+            let st = status.map(|status| match status {
                 MarkStatus::InStock => "in-stock",
                 MarkStatus::InRepair => "in-repair",
                 MarkStatus::Lost => "lost",
                 MarkStatus::Retired => "retired",
-            };
+            });
+            let pool = if *no_pool { Some("") } else { pool.as_deref() };
             let l: Value = client
                 .post(
                     &path(asset_tag, "/mark"),
-                    &json!({ "status": st, "note": note }),
+                    &json!({ "status": st, "pool": pool, "note": note }),
                 )
                 .await?;
             if out.json {
