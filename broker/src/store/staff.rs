@@ -605,6 +605,46 @@ impl Store {
     }
 }
 
+/// Removing what a person enrolled.
+impl Store {
+    /// Revokes and removes every personal device a disabled person
+    /// enrolled; their fingerprints. A removed device's certificate no
+    /// longer connects ("not enrolled"). One audited change, naming each
+    /// device.
+    pub async fn personal_devices_remove(
+        &self,
+        actor: &str,
+        owner: &crate::model::Username,
+        now: Millis,
+    ) -> Result<Vec<String>> {
+        let mut tx = self.begin_audited(now).await?;
+        tx.access_changed();
+        let owner = owner.as_str();
+        require_disabled(&mut tx, owner).await?;
+        let mut fingerprints: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM enrolled_devices WHERE owner = $1 AND kind = 'personal' RETURNING fingerprint",
+        )
+        .bind(owner)
+        .fetch_all(tx.conn())
+        .await?;
+        fingerprints.sort();
+        // Named as `devices list` names them (the first 16 hex digits), so
+        // that a removal of thousands stays a readable row.
+        let ids: Vec<String> = fingerprints
+            .iter()
+            .map(|f| f.chars().take(16).collect())
+            .collect();
+        tx.audit(
+            AuditEntry::ok(actor, "staff.devices.remove", owner).with_detail(serde_json::json!({
+                "removed": fingerprints.len(), "devices": ids,
+            })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(fingerprints)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
