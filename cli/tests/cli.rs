@@ -752,7 +752,9 @@ async fn totp_codes_work_once_and_repeated_failures_lock_the_username() {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         env_ref.run_with(&refs, None, Some(pw)).await
     };
-    refused(&run(login(None)).await, 1, "a TOTP code is required");
+    // Without the code the answer is the same as for a wrong password: it
+    // confirms nothing about the password.
+    refused(&run(login(None)).await, 1, "wrong username or password");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -766,7 +768,7 @@ async fn totp_codes_work_once_and_repeated_failures_lock_the_username() {
     refused(
         &run(login(Some(code))).await,
         1,
-        "wrong or already used TOTP code",
+        "wrong username or password",
     );
 
     // A success clears the count; the reuse above and four more failures
@@ -775,7 +777,7 @@ async fn totp_codes_work_once_and_repeated_failures_lock_the_username() {
         refused(
             &run(login(Some("000000".into()))).await,
             1,
-            "wrong or already used TOTP code",
+            "wrong username or password",
         );
     }
     let next = format!(

@@ -94,3 +94,54 @@ fn a_disable_ends_api_tokens_for_good() {
     );
     assert!(after.stderr.contains("revoked"), "{}", after.stderr);
 }
+
+/// A connection opened before its device was revoked can do nothing more:
+/// its next sign-in is refused as revoked and the connection is closed.
+#[test]
+fn a_revoked_devices_open_connection_can_only_close() {
+    use lanyard_agent::state::StateDir;
+    use lanyard_agent::{account, client};
+    use lanyard_proto::{ErrorCode, Message};
+
+    let w = World::new();
+    w.person("r.old", "hr");
+    let agent = w.agent("laptop", "r.old", Some("LT-1"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let state = StateDir::open(&agent.state_dir).unwrap();
+        let device = state.device().unwrap();
+        let (_endpoint, conn) = account::connect(&device).await.unwrap();
+        w.broker
+            .lanyard(
+                &["devices", "revoke", "LT-1", "--reason", "stolen"],
+                None,
+                None,
+            )
+            .ok();
+        let answer = client::request(
+            &conn,
+            &Message::SignIn {
+                username: "r.old".into(),
+                password: PASSWORD.into(),
+                totp: None,
+            },
+        )
+        .await;
+        // Refused as revoked, or the connection closed with that code
+        // before the refusal was read: either way nothing was signed in.
+        match answer {
+            Err(client::ClientError::Refused { code, .. }) => assert_eq!(code, ErrorCode::Revoked),
+            Err(_) => {}
+            Ok(other) => panic!("a revoked device signed in: {other:?}"),
+        }
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), conn.closed()).await;
+        assert!(closed.is_ok(), "the connection stayed open");
+        match conn.close_reason() {
+            Some(quinn::ConnectionError::ApplicationClosed(c)) => assert_eq!(
+                c.error_code,
+                quinn::VarInt::from_u32(lanyard_proto::close::DEVICE_REVOKED)
+            ),
+            other => panic!("closed for another reason: {other:?}"),
+        }
+    });
+}

@@ -6,6 +6,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
+use super::extract::ClientAddr;
 use super::JsonBody;
 use crate::clock::{duration_ms, now_ms, rfc3339};
 use crate::state::AppState;
@@ -131,6 +132,7 @@ pub struct LoginResponse {
 /// `POST /api/v1/login`: a person's password (and TOTP) for an API token.
 pub async fn login(
     State(state): State<AppState>,
+    client: Option<axum::Extension<ClientAddr>>,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
     let now = now_ms();
@@ -141,6 +143,7 @@ pub async fn login(
         &req.username,
         &req.password,
         req.totp.as_deref(),
+        client.map(|axum::Extension(ClientAddr(a))| a.ip()),
         now,
     )
     .await

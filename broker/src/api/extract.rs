@@ -44,3 +44,8 @@ where
         }
     }
 }
+
+/// The address an API connection came from (put on every request by the
+/// server; absent when the router is driven without one).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);

@@ -14,6 +14,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use super::extract::ClientAddr;
 use super::router::router;
 use crate::state::AppState;
 
@@ -100,7 +101,10 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEADER_BUFFER)
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+        .serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(app.layer(axum::Extension(ClientAddr(peer)))),
+        );
     tokio::pin!(conn);
     let stopping = tokio::select! {
         result = conn.as_mut() => {

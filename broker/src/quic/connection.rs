@@ -22,7 +22,7 @@ use super::device::{
 };
 use super::{control, enrol, signin};
 use crate::auth::device::{cert_thumbprint, device_id};
-use crate::policy::DeviceKind;
+use crate::policy::{laptop_usable, Deny, DeviceKind};
 use crate::state::AppState;
 use crate::tunnel::stream::{self, Opened, Services};
 
@@ -173,8 +173,24 @@ async fn dispatch(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, mut recv: q
     }
 }
 
-/// A one-off request on its own stream: one answer, then the end.
+/// A one-off request on its own stream: one answer, then the end. A
+/// device revoked (or a laptop put out of use) since its connection opened
+/// can do nothing more on it but close.
 async fn request(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, first: Message) {
+    let policy = ctx.state.policy.current();
+    let revoked = if policy.revoked_devices.contains(&ctx.device.fingerprint) {
+        Some(Deny::DeviceRevoked)
+    } else {
+        laptop_usable(&policy, ctx.device.asset_tag.as_deref()).err()
+    };
+    if let Some(d) = revoked {
+        ctx.state.metrics.deny(d.label());
+        let _ = write_frame(&mut send, &Message::refused(d.code(), d.to_string())).await;
+        let _ = send.finish();
+        ctx.conn
+            .close(d.close_code().into(), d.to_string().as_bytes());
+        return;
+    }
     let reply = match first {
         Message::SignIn {
             username,

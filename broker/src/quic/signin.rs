@@ -51,6 +51,7 @@ pub(super) async fn sign_in(
         username,
         password,
         totp,
+        Some(ctx.conn.remote_address().ip()),
         now,
     )
     .await
