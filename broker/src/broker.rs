@@ -208,6 +208,7 @@ impl Broker {
             public_quic_addr,
             started_at_secs: now_ms() / 1000,
             throttle: Default::default(),
+            failures: Default::default(),
             policy: crate::policy::snapshot::PolicyCache::new(requires_allocation),
             sessions: Default::default(),
             quic: endpoint.clone(),
@@ -282,6 +283,10 @@ impl Broker {
             let (shared, stop) = (self.shared.clone(), stop_rx.clone());
             tokio::spawn(async move { shared.policy.run(&shared.store, stop).await })
         };
+        let failures = {
+            let (shared, stop) = (self.shared.clone(), stop_rx.clone());
+            tokio::spawn(async move { shared.failures.run(&shared.store, stop).await })
+        };
         let load = {
             let shared = self.shared.clone();
             tokio::spawn(async move { crate::load::run(shared.load_sources(), stop_rx).await })
@@ -292,6 +297,7 @@ impl Broker {
         let _ = tokio::time::timeout(grace, quic).await;
         let _ = policy.await;
         let _ = load.await;
+        let _ = failures.await;
         self.endpoint.close(
             lanyard_proto::close::SHUTDOWN.into(),
             b"the broker is stopping",

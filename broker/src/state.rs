@@ -26,6 +26,8 @@ pub struct Shared {
     pub public_quic_addr: String,
     pub started_at_secs: i64,
     pub throttle: Throttle,
+    /// Unauthenticated failures, audited in aggregate.
+    pub failures: crate::auth::failures::FailureTally,
     pub policy: PolicyCache,
     pub sessions: Sessions,
     /// The agents' QUIC endpoint (for its live connection count).

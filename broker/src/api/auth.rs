@@ -75,10 +75,12 @@ impl FromRequestParts<AppState> for Authenticated {
             .metrics
             .api_auth_denied
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let entry = AuditEntry::denied("anonymous", "api.unauthorized", &what(parts), reason);
-        if let Err(e) = state.store.audit_only(now, entry).await {
-            tracing::warn!(error = %e, "could not audit a refused API call");
-        }
+        // Counted, and audited in aggregate: an unauthenticated caller
+        // never writes a row of its own or waits on the audit chain.
+        let from = parts.extensions.get::<ClientAddr>().map(|a| a.0.ip());
+        state
+            .failures
+            .note(from, "api.unauthorized", reason, &what(parts), now);
         Err(ApiError::Unauthorized(reason.into()))
     }
 }
@@ -140,6 +142,7 @@ pub async fn login(
         &state.store,
         &state.throttle,
         &state.seal,
+        &state.failures,
         &req.username,
         &req.password,
         req.totp.as_deref(),

@@ -2,6 +2,7 @@
 
 pub mod ca;
 pub mod device;
+pub mod failures;
 pub mod password;
 pub mod sealed;
 pub mod signin;

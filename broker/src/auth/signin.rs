@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+use crate::auth::failures::FailureTally;
 use crate::auth::sealed::SealKey;
 use crate::clock::Millis;
 use crate::model::Username;
@@ -148,6 +149,7 @@ pub async fn check_credentials(
     store: &Store,
     throttle: &Throttle,
     seal: &SealKey,
+    failures: &FailureTally,
     username: &str,
     password: &str,
     totp: Option<&str>,
@@ -158,10 +160,13 @@ pub async fn check_credentials(
     // username is a wrong one, and so is an absurd password.
     let Ok(username) = Username::parse(&username.trim().to_ascii_lowercase()) else {
         throttle.fail(None, from, now);
+        failures.note(from, "signin", "not a username", username, now);
         return Err(SignInError::BadCredentials);
     };
     if password.len() > MAX_PASSWORD {
         throttle.fail(Some(&username), from, now);
+        let why = "wrong username or password";
+        failures.note(from, "signin", why, username.as_str(), now);
         return Err(SignInError::BadCredentials);
     }
     let result = check(store, throttle, seal, &username, password, totp, from, now).await;
@@ -172,14 +177,21 @@ pub async fn check_credentials(
             if !matches!(e, SignInError::Throttled) {
                 throttle.fail(Some(&username), from, now);
             }
-            let entry = AuditEntry::denied(
-                username.as_str(),
-                "signin",
-                username.as_str(),
-                &e.to_string(),
-            );
-            if let Err(err) = store.audit_only(now, entry).await {
-                tracing::warn!(error = %err, "could not audit a failed sign-in");
+            // Counted, and audited in aggregate (the caller proved
+            // nothing); a disabled person gave every factor: audited now.
+            if matches!(e, SignInError::Disabled) {
+                let why = e.to_string();
+                let entry =
+                    AuditEntry::denied(username.as_str(), "signin", username.as_str(), &why);
+                if let Err(err) = store.audit_only(now, entry).await {
+                    tracing::warn!(error = %err, "could not audit a refused sign-in");
+                }
+            } else {
+                let why = match e {
+                    SignInError::Throttled => "throttled",
+                    _ => "wrong username or password",
+                };
+                failures.note(from, "signin", why, username.as_str(), now);
             }
         }
     }
@@ -303,10 +315,11 @@ mod tests {
         let ts = TestStore::sqlite().await;
         let store = &ts.store;
         let (t, seal) = (Throttle::default(), SealKey::from_bytes(&[7; 32]).unwrap());
+        let failures = FailureTally::default();
         person(store, "d.gone", "Correct-Horse-Battery-9", false).await;
         let check = |user: String, pw: &'static str| {
-            let (t, seal) = (&t, &seal);
-            async move { check_credentials(store, t, seal, &user, pw, None, ip(9), NOW).await }
+            let (t, seal, failures) = (&t, &seal, &failures);
+            async move { check_credentials(store, t, seal, failures, &user, pw, None, ip(9), NOW).await }
         };
         // A multi-KiB name, and one with control characters: refused as
         // wrong, and no username is kept for them.
@@ -326,5 +339,18 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, SignInError::Disabled), "{e}");
+        // The failures are tallied, not audited one by one; a flush writes
+        // one row for the source.
+        let all = crate::store::audit::AuditFilter {
+            limit: 100,
+            ..Default::default()
+        };
+        let signin_rows = |rows: Vec<crate::store::audit::AuditRow>| {
+            rows.iter().filter(|r| r.action == "signin").count()
+        };
+        let before = signin_rows(store.audit_list(&all).await.unwrap());
+        assert_eq!(before, 1, "only the disable is audited at once");
+        assert_eq!(failures.flush(store, NOW).await, 1);
+        assert_eq!(signin_rows(store.audit_list(&all).await.unwrap()), 2);
     }
 }

@@ -48,6 +48,7 @@ pub(super) async fn sign_in(
         &state.store,
         &state.throttle,
         &state.seal,
+        &state.failures,
         username,
         password,
         totp,
