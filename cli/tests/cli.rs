@@ -991,3 +991,26 @@ async fn text_from_outside_is_escaped_for_the_terminal_and_exact_in_json() {
     assert_eq!(json["agents"][0]["agent_version"], "0.1\u{1b}]0;owned\u{7}");
     env.stop().await;
 }
+
+/// A laptop whose text would be a formula in a spreadsheet is exported as
+/// text: the CSV cell starts with `'`; the JSON report is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_csv_cells_that_would_be_formulas_start_with_a_quote() {
+    let env = Env::start().await;
+    let formula = "=HYPERLINK(\"http://x\")";
+    env.ok(&[
+        "devices", "add", "LT-7", "--serial", "S7", "--model", formula, "--notes", "+1-2",
+    ])
+    .await;
+    let csv = env.ok(&["report", "inventory", "--format", "csv"]).await;
+    let row = csv.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with(r#"LT-7,S7,"'=HYPERLINK(""http://x"")",in-stock,"#),
+        "{csv}"
+    );
+    assert!(row.ends_with(",'+1-2"), "{csv}");
+    let report = env.json(&["report", "inventory"]).await;
+    assert_eq!(report["laptops"][0]["model"], formula, "{report:#}");
+    assert_eq!(report["laptops"][0]["notes"], "+1-2", "{report:#}");
+    env.stop().await;
+}
