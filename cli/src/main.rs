@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use lanyard_cli::output::terminal_safe;
 use lanyard_cli::{Cli, CliError, ClientError};
 
 fn main() -> ExitCode {
@@ -26,10 +27,12 @@ fn main() -> ExitCode {
         // nothing is wrong, and there is no one to tell.
         Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lanyard: error: {e}");
+            // The broker's message may quote text from outside (a name, a
+            // CSV cell): shown escaped, as all text for people is.
+            eprintln!("lanyard: error: {}", terminal_safe(&e.to_string()));
             if let CliError::Client(ClientError::Api { rows, .. }) = &e {
                 for r in rows {
-                    eprintln!("  line {}: {}", r.line, r.problem);
+                    eprintln!("  line {}: {}", r.line, terminal_safe(&r.problem));
                 }
             }
             match e {

@@ -944,3 +944,95 @@ async fn plain_http_is_a_usage_mistake_and_an_empty_token_is_no_token() {
     );
     env.stop().await;
 }
+
+/// Text that came from outside (a username tried at sign-in, an agent's
+/// version and OS) cannot steer the terminal: the table and text output show
+/// its control characters as escapes; `--json` keeps it exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_from_outside_is_escaped_for_the_terminal_and_exact_in_json() {
+    let env = Env::start().await;
+    let steers = |s: &str| s.chars().any(|c| c.is_control() && c != '\n');
+
+    // A failed sign-in audits the username as tried (lowercased).
+    let tried = "mallory\u{1b}[2j\r\u{9b}31mroot";
+    let out = env
+        .run_with(
+            &["login", tried, "--password-stdin"],
+            None,
+            Some("not-the-password-1\n"),
+        )
+        .await;
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(!steers(&out.stderr), "{:?}", out.stderr);
+    let table = env.ok(&["audit", "list"]).await;
+    assert!(
+        table.contains(r"mallory\u{1b}[2j\r\u{9b}31mroot"),
+        "{table}"
+    );
+    assert!(!steers(&table), "{table:?}");
+    let rows = env.json(&["audit", "list"]).await;
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "signin")
+        .unwrap_or_else(|| panic!("{rows:#}"));
+    assert_eq!(row["actor"], tried, "{row:#}");
+    assert_eq!(row["target"], tried, "{row:#}");
+
+    // An agent's version and OS, as it sent them, in `devices show`.
+    env.ok(&[
+        "devices", "add", "LT-9", "--serial", "S9", "--model", "ThinkPad",
+    ])
+    .await;
+    env.state
+        .store
+        .enrolled_device_insert(
+            "fp-lt9",
+            "managed",
+            Some("LT-9"),
+            None,
+            i64::MAX / 2,
+            "0.1\u{1b}]0;owned\u{7}",
+            "linux\u{1b}[2J\rWindows",
+            0,
+        )
+        .await
+        .unwrap();
+    let show = env.ok(&["devices", "show", "LT-9"]).await;
+    assert!(
+        show.contains(r"version / os   0.1\u{1b}]0;owned\u{7} / linux\u{1b}[2J\rWindows"),
+        "{show}"
+    );
+    assert!(!steers(&show), "{show:?}");
+    let json = env.json(&["devices", "show", "LT-9"]).await;
+    assert_eq!(
+        json["agents"][0]["os"], "linux\u{1b}[2J\rWindows",
+        "{json:#}"
+    );
+    assert_eq!(json["agents"][0]["agent_version"], "0.1\u{1b}]0;owned\u{7}");
+    env.stop().await;
+}
+
+/// A laptop whose text would be a formula in a spreadsheet is exported as
+/// text: the CSV cell starts with `'`; the JSON report is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_csv_cells_that_would_be_formulas_start_with_a_quote() {
+    let env = Env::start().await;
+    let formula = "=HYPERLINK(\"http://x\")";
+    env.ok(&[
+        "devices", "add", "LT-7", "--serial", "S7", "--model", formula, "--notes", "+1-2",
+    ])
+    .await;
+    let csv = env.ok(&["report", "inventory", "--format", "csv"]).await;
+    let row = csv.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with(r#"LT-7,S7,"'=HYPERLINK(""http://x"")",in-stock,"#),
+        "{csv}"
+    );
+    assert!(row.ends_with(",'+1-2"), "{csv}");
+    let report = env.json(&["report", "inventory"]).await;
+    assert_eq!(report["laptops"][0]["model"], formula, "{report:#}");
+    assert_eq!(report["laptops"][0]["notes"], "+1-2", "{report:#}");
+    env.stop().await;
+}

@@ -121,6 +121,30 @@ fn check_config_accepts_the_valid_fixture_and_names_a_bad_key() {
     );
 }
 
+/// `check-config` shows the database URL with every password in it hidden:
+/// in the userinfo and in any query parameter named like a password.
+#[test]
+fn check_config_hides_every_password_in_the_database_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("lanyard.toml");
+    std::fs::write(
+        &path,
+        "database_url = \"postgres://u:hunter1@db.internal:5432/lanyard?sslmode=verify-full&sslpassword=hunter2&PASSWORD=hunter3\"\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(bin("lanyard-broker"));
+    cmd.args(["check-config", "--config"]).arg(&path);
+    let out = run(cmd, None).ok();
+    assert!(
+        out.stdout.contains(
+            "postgres://u:***@db.internal:5432/lanyard?sslmode=verify-full&sslpassword=***&PASSWORD=***"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("hunter"), "{}", out.stdout);
+}
+
 #[test]
 fn bad_start_inputs_fail_with_one_line_and_no_panic() {
     let tmp = tempfile::tempdir().unwrap();

@@ -294,18 +294,82 @@ impl AuditedTx {
     }
 }
 
-/// Hides any password in a database URL before it is shown or logged.
+/// Hides any password in a database URL before it is shown or logged: the
+/// password in the userinfo (`user:***@host`) and the value of every query
+/// parameter whose name contains "password" in any case, percent-encoded or
+/// not (`?password=***`, `&sslpassword=***`). The rest stays as written.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
+    // The query starts at the first '?' after the userinfo's last '@' (a
+    // password may hold an unencoded '@' or '/'); without an '@' before the
+    // first '?', at the first '?'.
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let first_q = url[after_scheme..]
+        .find('?')
+        .map_or(url.len(), |i| after_scheme + i);
+    let at = url[after_scheme..first_q]
+        .rfind('@')
+        .map(|i| after_scheme + i);
+    let (head, query) = url.split_at(first_q);
+    let mut out = String::with_capacity(url.len());
+    match at {
+        Some(at) => {
+            let userinfo = &head[after_scheme..at];
+            out.push_str(&head[..after_scheme]);
             match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_owned(),
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push_str(":***");
+                }
+                None => out.push_str(userinfo),
+            }
+            out.push_str(&head[at..]);
+        }
+        None => out.push_str(head),
+    }
+    // `query` is empty or starts with '?'; a '#' ends it.
+    let (query, fragment) = query.split_at(query.find('#').unwrap_or(query.len()));
+    for (i, param) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        let (name, has_value) = match param.split_once('=') {
+            Some((name, _)) => (name, true),
+            None => (param, false),
+        };
+        if has_value
+            && percent_decode_lossy(name)
+                .to_ascii_lowercase()
+                .contains("password")
+        {
+            out.push_str(name);
+            out.push_str("=***");
+        } else {
+            out.push_str(param);
+        }
+    }
+    out.push_str(fragment);
+    out
+}
+
+/// `%XX` decoded and `+` as a space, for matching a query parameter's name.
+fn percent_decode_lossy(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let hex = |c: u8| char::from(c).to_digit(16);
+        if b == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                i += 3;
+                continue;
             }
         }
-        _ => url.to_owned(),
+        out.push(if b == b'+' { b' ' } else { b });
+        i += 1;
     }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern.
@@ -354,6 +418,79 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+        assert_eq!(
+            redact_url("postgres://:secret@h/db"),
+            "postgres://:***@h/db"
+        );
+    }
+
+    #[test]
+    fn redacts_userinfo_passwords_with_unencoded_specials() {
+        // An '@' or '/' in the password: the last '@' before the query ends it.
+        assert_eq!(
+            redact_url("postgres://u:p@ss/w0rd@h:5432/db?sslmode=require"),
+            "postgres://u:***@h:5432/db?sslmode=require"
+        );
+        // An '@' in the query does not pull the host into the userinfo.
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db?application_name=a@b"),
+            "postgres://u:***@h/db?application_name=a@b"
+        );
+    }
+
+    #[test]
+    fn redacts_password_query_parameters() {
+        assert_eq!(
+            redact_url("postgres://u@h/db?password=secret"),
+            "postgres://u@h/db?password=***"
+        );
+        assert_eq!(
+            redact_url("postgres://u@h/db?sslmode=require&password=secret&x=1"),
+            "postgres://u@h/db?sslmode=require&password=***&x=1"
+        );
+        assert_eq!(
+            redact_url("postgresql://h/db?PassWord=secret&PASSWORD=again"),
+            "postgresql://h/db?PassWord=***&PASSWORD=***"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?sslcert=c.pem&sslpassword=secret"),
+            "postgres://h/db?sslcert=c.pem&sslpassword=***"
+        );
+        // Percent-encoded names are decoded before they are matched.
+        assert_eq!(
+            redact_url("postgres://h/db?pass%77ord=secret"),
+            "postgres://h/db?pass%77ord=***"
+        );
+        // A fragment ends the value.
+        assert_eq!(
+            redact_url("postgres://h/db?password=secret#f"),
+            "postgres://h/db?password=***#f"
+        );
+    }
+
+    #[test]
+    fn redacts_both_forms_and_keeps_the_rest() {
+        assert_eq!(
+            redact_url("postgres://u:one@h:5432/db?user=u&password=two&sslmode=disable"),
+            "postgres://u:***@h:5432/db?user=u&password=***&sslmode=disable"
+        );
+        // No scheme separator: the query is still checked.
+        assert_eq!(
+            redact_url("sqlite:x.db?mode=rwc&password=secret"),
+            "sqlite:x.db?mode=rwc&password=***"
+        );
+        // Nothing secret: unchanged, even when odd.
+        for url in [
+            "postgres://u@h/db?sslmode=require",
+            "postgres://h/db?password",
+            "postgres://h/db?&&=",
+            "sqlite::memory:",
+            "",
+            "%",
+            "postgres://h/db?%zz=1&%=x",
+        ] {
+            assert_eq!(redact_url(url), url);
+        }
     }
 
     #[test]

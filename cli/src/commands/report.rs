@@ -16,7 +16,10 @@ pub enum Format {
 #[derive(Debug, Subcommand)]
 pub enum ReportCommand {
     /// Every council laptop with its status and holder, for a spreadsheet
-    /// (CSV) or a script (JSON, with totals by status).
+    /// (CSV) or a script (JSON, with totals by status). In the CSV a cell
+    /// that a spreadsheet would take for a formula (starting with =, +, -,
+    /// @, a tab or a carriage return) starts with ' so it shows as text; the
+    /// JSON is exact.
     #[command(after_help = "Examples:
   lanyard report inventory --format csv > inventory.csv
   lanyard report inventory --format json")]

@@ -349,7 +349,7 @@ pub async fn run(cli: &Cli, args: &StressArgs, out: &mut Out<'_>) -> Result<(), 
     if out.json {
         out.json(&summary)?;
     } else {
-        out.line(report::table(&summary).trim_end())?;
+        out.lines(report::table(&summary).trim_end())?;
     }
     if summary.agents_failed > 0 || summary.agents_lost > 0 || summary.streams_failed > 0 {
         return Err(CliError::Failed(format!(
