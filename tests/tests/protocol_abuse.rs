@@ -71,8 +71,10 @@ impl EchoStream {
     async fn expect_accepted(&mut self) {
         let answer = read_frame(&mut self.recv, Duration::from_secs(10))
             .await
-            .unwrap();
-        self.opener.handle_answer(answer).unwrap();
+            .unwrap_or_else(|e| panic!("no answer to a stream open: {e}"));
+        self.opener
+            .handle_answer(answer)
+            .unwrap_or_else(|e| panic!("a stream open was not accepted: {e}"));
     }
 }
 
