@@ -294,22 +294,104 @@ mod tests {
         }
     }
 
-    /// Every prefix of every valid frame, and every single-byte corruption,
-    /// decodes to a message, waits for more, or fails: it never panics.
+    /// Every prefix of a valid frame shorter than the whole is "need more"
+    /// (`Ok(None)`, nothing lost), and the rest, arriving byte by byte,
+    /// gives back the message at its last byte and not before.
     #[test]
-    fn no_corruption_panics() {
+    fn a_truncated_frame_waits_for_the_rest() {
         for msg in samples() {
             let frame = to_frame(&msg);
             for cut in 0..frame.len() {
                 let mut d = FrameDecoder::new();
-                let _ = d.push(&frame[..cut]);
+                assert_eq!(d.push(&frame[..cut]), Ok(None), "{msg:?} cut at {cut}");
+                assert_eq!(d.buffered(), cut, "{msg:?} cut at {cut}");
+                if cut > 0 {
+                    assert_eq!(d.finish(), Err(FrameError::Incomplete(cut)));
+                }
+                for (at, byte) in frame.iter().enumerate().skip(cut) {
+                    let got = d.push(&[*byte]);
+                    if at + 1 < frame.len() {
+                        assert_eq!(got, Ok(None), "{msg:?} cut at {cut}, byte {at}");
+                    } else {
+                        assert_eq!(got, Ok(Some(msg.clone())), "{msg:?} cut at {cut}");
+                    }
+                }
+                assert_eq!(d.buffered(), 0);
+                assert_eq!(d.finish(), Ok(()));
             }
-            for i in 0..frame.len() {
+        }
+    }
+
+    /// Corrupting a length prefix: past [`MAX_FRAME`] (or zero) it is the
+    /// length error, at once and for good; a longer length in range waits
+    /// for more; a shorter one is an error or some other message.
+    #[test]
+    fn a_corrupted_length_is_refused_as_too_long() {
+        for msg in samples() {
+            let frame = to_frame(&msg);
+            let real = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
+            for i in 0..4 {
+                for flip in [0x01u8, 0x80, 0xff] {
+                    let mut bad = frame.clone();
+                    bad[i] ^= flip;
+                    let len = u32::from_be_bytes([bad[0], bad[1], bad[2], bad[3]]);
+                    let mut d = FrameDecoder::new();
+                    let got = d.push(&bad);
+                    let what = format!("{msg:?}: byte {i} ^ {flip:#04x}, length {len}");
+                    if len == 0 || len as usize > MAX_FRAME {
+                        assert_eq!(got, Err(FrameError::Length(len.into())), "{what}");
+                        assert_eq!(d.buffered(), 0, "{what}");
+                        assert!(
+                            d.push(&frame).is_err(),
+                            "{what}: a failed stream stays failed"
+                        );
+                    } else if len > real {
+                        assert_eq!(got, Ok(None), "{what}");
+                        assert_eq!(d.buffered(), bad.len(), "{what}");
+                    } else {
+                        match got {
+                            Err(FrameError::Decode(_)) => {}
+                            Ok(Some(other)) => assert_ne!(to_frame(&other), frame, "{what}"),
+                            other => panic!("{what}: {other:?}"),
+                        }
+                    }
+                }
+            }
+            // The high byte alone makes any length too long.
+            let mut bad = frame.clone();
+            bad[0] = 0x01;
+            assert_eq!(
+                FrameDecoder::new().push(&bad),
+                Err(FrameError::Length((1 << 24) + u64::from(real)))
+            );
+        }
+    }
+
+    /// Corrupting one byte of a frame's body (type or payload) gives a
+    /// decode error or a different message, which re-encodes to exactly the
+    /// corrupted frame: never the original message, never "need more",
+    /// never a panic.
+    #[test]
+    fn a_corrupted_body_is_an_error_or_another_message() {
+        for msg in samples() {
+            let frame = to_frame(&msg);
+            for i in 4..frame.len() {
                 for flip in [0x01u8, 0x80, 0xff] {
                     let mut bad = frame.clone();
                     bad[i] ^= flip;
                     let mut d = FrameDecoder::new();
-                    let _ = d.push(&bad);
+                    let what = format!("{msg:?}: byte {i} ^ {flip:#04x}");
+                    match d.push(&bad) {
+                        Err(FrameError::Decode(_)) => {
+                            assert_eq!(d.buffered(), 0, "{what}");
+                        }
+                        Ok(Some(other)) => {
+                            assert_ne!(other, msg, "{what}");
+                            assert_eq!(to_frame(&other), bad, "{what}: decoded {other:?}");
+                            assert_eq!(d.finish(), Ok(()), "{what}");
+                        }
+                        other => panic!("{what}: {other:?}"),
+                    }
                 }
             }
         }
