@@ -115,6 +115,9 @@ pub struct EnrolmentConfig {
 pub struct LimitsConfig {
     /// Concurrent HTTPS connections to the admin API (default 512).
     pub http_connections: Option<usize>,
+    /// Concurrent HTTPS connections from one source address (default 64):
+    /// one host cannot take every connection slot.
+    pub http_connections_per_address: Option<usize>,
     /// Time allowed for one API request, body included (default 30s).
     pub http_request_timeout: Option<String>,
     /// Largest request body, in bytes (default 8 MiB, for CSV imports).
@@ -143,6 +146,7 @@ pub struct Settings {
     pub code_ttl: Duration,
     pub max_code_ttl: Duration,
     pub http_connections: usize,
+    pub http_connections_per_address: usize,
     pub http_request_timeout: Duration,
     pub http_body_bytes: usize,
     pub device_cert_ttl: Duration,
@@ -266,6 +270,13 @@ impl Settings {
         };
         let limits = file.limits;
         let http_connections = limits.http_connections.unwrap_or(512);
+        let http_connections_per_address = limits.http_connections_per_address.unwrap_or(64);
+        if http_connections_per_address == 0 {
+            return Err(value_err(
+                "limits.http_connections_per_address",
+                "must be at least 1",
+            ));
+        }
         if http_connections == 0 {
             return Err(value_err("limits.http_connections", "must be at least 1"));
         }
@@ -328,6 +339,7 @@ impl Settings {
                 Duration::from_secs(7 * 24 * 3600),
             )?,
             http_connections,
+            http_connections_per_address,
             http_request_timeout: duration(
                 "limits.http_request_timeout",
                 limits.http_request_timeout.as_deref(),

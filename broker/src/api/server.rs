@@ -33,6 +33,7 @@ pub async fn serve(
 ) {
     let app = router(state.clone());
     let slots = Arc::new(Semaphore::new(state.settings.http_connections));
+    let per_address = Arc::new(PerAddress::new(state.settings.http_connections_per_address));
     let mut connections = JoinSet::new();
     let for_connections = shutdown.clone();
     loop {
@@ -52,11 +53,18 @@ pub async fn serve(
                 continue;
             }
         };
+        // One address first, so that it cannot take the last global slots.
+        let Some(mine) = per_address.take(peer.ip()) else {
+            state.metrics.http_connections_refused.fetch_add(1, Relaxed);
+            tracing::debug!(%peer, "per-address connection cap reached; refusing");
+            continue;
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             state.metrics.http_connections_refused.fetch_add(1, Relaxed);
             tracing::debug!(%peer, "connection cap reached; refusing");
             continue;
         };
+        let permit = (permit, mine);
         let _ = tcp.set_nodelay(true);
         let (tls, app, state, shutdown) = (
             tls.clone(),
@@ -89,7 +97,7 @@ async fn serve_connection(
     app: Router,
     state: AppState,
     mut shutdown: watch::Receiver<bool>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: (tokio::sync::OwnedSemaphorePermit, AddressSlot),
 ) {
     state.metrics.http_connections_open.fetch_add(1, Relaxed);
     let Ok(Ok(stream)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(tcp)).await else {
@@ -120,4 +128,52 @@ async fn serve_connection(
         let _ = conn.await;
     }
     state.metrics.http_connections_open.fetch_sub(1, Relaxed);
+}
+
+/// Open connections per source address, each at most `most`.
+#[derive(Debug)]
+struct PerAddress {
+    most: usize,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection's place in its address's count, given back on drop.
+#[derive(Debug)]
+struct AddressSlot {
+    ip: std::net::IpAddr,
+    of: Arc<PerAddress>,
+}
+
+impl PerAddress {
+    fn new(most: usize) -> Self {
+        Self {
+            most,
+            open: Default::default(),
+        }
+    }
+
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<AddressSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.most {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            ip,
+            of: self.clone(),
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.of.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
