@@ -18,6 +18,8 @@ pub struct Metrics {
     pub enrol_codes_created: AtomicU64,
     pub http_connections_open: AtomicU64,
     pub quic_refused_capacity: AtomicU64,
+    /// Incoming connections asked to prove their address (QUIC Retry).
+    pub quic_retries: AtomicU64,
     pub quic_handshakes: AtomicU64,
     pub quic_handshake_failures: AtomicU64,
     pub enrolments: AtomicU64,
@@ -147,8 +149,13 @@ impl Metrics {
             ),
             (
                 "lanyard_quic_refused_capacity_total",
-                "Agent connections refused at the connection cap.",
+                "Agent connections refused at a cap (handshakes, agents or enrolments).",
                 &self.quic_refused_capacity,
+            ),
+            (
+                "lanyard_quic_retries_total",
+                "Incoming connections asked to prove their address with a QUIC Retry.",
+                &self.quic_retries,
             ),
             (
                 "lanyard_enrolments_total",

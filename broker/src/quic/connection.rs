@@ -30,6 +30,8 @@ pub(super) async fn handle(
     incoming: quinn::Incoming,
     state: AppState,
     shutdown: watch::Receiver<bool>,
+    handshake: tokio::sync::OwnedSemaphorePermit,
+    slots: super::Slots,
 ) {
     let remote = incoming.remote_address();
     let started = std::time::Instant::now();
@@ -46,19 +48,44 @@ pub(super) async fn handle(
             return;
         }
     };
+    drop(handshake);
     state.metrics.quic_handshakes.fetch_add(1, Relaxed);
     state.metrics.connect_latency.observe(started.elapsed());
     let cert = conn
         .peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
         .and_then(|chain| chain.into_iter().next());
+    // Each kind of connection in a pool of its own: enrolments never take
+    // an agent's place.
+    let pool = if cert.is_some() {
+        &slots.agents
+    } else {
+        &slots.enrolments
+    };
+    let Ok(_place) = pool.clone().try_acquire_owned() else {
+        state.metrics.quic_refused_capacity.fetch_add(1, Relaxed);
+        conn.close(
+            close::AT_CAPACITY.into(),
+            b"the broker is at capacity; try again shortly",
+        );
+        return;
+    };
     match cert {
         // Boxed: the connection task lives as long as the agent is
-        // connected, and should not be the size of an enrolment.
-        None => Box::pin(enrol::serve(conn, state)).await,
+        // connected, and should not be the size of an enrolment. An
+        // enrolment needs one stream and little room.
+        None => {
+            conn.set_max_concurrent_bi_streams(1u32.into());
+            conn.set_receive_window(ENROLMENT_WINDOW.into());
+            Box::pin(enrol::serve(conn, state)).await
+        }
         Some(cert) => serve_device(conn, cert, state, shutdown).await,
     }
 }
+
+/// Receive window of a connection without a device certificate: room for
+/// one enrolment request, not for a tunnel.
+const ENROLMENT_WINDOW: u32 = 64 * 1024;
 
 async fn serve_device(
     conn: quinn::Connection,

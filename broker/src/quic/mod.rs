@@ -227,14 +227,51 @@ pub fn raise_buffers(socket: &std::net::UdpSocket) {
     }
 }
 
-/// Accepts agent connections until shutdown, at most `max_agents` at once.
+/// Handshakes in flight at most: a flood of Initials cannot queue more key
+/// exchanges than this on the runtime the tunnels share.
+pub const MAX_HANDSHAKES: usize = 1024;
+/// Past this many handshakes in flight, an address must prove itself with a
+/// Retry round trip first (spoofed sources never answer it).
+pub const RETRY_AT: usize = 64;
+/// Connections without a device certificate (enrolments) at once: they have
+/// a small pool of their own, so they never take an agent's place.
+pub const MAX_ENROLMENTS: usize = 64;
+
+/// The places connections take: a handshake slot while the handshake runs,
+/// then an agent slot (device certificate) or an enrolment slot (none).
+#[derive(Debug, Clone)]
+pub(crate) struct Slots {
+    pub handshakes: Arc<Semaphore>,
+    pub agents: Arc<Semaphore>,
+    pub enrolments: Arc<Semaphore>,
+}
+
+impl Slots {
+    fn in_flight(&self) -> usize {
+        MAX_HANDSHAKES - self.handshakes.available_permits()
+    }
+}
+
+/// Whether an incoming connection must answer a Retry before it is given a
+/// handshake slot.
+fn must_validate(validated: bool, in_flight: usize) -> bool {
+    !validated && in_flight >= RETRY_AT
+}
+
+/// Accepts agent connections until shutdown: at most [`MAX_HANDSHAKES`]
+/// handshaking, then `max_agents` agents and [`MAX_ENROLMENTS`] enrolments.
 /// On shutdown, live sessions are told the broker is stopping.
 pub async fn serve(
     endpoint: quinn::Endpoint,
     state: AppState,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(state.settings.max_agents));
+    use std::sync::atomic::Ordering::Relaxed;
+    let slots = Slots {
+        handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+        agents: Arc::new(Semaphore::new(state.settings.max_agents)),
+        enrolments: Arc::new(Semaphore::new(MAX_ENROLMENTS)),
+    };
     let mut tasks = JoinSet::new();
     let stop_rx = shutdown.clone();
     loop {
@@ -243,16 +280,21 @@ pub async fn serve(
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    state.metrics.quic_refused_capacity.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if must_validate(incoming.remote_address_validated(), slots.in_flight())
+                    && incoming.may_retry()
+                {
+                    state.metrics.quic_retries.fetch_add(1, Relaxed);
+                    let _ = incoming.retry();
+                    continue;
+                }
+                let Ok(handshake) = slots.handshakes.clone().try_acquire_owned() else {
+                    state.metrics.quic_refused_capacity.fetch_add(1, Relaxed);
                     incoming.refuse();
                     continue;
                 };
-                let state = state.clone();
-                let stop = stop_rx.clone();
+                let (state, stop, slots) = (state.clone(), stop_rx.clone(), slots.clone());
                 tasks.spawn(async move {
-                    connection::handle(incoming, state, stop).await;
-                    drop(permit);
+                    connection::handle(incoming, state, stop, handshake, slots).await;
                 });
             }
         }
@@ -263,7 +305,15 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::SignedCids;
+    use super::{must_validate, SignedCids, RETRY_AT};
+
+    #[test]
+    fn addresses_prove_themselves_only_when_handshakes_pile_up() {
+        assert!(!must_validate(false, 0));
+        assert!(!must_validate(false, RETRY_AT - 1));
+        assert!(must_validate(false, RETRY_AT));
+        assert!(!must_validate(true, RETRY_AT * 10), "validated by a Retry");
+    }
     use quinn::ConnectionIdGenerator;
 
     fn key(byte: u8) -> ring::hmac::Key {

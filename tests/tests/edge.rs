@@ -1,0 +1,111 @@
+//! The broker facing the internet: one host holding admin API connections
+//! open cannot lock ICT out, and connections without a device certificate
+//! (anyone can make one) cannot take the agents' places.
+
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use lanyard_e2e::echo_through;
+use lanyard_e2e::world::World;
+
+/// A TCP connection to `to` from the loopback address `from`, left silent.
+fn silent_from(from: [u8; 4], to: SocketAddr) -> Option<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    socket.bind(&SocketAddr::from((from, 0)).into()).ok()?;
+    socket
+        .connect_timeout(&to.into(), Duration::from_secs(2))
+        .ok()?;
+    Some(socket.into())
+}
+
+#[test]
+fn a_slow_loris_from_one_address_does_not_lock_ict_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 100 connections in all, at most 64 from one address.
+    let config = tmp.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nhttp_connections = 100\nhttp_connections_per_address = 64\n",
+    )
+    .unwrap();
+    let w = World::with(&["--config", config.to_str().unwrap()], &[]);
+    let api: SocketAddr = w.broker.api.trim_start_matches("https://").parse().unwrap();
+    // 150 silent connections from 127.0.0.2: each would sit in the TLS
+    // handshake for up to 10 s.
+    let held: Vec<TcpStream> = (0..150)
+        .filter_map(|_| silent_from([127, 0, 0, 2], api))
+        .collect();
+    assert!(held.len() >= 100, "only {} connections opened", held.len());
+    // The broker has taken what it will from that address.
+    assert!(w.broker.wait_metric(
+        "lanyard_http_connections_refused_total",
+        Duration::from_secs(5),
+        |n| n >= 50.0
+    ));
+    // Meanwhile ICT, from another address, is served and revokes a laptop.
+    let listed = w.broker.lanyard(&["staff", "list"], None, None);
+    assert_eq!(listed.code, 0, "ICT was locked out: {}", listed.stderr);
+    let revoked = w.broker.lanyard(
+        &[
+            "devices",
+            "revoke",
+            "LT-1",
+            "--reason",
+            "stolen during the flood",
+        ],
+        None,
+        None,
+    );
+    assert_eq!(revoked.code, 0, "ICT could not revoke: {}", revoked.stderr);
+    drop(held);
+}
+
+/// Connections without a device certificate are anyone's to make: they
+/// have a pool of their own, so idle ones, however many, leave the agents'
+/// places free.
+#[test]
+fn idle_certificate_less_connections_do_not_take_the_agents_places() {
+    use lanyard_agent::client;
+    use lanyard_agent::state::StateDir;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("broker.toml");
+    std::fs::write(&config, "[limits]\nagents = 100\n").unwrap();
+    let w = World::with(&["--config", config.to_str().unwrap()], &[]);
+    w.person("s.staff", "hr");
+    let agent = w.agent("laptop", "s.staff", None);
+    let state = StateDir::open(&agent.state_dir).unwrap();
+    let enrolment = state.device().unwrap().enrolment;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_endpoint, idle) = rt.block_on(async {
+        let (addr, host) = client::resolve(&enrolment.broker).await.unwrap();
+        let endpoint = client::endpoint(addr).unwrap();
+        let fingerprint: [u8; 32] = data_encoding::HEXLOWER
+            .decode(enrolment.ca_fingerprint.as_bytes())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let pin = client::PinnedCa::new(fingerprint);
+        let mut idle = Vec::new();
+        for _ in 0..150 {
+            let config = client::enrolment_config(pin.clone()).unwrap();
+            if let Ok(c) = client::connect(&endpoint, config, addr, &host).await {
+                idle.push(c);
+            }
+        }
+        (endpoint, idle)
+    });
+    assert!(
+        idle.len() >= 100,
+        "only {} idle connections made",
+        idle.len()
+    );
+    // With 150 certificate-less connections held, the agent still gets in,
+    // well before the broker would close the idle ones (10 s).
+    let mut up = agent.up(&["--forward", "echo=127.0.0.1:0"]);
+    let port = up.wait_ready(std::time::Duration::from_secs(5))["echo"];
+    assert_eq!(echo_through(port, b"still here").unwrap(), b"still here");
+    drop(idle);
+}
