@@ -1037,3 +1037,53 @@ async fn inventory_csv_cells_that_would_be_formulas_start_with_a_quote() {
     assert_eq!(report["laptops"][0]["notes"], "+1-2", "{report:#}");
     env.stop().await;
 }
+
+/// Guessing enrolment codes costs the broker a lookup: no audit row each,
+/// no wait on the audit chain; one address that keeps guessing waits, and
+/// the guesses are audited in aggregate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessed_enrolment_codes_are_counted_not_audited_one_by_one() {
+    let env = Env::start().await;
+    let rows_before = env.json(&["audit", "list", "--limit", "1000"]).await;
+    let rows_before = rows_before.as_array().unwrap().len();
+    let tmp = tempfile::tempdir().unwrap();
+    let guesses = lanyard_broker::auth::signin::MAX_FAILURES_PER_ADDRESS as usize + 5;
+    let mut refused_for_address = 0;
+    for i in 0..guesses {
+        let code = lanyard_proto::EnrolmentCode {
+            broker_addr: env.quic.to_string(),
+            ca_fingerprint: env.state.ca.fingerprint(),
+            secret: [i as u8; lanyard_proto::enrol::SECRET_LEN],
+        };
+        let dir = lanyard_agent::state::StateDir::open(&tmp.path().join(format!("g{i}"))).unwrap();
+        let err = lanyard_agent::account::enrol(&dir, &code)
+            .await
+            .unwrap_err();
+        if err.to_string().contains("too many failed enrolments") {
+            refused_for_address += 1;
+        }
+    }
+    assert_eq!(refused_for_address, 5, "the address waits after the limit");
+    let rows_now = env.json(&["audit", "list", "--limit", "1000"]).await;
+    assert_eq!(
+        rows_now.as_array().unwrap().len(),
+        rows_before,
+        "no row per guess"
+    );
+    let written = env
+        .state
+        .failures
+        .flush(&env.state.store, lanyard_broker::clock::now_ms())
+        .await;
+    assert_eq!(written, 1);
+    let rows = env.json(&["audit", "list", "--limit", "1000"]).await;
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "enrol_code.consume")
+        .unwrap_or_else(|| panic!("{rows:#}"));
+    assert_eq!(row["target"], "127.0.0.1");
+    assert_eq!(row["detail"]["count"], guesses, "{row:#}");
+    env.stop().await;
+}

@@ -71,6 +71,8 @@ impl From<SignInError> for crate::api::error::ApiError {
 pub struct Throttle {
     by_username: Mutex<HashMap<String, (u32, Millis)>>,
     by_address: Mutex<HashMap<IpAddr, (u32, Millis)>>,
+    /// Failed enrolments, per address (apart from sign-ins).
+    enrolments_by_address: Mutex<HashMap<IpAddr, (u32, Millis)>>,
 }
 
 fn locked_in<K: std::hash::Hash + Eq>(
@@ -132,6 +134,21 @@ impl Throttle {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(username.as_str());
+    }
+
+    /// Whether `ip` has failed to enrol too often lately.
+    pub fn enrolments_locked(&self, ip: IpAddr, now: Millis) -> bool {
+        locked_in(
+            &self.enrolments_by_address,
+            &ip,
+            MAX_FAILURES_PER_ADDRESS,
+            now,
+        )
+    }
+
+    /// Counts a failed enrolment from `ip`.
+    pub fn enrolment_failed(&self, ip: IpAddr, now: Millis) {
+        fail_in(&self.enrolments_by_address, &ip, now);
     }
 
     /// Usernames and addresses tracked now.

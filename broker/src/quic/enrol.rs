@@ -25,7 +25,13 @@ pub(super) async fn serve(conn: quinn::Connection, state: AppState) {
         conn.close(close::PROTOCOL.into(), b"no enrolment request");
         return;
     };
+    let from = conn.remote_address().ip();
     let reply = match read_frame(&mut recv, FIRST_FRAME_TIMEOUT).await {
+        // An address that keeps failing waits, before any work is done.
+        Ok(_) if state.throttle.enrolments_locked(from, now_ms()) => Message::refused(
+            ErrorCode::Unavailable,
+            "too many failed enrolments from this address; wait a minute and try again",
+        ),
         Ok(Message::EnrolRequest {
             secret,
             key_alg,
@@ -51,10 +57,28 @@ pub(super) async fn serve(conn: quinn::Connection, state: AppState) {
         ),
         Err(e) => Message::refused(ErrorCode::BadRequest, format!("bad enrolment request: {e}")),
     };
-    if matches!(reply, Message::Certificate { .. }) {
-        state.metrics.enrolments.fetch_add(1, Relaxed);
-    } else {
-        state.metrics.enrolment_failures.fetch_add(1, Relaxed);
+    match &reply {
+        Message::Certificate { .. } => {
+            state.metrics.enrolments.fetch_add(1, Relaxed);
+        }
+        Message::Refused { message, .. } => {
+            state.metrics.enrolment_failures.fetch_add(1, Relaxed);
+            // Counted against the address (guessing), and audited in
+            // aggregate: a caller with no good code proved nothing. Losing
+            // a race for a good code is no guess.
+            let now = now_ms();
+            if *message != ConsumeError::Used.to_string() {
+                state.throttle.enrolment_failed(from, now);
+            }
+            state.failures.note(
+                Some(from),
+                "enrol_code.consume",
+                "enrolment refused",
+                message,
+                now,
+            );
+        }
+        _ => {}
     }
     let _ = write_frame(&mut send, &reply).await;
     let _ = send.finish();

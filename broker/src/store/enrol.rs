@@ -165,14 +165,32 @@ impl Store {
     }
 
     /// Uses a code up and, in the same transaction, records the device that
-    /// `device` makes for what the code enrols. A failure writes nothing
-    /// but the audit row of the refusal.
+    /// `device` makes for what the code enrols.
+    ///
+    /// A code that cannot be used (unknown, used, expired, cancelled) is
+    /// found by a plain read: no transaction, no audit row and no wait on
+    /// the audit chain, so guessing codes costs the broker a lookup; the
+    /// caller counts such failures (and audits them in aggregate).
     pub async fn enrol_code_consume_with(
         &self,
         secret_hash: &str,
         now: Millis,
         device: impl FnOnce(&EnrolFor) -> Option<super::devices::NewDevice>,
     ) -> Result<ConsumedCode, ConsumeError> {
+        let state: Option<(Option<i64>, Option<i64>, i64)> = sqlx::query_as(
+            "SELECT consumed_at, cancelled_at, expires_at FROM enrolment_codes WHERE secret_hash = $1",
+        )
+        .bind(secret_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from)?;
+        match state {
+            None => return Err(ConsumeError::Unknown),
+            Some((Some(_), _, _)) => return Err(ConsumeError::Used),
+            Some((None, Some(_), _)) => return Err(ConsumeError::Cancelled),
+            Some((None, None, expires)) if expires <= now => return Err(ConsumeError::Expired),
+            Some(_) => {}
+        }
         let mut tx = self.begin_audited(now).await?;
         let row: Option<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
             "UPDATE enrolment_codes SET consumed_at = $1
@@ -186,26 +204,9 @@ impl Store {
         .await
         .map_err(StoreError::from)?;
         let Some((id, kind, asset_tag, username)) = row else {
+            // Another enrolment used it (or it was cancelled) in between.
             tx.rollback().await?;
-            let state: Option<(Option<i64>, Option<i64>, String)> = sqlx::query_as(
-                "SELECT consumed_at, cancelled_at, id FROM enrolment_codes WHERE secret_hash = $1",
-            )
-            .bind(secret_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::from)?;
-            let (err, target) = match state {
-                None => (ConsumeError::Unknown, "unknown".to_owned()),
-                Some((Some(_), _, id)) => (ConsumeError::Used, id),
-                Some((None, Some(_), id)) => (ConsumeError::Cancelled, id),
-                Some((None, None, id)) => (ConsumeError::Expired, id),
-            };
-            self.audit_only(
-                now,
-                AuditEntry::denied("anonymous", "enrol_code.consume", &target, &err.to_string()),
-            )
-            .await?;
-            return Err(err);
+            return Err(ConsumeError::Used);
         };
         let enrol_for = match (kind.as_str(), asset_tag, username) {
             ("managed", Some(tag), _) => EnrolFor::Laptop(
