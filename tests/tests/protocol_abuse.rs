@@ -322,3 +322,43 @@ fn a_stream_flood_stops_at_the_limit_and_others_still_get_through() {
     let health = world.broker.https_get("/healthz");
     assert!(health.contains("ok"), "{health}");
 }
+
+/// A device repeating refused hellos is audited a few times, then only
+/// counted, then disconnected: it cannot flood the audit log.
+#[test]
+fn repeated_refused_hellos_are_capped_and_end_the_connection() {
+    let s = setup();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let state = StateDir::open(&s.agent.state_dir).unwrap();
+        let device = state.device().unwrap();
+        let (_endpoint, conn) = account::connect(&device).await.unwrap();
+        let mut refused = 0;
+        for _ in 0..12 {
+            let Ok((mut send, mut recv)) = conn.open_bi().await else {
+                break;
+            };
+            let hello = Message::Hello {
+                version: lanyard_proto::PROTOCOL_VERSION,
+                access_token: "not-a-token".into(),
+                agent_version: "test".into(),
+                os: "test".into(),
+            };
+            if write_frame(&mut send, &hello).await.is_err() {
+                break;
+            }
+            match read_frame(&mut recv, Duration::from_secs(10)).await {
+                Ok(Message::Refused { .. }) => refused += 1,
+                _ => break,
+            }
+        }
+        assert!(refused <= 10, "{refused} hellos refused on one connection");
+        let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+        assert!(closed.is_ok(), "the connection stayed open");
+    });
+    let audit: serde_json::Value =
+        serde_json::from_str(&s.world.broker.audit_json("session.open")).unwrap();
+    let rows = audit.as_array().unwrap().len();
+    assert!(rows <= 5, "{rows} refused hellos audited one by one");
+    assert!(rows >= 1, "refusals are still audited");
+}

@@ -132,6 +132,7 @@ async fn serve_device(
         device,
         kind,
         session: OnceLock::new(),
+        refused_hellos: Default::default(),
         shutdown: shutdown.clone(),
     });
     let mut streams = JoinSet::new();

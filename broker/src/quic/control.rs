@@ -117,6 +117,11 @@ async fn open(ctx: &DeviceConn, access_token: &str) -> Result<Arc<LiveSession>, 
     Ok(session)
 }
 
+/// Refused hellos audited per connection; more are counted, not audited.
+pub const AUDITED_REFUSED_HELLOS: u32 = 5;
+/// Refused hellos after which the connection is closed.
+pub const MAX_REFUSED_HELLOS: u32 = 10;
+
 /// Serves a control stream whose first frame was `hello`, for as long as
 /// the session lasts.
 pub(super) async fn serve(
@@ -149,16 +154,27 @@ pub(super) async fn serve(
         Err(r) => {
             state.metrics.sessions_refused.fetch_add(1, Relaxed);
             state.metrics.deny(r.label);
-            Box::pin(state.store.audit_denial(
-                &r.username,
-                "session.open",
-                &ctx.device.label(),
-                &r.message,
-            ))
-            .await;
+            // A device repeating refused hellos is audited a few times,
+            // then only counted, then disconnected.
+            let refused = ctx.refused_hellos.fetch_add(1, Relaxed) + 1;
+            if refused <= AUDITED_REFUSED_HELLOS {
+                Box::pin(state.store.audit_denial(
+                    &r.username,
+                    "session.open",
+                    &ctx.device.label(),
+                    &r.message,
+                ))
+                .await;
+            }
             ctl.refuse(r.code, r.message);
             flush(&mut ctl, &mut send).await;
             let _ = send.finish();
+            if refused >= MAX_REFUSED_HELLOS {
+                ctx.conn.close(
+                    close::PROTOCOL.into(),
+                    b"too many refused sessions on this connection",
+                );
+            }
             return;
         }
     };

@@ -39,6 +39,8 @@ pub struct DeviceConn {
     pub thumbprint: [u8; 32],
     /// The session, once the control stream has opened one.
     pub session: OnceLock<Arc<LiveSession>>,
+    /// Hellos refused on this connection so far.
+    pub refused_hellos: std::sync::atomic::AtomicU32,
     /// Turns true when the broker starts draining.
     pub shutdown: watch::Receiver<bool>,
 }
