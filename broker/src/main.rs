@@ -322,12 +322,7 @@ mod tests {
 
     #[test]
     fn every_command_has_an_example_and_every_argument_a_description() {
-        let problems = crate::help_check::help_problems(&super::Cli::command());
-        assert!(
-            problems.is_empty(),
-            "--help lacks:\n{}",
-            problems.join("\n")
-        );
+        crate::help_check::assert_complete(&super::Cli::command());
     }
 
     /// Every serve option shows its default, as the README's table does.

@@ -8,6 +8,16 @@
 //! line running the binary, and no line so long that clap wraps it; and
 //! every argument has a description.
 
+/// Fails the calling test, listing every problem in `cmd`'s help.
+pub fn assert_complete(cmd: &clap::Command) {
+    let problems = help_problems(cmd);
+    assert!(
+        problems.is_empty(),
+        "--help lacks:\n{}",
+        problems.join("\n")
+    );
+}
+
 /// Every problem in `cmd`'s help and its subcommands' help, one line each
 /// naming the command, e.g. `lanyard devices assign: argument --to has no
 /// description`.

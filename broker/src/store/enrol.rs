@@ -77,49 +77,16 @@ impl Store {
         now: Millis,
     ) -> Result<IssuedCode> {
         let mut tx = self.begin_audited(now).await?;
+        // The same check as when the code is used: a code for a laptop out
+        // of use or a disabled person is never made.
+        match holder_state(&mut tx, what).await? {
+            Holder::Ready => {}
+            Holder::Missing(why) => return Err(StoreError::NotFound(why)),
+            Holder::Refused(why) => return Err(StoreError::Invalid(why)),
+        }
         let (asset_tag, username) = match what {
-            EnrolFor::Laptop(tag) => {
-                let status: Option<String> =
-                    sqlx::query_scalar("SELECT status FROM laptops WHERE asset_tag = $1")
-                        .bind(tag.as_str())
-                        .fetch_optional(tx.conn())
-                        .await?;
-                match status.as_deref() {
-                    None => {
-                        return Err(StoreError::NotFound(format!(
-                        "no laptop with asset tag {tag}; add it first with `lanyard devices add`"
-                    )))
-                    }
-                    Some(s @ ("lost" | "retired")) => {
-                        return Err(StoreError::Invalid(format!(
-                            "laptop {tag} is {s}; it cannot be enrolled"
-                        )))
-                    }
-                    Some(_) => {}
-                }
-                (Some(tag.as_str().to_owned()), None)
-            }
-            EnrolFor::Personal(user) => {
-                let active: Option<i64> =
-                    sqlx::query_scalar("SELECT active FROM staff WHERE username = $1")
-                        .bind(user.as_str())
-                        .fetch_optional(tx.conn())
-                        .await?;
-                match active {
-                    None => {
-                        return Err(StoreError::NotFound(format!(
-                            "no staff member named {user}"
-                        )))
-                    }
-                    Some(0) => {
-                        return Err(StoreError::Invalid(format!(
-                            "{user} is disabled; enable them before enrolling a device"
-                        )))
-                    }
-                    Some(_) => {}
-                }
-                (None, Some(user.as_str().to_owned()))
-            }
+            EnrolFor::Laptop(tag) => (Some(tag.as_str().to_owned()), None),
+            EnrolFor::Personal(user) => (None, Some(user.as_str().to_owned())),
         };
         let id = crate::secrets::new_id();
         let expires_at = now + ttl_ms;
@@ -223,7 +190,9 @@ impl Store {
         };
         // Whatever the code says, a lost or retired laptop, or a disabled
         // person, is not enrolled. The code is used up all the same.
-        if let Some(why) = holder_refusal(&mut tx, &enrol_for).await? {
+        if let Holder::Missing(why) | Holder::Refused(why) =
+            holder_state(&mut tx, &enrol_for).await?
+        {
             tx.audit(
                 AuditEntry::denied("anonymous", "enrol_code.consume", &enrol_for.target(), &why)
                     .with_detail(serde_json::json!({ "code_id": id, "reason": why })),
@@ -249,8 +218,18 @@ impl Store {
     }
 }
 
-/// Why what `enrol_for` names may not be enrolled now, if it may not.
-async fn holder_refusal(tx: &mut AuditedTx, enrol_for: &EnrolFor) -> Result<Option<String>> {
+/// Whether what a code enrols may be enrolled now.
+enum Holder {
+    Ready,
+    /// The laptop or person is not in the store.
+    Missing(String),
+    /// A laptop lost or retired, or a person disabled.
+    Refused(String),
+}
+
+/// Whether what `enrol_for` names may be enrolled now; checked when a code
+/// is made and again when it is used.
+async fn holder_state(tx: &mut AuditedTx, enrol_for: &EnrolFor) -> Result<Holder> {
     Ok(match enrol_for {
         EnrolFor::Laptop(tag) => {
             let status: Option<String> =
@@ -259,12 +238,14 @@ async fn holder_refusal(tx: &mut AuditedTx, enrol_for: &EnrolFor) -> Result<Opti
                     .fetch_optional(tx.conn())
                     .await?;
             match status.as_deref().map(LaptopStatus::parse) {
-                Some(Ok(s)) if s.is_out_of_use() => Some(format!(
+                None => Holder::Missing(format!(
+                    "no laptop with asset tag {tag}; add it first with `lanyard devices add`"
+                )),
+                Some(Ok(s)) if s.is_out_of_use() => Holder::Refused(format!(
                     "{tag} is marked {s}: it cannot be enrolled; contact ICT"
                 )),
-                Some(Ok(_)) => None,
-                Some(Err(e)) => Some(e.0),
-                None => Some(format!("there is no laptop {tag} any more")),
+                Some(Ok(_)) => Holder::Ready,
+                Some(Err(e)) => Holder::Refused(e.0),
             }
         }
         EnrolFor::Personal(user) => {
@@ -274,11 +255,11 @@ async fn holder_refusal(tx: &mut AuditedTx, enrol_for: &EnrolFor) -> Result<Opti
                     .fetch_optional(tx.conn())
                     .await?;
             match active {
-                Some(1) => None,
-                Some(_) => Some(format!(
-                    "{user} is disabled: no device can be enrolled for them"
+                None => Holder::Missing(format!("no staff member named {user}")),
+                Some(1) => Holder::Ready,
+                Some(_) => Holder::Refused(format!(
+                    "{user} is disabled: enable them before enrolling a device"
                 )),
-                None => Some(format!("there is no staff member {user}")),
             }
         }
     })
