@@ -118,7 +118,8 @@ pub struct LimitsConfig {
     /// Concurrent HTTPS connections from one source address (default 64):
     /// one host cannot take every connection slot.
     pub http_connections_per_address: Option<usize>,
-    /// Time allowed for one API request, body included (default 30s).
+    /// Time allowed for one API request, body included, and for a response
+    /// write the client does not read (default 30s).
     pub http_request_timeout: Option<String>,
     /// Largest request body, in bytes (default 8 MiB, for CSV imports).
     pub http_body_bytes: Option<usize>,

@@ -216,28 +216,13 @@ impl BrokerProcess {
 
     /// A plain HTTPS GET of `path` on the API listener; the body.
     pub fn https_get(&self, path: &str) -> String {
-        use rustls_pki_types::pem::PemObject;
         use std::io::Read;
-        let ca = rustls_pki_types::CertificateDer::from_pem_file(self.data_dir.join("ca.pem"))
-            .expect("ca.pem");
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca).expect("CA");
-        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let addr = self.api.trim_start_matches("https://");
-        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name");
-        let conn =
-            rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("TLS client");
-        let tcp = std::net::TcpStream::connect(addr).expect("connect to the API");
-        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let tcp = std::net::TcpStream::connect(self.api_addr()).expect("connect to the API");
+        let mut tls = self.tls_over(tcp);
         write!(
             tls,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.api_addr()
         )
         .expect("send request");
         let mut response = Vec::new();
@@ -247,6 +232,22 @@ impl BrokerProcess {
             Some((_, body)) => body.to_owned(),
             None => response,
         }
+    }
+
+    /// The API listener's address.
+    pub fn api_addr(&self) -> std::net::SocketAddr {
+        self.api
+            .trim_start_matches("https://")
+            .parse()
+            .expect("the API address")
+    }
+
+    /// A TLS client over `tcp` (connected to the API), trusting the broker's CA.
+    pub fn tls_over(
+        &self,
+        tcp: std::net::TcpStream,
+    ) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+        tls_client(&self.data_dir.join("ca.pem"), tcp)
     }
 
     /// The value of the gauge or counter `name` in `/metrics`, if shown.
@@ -557,4 +558,27 @@ pub fn echo_through(port: u16, data: &[u8]) -> std::io::Result<Vec<u8>> {
 /// and check (the stress tester's own, so both check bytes the same way).
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     lanyard_cli::commands::stress::sim::pattern(seed, len)
+}
+
+/// A TLS client over `tcp` (connected to a broker's API on 127.0.0.1),
+/// trusting the CA certificate in the PEM file `ca`.
+pub fn tls_client(
+    ca: &Path,
+    tcp: std::net::TcpStream,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    let ca = rustls_pki_types::CertificateDer::from_pem_file(ca).expect("ca.pem");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).expect("CA");
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let conn =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("TLS client");
+    rustls::StreamOwned::new(conn, tcp)
 }

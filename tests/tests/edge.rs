@@ -62,6 +62,45 @@ fn a_slow_loris_from_one_address_does_not_lock_ict_out() {
     drop(held);
 }
 
+/// A client that asks for responses and never reads them gives its
+/// connection back once a write has stalled for the request timeout.
+#[test]
+fn a_client_that_stops_reading_gives_its_connection_back() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("broker.toml");
+    std::fs::write(&config, "[limits]\nhttp_request_timeout = \"2s\"\n").unwrap();
+    let w = World::with(&["--config", config.to_str().unwrap()], &[]);
+    let api = w.broker.api_addr();
+    // A tiny receive window, then far more responses asked for than the
+    // socket buffers on both sides hold.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&api.into()).unwrap();
+    let mut tls = w.broker.tls_over(socket.into());
+    let asked = 1000;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {api}\r\n\r\n");
+    tls.write_all(request.repeat(asked).as_bytes()).unwrap();
+    tls.flush().unwrap();
+    // Only the probe's own connection is left open once the stall is over.
+    let given_back = w.broker.wait_metric(
+        "lanyard_http_connections_open",
+        Duration::from_secs(15),
+        |n| n <= 1.0,
+    );
+    assert!(given_back, "the stalled connection is still held");
+    // Reading now: some responses, then the end, never all of them.
+    let mut got = Vec::new();
+    let _ = tls.read_to_end(&mut got);
+    let answered = String::from_utf8_lossy(&got)
+        .matches("HTTP/1.1 200")
+        .count();
+    assert!(
+        answered < asked,
+        "all {asked} responses arrived: the connection was not cut"
+    );
+}
+
 /// Connections without a device certificate are anyone's to make: they
 /// have a pool of their own, so idle ones, however many, leave the agents'
 /// places free.
