@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -198,6 +199,7 @@ impl Broker {
             None => quic_addr.to_string(),
         };
         let requires_allocation = settings.managed_requires_allocation;
+        let settings_node = settings.node.clone();
         let shared = Arc::new(Shared {
             store,
             ca,
@@ -212,15 +214,33 @@ impl Broker {
             policy: crate::policy::snapshot::PolicyCache::new(requires_allocation),
             sessions: Default::default(),
             quic: endpoint.clone(),
-            node: format!(
-                "{}:{}",
-                local_hostname().unwrap_or_else(|| "broker".into()),
-                quic_addr.port()
-            ),
+            node: settings_node.unwrap_or_else(|| {
+                format!(
+                    "{}:{}",
+                    local_hostname().unwrap_or_else(|| "broker".into()),
+                    quic_addr.port()
+                )
+            }),
             load: Default::default(),
         });
-        // Stale sessions from an earlier run do not exist in memory; the
-        // rules must be loaded before the first agent is served.
+        // This node's sessions from an earlier run ended with it.
+        let ended = shared
+            .store
+            .node_start(
+                &shared.node,
+                &shared.public_quic_addr,
+                &api_addr.to_string(),
+                now_ms(),
+            )
+            .await
+            .map_err(store_err)?;
+        if ended > 0 {
+            tracing::info!(
+                sessions = ended,
+                "recorded the sessions of this node's last run as ended"
+            );
+        }
+        // The rules must be loaded before the first agent is served.
         shared
             .policy
             .reload(&shared.store, now_ms())
@@ -287,6 +307,19 @@ impl Broker {
             let (shared, stop) = (self.shared.clone(), stop_rx.clone());
             tokio::spawn(async move { shared.failures.run(&shared.store, stop).await })
         };
+        let heartbeat = {
+            let (shared, stop) = (self.shared.clone(), stop_rx.clone());
+            tokio::spawn(async move { heartbeat(&shared, stop).await })
+        };
+        let listener = {
+            let (shared, stop) = (self.shared.clone(), stop_rx.clone());
+            tokio::spawn(async move {
+                shared
+                    .store
+                    .listen_access(|| shared.policy.trigger(), stop)
+                    .await
+            })
+        };
         let load = {
             let shared = self.shared.clone();
             tokio::spawn(async move { crate::load::run(shared.load_sources(), stop_rx).await })
@@ -298,6 +331,8 @@ impl Broker {
         let _ = policy.await;
         let _ = load.await;
         let _ = failures.await;
+        let _ = heartbeat.await;
+        let _ = listener.await;
         self.endpoint.close(
             lanyard_proto::close::SHUTDOWN.into(),
             b"the broker is stopping",
@@ -306,5 +341,36 @@ impl Broker {
         let _ = api.await;
         self.shared.store.close().await;
         tracing::info!("stopped");
+    }
+}
+
+/// How often a node says it is alive, with its agents and streams.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Keeps this node's row in the store fresh until `shutdown`, and ends the
+/// sessions of nodes that have gone silent.
+async fn heartbeat(state: &crate::state::Shared, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let beat = state.store.node_heartbeat(
+            &state.node,
+            state.sessions.len() as u64,
+            state.sessions.open_streams(),
+            now_ms(),
+        );
+        match tokio::time::timeout(HEARTBEAT, beat).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(ended)) => {
+                tracing::info!(
+                    sessions = ended,
+                    "ended the sessions of a node that went silent"
+                )
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot record this node's heartbeat"),
+            Err(_) => tracing::warn!("the store did not take this node's heartbeat in time"),
+        }
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+        }
     }
 }

@@ -52,6 +52,8 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub grace_period: Option<String>,
+    /// This node's name among several sharing one PostgreSQL.
+    pub node: Option<String>,
     #[serde(default)]
     pub tokens: TokensConfig,
     #[serde(default)]
@@ -141,6 +143,8 @@ pub struct Settings {
     pub server_names: Vec<String>,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub grace_period: Duration,
+    /// `None`: HOSTNAME:QUIC_PORT.
+    pub node: Option<String>,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     pub api_token_ttl: Duration,
@@ -170,6 +174,7 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub grace_period: Option<String>,
+    pub node: Option<String>,
 }
 
 impl FileConfig {
@@ -288,7 +293,18 @@ impl Settings {
                 "must be between 1024 and 268435456",
             ));
         }
+        let node = over.node.or(file.node);
+        if let Some(n) = &node {
+            let fine = |c: char| c.is_ascii_alphanumeric() || ".-_:".contains(c);
+            if n.is_empty() || n.len() > 64 || !n.chars().all(fine) {
+                return Err(value_err(
+                    "node",
+                    format!("{n:?}: use 1 to 64 letters, digits, '.', '-', '_' or ':'"),
+                ));
+            }
+        }
         let settings = Settings {
+            node,
             data_dir: over
                 .data_dir
                 .or(file.data_dir)

@@ -120,6 +120,10 @@ struct ServeArgs {
     /// How long to drain live connections on SIGTERM [default: 30s].
     #[arg(long, env = "LANYARD_GRACE_PERIOD", value_name = "DURATION")]
     grace_period: Option<String>,
+    /// This node's name among several sharing one PostgreSQL (letters, digits,
+    /// `.`, `-`, `_`, `:`; up to 64) [default: HOSTNAME:QUIC_PORT].
+    #[arg(long, env = "LANYARD_NODE", value_name = "NAME")]
+    node: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +176,7 @@ fn settings(store: StoreArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Setti
         over.tls_cert = s.tls_cert.clone();
         over.tls_key = s.tls_key.clone();
         over.grace_period = s.grace_period.clone();
+        over.node = s.node.clone();
     }
     Ok(Settings::resolve(over, file)?)
 }

@@ -117,17 +117,40 @@ impl World {
     }
 }
 
-/// Reads from a live tunnel connection until it ends; how long that took.
-pub fn time_until_closed(mut conn: TcpStream, limit: Duration) -> Duration {
-    conn.set_read_timeout(Some(limit)).unwrap();
-    let start = Instant::now();
+/// Reads from a live tunnel connection until it ends: the instant it did,
+/// or `None` if it was still open after `limit` (a read timeout is not an
+/// end).
+pub fn closed_at(mut conn: TcpStream, limit: Duration) -> Option<Instant> {
+    let deadline = Instant::now() + limit;
     let mut buf = [0u8; 64];
     loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        conn.set_read_timeout(Some(left)).unwrap();
         match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return start.elapsed(),
+            Ok(0) => return Some(Instant::now()),
             Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return Some(Instant::now()),
         }
     }
+}
+
+/// How long after `from` a connection that [`closed_at`] watched ended;
+/// fails the test if it never did.
+pub fn ended_after(closed: Option<Instant>, from: Instant, what: &str) -> Duration {
+    let at = closed.unwrap_or_else(|| panic!("{what}: the live tunnel never closed"));
+    at.saturating_duration_since(from)
 }
 
 /// A connection through the tunnel that has shown it works.
@@ -141,4 +164,21 @@ pub fn live_connection(port: u16) -> TcpStream {
     conn.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"ping");
     conn
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_timeout_is_not_an_end_but_a_close_is() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let conn = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (held, _) = listener.accept().unwrap();
+        let quiet = conn.try_clone().unwrap();
+        assert!(closed_at(quiet, Duration::from_millis(300)).is_none());
+        drop(held);
+        let at = closed_at(conn, Duration::from_secs(5));
+        assert!(at.is_some(), "a closed connection was not seen to end");
+    }
 }

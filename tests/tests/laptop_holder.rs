@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use lanyard_e2e::world::{live_connection, time_until_closed, World, PASSWORD, READY};
+use lanyard_e2e::world::{closed_at, ended_after, live_connection, World, PASSWORD, READY};
 use lanyard_e2e::{echo_through, Agent, TestStore};
 
 /// The broker on SQLite, then (when configured) on PostgreSQL.
@@ -60,19 +60,15 @@ fn a_laptop_works_for_its_holder_and_a_hand_over_moves_access_at_once() {
 
         // The return closes the holder's live tunnel within a second.
         let conn = live_connection(port);
-        let waiter = std::thread::spawn(move || {
-            time_until_closed(conn, Duration::from_secs(5));
-            Instant::now()
-        });
+        let waiter = std::thread::spawn(move || closed_at(conn, Duration::from_secs(5)));
         lanyard(&w, &["devices", "return", "LT-1"]);
         let returned = Instant::now();
-        let closed_at = waiter.join().unwrap();
         // From the instant the command returned to the instant the stream
-        // ended (a read timeout after 5 s fails this too).
+        // ended (never ending within 5 s fails this too).
+        let after = ended_after(waiter.join().unwrap(), returned, "return");
         assert!(
-            closed_at.saturating_duration_since(returned) < Duration::from_secs(1),
-            "the old holder's tunnel stayed open {:?} after the return",
-            closed_at.saturating_duration_since(returned)
+            after < Duration::from_secs(1),
+            "the old holder's tunnel stayed open {after:?} after the return",
         );
         assert_eq!(
             up.wait_exit(Duration::from_secs(30)),

@@ -1,55 +1,142 @@
-//! `/api/v1/sessions`: the live agent sessions on this broker node, and
-//! ending one.
+//! `/api/v1/sessions`: the live agent sessions of every node, and ending
+//! one from any node; `/api/v1/nodes`: the broker nodes.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
+use serde::Serialize;
 
 use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
-use crate::clock::now_ms;
+use super::extract::QueryParams;
+use crate::clock::{now_ms, rfc3339};
 use crate::state::AppState;
+use crate::store::nodes::NODE_LOST_AFTER_MS;
 use crate::tunnel::SessionView;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/sessions", get(list))
         .route("/sessions/{id}", delete(kill))
+        .route("/nodes", get(nodes))
 }
 
-async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Vec<SessionView>>> {
-    Ok(Json(
-        state.sessions.list().iter().map(|s| s.view()).collect(),
-    ))
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    node: Option<String>,
 }
 
-/// Ends the session and the sign-in behind it: its tunnels close at once
-/// and its agent must sign in again.
+/// This node's sessions with their live figures, then every other node's
+/// as the store records them; oldest first.
+async fn list(
+    State(state): State<AppState>,
+    _admin: Admin,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> ApiResult<Json<Vec<SessionView>>> {
+    let mut all: Vec<SessionView> = state
+        .sessions
+        .list()
+        .iter()
+        .map(|s| s.view(&state.node))
+        .collect();
+    for row in state.store.sessions_live().await? {
+        if row.node != state.node {
+            all.push(SessionView::elsewhere(&row));
+        }
+    }
+    if let Some(node) = &q.node {
+        all.retain(|s| &s.node == node);
+    }
+    all.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.id.cmp(&b.id)));
+    Ok(Json(all))
+}
+
+/// Ends the session and the sign-in behind it, on whichever node holds
+/// it: its tunnels close at once and its agent must sign in again.
 async fn kill(
     State(state): State<AppState>,
     Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let session = state.sessions.get(&id).ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "no live session {id} on this broker; see `lanyard sessions list`"
-        ))
-    })?;
+    let not_found =
+        || ApiError::NotFound(format!("no live session {id}; see `lanyard sessions list`"));
+    if id.len() > 64 {
+        return Err(not_found());
+    }
+    let here = state.sessions.get(&id);
+    let row = match &here {
+        Some(s) => s.row(&state.node),
+        None => state.store.session_live(&id).await?.ok_or_else(not_found)?,
+    };
+    // Committed first: the sign-in is over on every node before any
+    // tunnel closes; the node holding the session closes it on reload.
     state
         .store
         .session_kill(
             &caller.name,
-            &session.id,
-            &session.username,
-            session.sign_in.as_deref(),
+            &row.id,
+            &row.username,
+            row.sign_in.as_deref(),
             now_ms(),
         )
         .await?;
-    session.close(
-        lanyard_proto::close::SIGN_IN_ENDED,
-        "the session was ended by ICT; sign in again",
-    );
-    state.sessions.remove(&session.id);
+    if let Some(session) = here {
+        session.close(
+            lanyard_proto::close::SIGN_IN_ENDED,
+            "the session was ended by ICT; sign in again",
+        );
+        state.sessions.remove(&session.id);
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A node as `lanyard nodes list` shows it.
+#[derive(Debug, Serialize)]
+struct NodeView {
+    name: String,
+    quic_addr: String,
+    api_addr: String,
+    started_at: String,
+    heartbeat_at: String,
+    /// Heard from within the last 30 s.
+    alive: bool,
+    /// This node (the one answering).
+    this: bool,
+    agents: i64,
+    streams: i64,
+}
+
+async fn nodes(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Vec<NodeView>>> {
+    let now = now_ms();
+    let rows = state.store.nodes_list().await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|n| {
+                let this = n.name == state.node;
+                NodeView {
+                    alive: this || now - n.heartbeat_at < NODE_LOST_AFTER_MS,
+                    this,
+                    // This node's figures are live; others' are from their
+                    // last heartbeat.
+                    agents: if this {
+                        state.sessions.len() as i64
+                    } else {
+                        n.agents
+                    },
+                    streams: if this {
+                        state.sessions.open_streams() as i64
+                    } else {
+                        n.streams
+                    },
+                    started_at: rfc3339(n.started_at),
+                    heartbeat_at: rfc3339(n.heartbeat_at),
+                    name: n.name,
+                    quic_addr: n.quic_addr,
+                    api_addr: n.api_addr,
+                }
+            })
+            .collect(),
+    ))
 }

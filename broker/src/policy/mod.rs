@@ -47,6 +47,9 @@ pub struct Policy {
     /// Whether a council laptop works only for its holder or pool group
     /// (`[policy] managed_requires_allocation`).
     pub managed_requires_allocation: bool,
+    /// Live sessions (on any node) that must end: killed by an admin, or
+    /// whose sign-in was ended.
+    pub ended_sessions: HashSet<String>,
     /// When these rules were last confirmed against the store.
     pub loaded_at: Millis,
 }
@@ -59,6 +62,7 @@ impl Policy {
             && self.revoked_devices == other.revoked_devices
             && self.laptops == other.laptops
             && self.managed_requires_allocation == other.managed_requires_allocation
+            && self.ended_sessions == other.ended_sessions
     }
 }
 
@@ -182,6 +186,9 @@ pub enum Deny {
     AtCapacity {
         lowest: u8,
     },
+    /// The session was ended by an admin, or the sign-in behind it was
+    /// (by logout, refresh-token reuse, a password reset).
+    SignInEnded,
 }
 
 impl Deny {
@@ -201,12 +208,13 @@ impl Deny {
             Deny::NotInGroup(_) => "not_in_group",
             Deny::DeviceKind { .. } => "device_kind",
             Deny::AtCapacity { .. } => "at_capacity",
+            Deny::SignInEnded => "sign_in_ended",
         }
     }
 
     pub fn code(&self) -> ErrorCode {
         match self {
-            Deny::UnknownPerson | Deny::TokenExpired => ErrorCode::Unauthorized,
+            Deny::UnknownPerson | Deny::TokenExpired | Deny::SignInEnded => ErrorCode::Unauthorized,
             Deny::DeviceRevoked | Deny::CertificateExpired | Deny::LaptopOutOfUse { .. } => {
                 ErrorCode::Revoked
             }
@@ -231,9 +239,11 @@ impl Deny {
             Deny::StaleRules => close::STALE_STATE,
             Deny::AtCapacity { .. } => close::AT_CAPACITY,
             Deny::TokenExpired => close::SIGNED_OUT,
-            Deny::UnknownPerson | Deny::PersonDisabled | Deny::WrongOwner | Deny::NotHolder(_) => {
-                close::SIGN_IN_ENDED
-            }
+            Deny::UnknownPerson
+            | Deny::PersonDisabled
+            | Deny::WrongOwner
+            | Deny::NotHolder(_)
+            | Deny::SignInEnded => close::SIGN_IN_ENDED,
             Deny::UnknownApp(_) | Deny::NotInGroup(_) | Deny::DeviceKind { .. } => {
                 close::SIGNED_OUT
             }
@@ -267,6 +277,7 @@ impl std::fmt::Display for Deny {
                 write!(f, "this device's certificate has expired; enrol it again")
             }
             Deny::TokenExpired => write!(f, "the sign-in has expired; sign in again"),
+            Deny::SignInEnded => write!(f, "this sign-in was ended; sign in again"),
             Deny::StaleRules => write!(
                 f,
                 "the broker cannot confirm access rules right now; try again shortly"

@@ -1,8 +1,12 @@
 //! The rules in memory: loaded from the store at start, reloaded at once
-//! after every admin change and revocation, and every
-//! [`RELOAD_INTERVAL`] anyway (which is how changes made on another broker
-//! node arrive). Each reload bumps a generation that live sessions and
-//! streams watch, so they re-check themselves against the new rules.
+//! after every admin change and revocation made on this node, when another
+//! node announces one (PostgreSQL `NOTIFY`), when the store's access
+//! generation is seen to have moved (polled every [`GENERATION_POLL`]: the
+//! catch-up for a lost notification), and every [`RELOAD_INTERVAL`]
+//! anyway. Each reload that changes the rules bumps a generation that live
+//! sessions and streams watch, so they re-check themselves against the new
+//! rules. Every read has [`STORE_TIMEOUT`]: a store that stops answering
+//! leaves the rules to age until sessions fail closed.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
@@ -15,8 +19,12 @@ use crate::clock::{now_ms, Millis};
 use crate::model::{DeviceKindRule, LaptopStatus};
 use crate::store::{Store, StoreError};
 
-/// How often the rules are re-read even when nothing here changed them.
-pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the rules are re-read even when nothing says they changed.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the store's access generation is read.
+pub const GENERATION_POLL: Duration = Duration::from_millis(250);
+/// The longest a read of the rules may take.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub struct PolicyCache {
@@ -69,7 +77,12 @@ impl PolicyCache {
     /// Reads the rules from the store and installs them.
     pub async fn reload(&self, store: &Store, now: Millis) -> Result<(), StoreError> {
         let _one = self.reloading.lock().await;
-        let policy = load(store, now, self.managed_requires_allocation).await?;
+        let policy = tokio::time::timeout(
+            STORE_TIMEOUT,
+            load(store, now, self.managed_requires_allocation),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))??;
         let changed = !self.current().same_rules(&policy);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
         // Live sessions and streams re-check only when the rules changed.
@@ -84,13 +97,28 @@ impl PolicyCache {
     /// [`RELOAD_INTERVAL`] anyway.
     pub async fn run(&self, store: &Store, mut shutdown: watch::Receiver<bool>) {
         let mut access = store.access_changes();
+        let mut seen = None;
+        let mut next_reload = tokio::time::Instant::now() + RELOAD_INTERVAL;
         loop {
+            let mut poll = false;
             tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => return,
                 _ = self.wake.notified() => {}
                 _ = access.changed() => {}
-                _ = tokio::time::sleep(RELOAD_INTERVAL) => {}
+                _ = tokio::time::sleep_until(next_reload) => {}
+                _ = tokio::time::sleep(GENERATION_POLL) => poll = true,
             }
+            if poll {
+                let read =
+                    tokio::time::timeout(STORE_TIMEOUT, store.access_generation_stored()).await;
+                match read {
+                    Ok(Ok(g)) if seen == Some(g) => continue,
+                    Ok(Ok(g)) => seen = Some(g),
+                    // Unreadable: the reload below says so, and fails.
+                    _ => {}
+                }
+            }
+            next_reload = tokio::time::Instant::now() + RELOAD_INTERVAL;
             if let Err(e) = self.reload(store, now_ms()).await {
                 let age = now_ms() - self.current().loaded_at;
                 tracing::warn!(error = %e, age_ms = age, "cannot reload access rules; keeping the last ones");
@@ -139,6 +167,7 @@ async fn load(
     }
     policy.revoked_devices = store.devices_revoked().await?.into_iter().collect();
     policy.managed_requires_allocation = managed_requires_allocation;
+    policy.ended_sessions = store.sessions_ended().await?.into_iter().collect();
     for l in store.laptops_access().await? {
         // The store's CHECK allows only valid statuses.
         let Ok(status) = LaptopStatus::parse(&l.status) else {

@@ -82,6 +82,7 @@ async fn open(ctx: &DeviceConn, access_token: &str) -> Result<Arc<LiveSession>, 
         denied_streams: AtomicU64::new(0),
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
+        apps_used: Default::default(),
         conn: ctx.conn.clone(),
     });
     let policy = state.policy.current();
@@ -189,6 +190,12 @@ pub(super) async fn serve(
     }
     state.sessions.insert(session.clone());
     state.metrics.sessions_opened.fetch_add(1, Relaxed);
+    // Recorded for every node to see; the session does not wait on it
+    // being possible (the rules in memory decide access).
+    let row = session.row(&state.node);
+    if let Err(e) = Box::pin(state.store.session_open(&row)).await {
+        tracing::warn!(session = %session.id, error = %e, "cannot record a session as open");
+    }
     let mut apps = grants(&state.policy.current(), &session);
     ctl.welcome(session.id.clone(), apps.clone(), expiry(&session));
     tracing::info!(session = %session.id, username = %session.username, device = %session.device_label, "session opened");
@@ -257,6 +264,9 @@ pub(super) async fn serve(
         }
         if recheck {
             let policy = state.policy.current();
+            if policy.ended_sessions.contains(&session.id) {
+                break End::Denied(Deny::SignInEnded);
+            }
             match decide_session(&policy, &session.subject(), now_ms()) {
                 Err(d) => break End::Denied(d),
                 Ok(()) => {
@@ -268,6 +278,11 @@ pub(super) async fn serve(
                 }
             }
         }
+    };
+    let reason = match &ended {
+        End::Agent => "the agent disconnected".to_owned(),
+        End::Drained => "the broker stopped".to_owned(),
+        End::Denied(d) => d.to_string(),
     };
     match ended {
         End::Agent => {}
@@ -291,6 +306,10 @@ pub(super) async fn serve(
         }
     }
     state.sessions.remove(&session.id);
+    let end = session.end(&reason);
+    if let Err(e) = Box::pin(state.store.session_close(&row, &end, now_ms())).await {
+        tracing::warn!(session = %session.id, error = %e, "cannot record a session's end");
+    }
 }
 
 /// Why a control stream ended.

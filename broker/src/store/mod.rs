@@ -20,6 +20,7 @@ pub mod enrol;
 pub mod groups;
 pub mod laptops;
 pub mod load;
+pub mod nodes;
 pub mod refresh;
 pub mod requests;
 pub mod staff;
@@ -35,6 +36,9 @@ pub use audit::{AuditEntry, Outcome};
 use crate::clock::Millis;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// The PostgreSQL channel on which a change to access is announced.
+pub const ACCESS_CHANNEL: &str = "lanyard_access";
 
 /// Which database is behind the URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +114,8 @@ pub struct Store {
     backend: Backend,
     /// Moves on after every committed change to access.
     access: std::sync::Arc<watch::Sender<u64>>,
+    /// For the PostgreSQL listener (never shown: it may hold a password).
+    url: std::sync::Arc<str>,
 }
 
 impl Store {
@@ -146,6 +152,7 @@ impl Store {
             pool,
             backend,
             access: std::sync::Arc::new(watch::channel(0).0),
+            url: url.into(),
         })
     }
 
@@ -204,6 +211,7 @@ impl Store {
             appended: false,
             access_changed: false,
             access: self.access.clone(),
+            backend: self.backend,
             now,
         })
     }
@@ -243,6 +251,7 @@ pub struct AuditedTx {
     appended: bool,
     access_changed: bool,
     access: std::sync::Arc<watch::Sender<u64>>,
+    backend: Backend,
     now: Millis,
 }
 
@@ -285,6 +294,19 @@ impl AuditedTx {
                 .bind(&self.head_hash)
                 .execute(&mut *self.tx)
                 .await?;
+        }
+        if self.access_changed {
+            // Other nodes see the generation move (and, on PostgreSQL,
+            // hear of it at once: a notification is sent at commit).
+            sqlx::query("UPDATE access_state SET generation = generation + 1 WHERE id = 1")
+                .execute(&mut *self.tx)
+                .await?;
+            if self.backend == Backend::Postgres {
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(ACCESS_CHANNEL)
+                    .execute(&mut *self.tx)
+                    .await?;
+            }
         }
         self.tx.commit().await?;
         if self.access_changed {

@@ -105,6 +105,8 @@ impl Store {
                 .execute(tx.conn())
                 .await
                 .map_err(StoreError::from)?;
+            // The family's live sessions end on every node.
+            tx.access_changed();
             tx.audit(AuditEntry::denied(
                 &username,
                 "token.refresh",
@@ -206,6 +208,15 @@ impl Store {
             .execute(tx.conn())
             .await?;
         }
+        // Whichever node holds the session ends it on its next reload.
+        sqlx::query(
+            "UPDATE agent_sessions SET kill_requested_at = $1 WHERE id = $2 AND kill_requested_at IS NULL",
+        )
+        .bind(now)
+        .bind(session_id)
+        .execute(tx.conn())
+        .await?;
+        tx.access_changed();
         tx.audit(
             AuditEntry::ok(actor, "session.kill", username)
                 .with_detail(serde_json::json!({ "session": session_id, "sign_in": sign_in })),

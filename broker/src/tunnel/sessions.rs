@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::clock::{rfc3339, Millis};
 use crate::policy::{DeviceKind, Subject};
+use crate::store::nodes::{SessionEnd, SessionRow};
 
 /// One agent's session: a person on a device, over one QUIC connection.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub struct LiveSession {
     pub bytes_up: AtomicU64,
     /// App to agent.
     pub bytes_down: AtomicU64,
+    /// The apps this session has opened streams to.
+    pub apps_used: Mutex<std::collections::BTreeSet<String>>,
     pub conn: quinn::Connection,
 }
 
@@ -53,43 +56,110 @@ impl LiveSession {
         }
     }
 
+    /// Notes that a stream to `app` was let through.
+    pub fn used(&self, app: &str) {
+        let mut apps = self.apps_used.lock().unwrap_or_else(|p| p.into_inner());
+        if !apps.contains(app) {
+            apps.insert(app.to_owned());
+        }
+    }
+
+    /// The session as the store records it, held on `node`.
+    pub fn row(&self, node: &str) -> SessionRow {
+        SessionRow {
+            id: self.id.clone(),
+            node: node.to_owned(),
+            username: self.username.clone(),
+            device: self.device_label.clone(),
+            kind: self.device_kind.as_str().to_owned(),
+            remote: self.remote.to_string(),
+            sign_in: self.sign_in.clone(),
+            since: self.since,
+        }
+    }
+
+    /// What the session did, for the record of its end.
+    pub fn end(&self, reason: &str) -> SessionEnd {
+        SessionEnd {
+            reason: reason.to_owned(),
+            streams: self.streams_total.load(Relaxed),
+            denied_streams: self.denied_streams.load(Relaxed),
+            bytes_up: self.bytes_up.load(Relaxed),
+            bytes_down: self.bytes_down.load(Relaxed),
+            apps: self
+                .apps_used
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// Ends the session: the agent sees `code` and `reason`.
     pub fn close(&self, code: u32, reason: &str) {
         let reason: String = reason.chars().take(200).collect();
         self.conn.close(code.into(), reason.as_bytes());
     }
 
-    pub fn view(&self) -> SessionView {
+    /// The session as the API shows it, held on `node` (this one).
+    pub fn view(&self, node: &str) -> SessionView {
         SessionView {
             id: self.id.clone(),
+            node: node.to_owned(),
             username: self.username.clone(),
             device: self.device_label.clone(),
             kind: self.device_kind.as_str(),
             remote: self.remote.to_string(),
             since: rfc3339(self.since),
-            open_streams: self.open_streams.load(Relaxed),
-            streams_total: self.streams_total.load(Relaxed),
-            bytes_up: self.bytes_up.load(Relaxed),
-            bytes_down: self.bytes_down.load(Relaxed),
+            open_streams: Some(self.open_streams.load(Relaxed)),
+            streams_total: Some(self.streams_total.load(Relaxed)),
+            bytes_up: Some(self.bytes_up.load(Relaxed)),
+            bytes_down: Some(self.bytes_down.load(Relaxed)),
         }
     }
 }
 
-/// A session as the API shows it.
+/// A session as the API shows it. Its live figures are known only to the
+/// node that holds it: `None` when another node answers.
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionView {
     pub id: String,
+    pub node: String,
     pub username: String,
     pub device: String,
     pub kind: &'static str,
     pub remote: String,
     pub since: String,
-    pub open_streams: u64,
-    pub streams_total: u64,
+    pub open_streams: Option<u64>,
+    pub streams_total: Option<u64>,
     /// Bytes from the agent to its apps.
-    pub bytes_up: u64,
+    pub bytes_up: Option<u64>,
     /// Bytes from the apps to the agent.
-    pub bytes_down: u64,
+    pub bytes_down: Option<u64>,
+}
+
+impl SessionView {
+    /// A session held on another node, as the store records it.
+    pub fn elsewhere(row: &SessionRow) -> Self {
+        Self {
+            id: row.id.clone(),
+            node: row.node.clone(),
+            username: row.username.clone(),
+            device: row.device.clone(),
+            kind: match row.kind.as_str() {
+                "managed" => "managed",
+                "personal" => "personal",
+                _ => "unknown",
+            },
+            remote: row.remote.clone(),
+            since: rfc3339(row.since),
+            open_streams: None,
+            streams_total: None,
+            bytes_up: None,
+            bytes_down: None,
+        }
+    }
 }
 
 #[derive(Debug, Default)]

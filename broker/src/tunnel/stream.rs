@@ -91,6 +91,7 @@ pub async fn serve(svc: Services<'_>, session: &LiveSession, opened: Opened) {
     svc.metrics.streams_allowed.fetch_add(1, Relaxed);
     session.streams_total.fetch_add(1, Relaxed);
     session.open_streams.fetch_add(1, Relaxed);
+    session.used(&app);
     let _open = OpenStream(session);
     let revoked = {
         let per_app = svc.metrics.app(&app);

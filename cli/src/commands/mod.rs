@@ -7,6 +7,7 @@ pub mod enroll_code;
 pub mod groups;
 pub mod load;
 pub mod login;
+pub mod nodes;
 pub mod report;
 pub mod requests;
 pub mod sessions;
@@ -98,9 +99,17 @@ pub enum Command {
         subcommand,
         after_help = "Examples:
   lanyard sessions list
+  lanyard sessions list --node broker-b
   lanyard sessions kill 3f2a9c..."
     )]
     Sessions(sessions::SessionsCommand),
+    /// Broker nodes sharing one PostgreSQL: address, heartbeat, agents.
+    #[command(
+        subcommand,
+        after_help = "Example:
+  lanyard nodes list"
+    )]
+    Nodes(nodes::NodesCommand),
     /// Reports: the inventory as CSV or JSON.
     #[command(
         subcommand,
@@ -128,6 +137,7 @@ pub async fn run(cli: &Cli, out: &mut Out<'_>) -> Result<(), CliError> {
         Command::Devices(c) => devices::run(cli, c, out).await,
         Command::Requests(c) => requests::run(cli, c, out).await,
         Command::Sessions(c) => sessions::run(cli, c, out).await,
+        Command::Nodes(c) => nodes::run(cli, c, out).await,
         Command::Load => load::run(cli, out).await,
         Command::Stress(args) => stress::run(cli, args, out).await,
         Command::Report(c) => report::run(cli, c, out).await,
