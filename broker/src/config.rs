@@ -74,6 +74,9 @@ pub struct PolicyConfig {
     /// any member of its pool group). Default true; false for councils that
     /// do not track holders.
     pub managed_requires_allocation: Option<bool>,
+    /// How long the rules may go unconfirmed against the store (it cannot
+    /// be read) before every session and stream fails closed (default 60s).
+    pub rules_max_age: Option<String>,
 }
 
 /// Who is let in when the broker is busy.
@@ -160,6 +163,8 @@ pub struct Settings {
     pub admission: crate::policy::Admission,
     /// A council laptop works only for its holder (or its pool group).
     pub managed_requires_allocation: bool,
+    /// Rules unconfirmed this long fail closed.
+    pub rules_max_age: Duration,
 }
 
 /// Values from flags and the environment (clap fills these).
@@ -303,6 +308,17 @@ impl Settings {
                 ));
             }
         }
+        let rules_max_age = duration(
+            "policy.rules_max_age",
+            file.policy.rules_max_age.as_deref(),
+            Duration::from_secs(60),
+        )?;
+        if !(Duration::from_secs(5)..=Duration::from_secs(3600)).contains(&rules_max_age) {
+            return Err(value_err(
+                "policy.rules_max_age",
+                "must be between 5s and 1h",
+            ));
+        }
         let settings = Settings {
             node,
             data_dir: over
@@ -371,6 +387,7 @@ impl Settings {
             max_agents: limits.agents.unwrap_or(10_000),
             streams_per_agent: limits.streams_per_agent.unwrap_or(256),
             managed_requires_allocation: file.policy.managed_requires_allocation.unwrap_or(true),
+            rules_max_age,
             admission: crate::policy::Admission {
                 capacity: file.admission.capacity.or(limits.agents).unwrap_or(10_000),
                 only_priority_1_2_at: file.admission.only_priority_1_2_at.unwrap_or(80),

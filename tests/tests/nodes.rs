@@ -177,3 +177,69 @@ fn three_nodes_share_sessions_and_revocations() {
     );
     assert!(!listed(&old), "node C's dead session is still listed");
 }
+
+/// A node whose database link goes silent (no error, only waiting) cannot
+/// confirm its rules: its tunnels close once the rules are older than
+/// `rules_max_age`, and when the link comes back the agent is served again
+/// without anyone stepping in.
+#[test]
+fn a_node_that_loses_its_store_fails_closed_and_recovers() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(pg) = rt.block_on(lanyard_e2e::TestStore::postgres()) else {
+        lanyard_broker::testkit::say_skipped(
+            "LANYARD_TEST_DATABASE_URL is not set, so the store link was not cut",
+        );
+        return;
+    };
+    let url = pg.url();
+    let (scheme_user, rest) = url.split_once('@').unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let link = lanyard_e2e::store_link::StoreLink::start(host.parse().unwrap());
+    let linked = format!("{scheme_user}@{}/{path}", link.addr);
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("broker.toml");
+    std::fs::write(&config, "[policy]\nrules_max_age = \"5s\"\n").unwrap();
+    let w = World::with(
+        &[
+            "--database-url",
+            &linked,
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[],
+    );
+    w.person("p.link", "hr");
+    let agent = w.agent("laptop", "p.link", None);
+    let mut up = agent.up(&["--forward", "echo=127.0.0.1:0"]);
+    let port = up.wait_ready(READY)["echo"];
+    let conn = live_connection(port);
+
+    link.cut();
+    let cut_at = Instant::now();
+    let closed = closed_at(conn, Duration::from_secs(30));
+    let after = ended_after(closed, cut_at, "store link cut");
+    // The rules were good for 5 s, then a failed read (at most 5 s) found
+    // them stale: never before the limit, and not long after it.
+    assert!(
+        after >= Duration::from_secs(4) && after < Duration::from_secs(20),
+        "the tunnel closed {after:?} after the store went silent"
+    );
+
+    link.restore();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let back = loop {
+        let answer = lanyard_e2e::echo_through(port, b"again").unwrap_or_default();
+        if answer == b"again" {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        back,
+        "the agent was not served again; agent log:\n{}",
+        up.log()
+    );
+}

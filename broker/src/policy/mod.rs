@@ -16,7 +16,8 @@ use lanyard_proto::ErrorCode;
 use crate::clock::Millis;
 use crate::model::{DeviceKindRule, LaptopStatus};
 
-/// How long the rules may go unconfirmed before every decision fails closed.
+/// How long the rules may go unconfirmed before every decision fails
+/// closed, unless `[policy] rules_max_age` says otherwise.
 pub const MAX_STALENESS_MS: Millis = 60_000;
 
 /// A person as the rules see them.
@@ -50,6 +51,8 @@ pub struct Policy {
     /// Live sessions (on any node) that must end: killed by an admin, or
     /// whose sign-in was ended.
     pub ended_sessions: HashSet<String>,
+    /// `[policy] rules_max_age`, if set: otherwise [`MAX_STALENESS_MS`].
+    pub max_age_ms: Option<Millis>,
     /// When these rules were last confirmed against the store.
     pub loaded_at: Millis,
 }
@@ -374,7 +377,7 @@ pub fn may_use_laptop(
 
 /// May this session go on at `now`?
 pub fn decide_session(policy: &Policy, who: &Subject<'_>, now: Millis) -> Result<(), Deny> {
-    if now - policy.loaded_at > MAX_STALENESS_MS {
+    if now - policy.loaded_at > policy.max_age_ms.unwrap_or(MAX_STALENESS_MS) {
         return Err(Deny::StaleRules);
     }
     if policy.revoked_devices.contains(who.device_id) {

@@ -35,6 +35,8 @@ pub struct PolicyCache {
     reloading: tokio::sync::Mutex<()>,
     /// `[policy] managed_requires_allocation`.
     managed_requires_allocation: bool,
+    /// `[policy] rules_max_age`.
+    max_age_ms: Option<Millis>,
 }
 
 impl Default for PolicyCache {
@@ -47,12 +49,19 @@ impl PolicyCache {
     /// Empty rules until the first reload; `managed_requires_allocation`
     /// is the organisation's setting.
     pub fn new(managed_requires_allocation: bool) -> Self {
+        Self::with_max_age(managed_requires_allocation, None)
+    }
+
+    /// As [`new`](Self::new), with rules that fail closed once `max_age`
+    /// passes unconfirmed.
+    pub fn with_max_age(managed_requires_allocation: bool, max_age: Option<Duration>) -> Self {
         Self {
             current: RwLock::new(Arc::new(Policy::default())),
             generation: watch::channel(0).0,
             wake: Notify::new(),
             reloading: tokio::sync::Mutex::new(()),
             managed_requires_allocation,
+            max_age_ms: max_age.map(|d| d.as_millis() as Millis),
         }
     }
 
@@ -83,6 +92,10 @@ impl PolicyCache {
         )
         .await
         .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))??;
+        let policy = Policy {
+            max_age_ms: self.max_age_ms,
+            ..policy
+        };
         let changed = !self.current().same_rules(&policy);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
         // Live sessions and streams re-check only when the rules changed.

@@ -118,6 +118,10 @@ async fn open(ctx: &DeviceConn, access_token: &str) -> Result<Arc<LiveSession>, 
     Ok(session)
 }
 
+/// The longest a session waits on the store to record its start or end:
+/// the rules in memory decide access, not the record.
+const RECORD_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Refused hellos audited per connection; more are counted, not audited.
 pub const AUDITED_REFUSED_HELLOS: u32 = 5;
 /// Refused hellos after which the connection is closed.
@@ -193,8 +197,15 @@ pub(super) async fn serve(
     // Recorded for every node to see; the session does not wait on it
     // being possible (the rules in memory decide access).
     let row = session.row(&state.node);
-    if let Err(e) = Box::pin(state.store.session_open(&row)).await {
-        tracing::warn!(session = %session.id, error = %e, "cannot record a session as open");
+    let recorded = tokio::time::timeout(RECORD_TIMEOUT, state.store.session_open(&row));
+    match Box::pin(recorded).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(session = %session.id, error = %e, "cannot record a session as open")
+        }
+        Err(_) => {
+            tracing::warn!(session = %session.id, "the store did not record a session in time")
+        }
     }
     let mut apps = grants(&state.policy.current(), &session);
     ctl.welcome(session.id.clone(), apps.clone(), expiry(&session));
@@ -307,8 +318,18 @@ pub(super) async fn serve(
     }
     state.sessions.remove(&session.id);
     let end = session.end(&reason);
-    if let Err(e) = Box::pin(state.store.session_close(&row, &end, now_ms())).await {
-        tracing::warn!(session = %session.id, error = %e, "cannot record a session's end");
+    let recorded = tokio::time::timeout(
+        RECORD_TIMEOUT,
+        state.store.session_close(&row, &end, now_ms()),
+    );
+    match Box::pin(recorded).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(session = %session.id, error = %e, "cannot record a session's end")
+        }
+        Err(_) => {
+            tracing::warn!(session = %session.id, "the store did not record a session's end in time")
+        }
     }
 }
 
