@@ -299,8 +299,16 @@ pub async fn serve(
             }
         }
     }
-    // Drain: connection tasks see the shutdown signal themselves.
-    while tasks.join_next().await.is_some() {}
+    // Drain: connection tasks see the shutdown signal themselves. A new
+    // connection meanwhile is refused at once (CONNECTION_REFUSED), so an
+    // agent goes on to its backoff instead of waiting out its connect
+    // timeout.
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => if joined.is_none() { break },
+            Some(incoming) = endpoint.accept() => incoming.refuse(),
+        }
+    }
 }
 
 #[cfg(test)]
