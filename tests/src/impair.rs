@@ -315,7 +315,9 @@ async fn serve(down: Arc<UdpSocket>, state: Arc<Mutex<State>>) {
             (s.fate(now), s.upstream, s.generation)
         };
         let Some(upstream) = upstream else { continue };
-        let stale = paths.get(&client).is_none_or(|p| p.generation != generation);
+        let stale = paths
+            .get(&client)
+            .is_none_or(|p| p.generation != generation);
         if stale {
             if let Some(old) = paths.remove(&client) {
                 old.reader.abort();
@@ -324,12 +326,7 @@ async fn serve(down: Arc<UdpSocket>, state: Arc<Mutex<State>>) {
                 continue;
             };
             let socket = Arc::new(socket);
-            let reader = tokio::spawn(answers(
-                socket.clone(),
-                client,
-                back.clone(),
-                state.clone(),
-            ));
+            let reader = tokio::spawn(answers(socket.clone(), client, back.clone(), state.clone()));
             paths.insert(
                 client,
                 Path {
