@@ -128,7 +128,9 @@ fn a_lossy_slow_path_carries_4_mib_byte_exact() {
 
 fn lossy_slow_path(bytes: usize) {
     let relay = Relay::start(4);
-    let (w, _config) = world_behind(&relay, "[limits]\nquic_idle_timeout = \"6s\"\n");
+    // Idle timeout 8 s, keepalives every 5 s: a lost keepalive has some
+    // three seconds to be sent again.
+    let (w, _config) = world_behind(&relay, "[limits]\nquic_idle_timeout = \"8s\"\n");
     w.person("l.lossy", "hr");
     let agent = w.agent("lossy", "l.lossy", None);
     relay.set_faults(Faults {
@@ -153,7 +155,7 @@ fn lossy_slow_path(bytes: usize) {
     );
 
     // Quiet for longer than the idle timeout: only keepalives cross.
-    std::thread::sleep(Duration::from_secs(9));
+    std::thread::sleep(Duration::from_secs(11));
     assert_eq!(echo_through(port, b"still here").unwrap(), b"still here");
     assert_no_reconnect(&up);
     let now = status(&w, "lossy");
