@@ -119,7 +119,7 @@ fn a_lossy_slow_path_carries_a_transfer_byte_exact_without_an_idle_timeout() {
     lossy_slow_path(512 * 1024);
 }
 
-/// The same with 4 MiB each way: some three minutes.
+/// The same with 4 MiB each way: some two and a half minutes.
 #[test]
 #[ignore = "slow: 4 MiB each way through 5% loss and 200 ms RTT takes minutes"]
 fn a_lossy_slow_path_carries_4_mib_byte_exact() {
