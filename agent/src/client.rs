@@ -39,7 +39,7 @@ pub enum ClientError {
     Socket(#[source] std::io::Error),
     #[error("cannot reach the broker at {addr}: {reason}")]
     Connect { addr: String, reason: String },
-    #[error("the broker at {0} did not answer within {1:?}")]
+    #[error("cannot reach the broker at {0}: no answer within {1:?}")]
     Timeout(String, Duration),
     #[error("the broker refused: {message}")]
     Refused { code: ErrorCode, message: String },

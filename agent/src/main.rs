@@ -280,6 +280,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .filter(|_| tokens.is_none());
             let now = now_secs();
+            // `up`'s state in one word: not running, connecting (first
+            // attempt), connected, or reconnecting (`last_error` says why).
+            let up_state = match &running {
+                None => "not running",
+                Some(r) if r.connected => "connected",
+                Some(r) if r.reconnects == 0 && r.last_error.is_none() => "connecting",
+                Some(_) => "reconnecting",
+            };
             if json {
                 let value = serde_json::json!({
                     "state_dir": dir,
@@ -289,6 +297,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "signed_in": tokens.is_some(),
                     "username": tokens.as_ref().map(|t| &t.username),
                     "up": running.is_some(),
+                    "state": up_state,
                     "connected": running.as_ref().is_some_and(|r| r.connected),
                     "session_id": running.as_ref().and_then(|r| r.session_id.clone()),
                     "forwards": running.as_ref().map(|r| r.forwards.clone()).unwrap_or_default(),

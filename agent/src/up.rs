@@ -136,6 +136,11 @@ fn closing(conn: &quinn::Connection) -> Ending {
             code: u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX),
             reason: String::from_utf8_lossy(&c.reason).into_owned(),
         },
+        // Nothing heard for the idle timeout: the network or the broker is
+        // gone, and `status` says so.
+        Some(quinn::ConnectionError::TimedOut) => Ending::Lost {
+            reason: "cannot reach the broker: nothing heard from it within the idle timeout".into(),
+        },
         Some(e) => Ending::Lost {
             reason: e.to_string(),
         },

@@ -178,7 +178,13 @@ impl Broker {
         })?;
         let endpoint = quic::endpoint(
             quic_socket,
-            quic::server_config(chain, key, ca.cert_der(), settings.streams_per_agent)?,
+            quic::server_config(
+                chain,
+                key,
+                ca.cert_der(),
+                settings.streams_per_agent,
+                settings.quic_idle_timeout,
+            )?,
             &reset_key,
         )?;
         let quic_addr = endpoint.local_addr().map_err(|source| QuicError::Bind {

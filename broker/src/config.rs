@@ -132,6 +132,9 @@ pub struct LimitsConfig {
     pub agents: Option<usize>,
     /// Concurrent tunnel streams per agent connection (default 256).
     pub streams_per_agent: Option<u32>,
+    /// An agent connection with no packet from the agent for this long is
+    /// closed (default 30s; agents send a keepalive every 5 s).
+    pub quic_idle_timeout: Option<String>,
 }
 
 /// Everything the broker needs, checked.
@@ -160,6 +163,7 @@ pub struct Settings {
     pub device_cert_ttl: Duration,
     pub max_agents: usize,
     pub streams_per_agent: u32,
+    pub quic_idle_timeout: Duration,
     pub admission: crate::policy::Admission,
     /// A council laptop works only for its holder (or its pool group).
     pub managed_requires_allocation: bool,
@@ -386,6 +390,11 @@ impl Settings {
             )?,
             max_agents: limits.agents.unwrap_or(10_000),
             streams_per_agent: limits.streams_per_agent.unwrap_or(256),
+            quic_idle_timeout: duration(
+                "limits.quic_idle_timeout",
+                limits.quic_idle_timeout.as_deref(),
+                Duration::from_secs(30),
+            )?,
             managed_requires_allocation: file.policy.managed_requires_allocation.unwrap_or(true),
             rules_max_age,
             admission: crate::policy::Admission {
@@ -421,6 +430,14 @@ impl Settings {
             return Err(value_err(
                 "limits.streams_per_agent",
                 "must be between 1 and 10000",
+            ));
+        }
+        if settings.quic_idle_timeout < Duration::from_secs(6)
+            || settings.quic_idle_timeout > Duration::from_secs(600)
+        {
+            return Err(value_err(
+                "limits.quic_idle_timeout",
+                "must be between 6s and 10m (agents send a keepalive every 5 s)",
             ));
         }
         if settings.access_ttl < Duration::from_secs(60)
@@ -477,6 +494,7 @@ mod tests {
         assert_eq!(s.quic_listen.to_string(), "0.0.0.0:4433");
         assert_eq!(s.data_dir, PathBuf::from("./lanyard-data"));
         assert_eq!(s.grace_period, Duration::from_secs(30));
+        assert_eq!(s.quic_idle_timeout, Duration::from_secs(30));
         assert!(s
             .database_url()
             .starts_with("sqlite://./lanyard-data/lanyard.db"));

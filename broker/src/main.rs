@@ -189,6 +189,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let settings = settings(store, Some(&args))?;
     let broker = Broker::start(settings).await?;
+    // Listening for signals before the ready line: a SIGTERM sent as soon
+    // as the broker says it is ready must drain it, not kill it outright.
+    let mut signals = Signals::new()?;
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -197,9 +200,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.next().await;
         let _ = first_tx.send(());
-        wait_for_signal().await;
+        signals.next().await;
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);
     });
@@ -211,13 +214,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, either of them.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 

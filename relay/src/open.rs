@@ -11,7 +11,7 @@ use lanyard_proto::ErrorCode;
 use tokio::net::TcpStream;
 
 use crate::framed::{code, read_frame, FramedError};
-use crate::relay::{pump_in, pump_out, Meters, Relayed};
+use crate::relay::{pump_in, pump_out, reset_tcp, Meters, Relayed};
 
 /// Why a tunnel stream opened by the agent did not carry through.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +102,7 @@ pub async fn open_tunnel(
     if result.is_err() {
         let _ = send.reset(code(ErrorCode::Unavailable));
         let _ = recv.stop(code(ErrorCode::Unavailable));
+        reset_tcp(tcp_read, tcp_write);
     }
     result
 }

@@ -159,7 +159,17 @@ pub async fn relay(
         (Err(e), _) | (_, Err(e)) => {
             let _ = send.reset(code(ErrorCode::Unavailable));
             let _ = recv.stop(code(ErrorCode::Unavailable));
+            reset_tcp(tcp_read, tcp_write);
             Err(e)
         }
+    }
+}
+
+/// Ends a relayed TCP connection with a reset (RST) instead of a clean
+/// close: after a failed stream the other end must see an error, never an
+/// end of stream that would pass for a complete transfer.
+pub(crate) fn reset_tcp(read: OwnedReadHalf, write: OwnedWriteHalf) {
+    if let Ok(tcp) = read.reunite(write) {
+        let _ = tcp.set_zero_linger();
     }
 }

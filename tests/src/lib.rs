@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod help_check;
+pub mod impair;
 pub mod store_link;
 pub mod world;
 

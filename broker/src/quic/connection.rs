@@ -154,8 +154,24 @@ async fn serve_device(
     }
     // Let the streams finish: when draining, the broker bounds the wait;
     // when the connection has closed, they end at once (and a closing
-    // session still writes its audit row).
-    while streams.join_next().await.is_some() {}
+    // session still writes its audit row). While draining, a new stream is
+    // refused at once rather than left unanswered.
+    let mut refusing = *shutdown.borrow();
+    loop {
+        tokio::select! {
+            joined = streams.join_next() => if joined.is_none() { break },
+            accepted = conn.accept_bi(), if refusing => match accepted {
+                Ok((mut send, mut recv)) => {
+                    streams.spawn(async move {
+                        let _ = recv.stop(code(ErrorCode::Unavailable));
+                        let why = "the broker is stopping; try again shortly";
+                        refuse_stream(&mut send, ErrorCode::Unavailable, why.into()).await;
+                    });
+                }
+                Err(_) => refusing = false,
+            },
+        }
+    }
     if *shutdown.borrow() {
         conn.close(close::SHUTDOWN.into(), b"the broker is stopping");
     }

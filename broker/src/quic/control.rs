@@ -232,7 +232,6 @@ pub(super) async fn serve(
         }
         // A refresh over this connection may have moved the token on.
         ctl.extend(expiry(&session));
-        ctl.set_open_streams(session.open_streams.load(Relaxed));
         let wake = ctl.poll_timeout().map(|at| {
             let left = at.saturating_sub(now_ms() as u64).min(3_600_000);
             tokio::time::Instant::now() + Duration::from_millis(left)
@@ -261,6 +260,9 @@ pub(super) async fn serve(
             }
             _ = sleep_until(wake) => {}
         }
+        // Counted now, not when the wait began: streams opened meanwhile
+        // (before a drain began, say) must hold the session open.
+        ctl.set_open_streams(session.open_streams.load(Relaxed));
         ctl.handle_timeout(now_ms() as u64);
         let mut drained = false;
         while let Some(event) = ctl.poll_event() {

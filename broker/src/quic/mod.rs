@@ -26,8 +26,6 @@ use tokio::task::JoinSet;
 
 use crate::state::AppState;
 
-/// Idle connections are closed after this (agents keep alive well within).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Receive window per connection and per stream: with `limits.agents`
 /// connections each filling its window, the total stays bounded
 /// (10,000 agents x 1 MiB = 10 GiB at most, a few KiB each when idle).
@@ -57,8 +55,9 @@ pub fn in_use_hint(e: &std::io::Error, flag: &str) -> String {
     }
 }
 
-/// Transport limits for agent connections.
-pub fn transport(streams_per_agent: u32) -> quinn::TransportConfig {
+/// Transport limits for agent connections; a connection silent for
+/// `idle_timeout` (`[limits] quic_idle_timeout`) is closed.
+pub fn transport(streams_per_agent: u32, idle_timeout: Duration) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(streams_per_agent.min(INITIAL_STREAMS).into())
         .max_concurrent_uni_streams(0u32.into())
@@ -66,8 +65,8 @@ pub fn transport(streams_per_agent: u32) -> quinn::TransportConfig {
         .stream_receive_window(STREAM_WINDOW.into())
         .send_window(u64::from(CONNECTION_WINDOW))
         .datagram_receive_buffer_size(None)
-        // Idle timeouts are small numbers of ms: this cannot fail.
-        .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("idle timeout fits")));
+        // The setting is checked to be at most 10 minutes: this cannot fail.
+        .max_idle_timeout(Some(idle_timeout.try_into().expect("idle timeout fits")));
     t
 }
 
@@ -77,6 +76,7 @@ pub fn server_config(
     key: PrivateKeyDer<'static>,
     ca: &CertificateDer<'static>,
     streams_per_agent: u32,
+    idle_timeout: Duration,
 ) -> Result<quinn::ServerConfig, QuicError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -100,7 +100,7 @@ pub fn server_config(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| QuicError::Tls(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(transport(streams_per_agent)));
+    config.transport_config(Arc::new(transport(streams_per_agent, idle_timeout)));
     Ok(config)
 }
 
@@ -299,8 +299,16 @@ pub async fn serve(
             }
         }
     }
-    // Drain: connection tasks see the shutdown signal themselves.
-    while tasks.join_next().await.is_some() {}
+    // Drain: connection tasks see the shutdown signal themselves. A new
+    // connection meanwhile is refused at once (CONNECTION_REFUSED), so an
+    // agent goes on to its backoff instead of waiting out its connect
+    // timeout.
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => if joined.is_none() { break },
+            Some(incoming) = endpoint.accept() => incoming.refuse(),
+        }
+    }
 }
 
 #[cfg(test)]
