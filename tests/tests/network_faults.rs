@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lanyard_e2e::impair::{Faults, Relay};
-use lanyard_e2e::world::{live_connection, time_until_closed, World, READY};
+use lanyard_e2e::world::{closed_at, ended_after, live_connection, World, READY};
 use lanyard_e2e::{echo_through, pattern, BrokerProcess, UpProcess};
 
 /// A world whose agents reach the broker only through `relay` (enrolment
@@ -182,7 +182,11 @@ fn after_a_black_hole_the_idle_timeout_closes_and_the_agent_comes_back_without_a
     let hole = Duration::from_secs(25);
     let hole_start = Instant::now();
     relay.black_hole(hole);
-    let closed_after = time_until_closed(conn, Duration::from_secs(20));
+    let closed_after = ended_after(
+        closed_at(conn, Duration::from_secs(20)),
+        hole_start,
+        "black hole",
+    );
     assert!(
         closed_after >= Duration::from_secs(1) && closed_after < Duration::from_secs(15),
         "the live tunnel ended {closed_after:?} into the hole (idle timeout 6s, keepalives every 5 s); {}",
