@@ -1,8 +1,11 @@
 //! The one-shot exchanges with the broker: enrol this device, sign a person
 //! in, refresh the tokens, renew the certificate.
 
-use lanyard_proto::{EnrolmentCode, KeyAlg, Message};
+use std::time::Duration;
 
+use lanyard_proto::{close, EnrolmentCode, KeyAlg, Message};
+
+use crate::backoff::Backoff;
 use crate::client::{self, ClientError, PinnedCa};
 use crate::identity::{self, now_secs, Device, Enrolment, IdentityError, Tokens};
 use crate::state::StateDir;
@@ -56,9 +59,34 @@ pub async fn enrol(state: &StateDir, code: &EnrolmentCode) -> Result<Enrolled, A
     })
 }
 
+/// Tries an enrolment this many times while the broker says it is busy
+/// (too many enrolments at once from this address, or in all).
+const BUSY_ATTEMPTS: u32 = 8;
+
 /// Enrols a device over `endpoint` and returns it without writing
 /// anything (the stress tester keeps its simulated devices in memory).
+/// A broker too busy for another enrolment is asked again after a short,
+/// growing, random wait.
 pub async fn enrol_on(
+    endpoint: &quinn::Endpoint,
+    code: &EnrolmentCode,
+) -> Result<Device, AccountError> {
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(4));
+    let mut attempt = 1;
+    loop {
+        match enrol_once(endpoint, code).await {
+            Err(AccountError::Client(ClientError::Closed { code: c, .. }))
+                if c == close::AT_CAPACITY && attempt < BUSY_ATTEMPTS =>
+            {
+                attempt += 1;
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+async fn enrol_once(
     endpoint: &quinn::Endpoint,
     code: &EnrolmentCode,
 ) -> Result<Device, AccountError> {
@@ -85,6 +113,14 @@ pub async fn enrol_on(
         },
     )
     .await;
+    // Closed by the broker before it answered: say what it said.
+    let answer = match (answer, conn.close_reason()) {
+        (Err(_), Some(quinn::ConnectionError::ApplicationClosed(c))) => Err(ClientError::Closed {
+            code: c.error_code.into_inner() as u32,
+            reason: String::from_utf8_lossy(&c.reason).into_owned(),
+        }),
+        (answer, _) => answer,
+    };
     conn.close(0u32.into(), b"enrolled");
     let Message::Certificate {
         certificate,

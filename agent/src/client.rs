@@ -49,6 +49,9 @@ pub enum ClientError {
     Wire(#[from] FramedError),
     #[error("lost the broker: {0}")]
     Connection(#[from] quinn::ConnectionError),
+    /// The broker closed the connection with a code and a reason.
+    #[error("the broker closed the connection: {reason}")]
+    Closed { code: u32, reason: String },
 }
 
 fn provider() -> Arc<CryptoProvider> {

@@ -14,6 +14,7 @@ pub mod histogram;
 pub mod load;
 pub mod metrics;
 pub mod model;
+pub mod per_address;
 pub mod policy;
 pub mod quic;
 pub mod secrets;

@@ -103,7 +103,8 @@ fn a_client_that_stops_reading_gives_its_connection_back() {
 
 /// Connections without a device certificate are anyone's to make: they
 /// have a pool of their own, so idle ones, however many, leave the agents'
-/// places free.
+/// places free; and one host holds few of that pool's places, so others
+/// can still enrol.
 #[test]
 fn idle_certificate_less_connections_do_not_take_the_agents_places() {
     use lanyard_agent::client;
@@ -115,12 +116,15 @@ fn idle_certificate_less_connections_do_not_take_the_agents_places() {
     let w = World::with(&["--config", config.to_str().unwrap()], &[]);
     w.person("s.staff", "hr");
     let agent = w.agent("laptop", "s.staff", None);
+    w.person("n.newcomer", "hr");
+    let newcomer_code = w.code(&["--personal", "n.newcomer"]);
     let state = StateDir::open(&agent.state_dir).unwrap();
     let enrolment = state.device().unwrap().enrolment;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (_endpoint, idle) = rt.block_on(async {
         let (addr, host) = client::resolve(&enrolment.broker).await.unwrap();
-        let endpoint = client::endpoint(addr).unwrap();
+        // From another host than the agents'.
+        let endpoint = quinn::Endpoint::client(([127, 0, 0, 3], 0).into()).unwrap();
         let fingerprint: [u8; 32] = data_encoding::HEXLOWER
             .decode(enrolment.ca_fingerprint.as_bytes())
             .unwrap()
@@ -141,8 +145,13 @@ fn idle_certificate_less_connections_do_not_take_the_agents_places() {
         "only {} idle connections made",
         idle.len()
     );
-    // With 150 certificate-less connections held, the agent still gets in,
-    // well before the broker would close the idle ones (10 s).
+    // With 150 certificate-less connections held by one host, someone else
+    // can still enrol (that host holds at most 8 of the 64 places), and the
+    // agent still gets in, well before the broker would close the idle ones
+    // (10 s).
+    let newcomer = lanyard_e2e::Agent::new(w.tmp.path().join("newcomer"));
+    let enrolled = newcomer.run(&["enroll", &newcomer_code], None);
+    assert_eq!(enrolled.code, 0, "could not enrol: {}", enrolled.stderr);
     let mut up = agent.up(&["--forward", "echo=127.0.0.1:0"]);
     let port = up.wait_ready(std::time::Duration::from_secs(5))["echo"];
     assert_eq!(echo_through(port, b"still here").unwrap(), b"still here");

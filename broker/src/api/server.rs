@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::extract::ClientAddr;
 use super::router::router;
+use crate::per_address::{AddressSlot, PerAddress};
 use crate::state::AppState;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -225,53 +226,5 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for StallLimit<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let done = Pin::new(&mut self.inner).poll_shutdown(cx);
         self.progressed(done, cx)
-    }
-}
-
-/// Open connections per source address, each at most `most`.
-#[derive(Debug)]
-struct PerAddress {
-    most: usize,
-    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
-}
-
-/// One connection's place in its address's count, given back on drop.
-#[derive(Debug)]
-struct AddressSlot {
-    ip: std::net::IpAddr,
-    of: Arc<PerAddress>,
-}
-
-impl PerAddress {
-    fn new(most: usize) -> Self {
-        Self {
-            most,
-            open: Default::default(),
-        }
-    }
-
-    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<AddressSlot> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let n = open.entry(ip).or_insert(0);
-        if *n >= self.most {
-            return None;
-        }
-        *n += 1;
-        Some(AddressSlot {
-            ip,
-            of: self.clone(),
-        })
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut open = self.of.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
-            }
-        }
     }
 }

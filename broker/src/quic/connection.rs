@@ -56,11 +56,19 @@ pub(super) async fn handle(
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
         .and_then(|chain| chain.into_iter().next());
     // Each kind of connection in a pool of its own: enrolments never take
-    // an agent's place.
-    let pool = if cert.is_some() {
-        &slots.agents
+    // an agent's place, and one address never takes every enrolment's.
+    let (pool, _of_address) = if cert.is_some() {
+        (&slots.agents, None)
     } else {
-        &slots.enrolments
+        let Some(mine) = slots.enrolments_per_address.take(remote.ip()) else {
+            state.metrics.quic_refused_capacity.fetch_add(1, Relaxed);
+            conn.close(
+                close::AT_CAPACITY.into(),
+                b"too many enrolments from this address at once; try again shortly",
+            );
+            return;
+        };
+        (&slots.enrolments, Some(mine))
     };
     let Ok(_place) = pool.clone().try_acquire_owned() else {
         state.metrics.quic_refused_capacity.fetch_add(1, Relaxed);

@@ -236,6 +236,9 @@ pub const RETRY_AT: usize = 64;
 /// Connections without a device certificate (enrolments) at once: they have
 /// a small pool of their own, so they never take an agent's place.
 pub const MAX_ENROLMENTS: usize = 64;
+/// Of those, at most this many from one source address (an address that
+/// completed the handshake is a real one): one host cannot hold the pool.
+pub const MAX_ENROLMENTS_PER_ADDRESS: usize = 8;
 
 /// The places connections take: a handshake slot while the handshake runs,
 /// then an agent slot (device certificate) or an enrolment slot (none).
@@ -244,6 +247,7 @@ pub(crate) struct Slots {
     pub handshakes: Arc<Semaphore>,
     pub agents: Arc<Semaphore>,
     pub enrolments: Arc<Semaphore>,
+    pub enrolments_per_address: Arc<crate::per_address::PerAddress>,
 }
 
 impl Slots {
@@ -271,6 +275,9 @@ pub async fn serve(
         handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
         agents: Arc::new(Semaphore::new(state.settings.max_agents)),
         enrolments: Arc::new(Semaphore::new(MAX_ENROLMENTS)),
+        enrolments_per_address: Arc::new(crate::per_address::PerAddress::new(
+            MAX_ENROLMENTS_PER_ADDRESS,
+        )),
     };
     let mut tasks = JoinSet::new();
     let stop_rx = shutdown.clone();
