@@ -58,7 +58,9 @@ pub enum Command {
         name = "enroll-code",
         after_help = "Examples:
   lanyard enroll-code create --device LT-00421
-  lanyard enroll-code create --personal j.smith --ttl 2h"
+  lanyard enroll-code create --personal j.smith --ttl 2h
+  lanyard enroll-code list --open
+  lanyard enroll-code cancel 8f3c2a1e9b7d4c6f0a1b2c3d4e5f6a7b"
     )]
     EnrollCode(enroll_code::EnrollCodeCommand),
     /// Council laptops (stock, allocation, returns, losses) and personal devices.
