@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
-use lanyard_e2e::world::World;
+use lanyard_e2e::world::{World, PASSWORD};
 use lanyard_e2e::Agent;
 
 fn json(text: &str) -> serde_json::Value {
@@ -97,4 +97,148 @@ fn a_cancelled_code_cannot_enrol() {
         unknown.stderr
     );
     assert_eq!(chain(&w), rows, "a refused cancel wrote to the audit log");
+}
+
+/// `lanyard login` as `username`; the API token.
+fn login(w: &World, username: &str) -> String {
+    w.broker
+        .lanyard(
+            &["login", username, "--password-stdin"],
+            None,
+            Some(&format!("{PASSWORD}\n")),
+        )
+        .ok()
+        .stdout
+        .trim()
+        .to_owned()
+}
+
+/// A revoked API token is refused at its next request; the revocation is
+/// audited; revoking it again, or a token that does not exist, changes
+/// nothing.
+#[test]
+fn a_revoked_api_token_is_refused_at_once() {
+    let w = World::new();
+    w.person("t.user", "hr");
+    let token = login(&w, "t.user");
+    // Known (403 for a non-admin, not 401).
+    let before = w.broker.lanyard(&["staff", "list"], Some(&token), None);
+    assert!(before.stderr.contains("not an admin"), "{}", before.stderr);
+    let listed = w
+        .broker
+        .lanyard(
+            &["tokens", "list", "--user", "t.user", "--json"],
+            None,
+            None,
+        )
+        .ok();
+    let listed = json(&listed.stdout);
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["state"], "active");
+    assert!(
+        !listed[0].to_string().contains(&token),
+        "the token was listed"
+    );
+    let id = listed[0]["id"].as_str().unwrap().to_owned();
+    let all = w.broker.lanyard(&["tokens", "list"], None, None).ok();
+    assert!(all.stdout.contains("bootstrap"), "{}", all.stdout);
+
+    w.broker
+        .lanyard(&["tokens", "revoke", &id], None, None)
+        .ok();
+    let after = w.broker.lanyard(&["staff", "list"], Some(&token), None);
+    assert_ne!(after.code, 0);
+    assert!(after.stderr.contains("revoked"), "{}", after.stderr);
+    let audit = w.broker.audit_json("api_token.revoke");
+    assert!(audit.contains(&id), "not audited: {audit}");
+
+    let again = w.broker.lanyard(&["tokens", "revoke", &id], None, None);
+    assert!(again.stderr.contains("revoked already"), "{}", again.stderr);
+    let unknown = w.broker.lanyard(&["tokens", "revoke", "nope"], None, None);
+    assert!(
+        unknown.stderr.contains("no API token"),
+        "{}",
+        unknown.stderr
+    );
+    let bad_user = w
+        .broker
+        .lanyard(&["tokens", "list", "--user", "No Such/User"], None, None);
+    assert_ne!(bad_user.code, 0, "{}", bad_user.stdout);
+    assert_eq!(
+        json(&w.broker.audit_json("api_token."))
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// The bootstrap token is one of the tokens: listed, and expired by the
+/// first password sign-in of a person with admin rights (audited); a
+/// non-admin's sign-in leaves it working.
+#[test]
+fn the_bootstrap_token_ends_when_an_admin_signs_in() {
+    let w = World::new();
+    w.person("n.staff", "hr");
+    login(&w, "n.staff");
+    w.broker.lanyard(&["tokens", "list"], None, None).ok();
+    w.broker
+        .lanyard(
+            &[
+                "staff",
+                "add",
+                "a.admin",
+                "--name",
+                "A",
+                "--admin",
+                "--password-stdin",
+            ],
+            None,
+            Some(&format!("{PASSWORD}\n")),
+        )
+        .ok();
+    let admin = login(&w, "a.admin");
+    let bootstrap = w.broker.lanyard(&["tokens", "list"], None, None);
+    assert_ne!(bootstrap.code, 0, "the bootstrap token still works");
+    assert!(bootstrap.stderr.contains("expired"), "{}", bootstrap.stderr);
+    let listed = w
+        .broker
+        .lanyard(&["tokens", "list", "--json"], Some(&admin), None)
+        .ok();
+    let listed = json(&listed.stdout);
+    let boot = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["label"] == "bootstrap")
+        .unwrap();
+    assert_eq!(boot["state"], "expired");
+    let audit = w
+        .broker
+        .lanyard(
+            &["audit", "list", "--action", "api_token.expire", "--json"],
+            Some(&admin),
+            None,
+        )
+        .ok();
+    assert!(audit.stdout.contains("a.admin"), "{}", audit.stdout);
+}
+
+/// The bootstrap token can be revoked like any other, by itself even.
+#[test]
+fn the_bootstrap_token_can_be_revoked() {
+    let w = World::new();
+    let listed = w
+        .broker
+        .lanyard(&["tokens", "list", "--json"], None, None)
+        .ok();
+    let listed = json(&listed.stdout);
+    let id = listed[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(listed[0]["label"], "bootstrap");
+    w.broker
+        .lanyard(&["tokens", "revoke", &id], None, None)
+        .ok();
+    let after = w.broker.lanyard(&["tokens", "list"], None, None);
+    assert!(after.stderr.contains("revoked"), "{}", after.stderr);
 }
