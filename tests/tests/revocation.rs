@@ -4,7 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
-use lanyard_e2e::world::{World, PASSWORD};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use lanyard_e2e::world::{live_connection, time_until_closed, World, PASSWORD, READY};
 use lanyard_e2e::Agent;
 
 fn json(text: &str) -> serde_json::Value {
@@ -241,4 +244,112 @@ fn the_bootstrap_token_can_be_revoked() {
         .ok();
     let after = w.broker.lanyard(&["tokens", "list"], None, None);
     assert!(after.stderr.contains("revoked"), "{}", after.stderr);
+}
+
+/// The personal devices of `username`, by the id `devices list` shows.
+fn personal_ids(w: &World, username: &str) -> Vec<String> {
+    let list = w
+        .broker
+        .lanyard(
+            &[
+                "devices", "list", "--kind", "personal", "--holder", username, "--json",
+            ],
+            None,
+            None,
+        )
+        .ok();
+    json(&list.stdout)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Revoking one personal device closes its live tunnel within a second;
+/// its owner stays enabled and their other device keeps working.
+#[test]
+fn a_revoked_personal_device_closes_its_tunnels_and_nothing_else() {
+    let w = World::new();
+    w.person("p.own", "hr");
+    let phone = w.agent("phone", "p.own", None);
+    let phone_id = personal_ids(&w, "p.own").pop().unwrap();
+    let desk = w.agent("desk", "p.own", None);
+    let mut phone_up = phone.up(&["--forward", "echo=127.0.0.1:0"]);
+    let phone_port = phone_up.wait_ready(READY)["echo"];
+    let mut desk_up = desk.up(&["--forward", "echo=127.0.0.1:0"]);
+    let desk_port = desk_up.wait_ready(READY)["echo"];
+    let phone_conn = live_connection(phone_port);
+    let desk_conn = live_connection(desk_port);
+
+    let waiter = std::thread::spawn(move || time_until_closed(phone_conn, Duration::from_secs(5)));
+    let started = Instant::now();
+    w.broker
+        .lanyard(
+            &[
+                "devices",
+                "revoke",
+                "--personal",
+                &phone_id,
+                "--reason",
+                "phone lost",
+            ],
+            None,
+            None,
+        )
+        .ok();
+    let cli_time = started.elapsed();
+    let closed_after = waiter.join().unwrap();
+    assert!(
+        closed_after < Duration::from_secs(1) + cli_time,
+        "the revoked device's tunnel stayed open {closed_after:?}; agent log:\n{}",
+        phone_up.log()
+    );
+    assert!(
+        phone_up.wait_log("revoked", Duration::from_secs(10)),
+        "{}",
+        phone_up.log()
+    );
+    // The person and their other device go on.
+    let shown = w
+        .broker
+        .lanyard(&["staff", "show", "p.own", "--json"], None, None)
+        .ok();
+    assert_eq!(json(&shown.stdout)["active"], true);
+    let mut desk_conn = desk_conn;
+    desk_conn.write_all(b"pong").unwrap();
+    let mut back = [0u8; 4];
+    desk_conn.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"pong");
+    assert!(
+        desk_up.child.try_wait().unwrap().is_none(),
+        "{}",
+        desk_up.log()
+    );
+    let audit = w.broker.audit_json("device.revoke");
+    assert!(
+        audit.contains(&phone_id) && audit.contains("phone lost"),
+        "{audit}"
+    );
+
+    // Bad or unknown ids, or the same device again, change nothing.
+    for (id, says) in [
+        ("zz-not-hex", "bad device id"),
+        ("0123", "bad device id"),
+        ("00000000000000000000", "no personal device"),
+        (phone_id.as_str(), "revoked already"),
+    ] {
+        let refused = w
+            .broker
+            .lanyard(&["devices", "revoke", "--personal", id], None, None);
+        assert_ne!(refused.code, 0, "{id}");
+        assert!(refused.stderr.contains(says), "{id}: {}", refused.stderr);
+    }
+    assert_eq!(
+        json(&w.broker.audit_json("device.revoke"))
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
