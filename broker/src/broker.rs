@@ -198,6 +198,7 @@ impl Broker {
             None => quic_addr.to_string(),
         };
         let requires_allocation = settings.managed_requires_allocation;
+        let access_ttl = settings.access_ttl;
         let shared = Arc::new(Shared {
             store,
             ca,
@@ -209,7 +210,8 @@ impl Broker {
             started_at_secs: now_ms() / 1000,
             throttle: Default::default(),
             failures: Default::default(),
-            policy: crate::policy::snapshot::PolicyCache::new(requires_allocation),
+            policy: crate::policy::snapshot::PolicyCache::new(requires_allocation)
+                .with_access_ttl(access_ttl),
             sessions: Default::default(),
             quic: endpoint.clone(),
             node: format!(

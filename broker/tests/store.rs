@@ -525,3 +525,120 @@ async fn api_tokens_expire_and_follow_their_owner() {
         );
     }
 }
+
+/// A token issued in a race with a disable or a password reset (its
+/// sign-in checked the person before the change, its row written after)
+/// is dead all the same, and enabling the person again revives nothing.
+#[tokio::test]
+async fn tokens_issued_before_a_disable_or_reset_stay_dead() {
+    for ts in stores().await {
+        let store = &ts.store;
+        store
+            .staff_add("admin", &person("r.race", &[]), NOW)
+            .await
+            .unwrap();
+        for (round, change) in ["disable", "password"].into_iter().enumerate() {
+            let at = NOW + 100 * round as i64;
+            let family = store
+                .refresh_issue("r.race", "fp1", &format!("live-{change}"), 600_000, at)
+                .await
+                .unwrap();
+            store
+                .api_token_create("r.race", false, &format!("api-live-{change}"), 600_000, at)
+                .await
+                .unwrap();
+            match change {
+                "disable" => {
+                    store
+                        .staff_set_active("admin", "r.race", false, at + 10)
+                        .await
+                        .unwrap();
+                }
+                _ => store
+                    .staff_set_password("admin", "r.race", "$argon2id$x", at + 10)
+                    .await
+                    .unwrap(),
+            };
+            // Issued as of `at + 5`, written after the change committed.
+            let raced = store
+                .refresh_issue("r.race", "fp1", &format!("race-{change}"), 600_000, at + 5)
+                .await
+                .unwrap();
+            store
+                .api_token_create(
+                    "r.race",
+                    false,
+                    &format!("api-race-{change}"),
+                    600_000,
+                    at + 5,
+                )
+                .await
+                .unwrap();
+            store
+                .staff_set_active("admin", "r.race", true, at + 20)
+                .await
+                .unwrap();
+            for (token, sign_in) in [("live", &family), ("race", &raced)] {
+                assert!(
+                    store.sign_in_ended(sign_in).await.unwrap(),
+                    "{ts:?} {change}: the {token} sign-in goes on"
+                );
+                assert!(
+                    matches!(
+                        store
+                            .refresh_rotate(
+                                &format!("{token}-{change}"),
+                                "next",
+                                "fp1",
+                                600_000,
+                                at + 30
+                            )
+                            .await,
+                        Err(RefreshError::Revoked)
+                    ),
+                    "{ts:?} {change}: the {token} refresh token still rotates"
+                );
+                assert_eq!(
+                    store
+                        .api_token_lookup(&format!("api-{token}-{change}"), at + 30)
+                        .await
+                        .unwrap(),
+                    TokenLookup::Revoked,
+                    "{ts:?} {change}: the {token} API token still works"
+                );
+            }
+            // What is issued after the change works.
+            let fresh = store
+                .refresh_issue(
+                    "r.race",
+                    "fp1",
+                    &format!("fresh-{change}"),
+                    600_000,
+                    at + 30,
+                )
+                .await
+                .unwrap();
+            assert!(!store.sign_in_ended(&fresh).await.unwrap(), "{ts:?}");
+            store
+                .api_token_create(
+                    "r.race",
+                    false,
+                    &format!("api-fresh-{change}"),
+                    600_000,
+                    at + 30,
+                )
+                .await
+                .unwrap();
+            assert!(matches!(
+                store
+                    .api_token_lookup(&format!("api-fresh-{change}"), at + 31)
+                    .await
+                    .unwrap(),
+                TokenLookup::Valid(_)
+            ));
+            // The ended sign-ins are what the rules in memory read.
+            let ended = store.sign_ins_ended_since(at).await.unwrap();
+            assert!(ended.contains(&family), "{ts:?} {change}: {ended:?}");
+        }
+    }
+}

@@ -353,3 +353,61 @@ fn a_revoked_personal_device_closes_its_tunnels_and_nothing_else() {
         1
     );
 }
+
+/// A password reset ends what the person was signed in with: their live
+/// tunnel closes within a second, their agent stops (it must sign in
+/// again), their API token is refused; the new password works.
+#[test]
+fn a_password_reset_ends_sign_ins_tokens_and_tunnels() {
+    let w = World::new();
+    w.person("r.reset", "hr");
+    let token = login(&w, "r.reset");
+    let agent = w.agent("laptop", "r.reset", None);
+    let mut up = agent.up(&["--forward", "echo=127.0.0.1:0"]);
+    let port = up.wait_ready(READY)["echo"];
+    let conn = live_connection(port);
+    let waiter = std::thread::spawn(move || time_until_closed(conn, Duration::from_secs(5)));
+    let started = Instant::now();
+    let new_password = "Another-Horse-Battery-10";
+    w.broker
+        .lanyard(
+            &["staff", "password", "r.reset", "--password-stdin"],
+            None,
+            Some(&format!("{new_password}\n")),
+        )
+        .ok();
+    let cli_time = started.elapsed();
+    let closed_after = waiter.join().unwrap();
+    assert!(
+        closed_after < Duration::from_secs(1) + cli_time,
+        "the tunnel stayed open {closed_after:?} after a password reset; agent log:\n{}",
+        up.log()
+    );
+    assert_eq!(
+        up.wait_exit(Duration::from_secs(30)),
+        Some(1),
+        "the agent went on: {}",
+        up.log()
+    );
+    assert!(up.log().contains("sign-in was ended"), "{}", up.log());
+    let refused = w.broker.lanyard(&["staff", "list"], Some(&token), None);
+    assert!(refused.stderr.contains("revoked"), "{}", refused.stderr);
+    let audit = json(&w.broker.audit_json("staff.password"));
+    let detail = audit[0]["detail"].to_string();
+    assert!(
+        detail.contains("\"ended_sign_ins\":1") && detail.contains("\"revoked_api_tokens\":1"),
+        "{audit}"
+    );
+    let fresh = w
+        .broker
+        .lanyard(
+            &["login", "r.reset", "--password-stdin"],
+            None,
+            Some(&format!("{new_password}\n")),
+        )
+        .ok();
+    let fresh = w
+        .broker
+        .lanyard(&["staff", "list"], Some(fresh.stdout.trim()), None);
+    assert!(fresh.stderr.contains("not an admin"), "{}", fresh.stderr);
+}

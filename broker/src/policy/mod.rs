@@ -42,6 +42,11 @@ pub struct Policy {
     pub staff: HashMap<String, Person>,
     pub apps: HashMap<String, AppRule>,
     pub revoked_devices: HashSet<String>,
+    /// Sign-ins (refresh-token families) ended lately: signed out, ended
+    /// by ICT, or by a password reset. Lately is as long as an access
+    /// token lasts, since a session cannot outlive its token once its
+    /// sign-in can no longer refresh.
+    pub ended_sign_ins: HashSet<String>,
     /// Council laptops by asset tag: their status, holder and pool.
     pub laptops: HashMap<String, LaptopAccess>,
     /// Whether a council laptop works only for its holder or pool group
@@ -57,6 +62,7 @@ impl Policy {
         self.staff == other.staff
             && self.apps == other.apps
             && self.revoked_devices == other.revoked_devices
+            && self.ended_sign_ins == other.ended_sign_ins
             && self.laptops == other.laptops
             && self.managed_requires_allocation == other.managed_requires_allocation
     }
@@ -149,6 +155,8 @@ pub struct Subject<'a> {
     pub cert_expires_at: Millis,
     /// When the access token behind the session expires (leeway included).
     pub token_expires_at: Millis,
+    /// The sign-in (refresh-token family) behind the session.
+    pub sign_in: Option<&'a str>,
 }
 
 /// Why something was refused. Each has a short label for metrics and a
@@ -160,6 +168,9 @@ pub enum Deny {
     /// A personal device used by someone other than its owner.
     WrongOwner,
     DeviceRevoked,
+    /// The sign-in behind the session was ended (signed out, ended by
+    /// ICT, or a password reset).
+    SignInEnded,
     /// A council laptop marked lost or retired.
     LaptopOutOfUse {
         tag: String,
@@ -194,6 +205,7 @@ impl Deny {
             Deny::LaptopOutOfUse { .. } => "laptop_out_of_use",
             Deny::NotHolder(_) => "not_holder",
             Deny::DeviceRevoked => "device_revoked",
+            Deny::SignInEnded => "sign_in_ended",
             Deny::CertificateExpired => "certificate_expired",
             Deny::TokenExpired => "token_expired",
             Deny::StaleRules => "stale_rules",
@@ -206,7 +218,7 @@ impl Deny {
 
     pub fn code(&self) -> ErrorCode {
         match self {
-            Deny::UnknownPerson | Deny::TokenExpired => ErrorCode::Unauthorized,
+            Deny::UnknownPerson | Deny::TokenExpired | Deny::SignInEnded => ErrorCode::Unauthorized,
             Deny::DeviceRevoked | Deny::CertificateExpired | Deny::LaptopOutOfUse { .. } => {
                 ErrorCode::Revoked
             }
@@ -231,9 +243,11 @@ impl Deny {
             Deny::StaleRules => close::STALE_STATE,
             Deny::AtCapacity { .. } => close::AT_CAPACITY,
             Deny::TokenExpired => close::SIGNED_OUT,
-            Deny::UnknownPerson | Deny::PersonDisabled | Deny::WrongOwner | Deny::NotHolder(_) => {
-                close::SIGN_IN_ENDED
-            }
+            Deny::UnknownPerson
+            | Deny::PersonDisabled
+            | Deny::WrongOwner
+            | Deny::NotHolder(_)
+            | Deny::SignInEnded => close::SIGN_IN_ENDED,
             Deny::UnknownApp(_) | Deny::NotInGroup(_) | Deny::DeviceKind { .. } => {
                 close::SIGNED_OUT
             }
@@ -263,6 +277,7 @@ impl std::fmt::Display for Deny {
             }
             Deny::NotHolder(why) => write!(f, "{why}"),
             Deny::DeviceRevoked => write!(f, "this device has been revoked; contact ICT"),
+            Deny::SignInEnded => write!(f, "this sign-in was ended; sign in again"),
             Deny::CertificateExpired => {
                 write!(f, "this device's certificate has expired; enrol it again")
             }
@@ -382,6 +397,12 @@ pub fn decide_session(policy: &Policy, who: &Subject<'_>, now: Millis) -> Result
     if who.token_expires_at <= now {
         return Err(Deny::TokenExpired);
     }
+    if who
+        .sign_in
+        .is_some_and(|s| policy.ended_sign_ins.contains(s))
+    {
+        return Err(Deny::SignInEnded);
+    }
     Ok(())
 }
 
@@ -462,6 +483,7 @@ mod tests {
             app("intranet", &["hr", "housing"], DeviceKindRule::Any),
         );
         p.revoked_devices.insert("dead".into());
+        p.ended_sign_ins.insert("ended".into());
         let laptop = |status, holder: Option<&str>, pool: Option<&str>| LaptopAccess {
             status,
             holder: holder.map(str::to_owned),
@@ -503,6 +525,7 @@ mod tests {
             asset_tag: (kind == DeviceKind::Managed).then_some(user),
             cert_expires_at: NOW + 86_400_000,
             token_expires_at: NOW + 600_000,
+            sign_in: Some("s1"),
         }
     }
 
@@ -592,6 +615,14 @@ mod tests {
                 },
                 "intranet",
                 Deny::WrongOwner,
+            ),
+            (
+                Subject {
+                    sign_in: Some("ended"),
+                    ..subject("a.patel", "d1", DeviceKind::Managed)
+                },
+                "intranet",
+                Deny::SignInEnded,
             ),
         ];
         for (who, app, want) in cases {

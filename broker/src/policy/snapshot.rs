@@ -18,6 +18,10 @@ use crate::store::{Store, StoreError};
 /// How often the rules are re-read even when nothing here changed them.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How far back ended sign-ins are read unless told the access tokens'
+/// life: a day, longer than any access token lasts.
+const DEFAULT_ENDED_SIGN_INS_FOR: Millis = 86_400_000;
+
 #[derive(Debug)]
 pub struct PolicyCache {
     current: RwLock<Arc<Policy>>,
@@ -27,6 +31,9 @@ pub struct PolicyCache {
     reloading: tokio::sync::Mutex<()>,
     /// `[policy] managed_requires_allocation`.
     managed_requires_allocation: bool,
+    /// How far back ended sign-ins are read: as long as a session can
+    /// outlive its sign-in (an access token's life and its leeway).
+    ended_sign_ins_for: Millis,
 }
 
 impl Default for PolicyCache {
@@ -45,7 +52,16 @@ impl PolicyCache {
             wake: Notify::new(),
             reloading: tokio::sync::Mutex::new(()),
             managed_requires_allocation,
+            ended_sign_ins_for: DEFAULT_ENDED_SIGN_INS_FOR,
         }
+    }
+
+    /// Reads ended sign-ins as far back as a session holding an access
+    /// token of `access_ttl` can outlive its sign-in.
+    pub fn with_access_ttl(mut self, access_ttl: Duration) -> Self {
+        self.ended_sign_ins_for =
+            crate::clock::duration_ms(access_ttl) + 2 * crate::auth::tokens::LEEWAY_SECS * 1000;
+        self
     }
 
     /// The rules now.
@@ -69,7 +85,13 @@ impl PolicyCache {
     /// Reads the rules from the store and installs them.
     pub async fn reload(&self, store: &Store, now: Millis) -> Result<(), StoreError> {
         let _one = self.reloading.lock().await;
-        let policy = load(store, now, self.managed_requires_allocation).await?;
+        let policy = load(
+            store,
+            now,
+            self.managed_requires_allocation,
+            self.ended_sign_ins_for,
+        )
+        .await?;
         let changed = !self.current().same_rules(&policy);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
         // Live sessions and streams re-check only when the rules changed.
@@ -105,6 +127,7 @@ async fn load(
     store: &Store,
     now: Millis,
     managed_requires_allocation: bool,
+    ended_sign_ins_for: Millis,
 ) -> Result<Policy, StoreError> {
     let mut policy = Policy {
         loaded_at: now,
@@ -138,6 +161,11 @@ async fn load(
         );
     }
     policy.revoked_devices = store.devices_revoked().await?.into_iter().collect();
+    policy.ended_sign_ins = store
+        .sign_ins_ended_since(now - ended_sign_ins_for)
+        .await?
+        .into_iter()
+        .collect();
     policy.managed_requires_allocation = managed_requires_allocation;
     for l in store.laptops_access().await? {
         // The store's CHECK allows only valid statuses.

@@ -37,11 +37,15 @@ struct ListedRow {
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
     owner_active: Option<i64>,
+    tokens_valid_after: Option<i64>,
 }
 
 impl ListedRow {
     fn view(self, now: Millis) -> TokenView {
-        let state = if self.revoked_at.is_some() {
+        let ended = self
+            .tokens_valid_after
+            .is_some_and(|t| self.created_at <= t);
+        let state = if self.revoked_at.is_some() || ended {
             "revoked"
         } else if self.expires_at.is_some_and(|e| e <= now) {
             "expired"
@@ -63,7 +67,8 @@ impl ListedRow {
 }
 
 const LISTED_SELECT: &str =
-    "SELECT t.id, t.username, t.label, t.created_at, t.expires_at, t.revoked_at, s.active AS owner_active
+    "SELECT t.id, t.username, t.label, t.created_at, t.expires_at, t.revoked_at, s.active AS owner_active,
+            s.tokens_valid_after
      FROM api_tokens t LEFT JOIN staff s ON s.username = t.username";
 
 /// Who a valid API token speaks for.
@@ -92,8 +97,10 @@ struct TokenRow {
     is_admin: i64,
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
+    created_at: i64,
     owner_active: Option<i64>,
     owner_admin: Option<i64>,
+    tokens_valid_after: Option<i64>,
 }
 
 impl Store {
@@ -201,8 +208,8 @@ impl Store {
 
     pub async fn api_token_lookup(&self, token_hash: &str, now: Millis) -> Result<TokenLookup> {
         let row: Option<TokenRow> = sqlx::query_as(
-            "SELECT t.id, t.username, t.is_admin, t.expires_at, t.revoked_at,
-                    s.active AS owner_active, s.is_admin AS owner_admin
+            "SELECT t.id, t.username, t.is_admin, t.expires_at, t.revoked_at, t.created_at,
+                    s.active AS owner_active, s.is_admin AS owner_admin, s.tokens_valid_after
              FROM api_tokens t LEFT JOIN staff s ON s.username = t.username
              WHERE t.token_hash = $1",
         )
@@ -215,13 +222,17 @@ impl Store {
             is_admin: token_admin,
             expires_at,
             revoked_at,
+            created_at,
             owner_active: active,
             owner_admin: staff_admin,
+            tokens_valid_after,
         }) = row
         else {
             return Ok(TokenLookup::Unknown);
         };
-        if revoked_at.is_some() {
+        // Made at or before its owner's last password reset or disable
+        // (even in a race with it): ended.
+        if revoked_at.is_some() || tokens_valid_after.is_some_and(|t| created_at <= t) {
             return Ok(TokenLookup::Revoked);
         }
         if expires_at.is_some_and(|e| e <= now) {
