@@ -642,3 +642,56 @@ async fn tokens_issued_before_a_disable_or_reset_stay_dead() {
         }
     }
 }
+
+/// A sign-out ends the whole family, only from the device it was made on;
+/// a refused one, or one of a sign-in already ended, writes nothing.
+#[tokio::test]
+async fn a_sign_out_ends_the_family_from_its_own_device_only() {
+    for ts in stores().await {
+        let store = &ts.store;
+        store
+            .staff_add("admin", &person("s.out", &[]), NOW)
+            .await
+            .unwrap();
+        let family = store
+            .refresh_issue("s.out", "fp1", "o1", 600_000, NOW)
+            .await
+            .unwrap();
+        store
+            .refresh_rotate("o1", "o2", "fp1", 600_000, NOW + 1)
+            .await
+            .unwrap();
+        let rows = || async { store.audit_count().await.unwrap() };
+        let before = rows().await;
+        let generation = store.access_generation();
+        assert!(matches!(
+            store.sign_out("o2", "fp2", "phone", NOW + 2).await,
+            Err(RefreshError::WrongDevice)
+        ));
+        assert!(matches!(
+            store.sign_out("nope", "fp1", "phone", NOW + 2).await,
+            Err(RefreshError::Unknown)
+        ));
+        assert!(!store.sign_in_ended(&family).await.unwrap(), "{ts:?}");
+        assert_eq!(rows().await, before, "{ts:?}: a refused sign-out wrote");
+        assert_eq!(
+            store.sign_out("o2", "fp1", "phone", NOW + 3).await.unwrap(),
+            "s.out"
+        );
+        assert!(store.sign_in_ended(&family).await.unwrap(), "{ts:?}");
+        assert!(
+            store.access_generation() > generation,
+            "{ts:?}: no access change"
+        );
+        assert_eq!(rows().await, before + 1, "{ts:?}");
+        assert!(matches!(
+            store
+                .refresh_rotate("o2", "o3", "fp1", 600_000, NOW + 4)
+                .await,
+            Err(RefreshError::Revoked)
+        ));
+        // Again: already ended, nothing more written.
+        store.sign_out("o2", "fp1", "phone", NOW + 5).await.unwrap();
+        assert_eq!(rows().await, before + 1, "{ts:?}");
+    }
+}

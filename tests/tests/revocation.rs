@@ -411,3 +411,48 @@ fn a_password_reset_ends_sign_ins_tokens_and_tunnels() {
         .lanyard(&["staff", "list"], Some(fresh.stdout.trim()), None);
     assert!(fresh.stderr.contains("not an admin"), "{}", fresh.stderr);
 }
+
+/// `lanyard-agent logout` ends the sign-in at the broker: the running
+/// `up` is disconnected within a second and stops, the sign-out is
+/// audited, and the tokens here are gone.
+#[test]
+fn an_agent_logout_ends_the_sign_in_at_the_broker() {
+    let w = World::new();
+    w.person("l.out", "hr");
+    let agent = w.agent("laptop", "l.out", None);
+    let mut up = agent.up(&["--forward", "echo=127.0.0.1:0"]);
+    let port = up.wait_ready(READY)["echo"];
+    let conn = live_connection(port);
+    let waiter = std::thread::spawn(move || time_until_closed(conn, Duration::from_secs(5)));
+    let started = Instant::now();
+    let out = agent.run(&["logout"], None).ok();
+    let command_time = started.elapsed();
+    assert!(out.stdout.contains("at the broker"), "{}", out.stdout);
+    let closed_after = waiter.join().unwrap();
+    assert!(
+        closed_after < Duration::from_secs(1) + command_time,
+        "the tunnel stayed open {closed_after:?} after logout; agent log:\n{}",
+        up.log()
+    );
+    assert_eq!(
+        up.wait_exit(Duration::from_secs(30)),
+        Some(1),
+        "up went on: {}",
+        up.log()
+    );
+    let audit = w.broker.audit_json("agent.signout");
+    assert!(audit.contains("l.out"), "not audited: {audit}");
+    let status = agent.run(&["status", "--json"], None).ok();
+    assert_eq!(
+        json(&status.stdout)["signed_in"],
+        false,
+        "{}",
+        status.stdout
+    );
+    let again = agent.run(&["logout"], None).ok();
+    assert!(
+        again.stdout.contains("nobody was signed in"),
+        "{}",
+        again.stdout
+    );
+}

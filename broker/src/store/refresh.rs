@@ -224,6 +224,55 @@ impl Store {
         tx.commit().await
     }
 
+    /// Ends the sign-in that `token_hash` belongs to, at its agent's
+    /// request (`lanyard-agent logout`): the whole family is revoked and,
+    /// as an access change, its live session closes. Only the device the
+    /// sign-in was made on may end it. A sign-in that had already ended is
+    /// left as it is. The person signed out.
+    pub async fn sign_out(
+        &self,
+        token_hash: &str,
+        device_fingerprint: &str,
+        device_label: &str,
+        now: Millis,
+    ) -> Result<String, RefreshError> {
+        let mut tx = self.begin_audited(now).await?;
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT family_id, username, device_fingerprint FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(StoreError::from)?;
+        let Some((family, username, device)) = row else {
+            return Err(RefreshError::Unknown);
+        };
+        if !crate::secrets::constant_time_eq(device.as_bytes(), device_fingerprint.as_bytes()) {
+            return Err(RefreshError::WrongDevice);
+        }
+        let ended = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(&family)
+        .execute(tx.conn())
+        .await
+        .map_err(StoreError::from)?
+        .rows_affected();
+        if ended == 0 {
+            tx.rollback().await?;
+            return Ok(username);
+        }
+        tx.access_changed();
+        tx.audit(
+            AuditEntry::ok(&username, "agent.signout", device_label)
+                .with_detail(serde_json::json!({ "sign_in": family, "device": device })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(username)
+    }
+
     /// Whether a sign-in (refresh-token family) has ended: revoked, or
     /// begun at or before its person's last password reset or disable.
     /// A family the store does not know is not ended here; the rules
