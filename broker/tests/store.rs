@@ -695,3 +695,130 @@ async fn a_sign_out_ends_the_family_from_its_own_device_only() {
         assert_eq!(rows().await, before + 1, "{ts:?}");
     }
 }
+
+/// Codes, API tokens and personal devices are listed and revoked one by
+/// one, with the same SQL on both stores; refusals write nothing.
+#[tokio::test]
+async fn codes_tokens_and_personal_devices_are_listed_and_revoked_one_by_one() {
+    use lanyard_broker::store::devices::NewDevice;
+    for ts in stores().await {
+        let store = &ts.store;
+        store
+            .staff_add("admin", &person("o.one", &[]), NOW)
+            .await
+            .unwrap();
+        let who = EnrolFor::Personal(Username::parse("o.one").unwrap());
+        let kept = store
+            .enrol_code_create("admin", &who, "c-kept", 60_000, NOW)
+            .await
+            .unwrap();
+        let dropped = store
+            .enrol_code_create("admin", &who, "c-dropped", 60_000, NOW + 1)
+            .await
+            .unwrap();
+        store
+            .enrol_code_cancel("admin", &dropped.id, NOW + 2)
+            .await
+            .unwrap();
+        let open: Vec<String> = store
+            .enrol_code_list(true, NOW + 3)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(open, vec![kept.id.clone()], "{ts:?}");
+        let states: Vec<&str> = store
+            .enrol_code_list(false, NOW + 60_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.state)
+            .collect();
+        assert_eq!(states, ["cancelled", "expired"], "{ts:?}");
+        let rows = store.audit_count().await.unwrap();
+        assert!(matches!(
+            store.enrol_code_cancel("admin", &dropped.id, NOW + 4).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.enrol_code_cancel("admin", "nope", NOW + 4).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        store
+            .api_token_create("o.one", false, "t1", 60_000, NOW)
+            .await
+            .unwrap();
+        let listed = store.api_token_list(Some("o.one"), NOW).await.unwrap();
+        assert_eq!(listed.len(), 1, "{ts:?}");
+        assert_eq!(listed[0].state, "active");
+        assert!(store
+            .api_token_list(Some("nobody"), NOW)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(matches!(
+            store.api_token_revoke("admin", "nope", NOW).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(store.audit_count().await.unwrap(), rows + 1, "{ts:?}");
+        store
+            .api_token_revoke("admin", &listed[0].id, NOW + 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.api_token_lookup("t1", NOW + 2).await.unwrap(),
+            TokenLookup::Revoked
+        );
+
+        store
+            .enrol_code_create("admin", &who, "c-dev", 60_000, NOW)
+            .await
+            .unwrap();
+        let fingerprint = "ab".repeat(32);
+        store
+            .enrol_code_consume_with("c-dev", NOW + 1, |_| {
+                Some(NewDevice {
+                    fingerprint: fingerprint.clone(),
+                    kind: "personal",
+                    asset_tag: None,
+                    owner: Some("o.one".into()),
+                    public_key: String::new(),
+                    cert_expires_at: NOW + 86_400_000,
+                    agent_version: "0".into(),
+                    os: "linux".into(),
+                })
+            })
+            .await
+            .unwrap();
+        let rows = store.audit_count().await.unwrap();
+        for (id, refused) in [("AB%", "bad"), ("cdcdcdcdcdcdcdcd", "unknown")] {
+            let r = store
+                .personal_device_revoke("admin", id, "x", NOW + 2)
+                .await;
+            assert!(
+                matches!(
+                    r,
+                    Err(StoreError::Invalid(_)) | Err(StoreError::NotFound(_))
+                ),
+                "{ts:?} {refused}: {r:?}"
+            );
+        }
+        assert_eq!(store.audit_count().await.unwrap(), rows, "{ts:?}");
+        let generation = store.access_generation();
+        assert_eq!(
+            store
+                .personal_device_revoke("admin", &fingerprint[..16].to_uppercase(), "lost", NOW + 3)
+                .await
+                .unwrap(),
+            "o.one"
+        );
+        assert!(store.access_generation() > generation, "{ts:?}");
+        assert_eq!(
+            store.devices_revoked().await.unwrap(),
+            vec![fingerprint.clone()]
+        );
+        assert!(store.staff_get("o.one").await.unwrap().active);
+    }
+}
