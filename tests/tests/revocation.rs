@@ -456,3 +456,25 @@ fn an_agent_logout_ends_the_sign_in_at_the_broker() {
         again.stdout
     );
 }
+
+/// With the broker out of reach, `logout` still removes the sign-in here,
+/// and fails saying the broker was not told.
+#[test]
+fn a_logout_without_the_broker_says_so() {
+    let mut w = World::new();
+    w.person("l.away", "hr");
+    let agent = w.agent("laptop", "l.away", None);
+    w.broker.signal("KILL");
+    w.broker.wait_exit(Duration::from_secs(10));
+    let out = agent.run(&["logout"], None);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("on this device"), "{}", out.stdout);
+    assert!(out.stderr.contains("broker was not told"), "{}", out.stderr);
+    let status = agent.run(&["status", "--json"], None).ok();
+    assert_eq!(
+        json(&status.stdout)["signed_in"],
+        false,
+        "{}",
+        status.stdout
+    );
+}
