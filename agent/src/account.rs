@@ -1,5 +1,5 @@
 //! The one-shot exchanges with the broker: enrol this device, sign a person
-//! in, refresh the tokens, renew the certificate.
+//! in, refresh the tokens, sign out, renew the certificate.
 
 use std::time::Duration;
 
@@ -228,6 +228,22 @@ pub async fn refresh(
     )
     .await?;
     store_tokens(state, device, tokens.username.clone(), answer)
+}
+
+/// Ends the sign-in behind `tokens` at the broker: its refresh family is
+/// revoked and its live session closes. Writes nothing here.
+pub async fn sign_out(conn: &quinn::Connection, tokens: &Tokens) -> Result<(), AccountError> {
+    match client::request(
+        conn,
+        &Message::SignOut {
+            refresh_token: tokens.refresh_token.clone(),
+        },
+    )
+    .await?
+    {
+        Message::SignedOut => Ok(()),
+        _ => Err(ClientError::Unexpected.into()),
+    }
 }
 
 /// Gets a fresh certificate for this device's key and stores it. The new

@@ -76,7 +76,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Forget the sign-in on this device.
+    /// Sign out on this device: the broker ends the sign-in (a running `up`
+    /// is disconnected and stops), then the tokens here are removed. If the
+    /// broker cannot be reached the tokens are removed all the same, and
+    /// the command says so and fails: ask ICT to end the sign-in
+    /// (`lanyard sessions kill`).
     #[command(after_help = "Example:\n  lanyard-agent logout")]
     Logout,
 }
@@ -355,12 +359,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Logout => {
             let state = StateDir::open(&dir)?;
-            if state.remove(TOKENS_FILE)? {
-                say!("signed out on this device");
-            } else {
+            let Some(tokens) = state.tokens()? else {
+                state.remove(TOKENS_FILE)?;
                 say!("nobody was signed in on this device");
+                return Ok(());
+            };
+            // The broker first, so that the sign-in ends everywhere, not
+            // only here.
+            let at_broker = async {
+                let device = state.device()?;
+                let (endpoint, conn) = account::connect(&device).await?;
+                let ended = account::sign_out(&conn, &tokens).await;
+                conn.close(0u32.into(), b"signed out");
+                endpoint.wait_idle().await;
+                Ok::<(), anyhow::Error>(ended?)
+            };
+            let at_broker: anyhow::Result<()> =
+                tokio::time::timeout(std::time::Duration::from_secs(15), at_broker)
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 15 s")));
+            state.remove(TOKENS_FILE)?;
+            match at_broker {
+                Ok(()) => {
+                    say!(
+                        "signed out {} on this device and at the broker",
+                        tokens.username
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    say!("signed out {} on this device", tokens.username);
+                    anyhow::bail!(
+                        "the broker was not told ({e}); the sign-in ends there when its tokens \
+                         expire, or ask ICT to end it now (`lanyard sessions kill`)"
+                    )
+                }
             }
-            Ok(())
         }
     }
 }

@@ -207,6 +207,7 @@ impl Broker {
         let requires_allocation = settings.managed_requires_allocation;
         let settings_node = settings.node.clone();
         let max_age = settings.rules_max_age;
+        let access_ttl = settings.access_ttl;
         let shared = Arc::new(Shared {
             store,
             ca,
@@ -218,10 +219,9 @@ impl Broker {
             started_at_secs: now_ms() / 1000,
             throttle: Default::default(),
             failures: Default::default(),
-            policy: crate::policy::snapshot::PolicyCache::with_max_age(
-                requires_allocation,
-                Some(max_age),
-            ),
+            policy: crate::policy::snapshot::PolicyCache::new(requires_allocation)
+                .with_access_ttl(access_ttl)
+                .with_max_age(max_age),
             sessions: Default::default(),
             quic: endpoint.clone(),
             node: settings_node.unwrap_or_else(|| {

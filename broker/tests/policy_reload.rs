@@ -70,6 +70,7 @@ async fn reloads_follow_the_store_and_wake_sessions_only_on_change() {
             asset_tag: None,
             cert_expires_at: NOW + 86_400_000,
             token_expires_at: NOW + 600_000,
+            sign_in: None,
         };
         let policy = cache.current();
         assert_eq!(policy.staff["a.patel"].priority, 1);

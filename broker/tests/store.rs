@@ -525,3 +525,300 @@ async fn api_tokens_expire_and_follow_their_owner() {
         );
     }
 }
+
+/// A token issued in a race with a disable or a password reset (its
+/// sign-in checked the person before the change, its row written after)
+/// is dead all the same, and enabling the person again revives nothing.
+#[tokio::test]
+async fn tokens_issued_before_a_disable_or_reset_stay_dead() {
+    for ts in stores().await {
+        let store = &ts.store;
+        store
+            .staff_add("admin", &person("r.race", &[]), NOW)
+            .await
+            .unwrap();
+        for (round, change) in ["disable", "password"].into_iter().enumerate() {
+            let at = NOW + 100 * round as i64;
+            let family = store
+                .refresh_issue("r.race", "fp1", &format!("live-{change}"), 600_000, at)
+                .await
+                .unwrap();
+            store
+                .api_token_create("r.race", false, &format!("api-live-{change}"), 600_000, at)
+                .await
+                .unwrap();
+            match change {
+                "disable" => {
+                    store
+                        .staff_set_active("admin", "r.race", false, at + 10)
+                        .await
+                        .unwrap();
+                }
+                _ => store
+                    .staff_set_password("admin", "r.race", "$argon2id$x", at + 10)
+                    .await
+                    .unwrap(),
+            };
+            // Issued as of `at + 5`, written after the change committed.
+            let raced = store
+                .refresh_issue("r.race", "fp1", &format!("race-{change}"), 600_000, at + 5)
+                .await
+                .unwrap();
+            store
+                .api_token_create(
+                    "r.race",
+                    false,
+                    &format!("api-race-{change}"),
+                    600_000,
+                    at + 5,
+                )
+                .await
+                .unwrap();
+            store
+                .staff_set_active("admin", "r.race", true, at + 20)
+                .await
+                .unwrap();
+            for (token, sign_in) in [("live", &family), ("race", &raced)] {
+                assert!(
+                    store.sign_in_ended(sign_in).await.unwrap(),
+                    "{ts:?} {change}: the {token} sign-in goes on"
+                );
+                assert!(
+                    matches!(
+                        store
+                            .refresh_rotate(
+                                &format!("{token}-{change}"),
+                                "next",
+                                "fp1",
+                                600_000,
+                                at + 30
+                            )
+                            .await,
+                        Err(RefreshError::Revoked)
+                    ),
+                    "{ts:?} {change}: the {token} refresh token still rotates"
+                );
+                assert_eq!(
+                    store
+                        .api_token_lookup(&format!("api-{token}-{change}"), at + 30)
+                        .await
+                        .unwrap(),
+                    TokenLookup::Revoked,
+                    "{ts:?} {change}: the {token} API token still works"
+                );
+            }
+            // What is issued after the change works.
+            let fresh = store
+                .refresh_issue(
+                    "r.race",
+                    "fp1",
+                    &format!("fresh-{change}"),
+                    600_000,
+                    at + 30,
+                )
+                .await
+                .unwrap();
+            assert!(!store.sign_in_ended(&fresh).await.unwrap(), "{ts:?}");
+            store
+                .api_token_create(
+                    "r.race",
+                    false,
+                    &format!("api-fresh-{change}"),
+                    600_000,
+                    at + 30,
+                )
+                .await
+                .unwrap();
+            assert!(matches!(
+                store
+                    .api_token_lookup(&format!("api-fresh-{change}"), at + 31)
+                    .await
+                    .unwrap(),
+                TokenLookup::Valid(_)
+            ));
+            // The ended sign-ins are what the rules in memory read.
+            let ended = store.sign_ins_ended_since(at).await.unwrap();
+            assert!(ended.contains(&family), "{ts:?} {change}: {ended:?}");
+        }
+    }
+}
+
+/// A sign-out ends the whole family, only from the device it was made on;
+/// a refused one, or one of a sign-in already ended, writes nothing.
+#[tokio::test]
+async fn a_sign_out_ends_the_family_from_its_own_device_only() {
+    for ts in stores().await {
+        let store = &ts.store;
+        store
+            .staff_add("admin", &person("s.out", &[]), NOW)
+            .await
+            .unwrap();
+        let family = store
+            .refresh_issue("s.out", "fp1", "o1", 600_000, NOW)
+            .await
+            .unwrap();
+        store
+            .refresh_rotate("o1", "o2", "fp1", 600_000, NOW + 1)
+            .await
+            .unwrap();
+        let rows = || async { store.audit_count().await.unwrap() };
+        let before = rows().await;
+        let generation = store.access_generation();
+        assert!(matches!(
+            store.sign_out("o2", "fp2", "phone", NOW + 2).await,
+            Err(RefreshError::WrongDevice)
+        ));
+        assert!(matches!(
+            store.sign_out("nope", "fp1", "phone", NOW + 2).await,
+            Err(RefreshError::Unknown)
+        ));
+        assert!(!store.sign_in_ended(&family).await.unwrap(), "{ts:?}");
+        assert_eq!(rows().await, before, "{ts:?}: a refused sign-out wrote");
+        assert_eq!(
+            store.sign_out("o2", "fp1", "phone", NOW + 3).await.unwrap(),
+            "s.out"
+        );
+        assert!(store.sign_in_ended(&family).await.unwrap(), "{ts:?}");
+        assert!(
+            store.access_generation() > generation,
+            "{ts:?}: no access change"
+        );
+        assert_eq!(rows().await, before + 1, "{ts:?}");
+        assert!(matches!(
+            store
+                .refresh_rotate("o2", "o3", "fp1", 600_000, NOW + 4)
+                .await,
+            Err(RefreshError::Revoked)
+        ));
+        // Again: already ended, nothing more written.
+        store.sign_out("o2", "fp1", "phone", NOW + 5).await.unwrap();
+        assert_eq!(rows().await, before + 1, "{ts:?}");
+    }
+}
+
+/// Codes, API tokens and personal devices are listed and revoked one by
+/// one, with the same SQL on both stores; refusals write nothing.
+#[tokio::test]
+async fn codes_tokens_and_personal_devices_are_listed_and_revoked_one_by_one() {
+    use lanyard_broker::store::devices::NewDevice;
+    for ts in stores().await {
+        let store = &ts.store;
+        store
+            .staff_add("admin", &person("o.one", &[]), NOW)
+            .await
+            .unwrap();
+        let who = EnrolFor::Personal(Username::parse("o.one").unwrap());
+        let kept = store
+            .enrol_code_create("admin", &who, "c-kept", 60_000, NOW)
+            .await
+            .unwrap();
+        let dropped = store
+            .enrol_code_create("admin", &who, "c-dropped", 60_000, NOW + 1)
+            .await
+            .unwrap();
+        store
+            .enrol_code_cancel("admin", &dropped.id, NOW + 2)
+            .await
+            .unwrap();
+        let open: Vec<String> = store
+            .enrol_code_list(true, NOW + 3)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(open, vec![kept.id.clone()], "{ts:?}");
+        let states: Vec<&str> = store
+            .enrol_code_list(false, NOW + 60_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.state)
+            .collect();
+        assert_eq!(states, ["cancelled", "expired"], "{ts:?}");
+        let rows = store.audit_count().await.unwrap();
+        assert!(matches!(
+            store.enrol_code_cancel("admin", &dropped.id, NOW + 4).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.enrol_code_cancel("admin", "nope", NOW + 4).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        store
+            .api_token_create("o.one", false, "t1", 60_000, NOW)
+            .await
+            .unwrap();
+        let listed = store.api_token_list(Some("o.one"), NOW).await.unwrap();
+        assert_eq!(listed.len(), 1, "{ts:?}");
+        assert_eq!(listed[0].state, "active");
+        assert!(store
+            .api_token_list(Some("nobody"), NOW)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(matches!(
+            store.api_token_revoke("admin", "nope", NOW).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(store.audit_count().await.unwrap(), rows + 1, "{ts:?}");
+        store
+            .api_token_revoke("admin", &listed[0].id, NOW + 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.api_token_lookup("t1", NOW + 2).await.unwrap(),
+            TokenLookup::Revoked
+        );
+
+        store
+            .enrol_code_create("admin", &who, "c-dev", 60_000, NOW)
+            .await
+            .unwrap();
+        let fingerprint = "ab".repeat(32);
+        store
+            .enrol_code_consume_with("c-dev", NOW + 1, |_| {
+                Some(NewDevice {
+                    fingerprint: fingerprint.clone(),
+                    kind: "personal",
+                    asset_tag: None,
+                    owner: Some("o.one".into()),
+                    public_key: String::new(),
+                    cert_expires_at: NOW + 86_400_000,
+                    agent_version: "0".into(),
+                    os: "linux".into(),
+                })
+            })
+            .await
+            .unwrap();
+        let rows = store.audit_count().await.unwrap();
+        for (id, refused) in [("AB%", "bad"), ("cdcdcdcdcdcdcdcd", "unknown")] {
+            let r = store
+                .personal_device_revoke("admin", id, "x", NOW + 2)
+                .await;
+            assert!(
+                matches!(
+                    r,
+                    Err(StoreError::Invalid(_)) | Err(StoreError::NotFound(_))
+                ),
+                "{ts:?} {refused}: {r:?}"
+            );
+        }
+        assert_eq!(store.audit_count().await.unwrap(), rows, "{ts:?}");
+        let generation = store.access_generation();
+        assert_eq!(
+            store
+                .personal_device_revoke("admin", &fingerprint[..16].to_uppercase(), "lost", NOW + 3)
+                .await
+                .unwrap(),
+            "o.one"
+        );
+        assert!(store.access_generation() > generation, "{ts:?}");
+        assert_eq!(
+            store.devices_revoked().await.unwrap(),
+            vec![fingerprint.clone()]
+        );
+        assert!(store.staff_get("o.one").await.unwrap().active);
+    }
+}

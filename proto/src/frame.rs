@@ -159,6 +159,10 @@ mod tests {
             Message::Refresh {
                 refresh_token: "lyr_x".into(),
             },
+            Message::SignOut {
+                refresh_token: "lyr_x".into(),
+            },
+            Message::SignedOut,
             Message::Hello {
                 version: 1,
                 access_token: "a.b.c".into(),

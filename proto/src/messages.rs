@@ -107,6 +107,13 @@ pub enum Message {
     Refresh {
         refresh_token: String,
     },
+    /// Agent → broker: end the sign-in this refresh token belongs to (its
+    /// whole family), and with it the sign-in's live session.
+    SignOut {
+        refresh_token: String,
+    },
+    /// Broker → agent: the sign-in has ended.
+    SignedOut,
     /// Agent → broker, first on a control stream for a session.
     Hello {
         version: u16,
@@ -184,6 +191,8 @@ impl std::fmt::Debug for Message {
                 .field("expires_in", expires_in)
                 .finish_non_exhaustive(),
             Message::Refresh { .. } => f.write_str("Refresh"),
+            Message::SignOut { .. } => f.write_str("SignOut"),
+            Message::SignedOut => f.write_str("SignedOut"),
             Message::Hello {
                 version,
                 agent_version,
@@ -233,6 +242,8 @@ mod tag {
     pub const SIGN_IN: u8 = 0x10;
     pub const TOKENS: u8 = 0x11;
     pub const REFRESH: u8 = 0x12;
+    pub const SIGN_OUT: u8 = 0x13;
+    pub const SIGNED_OUT: u8 = 0x14;
     pub const HELLO: u8 = 0x20;
     pub const WELCOME: u8 = 0x21;
     pub const APPS_CHANGED: u8 = 0x22;
@@ -289,6 +300,8 @@ impl Message {
             Message::SignIn { .. } => "SignIn",
             Message::Tokens { .. } => "Tokens",
             Message::Refresh { .. } => "Refresh",
+            Message::SignOut { .. } => "SignOut",
+            Message::SignedOut => "SignedOut",
             Message::Hello { .. } => "Hello",
             Message::Welcome { .. } => "Welcome",
             Message::AppsChanged { .. } => "AppsChanged",
@@ -310,6 +323,8 @@ impl Message {
             Message::SignIn { .. } => tag::SIGN_IN,
             Message::Tokens { .. } => tag::TOKENS,
             Message::Refresh { .. } => tag::REFRESH,
+            Message::SignOut { .. } => tag::SIGN_OUT,
+            Message::SignedOut => tag::SIGNED_OUT,
             Message::Hello { .. } => tag::HELLO,
             Message::Welcome { .. } => tag::WELCOME,
             Message::AppsChanged { .. } => tag::APPS_CHANGED,
@@ -372,7 +387,10 @@ impl Message {
                 w.string(refresh_token);
                 w.u32(*expires_in);
             }
-            Message::Refresh { refresh_token } => w.string(refresh_token),
+            Message::Refresh { refresh_token } | Message::SignOut { refresh_token } => {
+                w.string(refresh_token)
+            }
+            Message::SignedOut => {}
             Message::Hello {
                 version,
                 access_token,
@@ -454,6 +472,10 @@ impl Message {
             tag::REFRESH => Message::Refresh {
                 refresh_token: r.string(limits::TOKEN)?,
             },
+            tag::SIGN_OUT => Message::SignOut {
+                refresh_token: r.string(limits::TOKEN)?,
+            },
+            tag::SIGNED_OUT => Message::SignedOut,
             tag::HELLO => Message::Hello {
                 version: r.u16()?,
                 access_token: r.string(limits::TOKEN)?,

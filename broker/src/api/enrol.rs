@@ -1,22 +1,54 @@
 //! `/api/v1/enrolment-codes`: single-use codes that enrol one device.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use lanyard_proto::enrol::{EnrolmentCode, SECRET_LEN};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
-use super::JsonBody;
+use super::{JsonBody, QueryParams};
 use crate::clock::{duration_ms, now_ms};
 use crate::model::{AssetTag, Username};
 use crate::state::AppState;
-use crate::store::enrol::EnrolFor;
+use crate::store::enrol::{CodeView, EnrolFor};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/enrolment-codes", post(create))
+    Router::new()
+        .route("/enrolment-codes", get(list).post(create))
+        .route("/enrolment-codes/{id}/cancel", post(cancel))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Only codes that could still enrol something.
+    #[serde(default)]
+    open: bool,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    _admin: Admin,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> ApiResult<Json<Vec<CodeView>>> {
+    Ok(Json(state.store.enrol_code_list(q.open, now_ms()).await?))
+}
+
+/// Cancels an open code: it enrols nothing from then on.
+async fn cancel(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CodeView>> {
+    Ok(Json(
+        state
+            .store
+            .enrol_code_cancel(&caller.name, id.trim(), now_ms())
+            .await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]

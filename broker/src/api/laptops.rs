@@ -28,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .route("/devices/{tag}/mark", post(mark))
         .route("/devices/{tag}/revoke", post(revoke))
         .route("/devices/{tag}/history", get(history))
+        .route("/personal-devices/{id}/revoke", post(revoke_personal))
 }
 
 #[derive(Debug, Deserialize)]
@@ -384,6 +385,28 @@ async fn revoke(
         .await?;
     Ok(Json(
         serde_json::json!({ "asset_tag": tag, "revoked_certificates": revoked.fingerprints.len() }),
+    ))
+}
+
+/// Revokes one personal device; its owner and their other devices go on.
+async fn revoke_personal(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<RevokeRequest>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let reason = parse_text("reason", &req.reason, 200, false)?;
+    let reason = if reason.is_empty() {
+        format!("revoked by {}", caller.name)
+    } else {
+        reason
+    };
+    let owner = state
+        .store
+        .personal_device_revoke(&caller.name, &id, &reason, now_ms())
+        .await?;
+    Ok(Json(
+        serde_json::json!({ "device": id.trim(), "owner": owner, "revoked_certificates": 1 }),
     ))
 }
 

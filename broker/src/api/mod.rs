@@ -21,6 +21,7 @@ pub mod server;
 pub mod sessions;
 pub mod staff;
 pub mod staff_removal;
+pub mod tokens;
 
 pub use extract::{JsonBody, QueryParams};
 pub use router::router;

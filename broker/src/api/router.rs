@@ -8,7 +8,7 @@ use axum::Router;
 use super::error::ApiError;
 use super::{
     apps, audit, auth, enrol, groups, health, laptops, load, middleware::guard, report, requests,
-    sessions, staff, staff_removal,
+    sessions, staff, staff_removal, tokens,
 };
 use crate::state::AppState;
 
@@ -25,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .merge(requests::router())
         .merge(report::router())
         .merge(sessions::router())
+        .merge(tokens::router())
         .merge(load::router())
         .merge(audit::router());
     Router::new()

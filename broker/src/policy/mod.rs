@@ -43,6 +43,11 @@ pub struct Policy {
     pub staff: HashMap<String, Person>,
     pub apps: HashMap<String, AppRule>,
     pub revoked_devices: HashSet<String>,
+    /// Sign-ins (refresh-token families) ended lately: signed out, ended
+    /// by ICT, or by a password reset. Lately is as long as an access
+    /// token lasts, since a session cannot outlive its token once its
+    /// sign-in can no longer refresh.
+    pub ended_sign_ins: HashSet<String>,
     /// Council laptops by asset tag: their status, holder and pool.
     pub laptops: HashMap<String, LaptopAccess>,
     /// Whether a council laptop works only for its holder or pool group
@@ -63,6 +68,7 @@ impl Policy {
         self.staff == other.staff
             && self.apps == other.apps
             && self.revoked_devices == other.revoked_devices
+            && self.ended_sign_ins == other.ended_sign_ins
             && self.laptops == other.laptops
             && self.managed_requires_allocation == other.managed_requires_allocation
             && self.ended_sessions == other.ended_sessions
@@ -156,6 +162,8 @@ pub struct Subject<'a> {
     pub cert_expires_at: Millis,
     /// When the access token behind the session expires (leeway included).
     pub token_expires_at: Millis,
+    /// The sign-in (refresh-token family) behind the session.
+    pub sign_in: Option<&'a str>,
 }
 
 /// Why something was refused. Each has a short label for metrics and a
@@ -167,6 +175,10 @@ pub enum Deny {
     /// A personal device used by someone other than its owner.
     WrongOwner,
     DeviceRevoked,
+    /// The sign-in behind the session was ended (signed out, ended by
+    /// ICT, a replayed refresh token, or a password reset), or the session
+    /// itself was ended by ICT.
+    SignInEnded,
     /// A council laptop marked lost or retired.
     LaptopOutOfUse {
         tag: String,
@@ -189,9 +201,6 @@ pub enum Deny {
     AtCapacity {
         lowest: u8,
     },
-    /// The session was ended by an admin, or the sign-in behind it was
-    /// (by logout, refresh-token reuse, a password reset).
-    SignInEnded,
 }
 
 impl Deny {
@@ -276,11 +285,11 @@ impl std::fmt::Display for Deny {
             }
             Deny::NotHolder(why) => write!(f, "{why}"),
             Deny::DeviceRevoked => write!(f, "this device has been revoked; contact ICT"),
+            Deny::SignInEnded => write!(f, "this sign-in was ended; sign in again"),
             Deny::CertificateExpired => {
                 write!(f, "this device's certificate has expired; enrol it again")
             }
             Deny::TokenExpired => write!(f, "the sign-in has expired; sign in again"),
-            Deny::SignInEnded => write!(f, "this sign-in was ended; sign in again"),
             Deny::StaleRules => write!(
                 f,
                 "the broker cannot confirm access rules right now; try again shortly"
@@ -396,6 +405,12 @@ pub fn decide_session(policy: &Policy, who: &Subject<'_>, now: Millis) -> Result
     if who.token_expires_at <= now {
         return Err(Deny::TokenExpired);
     }
+    if who
+        .sign_in
+        .is_some_and(|s| policy.ended_sign_ins.contains(s))
+    {
+        return Err(Deny::SignInEnded);
+    }
     Ok(())
 }
 
@@ -476,6 +491,7 @@ mod tests {
             app("intranet", &["hr", "housing"], DeviceKindRule::Any),
         );
         p.revoked_devices.insert("dead".into());
+        p.ended_sign_ins.insert("ended".into());
         let laptop = |status, holder: Option<&str>, pool: Option<&str>| LaptopAccess {
             status,
             holder: holder.map(str::to_owned),
@@ -517,6 +533,7 @@ mod tests {
             asset_tag: (kind == DeviceKind::Managed).then_some(user),
             cert_expires_at: NOW + 86_400_000,
             token_expires_at: NOW + 600_000,
+            sign_in: Some("s1"),
         }
     }
 
@@ -606,6 +623,14 @@ mod tests {
                 },
                 "intranet",
                 Deny::WrongOwner,
+            ),
+            (
+                Subject {
+                    sign_in: Some("ended"),
+                    ..subject("a.patel", "d1", DeviceKind::Managed)
+                },
+                "intranet",
+                Deny::SignInEnded,
             ),
         ];
         for (who, app, want) in cases {

@@ -26,6 +26,10 @@ pub const GENERATION_POLL: Duration = Duration::from_millis(250);
 /// The longest a read of the rules may take.
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How far back ended sign-ins are read unless told the access tokens'
+/// life: a day, longer than any access token lasts.
+const DEFAULT_ENDED_SIGN_INS_FOR: Millis = 86_400_000;
+
 #[derive(Debug)]
 pub struct PolicyCache {
     current: RwLock<Arc<Policy>>,
@@ -37,6 +41,9 @@ pub struct PolicyCache {
     managed_requires_allocation: bool,
     /// `[policy] rules_max_age`.
     max_age_ms: Option<Millis>,
+    /// How far back ended sign-ins are read: as long as a session can
+    /// outlive its sign-in (an access token's life and its leeway).
+    ended_sign_ins_for: Millis,
 }
 
 impl Default for PolicyCache {
@@ -49,20 +56,30 @@ impl PolicyCache {
     /// Empty rules until the first reload; `managed_requires_allocation`
     /// is the organisation's setting.
     pub fn new(managed_requires_allocation: bool) -> Self {
-        Self::with_max_age(managed_requires_allocation, None)
-    }
-
-    /// As [`new`](Self::new), with rules that fail closed once `max_age`
-    /// passes unconfirmed.
-    pub fn with_max_age(managed_requires_allocation: bool, max_age: Option<Duration>) -> Self {
         Self {
             current: RwLock::new(Arc::new(Policy::default())),
             generation: watch::channel(0).0,
             wake: Notify::new(),
             reloading: tokio::sync::Mutex::new(()),
             managed_requires_allocation,
-            max_age_ms: max_age.map(|d| d.as_millis() as Millis),
+            max_age_ms: None,
+            ended_sign_ins_for: DEFAULT_ENDED_SIGN_INS_FOR,
         }
+    }
+
+    /// Reads ended sign-ins as far back as a session holding an access
+    /// token of `access_ttl` can outlive its sign-in.
+    /// Rules that fail closed once `max_age` passes unconfirmed
+    /// (`[policy] rules_max_age`).
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age_ms = Some(max_age.as_millis() as Millis);
+        self
+    }
+
+    pub fn with_access_ttl(mut self, access_ttl: Duration) -> Self {
+        self.ended_sign_ins_for =
+            crate::clock::duration_ms(access_ttl) + 2 * crate::auth::tokens::LEEWAY_SECS * 1000;
+        self
     }
 
     /// The rules now.
@@ -86,12 +103,15 @@ impl PolicyCache {
     /// Reads the rules from the store and installs them.
     pub async fn reload(&self, store: &Store, now: Millis) -> Result<(), StoreError> {
         let _one = self.reloading.lock().await;
-        let policy = tokio::time::timeout(
-            STORE_TIMEOUT,
-            load(store, now, self.managed_requires_allocation),
-        )
-        .await
-        .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))??;
+        let loaded = load(
+            store,
+            now,
+            self.managed_requires_allocation,
+            self.ended_sign_ins_for,
+        );
+        let policy = tokio::time::timeout(STORE_TIMEOUT, loaded)
+            .await
+            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))??;
         let policy = Policy {
             max_age_ms: self.max_age_ms,
             ..policy
@@ -146,6 +166,7 @@ async fn load(
     store: &Store,
     now: Millis,
     managed_requires_allocation: bool,
+    ended_sign_ins_for: Millis,
 ) -> Result<Policy, StoreError> {
     let mut policy = Policy {
         loaded_at: now,
@@ -179,6 +200,11 @@ async fn load(
         );
     }
     policy.revoked_devices = store.devices_revoked().await?.into_iter().collect();
+    policy.ended_sign_ins = store
+        .sign_ins_ended_since(now - ended_sign_ins_for)
+        .await?
+        .into_iter()
+        .collect();
     policy.managed_requires_allocation = managed_requires_allocation;
     policy.ended_sessions = store.sessions_ended().await?.into_iter().collect();
     for l in store.laptops_access().await? {

@@ -250,6 +250,7 @@ async fn request(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, first: Messa
             totp,
         } => signin::sign_in(&ctx, &username, &password, totp.as_deref()).await,
         Message::Refresh { refresh_token } => signin::refresh(&ctx, &refresh_token).await,
+        Message::SignOut { refresh_token } => signin::sign_out(&ctx, &refresh_token).await,
         Message::Renew => enrol::renew(&ctx).await,
         other => {
             tracing::debug!(message = ?other, "unexpected first frame");

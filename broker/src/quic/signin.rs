@@ -150,3 +150,29 @@ pub(super) async fn refresh(ctx: &DeviceConn, refresh_token: &str) -> Message {
         Err(e) => Message::refused(ErrorCode::Unauthorized, e.to_string()),
     }
 }
+
+/// `lanyard-agent logout`: ends the sign-in behind `refresh_token` (made on
+/// this device), so its live session closes and it cannot refresh again.
+pub(super) async fn sign_out(ctx: &DeviceConn, refresh_token: &str) -> Message {
+    let ended = ctx
+        .state
+        .store
+        .sign_out(
+            &crate::secrets::hash_secret(refresh_token.as_bytes()),
+            &ctx.device.fingerprint,
+            &ctx.device.label(),
+            now_ms(),
+        )
+        .await;
+    match ended {
+        Ok(username) => {
+            tracing::info!(username = %username, device = %ctx.device.label(), "signed out");
+            Message::SignedOut
+        }
+        Err(RefreshError::Store(e)) => {
+            tracing::warn!(error = %e, "sign-out failed in the store");
+            Message::refused(ErrorCode::Unavailable, STORE_UNAVAILABLE)
+        }
+        Err(e) => Message::refused(ErrorCode::Unauthorized, e.to_string()),
+    }
+}

@@ -145,3 +145,74 @@ impl Store {
         .await?)
     }
 }
+
+/// Revoking one personal device.
+impl Store {
+    /// Revokes the personal device whose fingerprint starts with `id` (at
+    /// least the 16 hex digits `devices list` shows): its sessions and
+    /// tunnels end when the rules reload, and it cannot connect again. Its
+    /// owner stays as they are; their other devices go on. One audited
+    /// access change; the owner.
+    pub async fn personal_device_revoke(
+        &self,
+        actor: &str,
+        id: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<String> {
+        let id = id.trim().to_ascii_lowercase();
+        if id.len() < 16 || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::Invalid(format!(
+                "bad device id {:?}: give the 16 hex digits `lanyard devices list --kind personal` shows",
+                id.chars().take(80).collect::<String>()
+            )));
+        }
+        let mut tx = self.begin_audited(now).await?;
+        tx.access_changed();
+        let found: Vec<(String, String, Option<i64>)> = sqlx::query_as(
+            "SELECT fingerprint, owner, revoked_at FROM enrolled_devices
+             WHERE kind = 'personal' AND fingerprint LIKE $1 ESCAPE '\\'",
+        )
+        .bind(super::like_prefix(&id))
+        .fetch_all(tx.conn())
+        .await?;
+        let (fingerprint, owner) = match found.as_slice() {
+            [] => {
+                return Err(StoreError::NotFound(format!(
+                    "no personal device {id}; see `lanyard devices list --kind personal`"
+                )))
+            }
+            [(_, _, Some(_))] => {
+                return Err(StoreError::Conflict(format!(
+                    "personal device {id} is revoked already"
+                )))
+            }
+            [(f, o, None)] => (f.clone(), o.clone()),
+            _ => {
+                return Err(StoreError::Conflict(format!(
+                    "{id} names {} devices; give more of its digits",
+                    found.len()
+                )))
+            }
+        };
+        sqlx::query(
+            "UPDATE enrolled_devices SET revoked_at = $1, revoke_reason = $2
+             WHERE fingerprint = $3 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(&fingerprint)
+        .execute(tx.conn())
+        .await?;
+        tx.audit(
+            AuditEntry::ok(actor, "device.revoke", &owner).with_detail(serde_json::json!({
+                "kind": "personal",
+                "device": fingerprint.chars().take(16).collect::<String>(),
+                "reason": reason,
+            })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(owner)
+    }
+}

@@ -218,6 +218,124 @@ impl Store {
     }
 }
 
+/// An enrolment code as listed: never its secret (only its hash is kept).
+#[derive(Debug, Clone, Serialize)]
+pub struct CodeView {
+    pub id: String,
+    pub kind: String,
+    /// The asset tag or the username it enrols.
+    #[serde(rename = "for")]
+    pub for_: String,
+    pub created_by: String,
+    pub created_at: String,
+    pub expires_at: String,
+    /// `open`, `used`, `expired` or `cancelled`.
+    pub state: &'static str,
+}
+
+#[derive(sqlx::FromRow)]
+struct CodeRow {
+    id: String,
+    kind: String,
+    asset_tag: Option<String>,
+    username: Option<String>,
+    created_by: String,
+    created_at: i64,
+    expires_at: i64,
+    consumed_at: Option<i64>,
+    cancelled_at: Option<i64>,
+}
+
+impl CodeRow {
+    fn state(&self, now: Millis) -> &'static str {
+        match (self.consumed_at, self.cancelled_at) {
+            (Some(_), _) => "used",
+            (None, Some(_)) => "cancelled",
+            (None, None) if self.expires_at <= now => "expired",
+            (None, None) => "open",
+        }
+    }
+
+    fn view(self, now: Millis) -> CodeView {
+        CodeView {
+            state: self.state(now),
+            id: self.id,
+            kind: self.kind,
+            for_: self.asset_tag.or(self.username).unwrap_or_default(),
+            created_by: self.created_by,
+            created_at: rfc3339(self.created_at),
+            expires_at: rfc3339(self.expires_at),
+        }
+    }
+}
+
+const CODE_COLUMNS: &str =
+    "id, kind, asset_tag, username, created_by, created_at, expires_at, consumed_at, cancelled_at";
+
+impl Store {
+    /// Enrolment codes, newest first; with `open_only`, only those that
+    /// could still enrol something (not used, cancelled or expired).
+    pub async fn enrol_code_list(&self, open_only: bool, now: Millis) -> Result<Vec<CodeView>> {
+        let rows: Vec<CodeRow> = sqlx::query_as(&format!(
+            "SELECT {CODE_COLUMNS} FROM enrolment_codes
+             WHERE $1 = 0 OR (consumed_at IS NULL AND cancelled_at IS NULL AND expires_at > $2)
+             ORDER BY created_at DESC, id"
+        ))
+        .bind(super::flag(open_only))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.view(now)).collect())
+    }
+
+    /// Cancels one open code by its id, audited against what it enrols.
+    /// A code that is used, cancelled or expired is left as it is (409).
+    pub async fn enrol_code_cancel(&self, actor: &str, id: &str, now: Millis) -> Result<CodeView> {
+        let mut tx = self.begin_audited(now).await?;
+        let row: Option<CodeRow> = sqlx::query_as(&format!(
+            "SELECT {CODE_COLUMNS} FROM enrolment_codes WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?;
+        let Some(mut row) = row else {
+            return Err(StoreError::NotFound(format!(
+                "no enrolment code {id}; see `lanyard enroll-code list`"
+            )));
+        };
+        match row.state(now) {
+            "open" => {}
+            state => {
+                return Err(StoreError::Conflict(format!(
+                    "enrolment code {id} is {state} already; only an open code can be cancelled"
+                )))
+            }
+        }
+        let done = sqlx::query(
+            "UPDATE enrolment_codes SET cancelled_at = $1
+             WHERE id = $2 AND consumed_at IS NULL AND cancelled_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(tx.conn())
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!(
+                "enrolment code {id} was used or cancelled meanwhile"
+            )));
+        }
+        row.cancelled_at = Some(now);
+        let view = row.view(now);
+        tx.audit(
+            AuditEntry::ok(actor, "enrol_code.cancel", &view.for_)
+                .with_detail(serde_json::json!({ "code_id": id, "kind": view.kind })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(view)
+    }
+}
+
 /// Whether what a code enrols may be enrolled now.
 enum Holder {
     Ready,

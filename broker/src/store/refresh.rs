@@ -40,7 +40,9 @@ struct RefreshRow {
     expires_at: i64,
     used_at: Option<i64>,
     revoked_at: Option<i64>,
+    issued_at: i64,
     active: i64,
+    tokens_valid_after: Option<i64>,
 }
 
 impl Store {
@@ -78,7 +80,8 @@ impl Store {
     ) -> Result<Rotated, RefreshError> {
         let mut tx = self.begin_audited(now).await?;
         let row: Option<RefreshRow> = sqlx::query_as(
-            "SELECT r.family_id, r.username, r.device_fingerprint, r.expires_at, r.used_at, r.revoked_at, s.active
+            "SELECT r.family_id, r.username, r.device_fingerprint, r.expires_at, r.used_at, r.revoked_at,
+                    r.issued_at, s.active, s.tokens_valid_after
              FROM refresh_tokens r JOIN staff s ON s.username = r.username
              WHERE r.token_hash = $1",
         )
@@ -93,7 +96,9 @@ impl Store {
             expires_at,
             used_at,
             revoked_at,
+            issued_at,
             active,
+            tokens_valid_after,
         }) = row
         else {
             return Err(RefreshError::Unknown);
@@ -105,7 +110,7 @@ impl Store {
                 .execute(tx.conn())
                 .await
                 .map_err(StoreError::from)?;
-            // The family's live sessions end on every node.
+            // The sign-in's live session ends too, on every node.
             tx.access_changed();
             tx.audit(AuditEntry::denied(
                 &username,
@@ -117,7 +122,9 @@ impl Store {
             tx.commit().await?;
             return Err(RefreshError::Reused);
         }
-        if revoked_at.is_some() {
+        // Issued before a password reset or a disable: ended, even if it
+        // was issued in a race with that change.
+        if revoked_at.is_some() || tokens_valid_after.is_some_and(|t| issued_at <= t) {
             return Err(RefreshError::Revoked);
         }
         if expires_at <= now {
@@ -199,6 +206,7 @@ impl Store {
         now: Millis,
     ) -> Result<()> {
         let mut tx = self.begin_audited(now).await?;
+        tx.access_changed();
         if let Some(family) = sign_in {
             sqlx::query(
                 "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
@@ -225,14 +233,116 @@ impl Store {
         tx.commit().await
     }
 
-    /// Whether a sign-in (refresh-token family) has been revoked.
-    pub async fn refresh_family_revoked(&self, family_id: &str) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM refresh_tokens WHERE family_id = $1 AND revoked_at IS NOT NULL",
+    /// Ends the sign-in that `token_hash` belongs to, at its agent's
+    /// request (`lanyard-agent logout`): the whole family is revoked and,
+    /// as an access change, its live session closes. Only the device the
+    /// sign-in was made on may end it. A sign-in that had already ended is
+    /// left as it is. The person signed out.
+    pub async fn sign_out(
+        &self,
+        token_hash: &str,
+        device_fingerprint: &str,
+        device_label: &str,
+        now: Millis,
+    ) -> Result<String, RefreshError> {
+        let mut tx = self.begin_audited(now).await?;
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT family_id, username, device_fingerprint FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(StoreError::from)?;
+        let Some((family, username, device)) = row else {
+            return Err(RefreshError::Unknown);
+        };
+        if !crate::secrets::constant_time_eq(device.as_bytes(), device_fingerprint.as_bytes()) {
+            return Err(RefreshError::WrongDevice);
+        }
+        let ended = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(&family)
+        .execute(tx.conn())
+        .await
+        .map_err(StoreError::from)?
+        .rows_affected();
+        if ended == 0 {
+            tx.rollback().await?;
+            return Ok(username);
+        }
+        tx.access_changed();
+        tx.audit(
+            AuditEntry::ok(&username, "agent.signout", device_label)
+                .with_detail(serde_json::json!({ "sign_in": family, "device": device })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(username)
+    }
+
+    /// Whether a sign-in (refresh-token family) has ended: revoked, or
+    /// begun at or before its person's last password reset or disable.
+    /// A family the store does not know is not ended here; the rules
+    /// refuse a person who is gone.
+    pub async fn sign_in_ended(&self, family_id: &str) -> Result<bool> {
+        let rows: Vec<(Option<i64>, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT r.revoked_at, r.issued_at, s.tokens_valid_after
+             FROM refresh_tokens r JOIN staff s ON s.username = r.username
+             WHERE r.family_id = $1",
         )
         .bind(family_id)
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(n > 0)
+        let began = rows.iter().map(|r| r.1).min();
+        let stamp = rows.iter().find_map(|r| r.2);
+        Ok(rows.iter().any(|r| r.0.is_some())
+            || matches!((began, stamp), (Some(b), Some(t)) if b <= t))
     }
+
+    /// The sign-ins revoked at or after `since`, for the rules in memory.
+    pub async fn sign_ins_ended_since(&self, since: Millis) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT family_id FROM refresh_tokens WHERE revoked_at >= $1",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+/// Ends everything `username` is signed in with, in `tx`: their sign-ins
+/// (refresh-token families) and API tokens are revoked, and their
+/// `tokens_valid_after` is stamped so that a token issued in a race with
+/// this change is refused too. Marks `tx` an access change, so their live
+/// sessions close. How many sign-ins and API tokens were ended.
+pub(crate) async fn end_tokens_in(tx: &mut super::AuditedTx, username: &str) -> Result<(u64, u64)> {
+    let now = tx.now();
+    tx.access_changed();
+    sqlx::query("UPDATE staff SET tokens_valid_after = $1 WHERE username = $2")
+        .bind(now)
+        .bind(username)
+        .execute(tx.conn())
+        .await?;
+    let families: Vec<String> = sqlx::query_scalar(
+        "UPDATE refresh_tokens SET revoked_at = $1
+         WHERE username = $2 AND revoked_at IS NULL AND expires_at > $1
+         RETURNING family_id",
+    )
+    .bind(now)
+    .bind(username)
+    .fetch_all(tx.conn())
+    .await?;
+    let families: std::collections::BTreeSet<String> = families.into_iter().collect();
+    let tokens = sqlx::query(
+        "UPDATE api_tokens SET revoked_at = $1
+         WHERE username = $2 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)",
+    )
+    .bind(now)
+    .bind(username)
+    .execute(tx.conn())
+    .await?
+    .rows_affected();
+    Ok((families.len() as u64, tokens))
 }

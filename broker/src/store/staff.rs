@@ -378,17 +378,9 @@ impl Store {
         }
         if !active {
             // A disable ends what the person held: sign-ins, API tokens and
-            // unused enrolment codes. Enabling them again revives none.
-            for sql in [
-                "UPDATE refresh_tokens SET revoked_at = $1 WHERE username = $2 AND revoked_at IS NULL",
-                "UPDATE api_tokens SET revoked_at = $1 WHERE username = $2 AND revoked_at IS NULL",
-            ] {
-                sqlx::query(sql)
-                    .bind(now)
-                    .bind(username)
-                    .execute(tx.conn())
-                    .await?;
-            }
+            // unused enrolment codes. Enabling them again revives none, not
+            // even a token issued in a race with the disable.
+            super::refresh::end_tokens_in(&mut tx, username).await?;
             super::enrol::cancel_codes_in(&mut tx, super::enrol::CodesOf::Person(username)).await?;
         }
         let action = if active {
@@ -401,6 +393,10 @@ impl Store {
         self.staff_get(username).await
     }
 
+    /// Sets (or resets) a person's password. Whatever they were signed in
+    /// with ends: their API tokens and agent sign-ins are revoked, their
+    /// live sessions close, and a token issued in a race with the reset is
+    /// refused too. Audited with how many were ended.
     pub async fn staff_set_password(
         &self,
         actor: &str,
@@ -421,8 +417,13 @@ impl Store {
                 "no staff member named {username}"
             )));
         }
-        tx.audit(AuditEntry::ok(actor, "staff.password", username))
-            .await?;
+        let (sign_ins, api_tokens) = super::refresh::end_tokens_in(&mut tx, username).await?;
+        tx.audit(
+            AuditEntry::ok(actor, "staff.password", username).with_detail(serde_json::json!({
+                "ended_sign_ins": sign_ins, "revoked_api_tokens": api_tokens,
+            })),
+        )
+        .await?;
         tx.commit().await
     }
 

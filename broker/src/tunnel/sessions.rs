@@ -53,6 +53,7 @@ impl LiveSession {
             asset_tag: self.asset_tag.as_deref(),
             cert_expires_at: self.cert_expires_at,
             token_expires_at: self.token_expires_at.load(Relaxed),
+            sign_in: self.sign_in.as_deref(),
         }
     }
 

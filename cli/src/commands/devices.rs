@@ -193,12 +193,22 @@ with laptops.csv:
         #[arg(long, default_value = "", hide_default_value = true)]
         note: String,
     },
-    /// Revoke the laptop's agent certificate and close its tunnels.
-    #[command(after_help = "Example:
-  lanyard devices revoke LT-00421 --reason \"stolen from car\"")]
+    /// Revoke a laptop's agent certificates, or one personal device, and
+    /// close its tunnels at once. A personal device's owner stays enabled
+    /// and their other devices go on.
+    #[command(
+        group(clap::ArgGroup::new("which").required(true).args(["asset_tag", "personal"])),
+        after_help = "Examples:
+  lanyard devices revoke LT-00421 --reason \"stolen from car\"
+  lanyard devices revoke --personal 3f2a9c0b1d4e5f67 --reason \"phone lost\""
+    )]
     Revoke {
         /// The laptop's asset tag.
-        asset_tag: String,
+        asset_tag: Option<String>,
+        /// A personal device, by the id `lanyard devices list --kind personal`
+        /// shows (16 hex digits, or more).
+        #[arg(long, value_name = "DEVICE_ID")]
+        personal: Option<String>,
         /// Why, for the audit log [default: none].
         #[arg(long, default_value = "", hide_default_value = true)]
         reason: String,
@@ -497,7 +507,31 @@ pub async fn run(cli: &Cli, cmd: &DevicesCommand, out: &mut Out<'_>) -> Result<(
                 ))?;
             }
         }
-        DevicesCommand::Revoke { asset_tag, reason } => {
+        DevicesCommand::Revoke {
+            asset_tag: None,
+            personal: Some(id),
+            reason,
+        } => {
+            let r: Value = client
+                .post(
+                    &format!("/api/v1/personal-devices/{}/revoke", encode(id)),
+                    &json!({ "reason": reason }),
+                )
+                .await?;
+            if out.json {
+                return Ok(out.json(&r)?);
+            }
+            out.line(format!(
+                "revoked personal device {id} of {}",
+                s(&r, "owner")
+            ))?;
+        }
+        DevicesCommand::Revoke {
+            asset_tag,
+            personal: _,
+            reason,
+        } => {
+            let asset_tag = asset_tag.as_deref().unwrap_or_default();
             let r: Value = client
                 .post(&path(asset_tag, "/revoke"), &json!({ "reason": reason }))
                 .await?;

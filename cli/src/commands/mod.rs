@@ -13,6 +13,7 @@ pub mod requests;
 pub mod sessions;
 pub mod staff;
 pub mod stress;
+pub mod tokens;
 
 use clap::Subcommand;
 
@@ -22,10 +23,26 @@ use crate::{Cli, CliError};
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Sign in with a staff member's password and print an API token.
+    ///
+    /// The first sign-in by a person with admin rights expires the
+    /// bootstrap token (the data dir's `admin-token`): it is for setting up.
     #[command(after_help = "Examples:
   lanyard login a.patel
   echo \"$PASSWORD\" | lanyard login a.patel --password-stdin --totp 123456")]
     Login(login::LoginArgs),
+    /// API tokens: list them, revoke one.
+    ///
+    /// The bootstrap token (the data dir's `admin-token`) is one of them: it
+    /// works until a person with admin rights first signs in with a
+    /// password (`lanyard login`), then it is expired; revoke it sooner if
+    /// you like.
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  lanyard tokens list --user j.smith
+  lanyard tokens revoke 5d1e0c7b2a9f4e3d8c6b1a0f9e8d7c6b"
+    )]
+    Tokens(tokens::TokensCommand),
     /// Access groups: what apps grant access to.
     #[command(
         subcommand,
@@ -59,7 +76,9 @@ pub enum Command {
         name = "enroll-code",
         after_help = "Examples:
   lanyard enroll-code create --device LT-00421
-  lanyard enroll-code create --personal j.smith --ttl 2h"
+  lanyard enroll-code create --personal j.smith --ttl 2h
+  lanyard enroll-code list --open
+  lanyard enroll-code cancel 8f3c2a1e9b7d4c6f0a1b2c3d4e5f6a7b"
     )]
     EnrollCode(enroll_code::EnrollCodeCommand),
     /// Council laptops (stock, allocation, returns, losses) and personal devices.
@@ -138,6 +157,7 @@ pub async fn run(cli: &Cli, out: &mut Out<'_>) -> Result<(), CliError> {
         Command::Requests(c) => requests::run(cli, c, out).await,
         Command::Sessions(c) => sessions::run(cli, c, out).await,
         Command::Nodes(c) => nodes::run(cli, c, out).await,
+        Command::Tokens(c) => tokens::run(cli, c, out).await,
         Command::Load => load::run(cli, out).await,
         Command::Stress(args) => stress::run(cli, args, out).await,
         Command::Report(c) => report::run(cli, c, out).await,

@@ -94,8 +94,10 @@ with staff.csv:
         /// The staff member's username (disabled first).
         username: String,
     },
-    /// Set a staff member's password (at least 10 characters; prompted for
-    /// on a terminal).
+    /// Set or reset a staff member's password (at least 10 characters;
+    /// prompted for on a terminal). Whatever they were signed in with ends:
+    /// their API tokens and agent sign-ins are revoked and their tunnels
+    /// close. Resetting your own password ends the token you ran it with.
     #[command(after_help = "Examples:
   lanyard staff password j.smith
   echo \"$PASSWORD\" | lanyard staff password j.smith --password-stdin")]
@@ -296,7 +298,9 @@ pub async fn run(cli: &Cli, cmd: &StaffCommand, out: &mut Out<'_>) -> Result<(),
                     &json!({ "password": password }),
                 )
                 .await?;
-            out.line(format!("password set for {username}"))?;
+            out.line(format!(
+                "password set for {username}; their sign-ins and API tokens have ended"
+            ))?;
         }
         StaffCommand::Totp { username, disable } => {
             let path = format!("/api/v1/staff/{}/totp", encode(username));
