@@ -1,5 +1,5 @@
 //! The fuzz targets' bodies, shared by the fuzz targets (`fuzz_targets/`,
-//! built by cargo-fuzz on nightly) and by `proto/tests/fuzz_corpus.rs`,
+//! built by cargo-fuzz) and by `proto/tests/fuzz_corpus.rs`,
 //! which runs them over the committed seeds (`fuzz/seeds/<target>/`) on
 //! stable, so these code paths run in every `cargo test`. (`corpus/` is
 //! left to libFuzzer and ignored by git.) Each body returns a count the

@@ -80,7 +80,7 @@ fn parse_new_status(status: &str) -> Result<LaptopStatus, crate::model::Invalid>
 /// A laptop's fields, each checked, so that every bad one is named.
 /// `line` is the row's line in an import file (0 for one added alone).
 #[allow(clippy::too_many_arguments)]
-fn parse_laptop(
+pub fn parse_laptop(
     line: u64,
     tag: &str,
     serial: &str,
