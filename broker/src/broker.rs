@@ -31,6 +31,8 @@ pub enum StartError {
     #[error(transparent)]
     DataDir(#[from] DataDirError),
     #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    #[error(transparent)]
     Ca(#[from] CaError),
     #[error("cannot open the store at {url}: {source}")]
     Store { url: String, source: StoreError },
@@ -205,7 +207,21 @@ impl Broker {
             None => quic_addr.to_string(),
         };
         let requires_allocation = settings.managed_requires_allocation;
-        let settings_node = settings.node.clone();
+        let settings_node = settings.node.clone().unwrap_or_else(|| {
+            format!(
+                "{}:{}",
+                local_hostname().unwrap_or_else(|| "broker".into()),
+                quic_addr.port()
+            )
+        });
+        let checkpoints = crate::checkpoint::Checkpoints::open(
+            &dir,
+            settings
+                .checkpoint_file
+                .clone()
+                .unwrap_or_else(|| dir.file(crate::checkpoint::DEFAULT_FILE)),
+            &settings_node,
+        )?;
         let max_age = settings.rules_max_age;
         let access_ttl = settings.access_ttl;
         let shared = Arc::new(Shared {
@@ -224,14 +240,9 @@ impl Broker {
                 .with_max_age(max_age),
             sessions: Default::default(),
             quic: endpoint.clone(),
-            node: settings_node.unwrap_or_else(|| {
-                format!(
-                    "{}:{}",
-                    local_hostname().unwrap_or_else(|| "broker".into()),
-                    quic_addr.port()
-                )
-            }),
+            node: settings_node,
             load: Default::default(),
+            checkpoints,
         });
         // This node's sessions from an earlier run ended with it.
         let ended = shared
@@ -321,6 +332,10 @@ impl Broker {
             let (shared, stop) = (self.shared.clone(), stop_rx.clone());
             tokio::spawn(async move { heartbeat(&shared, stop).await })
         };
+        let checkpoints = {
+            let (shared, stop) = (self.shared.clone(), stop_rx.clone());
+            tokio::spawn(async move { checkpoint(&shared, stop).await })
+        };
         let listener = {
             let (shared, stop) = (self.shared.clone(), stop_rx.clone());
             tokio::spawn(async move {
@@ -342,6 +357,7 @@ impl Broker {
         let _ = load.await;
         let _ = failures.await;
         let _ = heartbeat.await;
+        let _ = checkpoints.await;
         let _ = listener.await;
         self.endpoint.close(
             lanyard_proto::close::SHUTDOWN.into(),
@@ -381,6 +397,29 @@ async fn heartbeat(state: &crate::state::Shared, mut shutdown: watch::Receiver<b
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(HEARTBEAT) => {}
+        }
+    }
+}
+
+/// Signs the audit chain's head into the checkpoint file at every interval
+/// (when it moved), and once more on the way out.
+async fn checkpoint(state: &crate::state::Shared, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let stopping = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => true,
+            _ = tokio::time::sleep(state.settings.checkpoint_interval) => false,
+        };
+        match tokio::time::timeout(HEARTBEAT, state.store.audit_head()).await {
+            Ok(Ok((seq, hash))) => {
+                if let Err(e) = state.checkpoints.record(seq, &hash, now_ms()) {
+                    tracing::error!(error = %e, "cannot write an audit checkpoint");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the audit chain head"),
+            Err(_) => tracing::warn!("the store did not give the audit chain head in time"),
+        }
+        if stopping {
+            return;
         }
     }
 }

@@ -64,6 +64,8 @@ pub struct FileConfig {
     pub admission: AdmissionConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 /// Organisation-wide access rules.
@@ -77,6 +79,17 @@ pub struct PolicyConfig {
     /// How long the rules may go unconfirmed against the store (it cannot
     /// be read) before every session and stream fails closed (default 60s).
     pub rules_max_age: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// How often the chain head is signed and written outside the database
+    /// (default 60s).
+    pub checkpoint_interval: Option<String>,
+    /// Where the signed checkpoints go (default DATA_DIR/audit-checkpoints.log);
+    /// best on another disk or a file shipped off the host.
+    pub checkpoint_file: Option<PathBuf>,
 }
 
 /// Who is let in when the broker is busy.
@@ -169,6 +182,10 @@ pub struct Settings {
     pub managed_requires_allocation: bool,
     /// Rules unconfirmed this long fail closed.
     pub rules_max_age: Duration,
+    /// How often the audit chain's head is signed into the checkpoint file.
+    pub checkpoint_interval: Duration,
+    /// `None`: DATA_DIR/audit-checkpoints.log.
+    pub checkpoint_file: Option<PathBuf>,
 }
 
 /// Values from flags and the environment (clap fills these).
@@ -323,6 +340,18 @@ impl Settings {
                 "must be between 5s and 1h",
             ));
         }
+        let checkpoint_interval = duration(
+            "audit.checkpoint_interval",
+            file.audit.checkpoint_interval.as_deref(),
+            Duration::from_secs(60),
+        )?;
+        if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600)).contains(&checkpoint_interval)
+        {
+            return Err(value_err(
+                "audit.checkpoint_interval",
+                "must be between 1s and 24h",
+            ));
+        }
         let settings = Settings {
             node,
             data_dir: over
@@ -397,6 +426,8 @@ impl Settings {
             )?,
             managed_requires_allocation: file.policy.managed_requires_allocation.unwrap_or(true),
             rules_max_age,
+            checkpoint_interval,
+            checkpoint_file: file.audit.checkpoint_file,
             admission: crate::policy::Admission {
                 capacity: file.admission.capacity.or(limits.agents).unwrap_or(10_000),
                 only_priority_1_2_at: file.admission.only_priority_1_2_at.unwrap_or(80),

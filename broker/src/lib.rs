@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod broker;
+pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod csv_import;

@@ -35,6 +35,8 @@ pub struct Shared {
     /// This node's name in the load history.
     pub node: String,
     pub load: crate::load::LoadState,
+    /// Signed checkpoints of the audit chain, outside the database.
+    pub checkpoints: crate::checkpoint::Checkpoints,
 }
 
 impl Shared {

@@ -140,3 +140,38 @@ impl Drop for TestStore {
         }
     }
 }
+
+/// What someone who can write to the database would do after editing rows:
+/// computes every row's link and hash again from the first, and moves the
+/// head to the last row. Afterwards the chain agrees with itself.
+pub async fn rechain(store: &Store) {
+    use crate::store::audit::AuditRow;
+    let rows: Vec<AuditRow> = sqlx::query_as(
+        "SELECT seq, at_ms, actor, action, target, outcome, detail, prev_hash, hash
+         FROM audit_log ORDER BY seq",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("read the audit log");
+    let mut prev = "0".repeat(64);
+    let mut last = 0;
+    for mut row in rows {
+        row.prev_hash = prev.clone();
+        row.hash = row.expected_hash();
+        sqlx::query("UPDATE audit_log SET prev_hash = $1, hash = $2 WHERE seq = $3")
+            .bind(&row.prev_hash)
+            .bind(&row.hash)
+            .bind(row.seq)
+            .execute(store.pool())
+            .await
+            .expect("rewrite a row");
+        prev = row.hash;
+        last = row.seq;
+    }
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(last)
+        .bind(&prev)
+        .execute(store.pool())
+        .await
+        .expect("move the head");
+}

@@ -97,7 +97,7 @@ impl AuditRow {
             .unwrap_or_else(|_| serde_json::Value::String(self.detail.clone()))
     }
 
-    fn expected_hash(&self) -> String {
+    pub(crate) fn expected_hash(&self) -> String {
         row_hash(
             self.seq,
             self.at_ms,
@@ -200,6 +200,9 @@ pub struct VerifyReport {
     /// The first row found wrong, by sequence number.
     pub bad_seq: Option<i64>,
     pub problem: Option<String>,
+    /// Signed checkpoints (kept outside the database) the chain was
+    /// checked against.
+    pub checkpoints_checked: usize,
 }
 
 const VERIFY_PAGE: i64 = 2_000;
@@ -227,14 +230,29 @@ impl Store {
 
     /// Walks the whole chain and reports the first row that is wrong.
     pub async fn audit_verify(&self) -> Result<VerifyReport> {
+        self.audit_verify_against(&[]).await
+    }
+
+    /// Walks the whole chain and reports the first row that is wrong,
+    /// checking it against signed `checkpoints` too: a row whose hash is
+    /// not the one signed was re-computed, and a checkpoint past the end of
+    /// the log means the log was rewound.
+    pub async fn audit_verify_against(
+        &self,
+        checkpoints: &[crate::checkpoint::Checkpoint],
+    ) -> Result<VerifyReport> {
+        let anchors: std::collections::HashMap<i64, &crate::checkpoint::Checkpoint> =
+            checkpoints.iter().map(|c| (c.seq, c)).collect();
         let mut expected_seq = 1i64;
         let mut prev = GENESIS_HASH.to_owned();
         let mut checked = 0i64;
+        let used = checkpoints.len();
         let bad = |seq: i64, checked: i64, problem: String| VerifyReport {
             ok: false,
             rows_checked: checked,
             bad_seq: Some(seq),
             problem: Some(problem),
+            checkpoints_checked: used,
         };
         loop {
             let page: Vec<AuditRow> = sqlx::query_as(
@@ -274,6 +292,20 @@ impl Store {
                         ),
                     ));
                 }
+                if let Some(c) = anchors.get(&row.seq) {
+                    if c.hash != row.hash {
+                        return Ok(bad(
+                            row.seq,
+                            checked,
+                            format!(
+                                "row {} is not the row {} signed at {}: it or a row before it was edited and the chain re-computed",
+                                row.seq,
+                                c.node,
+                                crate::clock::rfc3339(c.at_ms)
+                            ),
+                        ));
+                    }
+                }
                 prev = row.hash;
                 expected_seq += 1;
                 checked += 1;
@@ -298,12 +330,38 @@ impl Store {
             };
             return Ok(bad(last + 1, checked, problem));
         }
+        if let Some(c) = checkpoints
+            .iter()
+            .filter(|c| c.seq > last)
+            .max_by_key(|c| c.seq)
+        {
+            return Ok(bad(
+                last + 1,
+                checked,
+                format!(
+                    "the log was rewound: {} signed row {} at {}, but the log ends at row {last}",
+                    c.node,
+                    c.seq,
+                    crate::clock::rfc3339(c.at_ms)
+                ),
+            ));
+        }
         Ok(VerifyReport {
             ok: true,
             rows_checked: checked,
             bad_seq: None,
             problem: None,
+            checkpoints_checked: used,
         })
+    }
+
+    /// The chain head: the last row's sequence number and hash.
+    pub async fn audit_head(&self) -> Result<(i64, String)> {
+        Ok(
+            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// Number of audit rows, for metrics and tests.

@@ -27,8 +27,9 @@ pub enum AuditCommand {
         #[arg(long, value_name = "N", default_value_t = 100)]
         limit: u32,
     },
-    /// Check the hash chain; exits non-zero and names the first bad row if
-    /// any row was edited or deleted.
+    /// Check the hash chain, and check it against the broker's signed
+    /// checkpoints (kept outside the database); exits non-zero and names the
+    /// first bad row if any row was edited or deleted, or the log rewound.
     #[command(after_help = "Example:
   lanyard audit verify")]
     Verify,
@@ -85,8 +86,8 @@ pub async fn run(cli: &Cli, cmd: &AuditCommand, out: &mut Out<'_>) -> Result<(),
                 out.json(&report)?;
             } else if report["ok"] == true {
                 out.line(format!(
-                    "audit log intact: {} rows verified",
-                    report["rows_checked"]
+                    "audit log intact: {} rows verified, against {} signed checkpoints",
+                    report["rows_checked"], report["checkpoints_checked"]
                 ))?;
             }
             if report["ok"] != true {
