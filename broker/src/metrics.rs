@@ -11,6 +11,8 @@ pub struct Metrics {
     pub http_responses: [AtomicU64; 5],
     pub http_connections_refused: AtomicU64,
     pub http_timeouts: AtomicU64,
+    /// Failed API answers held back from an address failing too often.
+    pub http_slowed: AtomicU64,
     pub api_auth_denied: AtomicU64,
     pub api_forbidden: AtomicU64,
     pub api_logins_ok: AtomicU64,
@@ -214,6 +216,11 @@ impl Metrics {
             "lanyard_http_request_timeouts_total",
             "API requests that ran out of time.",
             self.http_timeouts.load(Relaxed),
+        );
+        counter(
+            "lanyard_http_slowed_total",
+            "Failed API answers held back a second: their address had failed too often this minute.",
+            self.http_slowed.load(Relaxed),
         );
         let _ = writeln!(
             out,

@@ -30,7 +30,7 @@
 //! The attacker shares the machine's cores with the broker and the
 //! legitimate agents: on a 2-core machine the figures include that.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lanyard_agent::client;
-use lanyard_e2e::{bin, tls_client, BrokerProcess};
+use lanyard_e2e::{bin, read_http_response, tls_client, BrokerProcess};
 use lanyard_proto::enrol::SECRET_LEN;
 use lanyard_proto::{KeyAlg, Message};
 
@@ -459,7 +459,7 @@ fn api_flood(
                         if tls.write_all(request(i).as_bytes()).is_err() {
                             break;
                         }
-                        match read_response(&mut tls) {
+                        match read_http_response(&mut tls) {
                             Some(status) if status >= 400 => sent.sent.fetch_add(1, Relaxed),
                             Some(_) => sent.failed.fetch_add(1, Relaxed),
                             None => break,
@@ -480,26 +480,4 @@ fn tcp_from(from: [u8; 4], to: SocketAddr) -> Option<std::net::TcpStream> {
     let tcp: std::net::TcpStream = socket.into();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     Some(tcp)
-}
-
-/// Reads one HTTP/1.1 response with a Content-Length body; its status.
-fn read_response(tls: &mut impl Read) -> Option<u16> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if tls.read(&mut byte).ok()? == 0 || head.len() > 64 * 1024 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    tls.read_exact(&mut body).ok()?;
-    Some(status)
 }

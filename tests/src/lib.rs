@@ -584,3 +584,27 @@ pub fn tls_client(
         rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("TLS client");
     rustls::StreamOwned::new(conn, tcp)
 }
+
+/// Reads one HTTP/1.1 response with a Content-Length body (as the API
+/// answers) from a kept-alive connection; its status, or `None` at the end
+/// of the connection.
+pub fn read_http_response(conn: &mut impl std::io::Read) -> Option<u16> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte).ok()? == 0 || head.len() > 64 * 1024 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    conn.read_exact(&mut body).ok()?;
+    Some(status)
+}

@@ -62,6 +62,41 @@ fn a_slow_loris_from_one_address_does_not_lock_ict_out() {
     drop(held);
 }
 
+/// An address that keeps failing (bad API tokens) is answered more and
+/// more slowly once it has failed 60 times in a minute, one failure a
+/// second per connection, while ICT at another address is served.
+#[test]
+fn an_address_that_keeps_failing_is_slowed_and_others_are_served() {
+    use std::io::Write;
+    let w = World::new();
+    let api = w.broker.api_addr();
+    let tcp = silent_from([127, 0, 0, 5], api).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = w.broker.tls_over(tcp);
+    let mut slow = 0;
+    for i in 0..65 {
+        let asked = std::time::Instant::now();
+        write!(
+            tls,
+            "GET /api/v1/staff HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer lyt_not-a-token-{i}\r\n\r\n"
+        )
+        .unwrap();
+        let status = lanyard_e2e::read_http_response(&mut tls);
+        assert_eq!(status, Some(401), "request {i}");
+        if asked.elapsed() >= Duration::from_millis(900) {
+            slow += 1;
+        }
+    }
+    // The 60 before were answered at once; every one after, a second late.
+    assert!(slow >= 5, "only {slow} of the last failures were slowed");
+    let listed = w.broker.lanyard(&["staff", "list"], None, None);
+    assert_eq!(listed.code, 0, "ICT was not served: {}", listed.stderr);
+    assert!(w
+        .broker
+        .wait_metric("lanyard_http_slowed_total", Duration::from_secs(5), |n| n
+            >= 5.0));
+}
+
 /// A client that asks for responses and never reads them gives its
 /// connection back once a write has stalled for the request timeout.
 #[test]

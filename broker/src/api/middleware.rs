@@ -7,7 +7,18 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
+use super::extract::ClientAddr;
 use crate::state::AppState;
+
+/// Failed requests (no or bad token, wrong password) an address may make
+/// in a minute before each further failure is answered only after
+/// [`SLOW_ANSWER`].
+pub const FAILURES_BEFORE_SLOWING: u64 = 60;
+/// How long a failure is held back once its address has failed too often:
+/// a flood over one connection slows to one request a second, over all of
+/// an address's connections to `http_connections_per_address` a second,
+/// and a sleeping request costs the broker nothing.
+pub const SLOW_ANSWER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Bounds each request's time and counts responses. After a change to who
 /// can reach what, the rules are reloaded before the answer goes out, so
@@ -15,6 +26,7 @@ use crate::state::AppState;
 /// sessions re-check themselves at once.
 pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let access_before = state.store.access_generation();
+    let from = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
     let response =
         match tokio::time::timeout(state.settings.http_request_timeout, next.run(req)).await {
             Ok(r) => r,
@@ -34,5 +46,12 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         }
     }
     state.metrics.count_response(response.status().as_u16());
+    let failed = matches!(response.status().as_u16(), 401 | 429);
+    if let Some(ip) = from.filter(|_| failed) {
+        if state.failures.recent(ip) >= FAILURES_BEFORE_SLOWING {
+            state.metrics.http_slowed.fetch_add(1, Relaxed);
+            tokio::time::sleep(SLOW_ANSWER).await;
+        }
+    }
     response
 }

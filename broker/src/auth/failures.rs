@@ -75,6 +75,15 @@ impl FailureTally {
         tally.last = now;
     }
 
+    /// Failures of every kind from `from` since the last flush.
+    pub fn recent(&self, from: IpAddr) -> u64 {
+        let map = self.by_source.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .filter(|((source, _), _)| *source == Some(from))
+            .map(|(_, t)| t.count)
+            .sum()
+    }
+
     /// Sources tallied now.
     pub fn sources(&self) -> usize {
         self.by_source.lock().map_or(0, |m| m.len())
