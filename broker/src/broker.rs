@@ -373,10 +373,22 @@ impl Broker {
 /// How often a node says it is alive, with its agents and streams.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// Keeps this node's row in the store fresh until `shutdown`, and ends the
-/// sessions of nodes that have gone silent.
+/// How often run-out rows are pruned (and once at start).
+pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Keeps this node's row in the store fresh until `shutdown`, ends the
+/// sessions of nodes that have gone silent, and prunes what ran out.
 async fn heartbeat(state: &crate::state::Shared, mut shutdown: watch::Receiver<bool>) {
+    let mut next_prune = tokio::time::Instant::now();
     loop {
+        if tokio::time::Instant::now() >= next_prune {
+            next_prune += PRUNE_EVERY;
+            match tokio::time::timeout(PRUNE_EVERY / 4, state.store.prune_ended(now_ms())).await {
+                Ok(Ok(p)) => tracing::debug!(?p, "pruned rows that ran out"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot prune rows that ran out"),
+                Err(_) => tracing::warn!("pruning rows that ran out took too long"),
+            }
+        }
         let beat = state.store.node_heartbeat(
             &state.node,
             state.sessions.len() as u64,

@@ -822,3 +822,74 @@ async fn codes_tokens_and_personal_devices_are_listed_and_revoked_one_by_one() {
         assert!(store.staff_get("o.one").await.unwrap().active);
     }
 }
+
+/// What ran out long ago is pruned; what is live, or ran out lately, stays.
+#[tokio::test]
+async fn pruning_deletes_only_what_ran_out_long_ago() {
+    use lanyard_broker::store::nodes::{SessionEnd, SessionRow, KEEP_ENDED_MS};
+    for ts in stores().await {
+        let store = &ts.store;
+        store
+            .staff_add("admin", &person("j.smith", &[]), NOW)
+            .await
+            .unwrap();
+        let long_ago = NOW - KEEP_ENDED_MS - 1_000;
+        // API tokens: one expired long ago, one revoked long ago, one live.
+        store
+            .api_token_create("j.smith", false, "t-old", 1_000, long_ago - 10_000)
+            .await
+            .unwrap();
+        store
+            .api_token_create("j.smith", false, "t-live", 3_600_000, NOW)
+            .await
+            .unwrap();
+        // Sessions: one ended long ago, one ended lately, one live.
+        let session = |id: &str, since| SessionRow {
+            id: id.into(),
+            node: "node-a".into(),
+            username: "j.smith".into(),
+            device: "laptop".into(),
+            kind: "personal".into(),
+            remote: "127.0.0.1:1".into(),
+            sign_in: None,
+            since,
+        };
+        for (id, ended) in [
+            ("old", Some(long_ago)),
+            ("recent", Some(NOW - 1_000)),
+            ("live", None),
+        ] {
+            let s = session(id, long_ago - 5_000);
+            store.session_open(&s).await.unwrap();
+            if let Some(at) = ended {
+                store
+                    .session_close(&s, &SessionEnd::default(), at)
+                    .await
+                    .unwrap();
+            }
+        }
+        let pruned = store.prune_ended(NOW).await.unwrap();
+        assert_eq!(pruned.sessions, 1, "{}: {pruned:?}", ts.label);
+        assert_eq!(pruned.api_tokens, 1, "{}: {pruned:?}", ts.label);
+        let live: Vec<String> = store
+            .sessions_live()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(live, ["live"], "{}", ts.label);
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agent_sessions")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            left, 2,
+            "{}: the recent end and the live one stay",
+            ts.label
+        );
+        // Pruning again finds nothing.
+        let again = store.prune_ended(NOW).await.unwrap();
+        assert_eq!(again, Default::default(), "{}", ts.label);
+    }
+}

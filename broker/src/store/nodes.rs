@@ -6,6 +6,19 @@ use serde::Serialize;
 use super::{AuditEntry, Result, Store};
 use crate::clock::Millis;
 
+/// How long what has run out (ended sessions, expired or revoked tokens,
+/// expired enrolment codes) is kept for listing before it is deleted.
+pub const KEEP_ENDED_MS: Millis = 30 * 24 * 3600 * 1000;
+
+/// Rows deleted by one pruning, per table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub sessions: u64,
+    pub refresh_tokens: u64,
+    pub api_tokens: u64,
+    pub enrolment_codes: u64,
+}
+
 /// A node whose heartbeat is older than this is gone: its sessions are
 /// ended and it is shown as such.
 pub const NODE_LOST_AFTER_MS: Millis = 30_000;
@@ -107,6 +120,44 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected())
+    }
+
+    /// Deletes what ran out more than [`KEEP_ENDED_MS`] before `now`:
+    /// ended sessions, refresh tokens past their expiry (a day after it:
+    /// nothing can use them and no live session depends on them), API
+    /// tokens expired or revoked, and enrolment codes past their expiry.
+    /// The tables that grow with use stay the size of their use.
+    pub async fn prune_ended(&self, now: Millis) -> Result<Pruned> {
+        let before = now - KEEP_ENDED_MS;
+        let run = |sql: &'static str, at: Millis| async move {
+            Ok::<u64, super::StoreError>(
+                sqlx::query(sql)
+                    .bind(at)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected(),
+            )
+        };
+        Ok(Pruned {
+            sessions: run(
+                "DELETE FROM agent_sessions WHERE ended_at IS NOT NULL AND ended_at < $1",
+                before,
+            )
+            .await?,
+            refresh_tokens: run(
+                "DELETE FROM refresh_tokens WHERE expires_at < $1",
+                now - 24 * 3600 * 1000,
+            )
+            .await?,
+            api_tokens: run(
+                "DELETE FROM api_tokens WHERE (expires_at IS NOT NULL AND expires_at < $1)
+                                           OR (revoked_at IS NOT NULL AND revoked_at < $1)",
+                before,
+            )
+            .await?,
+            enrolment_codes: run("DELETE FROM enrolment_codes WHERE expires_at < $1", before)
+                .await?,
+        })
     }
 
     /// Every node known, by name.
