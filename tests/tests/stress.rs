@@ -470,3 +470,81 @@ fn the_report_leads_with_a_verdict_and_measures_the_hold() {
         assert!(!page.contains(external), "{external}");
     }
 }
+
+/// The capacity search: steps of more agents until an objective breaks; the
+/// knee, what gave out, a headline first, and nothing left behind.
+#[test]
+fn find_capacity_reports_the_knee_and_what_gave_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&tmp.path().join("data"), &[], &[]);
+    let search = |slo: &str, json: &std::path::Path| {
+        broker.lanyard(
+            &[
+                "stress",
+                "--find-capacity",
+                "--max-agents",
+                "4",
+                "--step",
+                "2",
+                "--ramp",
+                "0s",
+                "--duration",
+                "1s",
+                "--streams-per-minute",
+                "0",
+                "--slo-connect-p99",
+                slo,
+                "--slo-stream-p99",
+                "10s",
+                "--json-out",
+                json.to_str().unwrap(),
+                "--report",
+                json.with_extension("html").to_str().unwrap(),
+            ],
+            None,
+            None,
+        )
+    };
+    // Generous objectives: both steps hold, nothing gives out.
+    let held = tmp.path().join("held.json");
+    let run = search("60s", &held);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let first = run.stdout.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
+        "This broker held 4 staff within the 60000 ms connect objective, the most asked for; nothing gave out.",
+        "{}",
+        run.stdout
+    );
+    let knee: Value = serde_json::from_slice(&std::fs::read(&held).unwrap()).unwrap();
+    let agents: Vec<u64> = knee["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["agents"].as_u64().unwrap())
+        .collect();
+    assert_eq!(agents, [2, 4], "{knee}");
+    assert_eq!(knee["agents"], 4);
+    let page = std::fs::read_to_string(held.with_extension("html")).unwrap();
+    assert!(page.contains("<h1>This broker held 4 staff"), "{page}");
+
+    // An objective nothing can meet: the first step breaks it, and the
+    // report says which part of a connect took the time.
+    let broke = tmp.path().join("broke.json");
+    let run = search("1us", &broke);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.starts_with("Even 2 staff"), "{}", run.stdout);
+    let knee: Value = serde_json::from_slice(&std::fs::read(&broke).unwrap()).unwrap();
+    assert_eq!(knee["agents"], 0);
+    assert_eq!(knee["steps"].as_array().unwrap().len(), 1, "{knee}");
+    let gave_out = knee["gave_out"].as_str().unwrap();
+    assert!(
+        gave_out.starts_with("sign-ins: connect p99")
+            || gave_out.starts_with("handshakes: connect p99"),
+        "{gave_out}"
+    );
+    assert!(
+        left_by_stress(&broker).is_empty(),
+        "a step left things behind"
+    );
+}

@@ -4,6 +4,7 @@
 //! `--report`. Test identities are made through the admin API and removed
 //! afterwards, also after Ctrl-C (`--keep` keeps them).
 
+mod capacity;
 mod report;
 pub mod sim;
 
@@ -25,8 +26,31 @@ use crate::{Cli, CliError};
 #[derive(Debug, clap::Args)]
 pub struct StressArgs {
     /// How many simulated agents.
+    #[arg(
+        long,
+        value_parser = clap::value_parser!(u32).range(1..=100_000),
+        required_unless_present = "find_capacity",
+        conflicts_with = "find_capacity"
+    )]
+    pub agents: Option<u32>,
+    /// Find the broker's capacity: runs of more and more agents (steps of
+    /// --step, each held --duration) until connect or stream-open p99 passes
+    /// its objective or agents fail; reports the most agents held within the
+    /// objectives and what gave out first.
+    #[arg(long)]
+    pub find_capacity: bool,
+    /// The connect objective (handshake, sign-in and session), p99.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub slo_connect_p99: Duration,
+    /// The stream-open objective, p99.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub slo_stream_p99: Duration,
+    /// With --find-capacity: stop here even if nothing gave out.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_agents: u32,
+    /// With --find-capacity: agents added at each step [default: --max-agents / 10].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub agents: u32,
+    pub step: Option<u32>,
     /// How long each agent stays connected once all have started.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
@@ -252,8 +276,13 @@ async fn broker_info(client: &Client) -> report::Broker {
     broker
 }
 
-pub async fn run(cli: &Cli, args: &StressArgs, out: &mut Out<'_>) -> Result<(), CliError> {
-    let client = cli.client(true)?;
+/// One run of `agents` simulated agents: makes the test identities, runs,
+/// and removes what it made (unless `--keep`), saying so on stderr.
+async fn measured(
+    client: &Client,
+    args: &StressArgs,
+    agents: u32,
+) -> (Result<report::Summary, CliError>, Option<report::Cleanup>) {
     let run_id = format!(
         "{:06x}",
         std::process::id() ^ (Instant::now().elapsed().as_nanos() as u32) ^ 0x5a5a5a
@@ -274,12 +303,12 @@ pub async fn run(cli: &Cli, args: &StressArgs, out: &mut Out<'_>) -> Result<(), 
         streams_per_minute: args.streams_per_minute,
         bytes_per_stream: args.bytes_per_stream,
         started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        broker: broker_info(&client).await,
+        broker: broker_info(client).await,
     };
     // Ctrl-C stops the run (its simulated agents hang up) and the clean-up
     // below still runs; a second Ctrl-C stops the clean-up.
     let result = tokio::select! {
-        r = drive(&client, args, &made, &password, settings) => r,
+        r = drive(client, args, agents, &made, &password, settings) => r,
         _ = tokio::signal::ctrl_c() => Err(CliError::Interrupted),
     };
     progress("");
@@ -291,7 +320,7 @@ pub async fn run(cli: &Cli, args: &StressArgs, out: &mut Out<'_>) -> Result<(), 
     } else {
         progress("removing the test person, group, app and devices the run made");
         let done = tokio::select! {
-            c = clean_up(&client, &made) => c,
+            c = clean_up(client, &made) => c,
             _ = tokio::signal::ctrl_c() => {
                 let mut c = made.record("incomplete");
                 c.problems.push("interrupted while removing what the run made".into());
@@ -320,6 +349,18 @@ pub async fn run(cli: &Cli, args: &StressArgs, out: &mut Out<'_>) -> Result<(), 
             ),
         }
     }
+    (result, cleanup)
+}
+
+pub async fn run(cli: &Cli, args: &StressArgs, out: &mut Out<'_>) -> Result<(), CliError> {
+    let client = cli.client(true)?;
+    if args.find_capacity {
+        return capacity::run(&client, args, out).await;
+    }
+    let agents = args.agents.ok_or_else(|| {
+        CliError::Usage("say how many agents (--agents N), or use --find-capacity".into())
+    })?;
+    let (result, cleanup) = measured(&client, args, agents).await;
     let left_behind = cleanup.as_ref().is_some_and(|c| c.outcome == "incomplete");
     let mut summary = match result {
         Ok(summary) => summary,
@@ -387,6 +428,7 @@ async fn make<T>(
 async fn drive(
     client: &Client,
     args: &StressArgs,
+    agents: u32,
     made: &Mutex<Made>,
     password: &str,
     mut settings: report::Settings,
@@ -438,13 +480,9 @@ async fn drive(
         ),
     )
     .await?;
-    let mut codes = Vec::with_capacity(args.agents as usize);
-    for i in 0..args.agents {
-        progress(&format!(
-            "preparing enrolment codes {}/{}",
-            i + 1,
-            args.agents
-        ));
+    let mut codes = Vec::with_capacity(agents as usize);
+    for i in 0..agents {
+        progress(&format!("preparing enrolment codes {}/{agents}", i + 1));
         let c: Code = client
             .post(
                 "/api/v1/enrolment-codes",

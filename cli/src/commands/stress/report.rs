@@ -115,6 +115,9 @@ pub struct Summary {
     pub reconnect_ms: Percentiles,
     pub agents_lost: u64,
     pub connect_ms: Percentiles,
+    /// The parts of a connect: the QUIC handshake, and the sign-in.
+    pub handshake_ms: Percentiles,
+    pub sign_in_ms: Percentiles,
     pub stream_open_ms: Percentiles,
     pub streams_ok: u64,
     pub streams_failed: u64,
@@ -192,6 +195,13 @@ pub fn summarise(outcomes: &[Outcome], settings: &Settings, wall: Duration) -> S
                 .filter_map(|o| o.connected.map(|(_, t)| ms(t)))
                 .collect(),
         ),
+        handshake_ms: percentiles(
+            outcomes
+                .iter()
+                .filter_map(|o| o.handshake.map(ms))
+                .collect(),
+        ),
+        sign_in_ms: percentiles(outcomes.iter().filter_map(|o| o.sign_in.map(ms)).collect()),
         stream_open_ms: percentiles(
             outcomes
                 .iter()
@@ -1151,6 +1161,8 @@ mod tests {
     fn a_summary_counts_what_happened_and_charts_it() {
         let ok = Outcome {
             connected: Some((Duration::from_millis(500), Duration::from_millis(12))),
+            handshake: Some(Duration::from_millis(3)),
+            sign_in: Some(Duration::from_millis(8)),
             disconnected_at: Some(Duration::from_secs(3)),
             streams_ok: vec![(
                 Duration::from_millis(1400),

@@ -32,6 +32,9 @@ pub struct Plan {
 pub struct Outcome {
     /// Connected at (since the run began), and how long it took.
     pub connected: Option<(Duration, Duration)>,
+    /// Of that: the QUIC handshake, and the sign-in (a password check).
+    pub handshake: Option<Duration>,
+    pub sign_in: Option<Duration>,
     pub disconnected_at: Option<Duration>,
     /// Each time the connection was lost while it should have stayed up:
     /// when, and when the agent was back (None: it never came back).
@@ -132,6 +135,8 @@ pub async fn run(
             return out;
         }
     };
+    out.handshake = Some(start.elapsed());
+    let signing_in = Instant::now();
     let signed = client::request(
         &conn,
         &Message::SignIn {
@@ -141,6 +146,7 @@ pub async fn run(
         },
     )
     .await;
+    out.sign_in = Some(signing_in.elapsed());
     let access = match signed {
         Ok(Message::Tokens { access_token, .. }) => access_token,
         Ok(_) => {
