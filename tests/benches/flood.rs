@@ -233,7 +233,9 @@ fn run_one(attack: &str, agents: u64, hold: u64) {
         "    of a connect, p99: handshake {:.1} ms, sign-in {:.1} ms; stream open p99 {:.1} ms",
         figures["handshake_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
         figures["sign_in_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
-        figures["stream_open_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
+        figures["stream_open_ms"]["p99"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
     );
     if let Some(errors) = figures["errors"].as_object() {
         if !errors.is_empty() {

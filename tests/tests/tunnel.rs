@@ -266,11 +266,18 @@ fn a_disabled_person_is_refused_and_the_agent_says_why() {
 #[test]
 fn revocation_closes_live_tunnels_within_a_second() {
     let w = World::new();
-    let cases: [(&str, &[&str]); 4] = [
+    let cases: [(&str, &[&str]); 6] = [
         ("disable", &["staff", "disable", "p.disable"]),
         ("revoke", &["devices", "revoke", "LT-1"]),
         ("app", &["apps", "remove", "echo"]),
         ("kill", &["sessions", "kill", "SESSION"]),
+        // The app's rules change under a live stream: another group only,
+        // then council laptops only (these agents are personal devices).
+        (
+            "group",
+            &["apps", "set", "echo", "--allow-group", "housing"],
+        ),
+        ("kind", &["apps", "set", "echo", "--device-kind", "managed"]),
     ];
     for (case, command) in cases {
         let username = format!("p.{case}");
@@ -326,10 +333,29 @@ fn revocation_closes_live_tunnels_within_a_second() {
             "{case}: the live tunnel stayed open {after:?} after the command; agent log:\n{}",
             up.log()
         );
-        if case == "app" {
+        if matches!(case, "app" | "group" | "kind") {
             // The session goes on; new streams to the app are refused.
             let back = echo_through(forwards["echo"], b"again").unwrap_or_default();
-            assert!(back.is_empty(), "{case}: the removed app still answers");
+            assert!(back.is_empty(), "{case}: the app still answers");
+            // As it was, for the cases after (a removed app is added back
+            // at the top of the loop).
+            if case != "app" {
+                w.broker
+                    .lanyard(
+                        &[
+                            "apps",
+                            "set",
+                            "echo",
+                            "--allow-group",
+                            "hr",
+                            "--device-kind",
+                            "any",
+                        ],
+                        None,
+                        None,
+                    )
+                    .ok();
+            }
         } else {
             // The agent may not come back: it stops with the reason.
             let code = up.wait_exit(Duration::from_secs(30));
@@ -339,7 +365,7 @@ fn revocation_closes_live_tunnels_within_a_second() {
             .broker
             .lanyard(&["sessions", "list", "--json"], None, None)
             .ok();
-        if case != "app" {
+        if !matches!(case, "app" | "group" | "kind") {
             assert!(!live.stdout.contains(&username), "{case}: {}", live.stdout);
         }
     }
@@ -353,6 +379,7 @@ fn revocation_closes_live_tunnels_within_a_second() {
         "app.remove",
         "session.kill",
         "session.close",
+        "app.set",
     ] {
         assert!(audit.stdout.contains(action), "{action} not audited");
     }

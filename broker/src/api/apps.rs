@@ -12,12 +12,12 @@ use super::JsonBody;
 use crate::clock::now_ms;
 use crate::model::{AppName, DeviceKindRule, GroupName, Target};
 use crate::state::AppState;
-use crate::store::apps::{App, NewApp};
+use crate::store::apps::{App, AppChange, NewApp};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/apps", get(list).post(add))
-        .route("/apps/{name}", delete(remove))
+        .route("/apps/{name}", delete(remove).patch(set))
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,13 +40,7 @@ async fn add(
     Admin(caller): Admin,
     JsonBody(req): JsonBody<AppRequest>,
 ) -> ApiResult<(StatusCode, Json<App>)> {
-    let mut groups = Vec::new();
-    for g in &req.allow_groups {
-        let g = GroupName::parse(g)?;
-        if !groups.contains(&g) {
-            groups.push(g);
-        }
-    }
+    let groups = groups_of(&req.allow_groups)?;
     let new = NewApp {
         name: AppName::parse(&req.name)?,
         target: Target::parse(&req.target)?,
@@ -56,6 +50,53 @@ async fn add(
     Ok((
         StatusCode::CREATED,
         Json(state.store.app_add(&caller.name, &new, now_ms()).await?),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppSetRequest {
+    target: Option<String>,
+    allow_groups: Option<Vec<String>>,
+    device_kind: Option<String>,
+}
+
+fn groups_of(names: &[String]) -> Result<Vec<GroupName>, super::error::ApiError> {
+    let mut groups = Vec::new();
+    for g in names {
+        let g = GroupName::parse(g)?;
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    Ok(groups)
+}
+
+async fn set(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<AppSetRequest>,
+) -> ApiResult<Json<App>> {
+    let change = AppChange {
+        target: req.target.as_deref().map(Target::parse).transpose()?,
+        groups: req.allow_groups.as_deref().map(groups_of).transpose()?,
+        device_kind: req
+            .device_kind
+            .as_deref()
+            .map(DeviceKindRule::parse)
+            .transpose()?,
+    };
+    if change.target.is_none() && change.groups.is_none() && change.device_kind.is_none() {
+        return Err(super::error::ApiError::bad(
+            "nothing to change: give a target, allowed groups or a device kind",
+        ));
+    }
+    Ok(Json(
+        state
+            .store
+            .app_set(&caller.name, &name, &change, now_ms())
+            .await?,
     ))
 }
 

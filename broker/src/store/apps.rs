@@ -15,6 +15,14 @@ pub struct NewApp {
     pub device_kind: DeviceKindRule,
 }
 
+/// What `lanyard apps set` changes; `None` leaves it as it is.
+#[derive(Debug, Clone, Default)]
+pub struct AppChange {
+    pub target: Option<Target>,
+    pub groups: Option<Vec<GroupName>>,
+    pub device_kind: Option<DeviceKindRule>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct App {
     pub name: String,
@@ -62,6 +70,66 @@ impl Store {
         .await?;
         tx.commit().await?;
         self.app_get(new.name.as_str()).await
+    }
+
+    /// Changes an app's target, groups or device kind (what is given), in
+    /// one audited access change: live streams it no longer allows close.
+    pub async fn app_set(
+        &self,
+        actor: &str,
+        name: &str,
+        change: &AppChange,
+        now: Millis,
+    ) -> Result<App> {
+        let mut tx = self.begin_audited(now).await?;
+        tx.access_changed();
+        let found: Option<String> = sqlx::query_scalar("SELECT name FROM apps WHERE name = $1")
+            .bind(name)
+            .fetch_optional(tx.conn())
+            .await?;
+        if found.is_none() {
+            return Err(StoreError::NotFound(format!(
+                "no app named {name}; see `lanyard apps list`"
+            )));
+        }
+        if let Some(target) = &change.target {
+            sqlx::query("UPDATE apps SET target = $1 WHERE name = $2")
+                .bind(target.as_str())
+                .bind(name)
+                .execute(tx.conn())
+                .await?;
+        }
+        if let Some(kind) = change.device_kind {
+            sqlx::query("UPDATE apps SET device_kind = $1 WHERE name = $2")
+                .bind(kind.as_str())
+                .bind(name)
+                .execute(tx.conn())
+                .await?;
+        }
+        if let Some(groups) = &change.groups {
+            require_groups(&mut tx, groups).await?;
+            sqlx::query("DELETE FROM app_groups WHERE app_name = $1")
+                .bind(name)
+                .execute(tx.conn())
+                .await?;
+            for g in groups {
+                sqlx::query("INSERT INTO app_groups (app_name, group_name) VALUES ($1, $2)")
+                    .bind(name)
+                    .bind(g.as_str())
+                    .execute(tx.conn())
+                    .await?;
+            }
+        }
+        tx.audit(
+            AuditEntry::ok(actor, "app.set", name).with_detail(serde_json::json!({
+                "target": change.target,
+                "groups": change.groups,
+                "device_kind": change.device_kind.map(|k| k.as_str()),
+            })),
+        )
+        .await?;
+        tx.commit().await?;
+        self.app_get(name).await
     }
 
     pub async fn app_list(&self) -> Result<Vec<App>> {

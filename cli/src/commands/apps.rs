@@ -37,6 +37,26 @@ pub enum AppsCommand {
         #[arg(long, value_enum, default_value = "any")]
         device_kind: DeviceKind,
     },
+    /// Change an app's target, allowed groups or device kind; live tunnels
+    /// the new rule no longer allows close at once.
+    #[command(after_help = "Examples:
+  lanyard apps set hr-system --device-kind managed
+  lanyard apps set hr-system --allow-group hr --allow-group payroll
+  lanyard apps set hr-system --target hr2.internal:443")]
+    Set {
+        /// The app to change.
+        name: String,
+        /// Where the app now listens.
+        #[arg(long, value_name = "HOST:PORT")]
+        target: Option<String>,
+        /// The groups whose members may reach it from now on, replacing the
+        /// old ones (repeatable).
+        #[arg(long = "allow-group", value_name = "G")]
+        allow_groups: Vec<String>,
+        /// Which devices may reach it from now on.
+        #[arg(long, value_enum)]
+        device_kind: Option<DeviceKind>,
+    },
     /// List apps.
     #[command(after_help = "Examples:
   lanyard apps list
@@ -59,6 +79,14 @@ struct App {
     device_kind: String,
 }
 
+fn kind_name(k: &DeviceKind) -> &'static str {
+    match k {
+        DeviceKind::Managed => "managed",
+        DeviceKind::Personal => "personal",
+        DeviceKind::Any => "any",
+    }
+}
+
 pub async fn run(cli: &Cli, cmd: &AppsCommand, out: &mut Out<'_>) -> Result<(), CliError> {
     let client = cli.client(true)?;
     match cmd {
@@ -68,11 +96,7 @@ pub async fn run(cli: &Cli, cmd: &AppsCommand, out: &mut Out<'_>) -> Result<(), 
             allow_groups,
             device_kind,
         } => {
-            let kind = match device_kind {
-                DeviceKind::Managed => "managed",
-                DeviceKind::Personal => "personal",
-                DeviceKind::Any => "any",
-            };
+            let kind = kind_name(device_kind);
             let body = json!({ "name": name, "target": target, "allow_groups": allow_groups, "device_kind": kind });
             let app: App = client.post("/api/v1/apps", &body).await?;
             if out.json {
@@ -80,6 +104,49 @@ pub async fn run(cli: &Cli, cmd: &AppsCommand, out: &mut Out<'_>) -> Result<(), 
             }
             out.line(format!(
                 "added app {} -> {} for groups {} on {} devices",
+                app.name,
+                app.target,
+                join(&app.allow_groups),
+                app.device_kind
+            ))?;
+        }
+        AppsCommand::Set {
+            name,
+            target,
+            allow_groups,
+            device_kind,
+        } => {
+            let mut body = serde_json::Map::new();
+            if let Some(t) = target {
+                body.insert("target".into(), json!(t));
+            }
+            if !allow_groups.is_empty() {
+                body.insert("allow_groups".into(), json!(allow_groups));
+            }
+            if let Some(k) = device_kind {
+                body.insert("device_kind".into(), json!(kind_name(k)));
+            }
+            if body.is_empty() {
+                return Err(CliError::Usage(
+                    "nothing to change: give --target, --allow-group or --device-kind".into(),
+                ));
+            }
+            let app: App = client
+                .call(
+                    http::Method::PATCH,
+                    &format!("/api/v1/apps/{}", encode(name)),
+                    Some((
+                        "application/json",
+                        serde_json::to_vec(&serde_json::Value::Object(body))
+                            .map_err(|e| CliError::Failed(e.to_string()))?,
+                    )),
+                )
+                .await?;
+            if out.json {
+                return Ok(out.json(&app)?);
+            }
+            out.line(format!(
+                "app {} -> {} for groups {} on {} devices",
                 app.name,
                 app.target,
                 join(&app.allow_groups),
