@@ -215,6 +215,16 @@ pub struct LoadReport {
     /// Refused sessions and streams by reason since the broker started.
     pub denials_total: BTreeMap<&'static str, u64>,
     pub peak_today: Option<Peak>,
+    /// Every live node together: this node's live figures plus the others'
+    /// from their last heartbeat (at most 5 s old).
+    pub all_nodes: AllNodes,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AllNodes {
+    pub nodes: usize,
+    pub agents: u64,
+    pub streams: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -247,7 +257,20 @@ pub async fn report(src: Sources<'_>) -> Result<LoadReport, crate::store::StoreE
             at: rfc3339(now),
         }),
     };
+    let mut all_nodes = AllNodes {
+        nodes: 1,
+        agents: agents as u64,
+        streams: src.sessions.open_streams(),
+    };
+    for n in src.store.nodes_list().await? {
+        if n.name != src.node && now - n.heartbeat_at < crate::store::nodes::NODE_LOST_AFTER_MS {
+            all_nodes.nodes += 1;
+            all_nodes.agents += n.agents.max(0) as u64;
+            all_nodes.streams += n.streams.max(0) as u64;
+        }
+    }
     Ok(LoadReport {
+        all_nodes,
         node: src.node.to_owned(),
         version: env!("CARGO_PKG_VERSION"),
         at: rfc3339(now),

@@ -94,6 +94,20 @@ fn three_nodes_share_sessions_and_revocations() {
     let (mut on_c, port_c) = agent_on(&c, &w.tmp.path().join("agent-c"), "p.onc");
     let (mut on_b, port_b) = agent_on(&b, &w.tmp.path().join("agent-b"), "p.onb");
 
+    // Node A's load counts every node's agents (B's and C's from their
+    // heartbeats, at most 5 s old).
+    let mut summed = serde_json::Value::Null;
+    for _ in 0..40 {
+        summed = json(a, &["load", "--json"]);
+        if summed["all_nodes"]["agents"] == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(summed["all_nodes"]["nodes"], 3, "{summed}");
+    assert_eq!(summed["all_nodes"]["agents"], 2, "{summed}");
+    assert_eq!(summed["agents"], 0, "{summed}");
+
     // Node A lists the sessions held on B and C, with their nodes.
     let held_on_c = session_of(a, "p.onc").expect("node A lists C's session");
     assert_eq!(held_on_c["node"], "node-c", "{held_on_c}");

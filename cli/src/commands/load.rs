@@ -40,6 +40,15 @@ struct Load {
     rates: Rates,
     denials_total: BTreeMap<String, u64>,
     peak_today: Option<Peak>,
+    /// Absent from a broker before several nodes.
+    all_nodes: Option<AllNodes>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AllNodes {
+    nodes: u64,
+    agents: u64,
+    streams: u64,
 }
 
 fn rate(bytes_per_s: f64) -> String {
@@ -65,6 +74,12 @@ pub async fn run(cli: &Cli, out: &mut Out<'_>) -> Result<(), CliError> {
         load.agents, load.capacity, load.capacity_used_percent
     ))?;
     out.line(format!("streams      {}", load.streams))?;
+    if let Some(all) = load.all_nodes.as_ref().filter(|a| a.nodes > 1) {
+        out.line(format!(
+            "all nodes    {} nodes: {} agents, {} streams",
+            all.nodes, all.agents, all.streams
+        ))?;
+    }
     out.line(format!(
         "per second   {:.1} handshakes, {:.1} sign-ins, {} up, {} down",
         load.rates.handshakes_per_s,
