@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lanyard_agent::client;
-use lanyard_e2e::{bin, read_http_response, tls_client, BrokerProcess};
+use lanyard_e2e::{bin, read_http_response, rss_kib, tls_client, BrokerProcess};
 use lanyard_proto::enrol::SECRET_LEN;
 use lanyard_proto::{KeyAlg, Message};
 
@@ -245,18 +245,6 @@ fn run_one(attack: &str, agents: u64, hold: u64) {
             );
         }
     }
-}
-
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// User plus system CPU time of a process, in clock ticks.

@@ -21,19 +21,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lanyard_e2e::{bin, BrokerProcess};
-
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
+use lanyard_e2e::{bin, rss_kib, BrokerProcess};
 
 const LOG: [(&str, &str); 1] = [("LANYARD_LOG", "warn")];
 

@@ -608,3 +608,15 @@ pub fn read_http_response(conn: &mut impl std::io::Read) -> Option<u16> {
     conn.read_exact(&mut body).ok()?;
     Some(status)
 }
+
+/// Resident memory of a process, in KiB (0 if it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
