@@ -70,7 +70,7 @@ async fn create(
     }
     let secret: [u8; SECRET_LEN] = crate::secrets::random_bytes();
     let code = EnrolmentCode {
-        broker_addr: state.public_quic_addr.clone(),
+        broker_addrs: state.agent_addrs(),
         ca_fingerprint: state.ca.fingerprint(),
         secret,
     };
