@@ -125,7 +125,11 @@ pub async fn run(
         }
     };
     let start = Instant::now();
-    let mut addrs = Addresses::new(plan.code.broker_addrs.clone(), None);
+    // As the agent does: the node it enrolled through first.
+    let mut addrs = Addresses::new(
+        plan.code.broker_addrs.clone(),
+        Some(device.enrolment.broker.clone()),
+    );
     let conn = match account::connect_on(&endpoint, &device, &addrs.order(id as usize)).await {
         Ok((c, addr)) => {
             addrs.worked(&addr);
