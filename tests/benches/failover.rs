@@ -15,7 +15,8 @@
 //! `LANYARD_FAILOVER_RATE` (agents started per second, default 25: each
 //! one enrols and signs in, an argon2 hash), `LANYARD_FAILOVER_IDLE` (the
 //! nodes' `[limits] quic_idle_timeout`, default 6s: a killed node's agents
-//! notice within it, so it is part of every figure).
+//! notice it once that much has passed since their last keepalive, i.e. 0
+//! to 5 s more, so it is part of every figure).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

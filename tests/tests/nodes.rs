@@ -180,9 +180,10 @@ fn three_nodes_share_sessions_and_revocations() {
 }
 
 /// Agents enrolled through node A know every node's address (the code and
-/// the welcome carry them). A is killed outright: each agent notices
-/// within the idle timeout, moves to B or C, and its tunnel works again
-/// within a few seconds more; B lists the new sessions.
+/// the welcome carry them). A is killed outright: each agent notices once
+/// the idle timeout has run from its last keepalive (up to 5 s later),
+/// moves to B or C, and its tunnel works again within the bound; B lists
+/// the new sessions.
 #[test]
 fn agents_of_a_dead_node_move_to_the_others() {
     const IDLE: Duration = Duration::from_secs(6);
