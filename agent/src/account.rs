@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use lanyard_proto::reconnect::Addresses;
 use lanyard_proto::{close, EnrolmentCode, KeyAlg, Message};
 
 use crate::backoff::Backoff;
@@ -44,17 +45,17 @@ pub async fn enrol(state: &StateDir, code: &EnrolmentCode) -> Result<Enrolled, A
     if let Some(e) = state.enrolment()? {
         return Err(AccountError::AlreadyEnrolled(e.broker));
     }
-    let (addr, _) = client::resolve(&code.broker_addr).await?;
-    let endpoint = client::endpoint(addr)?;
-    let device = enrol_on(&endpoint, code).await;
+    let (device, endpoint) = enrol_first(None, code).await?;
     endpoint.wait_idle().await;
-    let device = device?;
     state.save_key(device.key.secret_pkcs8_der())?;
     state.save_cert(identity::CERT_FILE, &device.cert)?;
     state.save_cert(identity::CA_FILE, &device.ca)?;
     state.save_enrolment(&device.enrolment)?;
+    let mut addrs = Addresses::new(code.broker_addrs.clone(), None);
+    addrs.worked(&device.enrolment.broker);
+    state.save_addresses(&addrs)?;
     Ok(Enrolled {
-        broker: code.broker_addr.clone(),
+        broker: device.enrolment.broker.clone(),
         cert_expires_at: device.enrolment.cert_expires_at,
     })
 }
@@ -71,6 +72,17 @@ pub async fn enrol_on(
     endpoint: &quinn::Endpoint,
     code: &EnrolmentCode,
 ) -> Result<Device, AccountError> {
+    Ok(enrol_first(Some(endpoint), code).await?.0)
+}
+
+/// Enrols over the first of the code's addresses that answers (the node
+/// that made the code first); the device's enrolment names that address.
+/// A broker too busy for another enrolment is asked again after a short,
+/// growing, random wait.
+async fn enrol_first(
+    endpoint: Option<&quinn::Endpoint>,
+    code: &EnrolmentCode,
+) -> Result<(Device, quinn::Endpoint), AccountError> {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(4));
     let mut attempt = 1;
     loop {
@@ -87,20 +99,15 @@ pub async fn enrol_on(
 }
 
 async fn enrol_once(
-    endpoint: &quinn::Endpoint,
+    endpoint: Option<&quinn::Endpoint>,
     code: &EnrolmentCode,
-) -> Result<Device, AccountError> {
+) -> Result<(Device, quinn::Endpoint), AccountError> {
     let (pkcs8, public_key) = identity::generate_key()?;
     let proof = identity::prove(&pkcs8, &code.secret, &public_key)?;
-    let (addr, host) = client::resolve(&code.broker_addr).await?;
     let pin = PinnedCa::new(code.ca_fingerprint);
-    let conn = client::connect(
-        endpoint,
-        client::enrolment_config(pin.clone())?,
-        addr,
-        &host,
-    )
-    .await?;
+    let config = client::enrolment_config(pin.clone())?;
+    let (endpoint, conn, broker) =
+        client::connect_first(endpoint, &config, &code.broker_addrs).await?;
     let answer = client::request(
         &conn,
         &Message::EnrolRequest {
@@ -131,9 +138,9 @@ async fn enrol_once(
     };
     let ca = pin.ca().ok_or(AccountError::NoCa)?;
     let now = now_secs();
-    Ok(Device {
+    let device = Device {
         enrolment: Enrolment {
-            broker: code.broker_addr.clone(),
+            broker,
             ca_fingerprint: data_encoding::HEXLOWER.encode(&code.ca_fingerprint),
             enrolled_at: now,
             cert_issued_at: now,
@@ -142,26 +149,48 @@ async fn enrol_once(
         key: rustls_pki_types::PrivatePkcs8KeyDer::from(pkcs8),
         cert: rustls_pki_types::CertificateDer::from(certificate),
         ca,
-    })
+    };
+    Ok((device, endpoint))
 }
 
-/// A mutual-TLS connection as `device` over an existing endpoint.
+/// A mutual-TLS connection as `device` over an existing endpoint, to the
+/// first of `addrs` that answers; and the address it reached.
 pub async fn connect_on(
     endpoint: &quinn::Endpoint,
     device: &Device,
-) -> Result<quinn::Connection, AccountError> {
-    let (addr, host) = client::resolve(&device.enrolment.broker).await?;
-    Ok(client::connect(endpoint, client::device_config(device)?, addr, &host).await?)
+    addrs: &[String],
+) -> Result<(quinn::Connection, String), AccountError> {
+    let config = client::device_config(device)?;
+    let (_, conn, addr) = client::connect_first(Some(endpoint), &config, addrs).await?;
+    Ok((conn, addr))
 }
 
-/// A mutual-TLS connection as this device.
+/// A mutual-TLS connection as this device to the broker it enrolled with.
 pub async fn connect(
     device: &Device,
 ) -> Result<(quinn::Endpoint, quinn::Connection), AccountError> {
-    let (addr, host) = client::resolve(&device.enrolment.broker).await?;
-    let endpoint = client::endpoint(addr)?;
-    let conn = client::connect(&endpoint, client::device_config(device)?, addr, &host).await?;
+    let (endpoint, conn, _) =
+        connect_any(device, std::slice::from_ref(&device.enrolment.broker)).await?;
     Ok((endpoint, conn))
+}
+
+/// A mutual-TLS connection as this device to the first of `addrs` that
+/// answers (see [`Addresses::order`]); and the address it reached.
+pub async fn connect_any(
+    device: &Device,
+    addrs: &[String],
+) -> Result<(quinn::Endpoint, quinn::Connection, String), AccountError> {
+    let config = client::device_config(device)?;
+    Ok(client::connect_first(None, &config, addrs).await?)
+}
+
+/// Where this agent process starts among the other broker nodes when it
+/// leaves one (see [`Addresses::order`]): drawn once, so that the agents of
+/// a lost node spread over the rest.
+pub fn spread() -> usize {
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    u64::from_le_bytes(b) as usize
 }
 
 fn store_tokens(

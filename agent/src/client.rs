@@ -19,6 +19,9 @@ use lanyard_relay::{read_frame, write_frame, FramedError};
 
 /// Time allowed for the QUIC and TLS handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for the handshake with one broker node while others are
+/// left to try: a dead node is passed over within this.
+pub const FAILOVER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time allowed for the broker to answer a request.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The agent keeps its connection alive at this interval, well inside the
@@ -243,19 +246,67 @@ pub async fn connect(
     addr: SocketAddr,
     server_name: &str,
 ) -> Result<quinn::Connection, ClientError> {
+    connect_within(endpoint, config, addr, server_name, CONNECT_TIMEOUT).await
+}
+
+/// Connects to the first of `addrs` (`host:port`, in the order given) whose
+/// handshake completes: each but the last within
+/// [`FAILOVER_CONNECT_TIMEOUT`], the last within [`CONNECT_TIMEOUT`]. Over
+/// `endpoint` if given, else over a new endpoint per address. Returns the
+/// endpoint, the connection and the address it reached; with every address
+/// failing, the last failure.
+pub async fn connect_first(
+    endpoint: Option<&quinn::Endpoint>,
+    config: &quinn::ClientConfig,
+    addrs: &[String],
+) -> Result<(quinn::Endpoint, quinn::Connection, String), ClientError> {
+    let mut last = ClientError::Address(String::new());
+    for (i, broker) in addrs.iter().enumerate() {
+        let within = if i + 1 < addrs.len() {
+            FAILOVER_CONNECT_TIMEOUT
+        } else {
+            CONNECT_TIMEOUT
+        };
+        let attempt = async {
+            let (addr, host) = resolve(broker).await?;
+            let endpoint = match endpoint {
+                Some(e) => e.clone(),
+                None => self::endpoint(addr)?,
+            };
+            let conn = connect_within(&endpoint, config.clone(), addr, &host, within).await?;
+            Ok::<_, ClientError>((endpoint, conn))
+        };
+        match attempt.await {
+            Ok((endpoint, conn)) => return Ok((endpoint, conn, broker.clone())),
+            Err(e) => {
+                tracing::debug!(broker = %broker, error = %e, "broker node not reached; trying the next");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+async fn connect_within(
+    endpoint: &quinn::Endpoint,
+    config: quinn::ClientConfig,
+    addr: SocketAddr,
+    server_name: &str,
+    within: Duration,
+) -> Result<quinn::Connection, ClientError> {
     let connecting = endpoint
         .connect_with(config, addr, server_name)
         .map_err(|e| ClientError::Connect {
             addr: addr.to_string(),
             reason: e.to_string(),
         })?;
-    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+    match tokio::time::timeout(within, connecting).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(ClientError::Connect {
             addr: addr.to_string(),
             reason: e.to_string(),
         }),
-        Err(_) => Err(ClientError::Timeout(addr.to_string(), CONNECT_TIMEOUT)),
+        Err(_) => Err(ClientError::Timeout(addr.to_string(), within)),
     }
 }
 

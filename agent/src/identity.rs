@@ -18,6 +18,8 @@ pub const CERT_FILE: &str = "device.pem";
 pub const CA_FILE: &str = "ca.pem";
 pub const ENROLMENT_FILE: &str = "enrolment.json";
 pub const TOKENS_FILE: &str = "tokens.json";
+/// The broker nodes' addresses and the last that worked ([`Brokers`]).
+pub const BROKERS_FILE: &str = "brokers.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -99,6 +101,23 @@ pub struct Enrolment {
     /// When the current certificate was issued and ends (seconds).
     pub cert_issued_at: u64,
     pub cert_expires_at: u64,
+}
+
+/// The broker nodes this device may connect to, as the enrolment code and
+/// then each session's welcome listed them, and the last one that worked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Brokers {
+    pub addrs: Vec<String>,
+    pub last_good: Option<String>,
+}
+
+impl Brokers {
+    pub fn from_addresses(a: &lanyard_proto::reconnect::Addresses) -> Self {
+        Self {
+            addrs: a.known().to_vec(),
+            last_good: a.last_good().map(str::to_owned),
+        }
+    }
 }
 
 /// The person signed in on this device.
@@ -204,6 +223,29 @@ impl StateDir {
 
     pub fn tokens(&self) -> Result<Option<Tokens>, IdentityError> {
         self.read_json(TOKENS_FILE)
+    }
+
+    /// The broker addresses to try, the last good one first: from
+    /// [`BROKERS_FILE`], or the enrolment's one address (a device enrolled
+    /// before the list was kept).
+    pub fn addresses(
+        &self,
+        enrolment: &Enrolment,
+    ) -> Result<lanyard_proto::reconnect::Addresses, IdentityError> {
+        let brokers: Option<Brokers> = self.read_json(BROKERS_FILE)?;
+        let b = brokers.unwrap_or_default();
+        let mut a = lanyard_proto::reconnect::Addresses::new(b.addrs, b.last_good);
+        if a.known().is_empty() {
+            a.update(vec![enrolment.broker.clone()]);
+        }
+        Ok(a)
+    }
+
+    pub fn save_addresses(
+        &self,
+        a: &lanyard_proto::reconnect::Addresses,
+    ) -> Result<(), IdentityError> {
+        self.write_json(BROKERS_FILE, &Brokers::from_addresses(a))
     }
 
     pub fn save_tokens(&self, t: &Tokens) -> Result<(), IdentityError> {

@@ -193,7 +193,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let state = StateDir::open(&dir)?;
             let device = state.device()?;
             let password = read_password(password_stdin)?;
-            let (endpoint, conn) = account::connect(&device).await?;
+            let mut addrs = state.addresses(&device.enrolment)?;
+            let (endpoint, conn, addr) =
+                account::connect_any(&device, &addrs.order(account::spread())).await?;
+            if addrs.worked(&addr) {
+                state.save_addresses(&addrs)?;
+            }
             let signed = account::sign_in(&state, &device, &conn, &username, password, totp).await;
             conn.close(0u32.into(), b"signed in");
             endpoint.wait_idle().await;

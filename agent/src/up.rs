@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lanyard_proto::close;
-use lanyard_proto::reconnect::{Ending, Next, Redial, Stop};
+use lanyard_proto::reconnect::{Addresses, Ending, Next, Redial, Stop};
 use lanyard_proto::session::{AgentControl, AgentEvent, Lifetimes, Millis};
 use lanyard_proto::ErrorCode;
 use serde::{Deserialize, Serialize};
@@ -177,11 +177,22 @@ struct Runner {
     state: StateDir,
     forwards: Forwards,
     status: UpStatus,
+    /// The broker nodes to try, and where this agent starts among them.
+    addrs: Addresses,
+    spread: usize,
+    /// The address of the last connection made.
+    addr: Option<String>,
     /// The live connection and its endpoint, to close on the way out.
     current: Option<(quinn::Endpoint, quinn::Connection)>,
 }
 
 impl Runner {
+    fn save_addresses(&self) {
+        if let Err(e) = self.state.save_addresses(&self.addrs) {
+            tracing::warn!(error = %e, "cannot save the broker addresses");
+        }
+    }
+
     fn save_status(&self) {
         if let Ok(bytes) = serde_json::to_vec_pretty(&self.status) {
             let _ = self.state.write(STATUS_FILE, &bytes);
@@ -231,10 +242,15 @@ impl Runner {
             let why = "it ran out before it could be renewed".to_owned();
             return Ended::Fatal(Stop::CertificateExpired(why).into());
         }
-        let (endpoint, conn) = match account::connect(&device).await {
+        let order = self.addrs.order(self.spread);
+        let (endpoint, conn, addr) = match account::connect_any(&device, &order).await {
             Ok(c) => c,
             Err(e) => return lost(e),
         };
+        if self.addrs.worked(&addr) {
+            self.save_addresses();
+        }
+        self.addr = Some(addr);
         self.current = Some((endpoint, conn.clone()));
         if device.needs_renewal(now_secs()) {
             match account::renew(&self.state, &device, &conn).await {
@@ -310,8 +326,15 @@ impl Runner {
             }
             while let Some(event) = ctl.poll_event() {
                 match event {
-                    AgentEvent::Welcome { session_id, apps } => {
+                    AgentEvent::Welcome {
+                        session_id,
+                        apps,
+                        addrs,
+                    } => {
                         opened = true;
+                        if self.addrs.update(addrs) {
+                            self.save_addresses();
+                        }
                         let apps = apps.into_iter().map(|a| a.name).collect();
                         match self.ready(&session_id, apps, conn).await {
                             Ok(e) => report(e),
@@ -465,8 +488,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), UpError> {
     // Fail early, before any socket: the device and the sign-in exist.
-    state.device()?;
+    let device = state.device()?;
     state.tokens()?.ok_or(IdentityError::NotSignedIn)?;
+    let addrs = state.addresses(&device.enrolment)?;
     let (failures, mut failed) = mpsc::unbounded_channel();
     let forwards = Forwards::new(state.clone(), &config.forwards, failures).await?;
     let mut runner = Runner {
@@ -476,6 +500,9 @@ pub async fn run(
             pid: std::process::id(),
             ..UpStatus::default()
         },
+        addrs,
+        spread: account::spread(),
+        addr: None,
         current: None,
     };
     let report: std::sync::Arc<dyn Fn(UpEvent) + Send + Sync> = std::sync::Arc::new(report);
@@ -526,6 +553,10 @@ pub async fn run(
             } => {
                 if reset_backoff {
                     backoff.reset();
+                }
+                // Lost, refused or closed there: the other nodes first.
+                if let Some(addr) = runner.addr.take() {
+                    runner.addrs.lost(&addr);
                 }
                 (reason, backoff.next_delay())
             }

@@ -164,10 +164,10 @@ impl Broker {
 
         let mut names = settings.server_names.clone();
         names.extend(local_hostname());
-        if let Some(host) = settings
-            .public_addr
-            .as_deref()
-            .and_then(|a| a.rsplit_once(':'))
+        for host in settings
+            .public_addrs
+            .iter()
+            .filter_map(|a| a.rsplit_once(':'))
             .map(|(h, _)| h)
         {
             names.push(host.trim_matches(['[', ']']).to_owned());
@@ -194,7 +194,7 @@ impl Broker {
             source,
         })?;
 
-        let public_quic_addr = match &settings.public_addr {
+        let public_quic_addr = match settings.public_addrs.first() {
             Some(p) => p.clone(),
             None if quic_addr.ip().is_unspecified() => {
                 let addr = format!("127.0.0.1:{}", quic_addr.port());
@@ -222,6 +222,7 @@ impl Broker {
                 .unwrap_or_else(|| dir.file(crate::checkpoint::DEFAULT_FILE)),
             &settings_node,
         )?;
+        let settings_public = settings.public_addrs.clone();
         let max_age = settings.rules_max_age;
         let access_ttl = settings.access_ttl;
         let shared = Arc::new(Shared {
@@ -231,6 +232,12 @@ impl Broker {
             seal,
             metrics: Metrics::default(),
             settings,
+            public_addrs: if settings_public.is_empty() {
+                vec![public_quic_addr.clone()]
+            } else {
+                settings_public
+            },
+            agent_addrs: Default::default(),
             public_quic_addr,
             started_at_secs: now_ms() / 1000,
             throttle: Default::default(),
@@ -261,6 +268,7 @@ impl Broker {
                 "recorded the sessions of this node's last run as ended"
             );
         }
+        shared.refresh_agent_addrs(now_ms()).await;
         // The rules must be loaded before the first agent is served.
         shared
             .policy
@@ -406,6 +414,7 @@ async fn heartbeat(state: &crate::state::Shared, mut shutdown: watch::Receiver<b
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot record this node's heartbeat"),
             Err(_) => tracing::warn!("the store did not take this node's heartbeat in time"),
         }
+        let _ = tokio::time::timeout(HEARTBEAT, state.refresh_agent_addrs(now_ms())).await;
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(HEARTBEAT) => {}

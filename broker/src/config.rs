@@ -44,8 +44,10 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     pub api_listen: Option<String>,
     pub quic_listen: Option<String>,
-    /// The `host:port` laptops use to reach the QUIC listener (put in enrolment codes).
-    pub public_addr: Option<String>,
+    /// The `host:port` laptops use to reach this node's QUIC listener (put in
+    /// enrolment codes): one string, or a list of them (the first is this
+    /// node's own; the others, e.g. a load balancer's, are handed out too).
+    pub public_addr: Option<PublicAddr>,
     /// Extra DNS names or addresses for the broker's server certificate.
     #[serde(default)]
     pub server_names: Vec<String>,
@@ -66,6 +68,23 @@ pub struct FileConfig {
     pub policy: PolicyConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+}
+
+/// `public_addr` as written: one address or a list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PublicAddr {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl PublicAddr {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            PublicAddr::One(a) => vec![a],
+            PublicAddr::Many(v) => v,
+        }
+    }
 }
 
 /// Organisation-wide access rules.
@@ -158,7 +177,9 @@ pub struct Settings {
     pub database_url: Option<String>,
     pub api_listen: SocketAddr,
     pub quic_listen: SocketAddr,
-    pub public_addr: Option<String>,
+    /// This node's public QUIC addresses, its own first; empty: derived
+    /// from the QUIC listener.
+    pub public_addrs: Vec<String>,
     pub server_names: Vec<String>,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub grace_period: Duration,
@@ -195,7 +216,8 @@ pub struct Overrides {
     pub database_url: Option<String>,
     pub api_listen: Option<String>,
     pub quic_listen: Option<String>,
-    pub public_addr: Option<String>,
+    /// Replace the file's `public_addr` when not empty.
+    pub public_addrs: Vec<String>,
     pub server_names: Vec<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -271,11 +293,28 @@ impl Settings {
                 ));
             }
         }
-        let public_addr = over.public_addr.or(file.public_addr);
-        if let Some(p) = &public_addr {
+        let mut public_addrs = if over.public_addrs.is_empty() {
+            file.public_addr
+                .map(PublicAddr::into_vec)
+                .unwrap_or_default()
+        } else {
+            over.public_addrs
+        };
+        for p in &public_addrs {
             if !lanyard_proto::enrol::valid_host_port(p) {
                 return Err(value_err("public_addr", format!("{p:?} is not HOST:PORT")));
             }
+        }
+        let mut seen = std::collections::HashSet::new();
+        public_addrs.retain(|a| seen.insert(a.clone()));
+        if public_addrs.len() > lanyard_proto::enrol::MAX_ADDRESSES {
+            return Err(value_err(
+                "public_addr",
+                format!(
+                    "at most {} addresses (an enrolment code carries no more)",
+                    lanyard_proto::enrol::MAX_ADDRESSES
+                ),
+            ));
         }
         let mut server_names = file.server_names;
         server_names.extend(over.server_names);
@@ -369,7 +408,7 @@ impl Settings {
                 over.quic_listen.as_deref().or(file.quic_listen.as_deref()),
                 DEFAULT_QUIC_LISTEN,
             )?,
-            public_addr,
+            public_addrs,
             server_names,
             tls,
             grace_period: duration(
@@ -535,8 +574,11 @@ mod tests {
     fn the_valid_fixture_parses() {
         let s = resolve(include_str!("../tests/fixtures/valid.toml")).unwrap();
         assert_eq!(
-            s.public_addr.as_deref(),
-            Some("broker.council.example:4433")
+            s.public_addrs,
+            vec![
+                "broker-a.council.example:4433".to_owned(),
+                "broker.council.example:4433".to_owned()
+            ]
         );
         assert_eq!(s.access_ttl, Duration::from_secs(600));
         assert_eq!(s.http_connections, 256);
@@ -569,6 +611,33 @@ mod tests {
             let err = resolve(text).unwrap_err().to_string();
             assert!(err.contains(field), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn public_addr_is_one_address_or_a_list() {
+        let one = resolve("public_addr = 'a.example:4433'").unwrap();
+        assert_eq!(one.public_addrs, vec!["a.example:4433".to_owned()]);
+        let many = resolve("public_addr = ['a.example:4433', 'b.example:4433', 'a.example:4433']")
+            .unwrap();
+        assert_eq!(
+            many.public_addrs,
+            vec!["a.example:4433".to_owned(), "b.example:4433".to_owned()]
+        );
+        assert!(resolve("").unwrap().public_addrs.is_empty());
+        let err = resolve("public_addr = ['a.example:4433', 'nohost']")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("public_addr"), "{err}");
+        // Flags replace the file's list.
+        let file = FileConfig::parse("public_addr = ['a.example:1', 'b.example:1']").unwrap();
+        let over = Overrides {
+            public_addrs: vec!["c.example:1".into()],
+            ..Overrides::default()
+        };
+        assert_eq!(
+            Settings::resolve(over, file).unwrap().public_addrs,
+            vec!["c.example:1".to_owned()]
+        );
     }
 
     #[test]

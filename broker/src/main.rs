@@ -88,10 +88,17 @@ struct ServeArgs {
     /// QUIC (UDP) address agents connect to [default: 0.0.0.0:4433]; port 0 picks a free port.
     #[arg(long, env = "LANYARD_QUIC_LISTEN", value_name = "ADDR")]
     quic_listen: Option<String>,
-    /// The HOST:PORT laptops use to reach the QUIC listener; goes into enrolment codes
+    /// A HOST:PORT laptops use to reach this node's QUIC listener (repeatable; this
+    /// node's own first). Enrolment codes and each session's welcome carry these and the
+    /// address of every live node in the store, and agents fail over between them
     /// [default: the QUIC address].
-    #[arg(long, env = "LANYARD_PUBLIC_ADDR", value_name = "HOST:PORT")]
-    public_addr: Option<String>,
+    #[arg(
+        long,
+        env = "LANYARD_PUBLIC_ADDR",
+        value_delimiter = ',',
+        value_name = "HOST:PORT"
+    )]
+    public_addr: Vec<String>,
     /// Another DNS name or address for the broker's certificate (repeatable).
     #[arg(
         long = "server-name",
@@ -171,7 +178,7 @@ fn settings(store: StoreArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Setti
     if let Some(s) = serve {
         over.api_listen = s.api_listen.clone();
         over.quic_listen = s.quic_listen.clone();
-        over.public_addr = s.public_addr.clone();
+        over.public_addrs = s.public_addr.clone();
         over.server_names = s.server_names.clone();
         over.tls_cert = s.tls_cert.clone();
         over.tls_key = s.tls_key.clone();
@@ -262,9 +269,11 @@ fn check_config(args: CheckArgs) -> anyhow::Result<()> {
     say!("  quic_listen   {}", s.quic_listen);
     say!(
         "  public_addr   {}",
-        s.public_addr
-            .as_deref()
-            .unwrap_or("(derived from quic_listen)")
+        if s.public_addrs.is_empty() {
+            "(derived from quic_listen)".to_owned()
+        } else {
+            s.public_addrs.join(", ")
+        }
     );
     say!(
         "  grace_period  {}",

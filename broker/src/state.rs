@@ -22,8 +22,14 @@ pub struct Shared {
     pub seal: SealKey,
     pub metrics: Metrics,
     pub settings: Settings,
-    /// The QUIC address put in enrolment codes.
+    /// This node's own public QUIC address (its row in the node registry).
     pub public_quic_addr: String,
+    /// Every public address of this node, its own first.
+    pub public_addrs: Vec<String>,
+    /// The addresses agents may use (this node's, then every live node's),
+    /// put in enrolment codes and each session's welcome; refreshed with
+    /// the heartbeat.
+    pub agent_addrs: std::sync::RwLock<Vec<String>>,
     pub started_at_secs: i64,
     pub throttle: Throttle,
     /// Unauthenticated failures, audited in aggregate.
@@ -40,6 +46,29 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The addresses agents may use, this node's first.
+    pub fn agent_addrs(&self) -> Vec<String> {
+        let addrs = self
+            .agent_addrs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if addrs.is_empty() {
+            self.public_addrs.clone()
+        } else {
+            addrs
+        }
+    }
+
+    /// Reads the node registry again for [`Shared::agent_addrs`]; on a
+    /// store error the list stays as it was.
+    pub async fn refresh_agent_addrs(&self, now: crate::clock::Millis) {
+        if let Ok(nodes) = self.store.nodes_list().await {
+            let addrs = crate::store::nodes::agent_addresses(&self.public_addrs, &nodes, now);
+            *self.agent_addrs.write().unwrap_or_else(|p| p.into_inner()) = addrs;
+        }
+    }
+
     /// Where this node's load figures come from.
     pub fn load_sources(&self) -> crate::load::Sources<'_> {
         crate::load::Sources {

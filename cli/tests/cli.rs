@@ -194,7 +194,7 @@ async fn the_tour_adds_staff_and_apps_and_creates_a_code() {
         .await;
     assert_eq!(code.lines().count(), 1, "{code}");
     let decoded = lanyard_proto::EnrolmentCode::decode(code.trim()).unwrap();
-    assert_eq!(decoded.broker_addr, env.quic.to_string());
+    assert_eq!(decoded.broker_addrs, vec![env.quic.to_string()]);
     assert_eq!(decoded.ca_fingerprint, env.state.ca.fingerprint());
 
     env.ok(&[
@@ -1051,7 +1051,7 @@ async fn guessed_enrolment_codes_are_counted_not_audited_one_by_one() {
     let mut refused_for_address = 0;
     for i in 0..guesses {
         let code = lanyard_proto::EnrolmentCode {
-            broker_addr: env.quic.to_string(),
+            broker_addrs: vec![env.quic.to_string()],
             ca_fingerprint: env.state.ca.fingerprint(),
             secret: [i as u8; lanyard_proto::enrol::SECRET_LEN],
         };

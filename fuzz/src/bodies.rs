@@ -82,7 +82,7 @@ pub fn control_session(data: &[u8]) -> usize {
     });
     broker.handle_bytes(&hello).expect("a valid hello");
     while broker.poll_event().is_some() {}
-    broker.welcome("s".into(), vec![], HOUR);
+    broker.welcome("s".into(), vec![], vec!["b:4433".into()], HOUR);
     while agent.poll_transmit().is_some() {}
     if let Some(welcome) = broker.poll_transmit() {
         agent.handle_bytes(&welcome).expect("a valid welcome");

@@ -181,6 +181,12 @@ mod tests {
                         port_hint: 0,
                     },
                 ],
+                addrs: vec!["a.council.example:4433".into(), "10.0.0.2:4433".into()],
+            },
+            Message::Welcome {
+                session_id: "s2".into(),
+                apps: vec![],
+                addrs: vec![],
             },
             Message::AppsChanged { apps: vec![] },
             Message::Ping { nonce: 42 },

@@ -22,7 +22,10 @@ pub use messages::{AppGrant, ErrorCode, KeyAlg, Message};
 pub const ALPN: &[u8] = b"lanyard/1";
 
 /// The protocol version carried in the first message of every connection.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2 agents read the broker addresses a `Welcome` carries.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The oldest agent protocol version the broker still serves.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
 
 /// QUIC application close codes: why the broker ended a connection. The
 /// agent decides from the code whether to redial, and shows the reason text.

@@ -21,6 +21,9 @@ pub mod limits {
     pub const SIGNATURE: usize = 512;
     pub const CERTIFICATE: usize = 16 * 1024;
     pub const APPS: usize = 1024;
+    /// Broker addresses in a `Welcome`, and the length of each.
+    pub const ADDRESSES: usize = crate::enrol::MAX_ADDRESSES;
+    pub const ADDRESS: usize = crate::enrol::MAX_ADDRESS_LEN;
 }
 
 /// The device key's algorithm.
@@ -121,10 +124,14 @@ pub enum Message {
         agent_version: String,
         os: String,
     },
-    /// Broker → agent: the session and what it may reach.
+    /// Broker → agent: the session and what it may reach, and the QUIC
+    /// addresses of the broker's nodes. `addrs` is a trailing field, sent
+    /// only when not empty (and only to agents of protocol version 2 or
+    /// later, which read it); a `Welcome` without it decodes with none.
     Welcome {
         session_id: String,
         apps: Vec<AppGrant>,
+        addrs: Vec<String>,
     },
     /// Broker → agent: the set of apps changed.
     AppsChanged {
@@ -204,10 +211,15 @@ impl std::fmt::Debug for Message {
                 .field("agent_version", agent_version)
                 .field("os", os)
                 .finish_non_exhaustive(),
-            Message::Welcome { session_id, apps } => f
+            Message::Welcome {
+                session_id,
+                apps,
+                addrs,
+            } => f
                 .debug_struct("Welcome")
                 .field("session_id", session_id)
                 .field("apps", apps)
+                .field("addrs", addrs)
                 .finish(),
             Message::AppsChanged { apps } => {
                 f.debug_struct("AppsChanged").field("apps", apps).finish()
@@ -262,6 +274,17 @@ fn write_apps(w: &mut Writer, apps: &[AppGrant]) {
         w.string(&a.name);
         w.u16(a.port_hint);
     }
+}
+
+fn read_addrs(r: &mut Reader<'_>) -> Result<Vec<String>, DecodeError> {
+    let n = usize::from(r.u16()?);
+    if n > limits::ADDRESSES {
+        return Err(DecodeError::TooLong {
+            len: n,
+            max: limits::ADDRESSES,
+        });
+    }
+    (0..n).map(|_| r.string(limits::ADDRESS)).collect()
 }
 
 fn read_apps(r: &mut Reader<'_>) -> Result<Vec<AppGrant>, DecodeError> {
@@ -402,9 +425,20 @@ impl Message {
                 w.string(agent_version);
                 w.string(os);
             }
-            Message::Welcome { session_id, apps } => {
+            Message::Welcome {
+                session_id,
+                apps,
+                addrs,
+            } => {
                 w.string(session_id);
                 write_apps(w, apps);
+                if !addrs.is_empty() {
+                    let addrs = &addrs[..addrs.len().min(limits::ADDRESSES)];
+                    w.u16(addrs.len() as u16);
+                    for a in addrs {
+                        w.string(a);
+                    }
+                }
             }
             Message::AppsChanged { apps } => write_apps(w, apps),
             Message::Ping { nonce } | Message::Pong { nonce } => w.u64(*nonce),
@@ -485,6 +519,11 @@ impl Message {
             tag::WELCOME => Message::Welcome {
                 session_id: r.string(limits::NAME)?,
                 apps: read_apps(&mut r)?,
+                addrs: if r.remaining() > 0 {
+                    read_addrs(&mut r)?
+                } else {
+                    Vec::new()
+                },
             },
             tag::APPS_CHANGED => Message::AppsChanged {
                 apps: read_apps(&mut r)?,

@@ -7,6 +7,11 @@
 //! (the device was revoked, the sign-in was ended, the certificate ran
 //! out). Pure: no clock and no randomness; the backoff's delays are the
 //! caller's.
+//!
+//! [`Addresses`] is where to redial: the broker nodes the agent knows (from
+//! its enrolment code, then from each `Welcome`), the last one that worked
+//! first, and the one whose connection was just lost last, so a dead or
+//! restarted node moves its agents to the others at the next attempt.
 
 use crate::close;
 use crate::messages::ErrorCode;
@@ -142,9 +147,136 @@ impl Redial {
     }
 }
 
+/// The broker addresses an agent knows and the order it tries them in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Addresses {
+    known: Vec<String>,
+    last_good: Option<String>,
+    /// The address whose connection was lost last: tried after the others.
+    lost: Option<String>,
+}
+
+impl Addresses {
+    /// `known` as the enrolment code or the broker listed them; `last_good`
+    /// as the agent remembered it.
+    pub fn new(known: Vec<String>, last_good: Option<String>) -> Self {
+        let mut a = Self {
+            known: Vec::new(),
+            last_good,
+            lost: None,
+        };
+        a.update(known);
+        a
+    }
+
+    pub fn known(&self) -> &[String] {
+        &self.known
+    }
+
+    pub fn last_good(&self) -> Option<&str> {
+        self.last_good.as_deref()
+    }
+
+    /// The broker listed its nodes again (a `Welcome`); an empty list
+    /// (an older broker) changes nothing. Whether anything changed.
+    pub fn update(&mut self, listed: Vec<String>) -> bool {
+        let mut known: Vec<String> = Vec::with_capacity(listed.len());
+        for a in listed {
+            if !a.is_empty() && !known.contains(&a) {
+                known.push(a);
+            }
+        }
+        if known.is_empty() || known == self.known {
+            return false;
+        }
+        self.known = known;
+        true
+    }
+
+    /// A connection to `addr` was made. Whether the last good one changed.
+    pub fn worked(&mut self, addr: &str) -> bool {
+        if self.lost.as_deref() == Some(addr) {
+            self.lost = None;
+        }
+        if self.last_good.as_deref() == Some(addr) {
+            return false;
+        }
+        self.last_good = Some(addr.to_owned());
+        true
+    }
+
+    /// The connection to `addr` was lost (or refused): the next attempt
+    /// tries the other addresses first.
+    pub fn lost(&mut self, addr: &str) {
+        self.lost = Some(addr.to_owned());
+    }
+
+    /// The order of the next attempt: the last good address first, then
+    /// the others starting from the `spread`-th (so that agents leaving one
+    /// node spread over the rest), and the address just lost last.
+    pub fn order(&self, spread: usize) -> Vec<String> {
+        let mut order: Vec<String> = Vec::with_capacity(self.known.len() + 1);
+        if let Some(good) = &self.last_good {
+            order.push(good.clone());
+        }
+        let n = self.known.len();
+        for i in 0..n {
+            let a = &self.known[(spread.wrapping_add(i)) % n];
+            if !order.contains(a) {
+                order.push(a.clone());
+            }
+        }
+        if let Some(lost) = &self.lost {
+            if let Some(i) = order.iter().position(|a| a == lost) {
+                let a = order.remove(i);
+                order.push(a);
+            }
+        }
+        order
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<String> {
+        list.iter().map(|a| (*a).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_last_good_address_comes_first_and_a_lost_one_last() {
+        let mut a = Addresses::new(addrs(&["a:1", "b:1", "c:1"]), None);
+        assert_eq!(a.order(0), addrs(&["a:1", "b:1", "c:1"]));
+        assert!(a.worked("b:1"));
+        assert!(!a.worked("b:1"));
+        assert_eq!(a.order(0), addrs(&["b:1", "a:1", "c:1"]));
+        // Its connection is lost: the others first, spread by the agent.
+        a.lost("b:1");
+        assert_eq!(a.order(0), addrs(&["a:1", "c:1", "b:1"]));
+        assert_eq!(a.order(2), addrs(&["c:1", "a:1", "b:1"]));
+        // Another one works: it leads from now on.
+        a.worked("c:1");
+        assert_eq!(a.order(0), addrs(&["c:1", "a:1", "b:1"]));
+        // One address only: it is always tried.
+        let mut one = Addresses::new(addrs(&["a:1"]), None);
+        one.lost("a:1");
+        assert_eq!(one.order(5), addrs(&["a:1"]));
+    }
+
+    #[test]
+    fn a_listed_set_replaces_the_known_one_but_not_the_last_good() {
+        let mut a = Addresses::new(addrs(&["a:1"]), Some("a:1".into()));
+        assert!(a.update(addrs(&["a:1", "b:1", "b:1", ""])));
+        assert_eq!(a.known(), addrs(&["a:1", "b:1"]).as_slice());
+        assert!(!a.update(addrs(&["a:1", "b:1"])));
+        assert!(!a.update(vec![]), "an older broker lists none");
+        assert_eq!(a.known().len(), 2);
+        // A node no longer listed is still tried if it was the last good.
+        a.update(addrs(&["b:1", "c:1"]));
+        assert_eq!(a.order(0), addrs(&["a:1", "b:1", "c:1"]));
+        assert_eq!(a.last_good(), Some("a:1"));
+    }
 
     fn closed(code: u32) -> Ending {
         Ending::Closed {

@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 
 use crate::frame::{encode, FrameDecoder, FrameError};
 use crate::messages::{AppGrant, ErrorCode, Message};
-use crate::PROTOCOL_VERSION;
+use crate::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 
 /// Milliseconds on the caller's clock (the Unix epoch, at both ends).
 pub type Millis = u64;
@@ -37,6 +37,8 @@ pub const REFRESH_RETRY_MS: Millis = 5_000;
 pub const RENEWAL_RETRY_MS: Millis = 600_000;
 /// While draining, the broker looks at a session's open streams this often.
 pub const DRAIN_CHECK_MS: Millis = 50;
+/// The first agent protocol version that reads the addresses in a `Welcome`.
+pub const ADDRESSES_SINCE: u16 = 2;
 
 /// A lifetime `[issued, expires)`: the instant `num/den` of it has passed.
 fn share_of_life(issued: Millis, expires: Millis, num: u64, den: u64) -> Millis {
@@ -143,10 +145,12 @@ impl Core {
 /// What the agent learns from the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentEvent {
-    /// The session is open with these apps.
+    /// The session is open with these apps; `addrs` are the broker nodes'
+    /// addresses (empty if the broker did not send them).
     Welcome {
         session_id: String,
         apps: Vec<AppGrant>,
+        addrs: Vec<String>,
     },
     AppsChanged {
         apps: Vec<AppGrant>,
@@ -302,9 +306,20 @@ impl AgentControl {
         let events = &mut self.events;
         self.core.feed(bytes, |core, msg| {
             match (core.phase, msg) {
-                (Phase::Opening, Message::Welcome { session_id, apps }) => {
+                (
+                    Phase::Opening,
+                    Message::Welcome {
+                        session_id,
+                        apps,
+                        addrs,
+                    },
+                ) => {
                     core.phase = Phase::Open;
-                    events.push_back(AgentEvent::Welcome { session_id, apps });
+                    events.push_back(AgentEvent::Welcome {
+                        session_id,
+                        apps,
+                        addrs,
+                    });
                 }
                 (Phase::Opening | Phase::Open, Message::Refused { code, message }) => {
                     core.phase = Phase::Closed;
@@ -370,6 +385,8 @@ pub struct BrokerControl {
     draining: bool,
     open_streams: u64,
     now: Millis,
+    /// The protocol version the agent's hello gave.
+    agent_protocol: u16,
 }
 
 impl Default for BrokerControl {
@@ -388,6 +405,7 @@ impl BrokerControl {
             draining: false,
             open_streams: 0,
             now: 0,
+            agent_protocol: 0,
         }
     }
 
@@ -450,6 +468,7 @@ impl BrokerControl {
 
     pub fn handle_bytes(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
         let events = &mut self.events;
+        let agent_protocol = &mut self.agent_protocol;
         self.core.feed(bytes, |core, msg| {
             match (core.phase, msg) {
                 (
@@ -461,7 +480,7 @@ impl BrokerControl {
                         os,
                     },
                 ) => {
-                    if version != PROTOCOL_VERSION {
+                    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
                         core.send(&Message::Refused {
                             code: ErrorCode::VersionMismatch,
                             message: format!(
@@ -471,6 +490,7 @@ impl BrokerControl {
                         core.phase = Phase::Closed;
                     } else {
                         core.phase = Phase::Deciding;
+                        *agent_protocol = version;
                         events.push_back(BrokerEvent::Hello {
                             access_token,
                             agent_version,
@@ -490,11 +510,28 @@ impl BrokerControl {
 
     /// Opens the session after a `Hello` was accepted; it may run until
     /// `expires_at` (its token's or certificate's end, whichever first).
-    pub fn welcome(&mut self, session_id: String, apps: Vec<AppGrant>, expires_at: Millis) {
+    /// `addrs` (the broker nodes' addresses) go only to an agent whose
+    /// protocol version reads them.
+    pub fn welcome(
+        &mut self,
+        session_id: String,
+        apps: Vec<AppGrant>,
+        addrs: Vec<String>,
+        expires_at: Millis,
+    ) {
         if self.core.phase == Phase::Deciding {
             self.core.phase = Phase::Open;
             self.expires_at = expires_at;
-            self.core.send(&Message::Welcome { session_id, apps });
+            let addrs = if self.agent_protocol >= ADDRESSES_SINCE {
+                addrs
+            } else {
+                Vec::new()
+            };
+            self.core.send(&Message::Welcome {
+                session_id,
+                apps,
+                addrs,
+            });
         }
     }
 
@@ -569,7 +606,7 @@ mod tests {
             broker.poll_event(),
             Some(BrokerEvent::Hello { .. })
         ));
-        broker.welcome("s".into(), vec![grant("hr")], expires);
+        broker.welcome("s".into(), vec![grant("hr")], vec![], expires);
         pump(&mut agent, &mut broker, 4096);
         assert!(matches!(
             agent.poll_event(),
@@ -616,14 +653,15 @@ mod tests {
                 })
             );
             assert!(!agent.is_open());
-            broker.welcome("s-1".into(), vec![grant("hr")], HOUR);
+            broker.welcome("s-1".into(), vec![grant("hr")], vec!["b:4433".into()], HOUR);
             pump(&mut agent, &mut broker, chunk);
             assert!(agent.is_open() && broker.is_open());
             assert_eq!(
                 agent.poll_event(),
                 Some(AgentEvent::Welcome {
                     session_id: "s-1".into(),
-                    apps: vec![grant("hr")]
+                    apps: vec![grant("hr")],
+                    addrs: vec!["b:4433".into()],
                 })
             );
 
@@ -672,6 +710,53 @@ mod tests {
             })
         );
         assert!(agent.is_closed() && broker.is_closed());
+    }
+
+    #[test]
+    fn the_welcome_carries_the_addresses_to_agents_that_read_them() {
+        let addrs = vec!["a:4433".to_owned(), "b:4433".to_owned()];
+        let mut agent = agent_at("tok", "1", "linux");
+        let mut broker = BrokerControl::new();
+        pump(&mut agent, &mut broker, 4096);
+        broker.poll_event();
+        broker.welcome("s".into(), vec![], addrs.clone(), HOUR);
+        pump(&mut agent, &mut broker, 4096);
+        assert_eq!(
+            agent.poll_event(),
+            Some(AgentEvent::Welcome {
+                session_id: "s".into(),
+                apps: vec![],
+                addrs: addrs.clone(),
+            })
+        );
+
+        // A version 1 agent is still served, and gets the welcome it knows:
+        // no trailing field its decoder would refuse.
+        let mut broker = BrokerControl::new();
+        broker
+            .handle_bytes(&to_frame(&Message::Hello {
+                version: 1,
+                access_token: "t".into(),
+                agent_version: "0.1".into(),
+                os: "x".into(),
+            }))
+            .unwrap();
+        assert!(matches!(
+            broker.poll_event(),
+            Some(BrokerEvent::Hello { .. })
+        ));
+        broker.welcome("s".into(), vec![], addrs, HOUR);
+        let sent = broker.poll_transmit().unwrap();
+        assert_eq!(
+            sent,
+            to_frame(&Message::Welcome {
+                session_id: "s".into(),
+                apps: vec![],
+                addrs: vec![],
+            })
+        );
+        // As version 1 wrote it: the session id, then the apps, nothing after.
+        assert_eq!(&sent[4..], &[0x21, 0, 1, b's', 0, 0]);
     }
 
     #[test]

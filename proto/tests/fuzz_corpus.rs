@@ -135,6 +135,7 @@ fn messages() -> Vec<Message> {
                 name: "hr".into(),
                 port_hint: 8080,
             }],
+            addrs: vec!["a.council.example:4433".into(), "10.0.0.2:4433".into()],
         },
         Message::AppsChanged { apps: vec![] },
         Message::Ping { nonce: 42 },
@@ -198,7 +199,7 @@ fn write_seed_corpus() {
     // enrolment_code: text.
     let code = |addr: &str| {
         EnrolmentCode {
-            broker_addr: addr.into(),
+            broker_addrs: addr.split(' ').map(str::to_owned).collect(),
             ca_fingerprint: [7; 32],
             secret: [9; 20],
         }
@@ -219,11 +220,26 @@ fn write_seed_corpus() {
         "valid-pasted-with-spaces",
         format!("  {}\n", code("[::1]:4433")).as_bytes(),
     );
+    write(
+        "enrolment_code",
+        "valid-several",
+        code("a.council.example:4433 10.0.0.2:4433 [::1]:4433").as_bytes(),
+    );
     let good = code("127.0.0.1:4433");
     write(
         "enrolment_code",
         "bad-prefix",
-        good.replace("lye1.", "lye2.").as_bytes(),
+        good.replace("lye1.", "lye9.").as_bytes(),
+    );
+    write(
+        "enrolment_code",
+        "bad-list-in-first-form",
+        code("a:4433 b:4433").replace("lye2.", "lye1.").as_bytes(),
+    );
+    write(
+        "enrolment_code",
+        "bad-empty-in-list",
+        code("a:4433 ").as_bytes(),
     );
     write(
         "enrolment_code",

@@ -1,7 +1,8 @@
 //! Several broker nodes on one PostgreSQL: every node lists every node's
 //! sessions, a revocation made on one node closes a tunnel held on another
-//! within a second, and a node that dies has its sessions recorded as
-//! ended when it comes back.
+//! within a second, a node that dies has its sessions recorded as ended
+//! when it comes back, and its agents move to the other nodes by
+//! themselves.
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
@@ -190,6 +191,103 @@ fn three_nodes_share_sessions_and_revocations() {
         &[],
     );
     assert!(!listed(&old), "node C's dead session is still listed");
+}
+
+/// Agents enrolled through node A know every node's address (the code and
+/// the welcome carry them). A is killed outright: each agent notices once
+/// the idle timeout has run from its last keepalive (up to 5 s later),
+/// moves to B or C, and its tunnel works again within the bound; B lists
+/// the new sessions.
+#[test]
+fn agents_of_a_dead_node_move_to_the_others() {
+    const IDLE: Duration = Duration::from_secs(6);
+    const AGENTS: usize = 3;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(pg) = rt.block_on(lanyard_e2e::TestStore::postgres()) else {
+        lanyard_broker::testkit::say_skipped(
+            "LANYARD_TEST_DATABASE_URL is not set, so no node was killed under its agents",
+        );
+        return;
+    };
+    let url = pg.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("broker.toml");
+    std::fs::write(&config, "[limits]\nquic_idle_timeout = \"6s\"\n").unwrap();
+    let config = config.to_str().unwrap();
+    let w = World::with(
+        &[
+            "--database-url",
+            &url,
+            "--node",
+            "node-a",
+            "--config",
+            config,
+        ],
+        &[],
+    );
+    let mut a = w.broker;
+    let start = |name: &str| {
+        let dir = w.tmp.path().join(name);
+        copy_dir(&a.data_dir, &dir);
+        BrokerProcess::start(
+            &dir,
+            &["--database-url", &url, "--node", name, "--config", config],
+            &[],
+        )
+    };
+    let b = start("node-b");
+    let _c = start("node-c");
+
+    let mut agents = Vec::new();
+    for i in 0..AGENTS {
+        let user = format!("p.move{i}");
+        a.add_person(&user, "hr", PASSWORD);
+        let dir = w.tmp.path().join(format!("agent-{i}"));
+        let (up, port) = agent_on(&a, &dir, &user);
+        assert_eq!(session_of(&b, &user).unwrap()["node"], "node-a");
+        assert_eq!(
+            lanyard_e2e::echo_through(port, b"before").unwrap(),
+            b"before"
+        );
+        // The agent keeps every node's address.
+        let kept: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("brokers.json")).unwrap()).unwrap();
+        assert_eq!(kept["addrs"].as_array().unwrap().len(), 3, "{kept}");
+        agents.push((user, up, port));
+    }
+
+    a.signal("KILL");
+    let killed_at = Instant::now();
+    a.wait_exit(Duration::from_secs(10));
+    let bound = IDLE + Duration::from_secs(8);
+    for (user, up, port) in &agents {
+        let back = loop {
+            if lanyard_e2e::echo_through(*port, b"after").unwrap_or_default() == b"after" {
+                break Some(killed_at.elapsed());
+            }
+            if killed_at.elapsed() > bound {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            back.is_some(),
+            "{user}'s tunnel did not work again within {bound:?} of node A's death; agent log:\n{}",
+            up.log()
+        );
+        // B lists the new session, on B or C.
+        let sessions = json(&b, &["sessions", "list", "--json"]);
+        let moved = sessions
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["username"] == user.as_str() && s["node"] != "node-a");
+        let node = moved.map(|s| s["node"].as_str().unwrap().to_owned());
+        assert!(
+            matches!(node.as_deref(), Some("node-b" | "node-c")),
+            "{user}: {sessions}"
+        );
+    }
 }
 
 /// A node whose database link goes silent (no error, only waiting) cannot

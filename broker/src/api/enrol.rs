@@ -101,8 +101,14 @@ async fn create(
         )));
     }
     let secret: [u8; SECRET_LEN] = crate::secrets::random_bytes();
+    // The nodes as the store knows them now, not as of the last heartbeat.
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        state.refresh_agent_addrs(now_ms()),
+    )
+    .await;
     let code = EnrolmentCode {
-        broker_addr: state.public_quic_addr.clone(),
+        broker_addrs: state.agent_addrs(),
         ca_fingerprint: state.ca.fingerprint(),
         secret,
     };

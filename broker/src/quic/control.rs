@@ -208,7 +208,12 @@ pub(super) async fn serve(
         }
     }
     let mut apps = grants(&state.policy.current(), &session);
-    ctl.welcome(session.id.clone(), apps.clone(), expiry(&session));
+    ctl.welcome(
+        session.id.clone(),
+        apps.clone(),
+        state.agent_addrs(),
+        expiry(&session),
+    );
     tracing::info!(session = %session.id, username = %session.username, device = %session.device_label, "session opened");
     {
         let state = state.clone();

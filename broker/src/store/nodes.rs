@@ -59,6 +59,27 @@ pub struct SessionEnd {
     pub apps: Vec<String>,
 }
 
+/// The addresses agents may use: this node's own public addresses, then
+/// the QUIC address of every other node heard from within
+/// [`NODE_LOST_AFTER_MS`], without repeats, at most
+/// [`lanyard_proto::enrol::MAX_ADDRESSES`] (what an enrolment code holds).
+pub fn agent_addresses(own: &[String], nodes: &[NodeRow], now: Millis) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let live = nodes
+        .iter()
+        .filter(|n| n.heartbeat_at >= now - NODE_LOST_AFTER_MS)
+        .map(|n| &n.quic_addr);
+    for a in own.iter().chain(live) {
+        if out.len() == lanyard_proto::enrol::MAX_ADDRESSES {
+            break;
+        }
+        if lanyard_proto::enrol::valid_host_port(a) && !out.contains(a) {
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
 impl Store {
     /// Records this node as started (again): its sessions from an earlier
     /// run ended with it.
@@ -307,5 +328,50 @@ impl Store {
                 _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, quic_addr: &str, heartbeat_at: i64) -> NodeRow {
+        NodeRow {
+            name: name.into(),
+            quic_addr: quic_addr.into(),
+            api_addr: String::new(),
+            started_at: 0,
+            heartbeat_at,
+            agents: 0,
+            streams: 0,
+        }
+    }
+
+    #[test]
+    fn agent_addresses_put_this_node_first_and_leave_out_lost_nodes() {
+        let now = 100_000;
+        let own = vec!["b.example:4433".to_owned(), "lb.example:4433".to_owned()];
+        let nodes = [
+            node("a", "a.example:4433", now - 1_000),
+            node("b", "b.example:4433", now),
+            node("c", "c.example:4433", now - NODE_LOST_AFTER_MS - 1),
+            node("d", "d.example:4433", now - NODE_LOST_AFTER_MS),
+        ];
+        assert_eq!(
+            agent_addresses(&own, &nodes, now),
+            [
+                "b.example:4433",
+                "lb.example:4433",
+                "a.example:4433",
+                "d.example:4433"
+            ]
+        );
+        let many: Vec<NodeRow> = (0..20)
+            .map(|i| node("n", &format!("10.0.0.{i}:4433"), now))
+            .collect();
+        assert_eq!(
+            agent_addresses(&own, &many, now).len(),
+            lanyard_proto::enrol::MAX_ADDRESSES
+        );
     }
 }

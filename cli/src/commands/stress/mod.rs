@@ -506,7 +506,7 @@ async fn swarm(
     codes: Vec<lanyard_proto::EnrolmentCode>,
     settings: report::Settings,
 ) -> Result<report::Summary, CliError> {
-    let (addr, _) = lanyard_agent::client::resolve(&codes[0].broker_addr)
+    let (addr, _) = lanyard_agent::client::resolve(codes[0].first_addr())
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
     let endpoint =

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use lanyard_agent::account;
 use lanyard_agent::backoff::Backoff;
 use lanyard_agent::client;
-use lanyard_proto::reconnect::{Ending, Next, Redial};
+use lanyard_proto::reconnect::{Addresses, Ending, Next, Redial};
 use lanyard_proto::session::{AgentControl, AgentEvent, Lifetimes, Millis};
 use lanyard_proto::stream::StreamOpener;
 use lanyard_proto::{EnrolmentCode, Message};
@@ -128,8 +128,16 @@ pub async fn run(
         }
     };
     let start = Instant::now();
-    let conn = match account::connect_on(&endpoint, &device).await {
-        Ok(c) => c,
+    // As the agent does: the node it enrolled through first.
+    let mut addrs = Addresses::new(
+        plan.code.broker_addrs.clone(),
+        Some(device.enrolment.broker.clone()),
+    );
+    let conn = match account::connect_on(&endpoint, &device, &addrs.order(id as usize)).await {
+        Ok((c, addr)) => {
+            addrs.worked(&addr);
+            c
+        }
         Err(e) => {
             out.errors.push((epoch.elapsed(), kind("connect", e)));
             return out;
@@ -175,7 +183,7 @@ pub async fn run(
         checked_stream(&conn, &plan.app, &data, epoch, live, &mut out).await;
     }
     hold(
-        &endpoint, &device, &access, conn, control, &plan, epoch, id, live, &mut out,
+        &endpoint, &device, &access, conn, control, &plan, epoch, id, live, &mut out, addrs,
     )
     .await;
     out.disconnected_at = Some(epoch.elapsed());
@@ -244,8 +252,8 @@ async fn open_session(conn: &quinn::Connection, access: &str) -> Result<Control,
 /// Stays connected until the plan's end, opening a checked stream every
 /// `60 s / streams_per_minute` (each agent at its own phase, so the load is
 /// steady). A lost connection is redialled as the real agent does (capped
-/// exponential backoff with full jitter, the same certificate and sign-in)
-/// unless its close says not to.
+/// exponential backoff with full jitter, the same certificate and sign-in,
+/// the other broker nodes of the code first) unless its close says not to.
 #[allow(clippy::too_many_arguments)]
 async fn hold(
     endpoint: &quinn::Endpoint,
@@ -258,6 +266,7 @@ async fn hold(
     id: u64,
     live: &super::Live,
     out: &mut Outcome,
+    mut addrs: Addresses,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let end = tokio::time::Instant::from_std(plan.hold_until);
@@ -298,6 +307,10 @@ async fn hold(
             return;
         }
         backoff.reset();
+        // As the agent does: the other broker nodes first.
+        if let Some(addr) = addrs.last_good().map(str::to_owned) {
+            addrs.lost(&addr);
+        }
         let back = loop {
             let delay = backoff.next_delay();
             if tokio::time::Instant::now() + delay >= end {
@@ -305,9 +318,11 @@ async fn hold(
                 return;
             }
             tokio::time::sleep(delay).await;
-            let Ok(c) = account::connect_on(endpoint, device).await else {
+            let order = addrs.order(id as usize);
+            let Ok((c, addr)) = account::connect_on(endpoint, device, &order).await else {
                 continue;
             };
+            addrs.worked(&addr);
             match open_session(&c, access).await {
                 Ok(ctl) => break (c, ctl),
                 Err(_) => c.close(0u32.into(), b"retrying"),
