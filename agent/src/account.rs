@@ -113,14 +113,6 @@ async fn enrol_once(
         },
     )
     .await;
-    // Closed by the broker before it answered: say what it said.
-    let answer = match (answer, conn.close_reason()) {
-        (Err(_), Some(quinn::ConnectionError::ApplicationClosed(c))) => Err(ClientError::Closed {
-            code: c.error_code.into_inner() as u32,
-            reason: String::from_utf8_lossy(&c.reason).into_owned(),
-        }),
-        (answer, _) => answer,
-    };
     conn.close(0u32.into(), b"enrolled");
     let Message::Certificate {
         certificate,

@@ -40,7 +40,7 @@ pub(super) async fn serve(conn: quinn::Connection, state: AppState) {
             agent_version,
             os,
         }) => {
-            enrol(
+            let enrolled = enrol(
                 &state,
                 &secret,
                 key_alg,
@@ -48,8 +48,15 @@ pub(super) async fn serve(conn: quinn::Connection, state: AppState) {
                 &proof,
                 &agent_version,
                 &os,
-            )
-            .await
+            );
+            // The store's link may have gone silent: answer all the same.
+            match tokio::time::timeout(crate::store::ANSWER_WITHIN, enrolled).await {
+                Ok(reply) => reply,
+                Err(_) => {
+                    tracing::warn!("an enrolment waited too long on the store");
+                    Message::refused(ErrorCode::Unavailable, STORE_UNAVAILABLE)
+                }
+            }
         }
         Ok(_) => Message::refused(
             ErrorCode::Unauthorized,

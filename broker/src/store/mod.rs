@@ -40,6 +40,20 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// The PostgreSQL channel on which a change to access is announced.
 pub const ACCESS_CHANNEL: &str = "lanyard_access";
 
+/// How long a request an agent or admin waits on may wait for the store.
+/// A link to the database can go silent (no error, only waiting): sqlx
+/// bounds getting a connection (5 s), not a query on one it has, so the
+/// request paths bound their store work with this and answer "unavailable".
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(8);
+
+/// Runs `work` (store calls on a request path) for at most [`ANSWER_WITHIN`];
+/// past that the store counts as unavailable.
+pub async fn within<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(ANSWER_WITHIN, work)
+        .await
+        .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))?
+}
+
 /// Which database is behind the URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
