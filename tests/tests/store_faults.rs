@@ -358,3 +358,129 @@ fn a_full_disk_refuses_audited_changes_whole_then_recovers() {
     broker.lanyard(&["audit", "verify"], None, None).ok();
     alive(&mut broker);
 }
+
+/// How long device certificates live in the expiry tests.
+const CERT_TTL: Duration = Duration::from_secs(20);
+
+/// A world whose device certificates live [`CERT_TTL`], with an agent of
+/// `p.cert` on a personal device holding a live tunnel to `echo`; the
+/// instants just before its enrolment began and just after it ended (its
+/// certificate runs out between `CERT_TTL` after each).
+fn short_lived_certificate() -> (
+    World,
+    lanyard_e2e::UpProcess,
+    std::net::TcpStream,
+    Instant,
+    Instant,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[enrolment]\ndevice_cert_ttl = \"{}s\"\n",
+            CERT_TTL.as_secs()
+        ),
+    )
+    .unwrap();
+    let w = World::with(&["--config", config.to_str().unwrap()], &[]);
+    w.person("p.cert", "hr");
+    let code = w.code(&["--personal", "p.cert"]);
+    let agent = Agent::new(w.tmp.path().join("laptop"));
+    let before = Instant::now();
+    agent.enrol_and_login(&code, "p.cert", PASSWORD);
+    let after = Instant::now();
+    let mut up = agent.up(&["--forward", "echo=127.0.0.1:0"]);
+    let port = up.wait_ready(lanyard_e2e::world::READY)["echo"];
+    let conn = lanyard_e2e::world::live_connection(port);
+    drop(tmp);
+    (w, up, conn, before, after)
+}
+
+/// A certificate that runs out mid-session: the agent renews it at half
+/// its life over the session's own connection, and the live tunnel goes
+/// on past the old certificate's end.
+#[test]
+fn a_renewed_certificate_carries_a_live_tunnel_past_the_old_end() {
+    let (w, mut up, mut conn, _, enrolled) = short_lived_certificate();
+    let past_end = enrolled + CERT_TTL + Duration::from_secs(3);
+    let agent = Agent::new(w.tmp.path().join("laptop"));
+    let expiry = || {
+        let status = agent.run(&["status", "--json"], None).ok().stdout;
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        status["certificate_expires_at"].clone()
+    };
+    let first = expiry();
+    assert!(
+        up.wait_log("renewed the device certificate", CERT_TTL),
+        "no renewal in the agent's log:\n{}",
+        up.log()
+    );
+    assert_ne!(expiry(), first, "the renewed certificate was not kept");
+    std::thread::sleep(past_end.saturating_duration_since(Instant::now()));
+    let mut back = [0u8; 5];
+    let echoed = conn
+        .write_all(b"still")
+        .and_then(|()| conn.read_exact(&mut back));
+    echoed.unwrap_or_else(|e| {
+        panic!(
+            "the live tunnel ended at the old certificate's end ({e}); agent log:\n{}",
+            up.log()
+        )
+    });
+    assert_eq!(&back, b"still");
+    assert_eq!(up.child.try_wait().unwrap(), None, "{}", up.log());
+    let ends = w.broker.audit_json("session.end");
+    assert!(!ends.contains("p.cert"), "the session ended: {ends}");
+}
+
+/// A certificate that cannot be renewed (the store refuses every write:
+/// its SQLite file is held by another connection's exclusive transaction,
+/// reads still answer): the live tunnel closes when the certificate runs
+/// out, and the agent stops instead of redialling with an expired
+/// certificate, saying why.
+#[test]
+fn an_unrenewable_certificate_ends_the_tunnel_at_its_end_and_the_agent_stops() {
+    let (w, mut up, conn, enrolling, enrolled) = short_lived_certificate();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = w.broker.data_dir.join("lanyard.db");
+    let mut holder = rt.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn
+    });
+    let closed = lanyard_e2e::world::closed_at(conn, CERT_TTL + Duration::from_secs(10));
+    let closed = closed.unwrap_or_else(|| {
+        panic!(
+            "the tunnel outlived its certificate; agent log:\n{}",
+            up.log()
+        )
+    });
+    assert!(
+        closed >= enrolling + CERT_TTL - Duration::from_secs(1),
+        "the tunnel closed {:?} before the certificate's end",
+        (enrolling + CERT_TTL).saturating_duration_since(closed)
+    );
+    assert!(
+        closed <= enrolled + CERT_TTL + Duration::from_secs(5),
+        "the tunnel closed {:?} after the certificate's end",
+        closed.saturating_duration_since(enrolled + CERT_TTL)
+    );
+    let code = up.wait_exit(Duration::from_secs(15));
+    let log = up.log();
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "the agent did not stop ({code:?}):\n{log}"
+    );
+    assert!(log.contains("renewal failed"), "{log}");
+    assert!(log.contains("certificate has expired"), "{log}");
+    rt.block_on(async {
+        sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    });
+}

@@ -201,10 +201,17 @@ pub(super) async fn renew(ctx: &DeviceConn) -> Message {
         .device_renew(&ctx.device.fingerprint, expires_at, now_ms())
         .await
     {
-        Ok(()) => Message::Certificate {
-            certificate: cert.to_vec(),
-            expires_at: (expires_at / 1000) as u64,
-        },
+        Ok(()) => {
+            // The session on this connection may run on to the new end:
+            // the certificate is for the key this connection proved.
+            if let Some(session) = ctx.session.get() {
+                session.cert_expires_at.store(expires_at, Relaxed);
+            }
+            Message::Certificate {
+                certificate: cert.to_vec(),
+                expires_at: (expires_at / 1000) as u64,
+            }
+        }
         Err(StoreError::NotFound(m)) => Message::refused(ErrorCode::Revoked, m),
         Err(e) => {
             tracing::warn!(error = %e, "renewal failed in the store");
