@@ -273,6 +273,19 @@ fn fill(path: &std::path::Path) -> u64 {
     written
 }
 
+/// `lanyard ARGS`, which must succeed (else the broker's log is shown).
+fn must(broker: &BrokerProcess, args: &[&str]) -> Run {
+    let run = broker.lanyard(args, None, None);
+    assert_eq!(
+        run.code,
+        0,
+        "lanyard {args:?} failed: {}\nbroker log:\n{}",
+        run.stderr,
+        broker.log_text()
+    );
+    run
+}
+
 /// The broker's SQLite data dir on a small file system that fills up: an
 /// audited change is refused with 503 "store unavailable", and nothing of
 /// it is written (neither the change nor its audit row: the chain still
@@ -314,9 +327,7 @@ fn a_full_disk_refuses_audited_changes_whole_then_recovers() {
     assert!(filled > 0, "nothing was written to fill the disk");
 
     let audit_rows = |b: &BrokerProcess| -> usize {
-        let rows = b
-            .lanyard(&["audit", "list", "--limit", "1000", "--json"], None, None)
-            .ok();
+        let rows = must(b, &["audit", "list", "--limit", "1000", "--json"]);
         let rows: serde_json::Value = serde_json::from_str(&rows.stdout).unwrap();
         rows.as_array().unwrap().len()
     };
@@ -332,30 +343,38 @@ fn a_full_disk_refuses_audited_changes_whole_then_recovers() {
     assert!(revoke.stderr.contains(UNAVAILABLE), "{}", revoke.stderr);
 
     // Nothing half-written: no person, no audit row, the chain intact.
-    let listed = broker.lanyard(&["staff", "list"], None, None).ok().stdout;
+    let listed = must(&broker, &["staff", "list"]).stdout;
     assert!(
         !listed.contains("p.full") && !listed.contains("p.api"),
         "{listed}"
     );
     assert_eq!(audit_rows(&broker), rows_before, "an audit row was written");
-    broker.lanyard(&["audit", "verify"], None, None).ok();
+    must(&broker, &["audit", "verify"]);
     alive(&mut broker);
 
     std::fs::remove_file(&filler).unwrap();
     recovers("staff add", Duration::from_secs(20), || {
         add_staff(&broker, "p.full")
     });
-    broker
-        .lanyard(&["staff", "disable", "p.before"], None, None)
-        .ok();
+    must(&broker, &["staff", "disable", "p.before"]);
     let (status, answer) = api(&broker, "POST", "/staff", body);
-    assert_eq!(status, 201, "{answer}");
-    let listed = broker.lanyard(&["staff", "list"], None, None).ok().stdout;
+    assert_eq!(status, 201, "{answer}\nbroker log:\n{}", broker.log_text());
+    // Every pooled connection is whole again: each change is kept, and
+    // seen at once by the next request, whichever connection serves it.
+    for n in 0..12 {
+        let name = format!("p.after{n}");
+        let body = format!(r#"{{"username":"{name}","name":"{name}","groups":["hr"]}}"#);
+        let (status, answer) = api(&broker, "POST", "/staff", &body);
+        assert_eq!(status, 201, "{answer}\nbroker log:\n{}", broker.log_text());
+        let (status, answer) = api(&broker, "GET", &format!("/staff/{name}"), "");
+        assert_eq!(status, 200, "{answer}\nbroker log:\n{}", broker.log_text());
+    }
+    let listed = must(&broker, &["staff", "list"]).stdout;
     assert!(
         listed.contains("p.full") && listed.contains("p.api"),
         "{listed}"
     );
-    broker.lanyard(&["audit", "verify"], None, None).ok();
+    must(&broker, &["audit", "verify"]);
     alive(&mut broker);
 }
 

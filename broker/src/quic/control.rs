@@ -96,7 +96,7 @@ async fn open(ctx: &DeviceConn, access_token: &str) -> Result<Arc<LiveSession>, 
     }
     // Checked after the rules, so that a disabled person hears that.
     if let Some(sid) = &claims.sid {
-        match state.store.sign_in_ended(sid).await {
+        match crate::store::within(state.store.sign_in_ended(sid)).await {
             Ok(false) => {}
             Ok(true) => {
                 return Err(refuse(
