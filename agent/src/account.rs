@@ -60,9 +60,9 @@ pub async fn enrol(state: &StateDir, code: &EnrolmentCode) -> Result<Enrolled, A
     })
 }
 
-/// Tries an enrolment this many times while the broker says it is busy
+/// How long an enrolment keeps asking while the broker says it is busy
 /// (too many enrolments at once from this address, or in all).
-const BUSY_ATTEMPTS: u32 = 8;
+const BUSY_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Enrols a device over `endpoint` and returns it without writing
 /// anything (the stress tester keeps its simulated devices in memory).
@@ -84,13 +84,12 @@ async fn enrol_first(
     code: &EnrolmentCode,
 ) -> Result<(Device, quinn::Endpoint), AccountError> {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(4));
-    let mut attempt = 1;
+    let until = tokio::time::Instant::now() + BUSY_PATIENCE;
     loop {
         match enrol_once(endpoint, code).await {
             Err(AccountError::Client(ClientError::Closed { code: c, .. }))
-                if c == close::AT_CAPACITY && attempt < BUSY_ATTEMPTS =>
+                if c == close::AT_CAPACITY && tokio::time::Instant::now() < until =>
             {
-                attempt += 1;
                 tokio::time::sleep(backoff.next_delay()).await;
             }
             done => return done,
@@ -120,14 +119,6 @@ async fn enrol_once(
         },
     )
     .await;
-    // Closed by the broker before it answered: say what it said.
-    let answer = match (answer, conn.close_reason()) {
-        (Err(_), Some(quinn::ConnectionError::ApplicationClosed(c))) => Err(ClientError::Closed {
-            code: c.error_code.into_inner() as u32,
-            reason: String::from_utf8_lossy(&c.reason).into_owned(),
-        }),
-        (answer, _) => answer,
-    };
     conn.close(0u32.into(), b"enrolled");
     let Message::Certificate {
         certificate,

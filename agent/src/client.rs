@@ -311,13 +311,23 @@ async fn connect_within(
 }
 
 /// Sends one request on a stream of its own and reads the one answer.
-/// A `Refused` answer becomes [`ClientError::Refused`].
+/// A `Refused` answer becomes [`ClientError::Refused`]; a connection the
+/// broker closed before answering, [`ClientError::Closed`] with its reason.
 pub async fn request(conn: &quinn::Connection, msg: &Message) -> Result<Message, ClientError> {
-    let (mut send, mut recv) = conn.open_bi().await?;
-    write_frame(&mut send, msg).await?;
-    let _ = send.finish();
-    match read_frame(&mut recv, ANSWER_TIMEOUT).await? {
-        Message::Refused { code, message } => Err(ClientError::Refused { code, message }),
-        other => Ok(other),
+    let answer = async {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        write_frame(&mut send, msg).await?;
+        let _ = send.finish();
+        Ok::<_, ClientError>(read_frame(&mut recv, ANSWER_TIMEOUT).await?)
+    };
+    match (answer.await, conn.close_reason()) {
+        (Ok(Message::Refused { code, message }), _) => Err(ClientError::Refused { code, message }),
+        (Ok(other), _) => Ok(other),
+        // Closed by the broker before it answered: say what it said.
+        (Err(_), Some(quinn::ConnectionError::ApplicationClosed(c))) => Err(ClientError::Closed {
+            code: c.error_code.into_inner() as u32,
+            reason: String::from_utf8_lossy(&c.reason).into_owned(),
+        }),
+        (Err(e), _) => Err(e),
     }
 }

@@ -385,6 +385,10 @@ impl Runner {
                         match account::renew(&self.state, device, conn).await {
                             Ok(d) => {
                                 *device = d;
+                                tracing::info!(
+                                    expires_at = device.enrolment.cert_expires_at,
+                                    "renewed the device certificate"
+                                );
                                 ctl.renewed(
                                     device.enrolment.cert_issued_at.saturating_mul(1000),
                                     device.enrolment.cert_expires_at.saturating_mul(1000),

@@ -142,8 +142,8 @@ pub struct EnrolmentConfig {
     pub code_ttl: Option<String>,
     /// The longest lifetime an admin may ask for (default 7d).
     pub max_code_ttl: Option<String>,
-    /// Lifetime of a device certificate; agents renew it before it ends
-    /// (default 7d).
+    /// Lifetime of a device certificate, 10s to 90d; agents renew it at
+    /// half its life (default 7d).
     pub device_cert_ttl: Option<String>,
 }
 
@@ -485,12 +485,12 @@ impl Settings {
                 "need 1 <= only_priority_1_2_at <= only_priority_1_at <= 100 (percent of capacity)",
             ));
         }
-        if settings.device_cert_ttl < Duration::from_secs(3600)
+        if settings.device_cert_ttl < Duration::from_secs(10)
             || settings.device_cert_ttl > Duration::from_secs(90 * 24 * 3600)
         {
             return Err(value_err(
                 "enrolment.device_cert_ttl",
-                "must be between 1h and 90d",
+                "must be between 10s and 90d",
             ));
         }
         if !(1..=1_000_000).contains(&settings.max_agents) {

@@ -32,6 +32,11 @@ impl ApiError {
     pub fn bad(msg: impl Into<String>) -> Self {
         ApiError::BadRequest(msg.into())
     }
+
+    /// The store cannot answer now (unreachable, locked, disk full).
+    pub fn store_unavailable() -> Self {
+        ApiError::Unavailable("the store is unavailable; try again shortly".into())
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -42,7 +47,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(m) => ApiError::BadRequest(m),
             StoreError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "store unavailable");
-                ApiError::Unavailable("the store is unavailable; try again shortly".into())
+                ApiError::store_unavailable()
             }
             other => {
                 tracing::error!(error = %other, "store error");

@@ -1,6 +1,7 @@
 //! What runs around every request.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -10,6 +11,7 @@ use super::error::ApiError;
 use super::extract::ClientAddr;
 use crate::state::AppState;
 
+<<<<<<< HEAD
 /// Failed requests (no or bad token, wrong password) an address may make
 /// in a minute before each further failure is answered only after
 /// [`SLOW_ANSWER`].
@@ -29,12 +31,52 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     let from = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
     let response =
         match tokio::time::timeout(state.settings.http_request_timeout, next.run(req)).await {
+=======
+/// A request still running after this has the store checked.
+const STORE_CHECK_AFTER: Duration = Duration::from_secs(2);
+/// How long the store has to answer that check.
+const STORE_CHECK_WITHIN: Duration = Duration::from_secs(3);
+
+/// Bounds each request's time and counts responses. A request still
+/// running after [`STORE_CHECK_AFTER`] has the store checked (every
+/// interval while it runs): if the store does not answer within
+/// [`STORE_CHECK_WITHIN`] (a database link gone silent, a pool that
+/// cannot get a connection) the request is dropped and answered 503, so an
+/// admin hears "unavailable" within seconds rather than waiting out the
+/// request timeout. After a change to who can reach what, the rules are
+/// reloaded before the answer goes out, so the change holds for every
+/// tunnel stream from then on, and live sessions re-check themselves at
+/// once.
+pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let access_before = state.store.access_generation();
+    let store_gone = async {
+        loop {
+            tokio::time::sleep(STORE_CHECK_AFTER).await;
+            match tokio::time::timeout(STORE_CHECK_WITHIN, state.store.ping()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "the store fails its check during a request")
+                }
+                Err(_) => tracing::warn!("the store did not answer its check during a request"),
+            }
+            return;
+        }
+    };
+    let bounded = tokio::time::timeout(state.settings.http_request_timeout, next.run(req));
+    let response = tokio::select! {
+        done = bounded => match done {
+>>>>>>> faults
             Ok(r) => r,
             Err(_) => {
                 state.metrics.http_timeouts.fetch_add(1, Relaxed);
                 ApiError::Timeout.into_response()
             }
-        };
+        },
+        () = store_gone => {
+            state.metrics.http_timeouts.fetch_add(1, Relaxed);
+            ApiError::store_unavailable().into_response()
+        }
+    };
     if state.store.access_generation() != access_before {
         if let Err(e) = state
             .policy

@@ -105,7 +105,7 @@ async fn serve_device(
         conn.close(close::PROTOCOL.into(), b"unreadable device certificate");
         return;
     };
-    let device = match state.store.device_get(&id).await {
+    let device = match crate::store::within(state.store.device_get(&id)).await {
         Ok(Some(d)) => d,
         Ok(None) => {
             conn.close(
@@ -243,18 +243,28 @@ async fn request(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, first: Messa
             .close(d.close_code().into(), d.to_string().as_bytes());
         return;
     }
-    let reply = match first {
-        Message::SignIn {
-            username,
-            password,
-            totp,
-        } => signin::sign_in(&ctx, &username, &password, totp.as_deref()).await,
-        Message::Refresh { refresh_token } => signin::refresh(&ctx, &refresh_token).await,
-        Message::SignOut { refresh_token } => signin::sign_out(&ctx, &refresh_token).await,
-        Message::Renew => enrol::renew(&ctx).await,
-        other => {
-            tracing::debug!(message = ?other, "unexpected first frame");
-            Message::refused(ErrorCode::BadRequest, "unexpected message to open a stream")
+    let answer = async {
+        match first {
+            Message::SignIn {
+                username,
+                password,
+                totp,
+            } => signin::sign_in(&ctx, &username, &password, totp.as_deref()).await,
+            Message::Refresh { refresh_token } => signin::refresh(&ctx, &refresh_token).await,
+            Message::SignOut { refresh_token } => signin::sign_out(&ctx, &refresh_token).await,
+            Message::Renew => enrol::renew(&ctx).await,
+            other => {
+                tracing::debug!(message = ?other, "unexpected first frame");
+                Message::refused(ErrorCode::BadRequest, "unexpected message to open a stream")
+            }
+        }
+    };
+    // Each of these waits on the store, whose link may have gone silent.
+    let reply = match tokio::time::timeout(crate::store::ANSWER_WITHIN, answer).await {
+        Ok(reply) => reply,
+        Err(_) => {
+            tracing::warn!("a request waited too long on the store");
+            Message::refused(ErrorCode::Unavailable, STORE_UNAVAILABLE)
         }
     };
     let _ = write_frame(&mut send, &reply).await;

@@ -75,7 +75,7 @@ async fn open(ctx: &DeviceConn, access_token: &str) -> Result<Arc<LiveSession>, 
         sign_in: claims.sid.clone(),
         remote: ctx.conn.remote_address(),
         since: now,
-        cert_expires_at: ctx.device.cert_expires_at,
+        cert_expires_at: ctx.device.cert_expires_at.into(),
         token_expires_at: ((claims.exp + LEEWAY_SECS) * 1000).into(),
         open_streams: AtomicU64::new(0),
         streams_total: AtomicU64::new(0),
@@ -96,7 +96,7 @@ async fn open(ctx: &DeviceConn, access_token: &str) -> Result<Arc<LiveSession>, 
     }
     // Checked after the rules, so that a disabled person hears that.
     if let Some(sid) = &claims.sid {
-        match state.store.sign_in_ended(sid).await {
+        match crate::store::within(state.store.sign_in_ended(sid)).await {
             Ok(false) => {}
             Ok(true) => {
                 return Err(refuse(
@@ -355,7 +355,7 @@ fn expiry(session: &LiveSession) -> u64 {
     let at = session
         .token_expires_at
         .load(Relaxed)
-        .min(session.cert_expires_at);
+        .min(session.cert_expires_at.load(Relaxed));
     u64::try_from(at).unwrap_or(0)
 }
 

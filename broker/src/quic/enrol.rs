@@ -40,7 +40,7 @@ pub(super) async fn serve(conn: quinn::Connection, state: AppState) {
             agent_version,
             os,
         }) => {
-            enrol(
+            let enrolled = enrol(
                 &state,
                 &secret,
                 key_alg,
@@ -48,8 +48,15 @@ pub(super) async fn serve(conn: quinn::Connection, state: AppState) {
                 &proof,
                 &agent_version,
                 &os,
-            )
-            .await
+            );
+            // The store's link may have gone silent: answer all the same.
+            match tokio::time::timeout(crate::store::ANSWER_WITHIN, enrolled).await {
+                Ok(reply) => reply,
+                Err(_) => {
+                    tracing::warn!("an enrolment waited too long on the store");
+                    Message::refused(ErrorCode::Unavailable, STORE_UNAVAILABLE)
+                }
+            }
         }
         Ok(_) => Message::refused(
             ErrorCode::Unauthorized,
@@ -194,10 +201,17 @@ pub(super) async fn renew(ctx: &DeviceConn) -> Message {
         .device_renew(&ctx.device.fingerprint, expires_at, now_ms())
         .await
     {
-        Ok(()) => Message::Certificate {
-            certificate: cert.to_vec(),
-            expires_at: (expires_at / 1000) as u64,
-        },
+        Ok(()) => {
+            // The session on this connection may run on to the new end:
+            // the certificate is for the key this connection proved.
+            if let Some(session) = ctx.session.get() {
+                session.cert_expires_at.store(expires_at, Relaxed);
+            }
+            Message::Certificate {
+                certificate: cert.to_vec(),
+                expires_at: (expires_at / 1000) as u64,
+            }
+        }
         Err(StoreError::NotFound(m)) => Message::refused(ErrorCode::Revoked, m),
         Err(e) => {
             tracing::warn!(error = %e, "renewal failed in the store");

@@ -40,6 +40,20 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// The PostgreSQL channel on which a change to access is announced.
 pub const ACCESS_CHANNEL: &str = "lanyard_access";
 
+/// How long a request an agent or admin waits on may wait for the store.
+/// A link to the database can go silent (no error, only waiting): sqlx
+/// bounds getting a connection (5 s), not a query on one it has, so the
+/// request paths bound their store work with this and answer "unavailable".
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(8);
+
+/// Runs `work` (store calls on a request path) for at most [`ANSWER_WITHIN`];
+/// past that the store counts as unavailable.
+pub async fn within<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(ANSWER_WITHIN, work)
+        .await
+        .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))?
+}
+
 /// Which database is behind the URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -146,6 +160,26 @@ impl Store {
                     Ok(())
                 })
             });
+            // A transaction that fails at the wrong moment (a COMMIT on a
+            // full disk, which SQLite may roll back itself) can leave a
+            // connection inside a transaction, or sqlx believing it is:
+            // reused, it would hold the write lock, or commit nothing, for
+            // good. Such a connection is closed instead of going back to
+            // the pool.
+            options = options.after_release(|conn, _meta| {
+                Box::pin(async move {
+                    // Runs after any rollback a dropped transaction queued.
+                    conn.execute("SELECT 1").await?;
+                    if sqlx::Connection::is_in_transaction(conn) {
+                        return Ok(false);
+                    }
+                    if conn.execute("BEGIN").await.is_err() {
+                        return Ok(false);
+                    }
+                    conn.execute("ROLLBACK").await?;
+                    Ok(true)
+                })
+            });
         }
         let pool = options.connect(url).await?;
         Ok(Self {
@@ -234,10 +268,10 @@ impl Store {
     }
 
     /// Audits a refusal now; a failure to audit is logged, not returned
-    /// (the refusal stands either way).
+    /// (the refusal stands either way), and bounded by [`ANSWER_WITHIN`].
     pub async fn audit_denial(&self, actor: &str, action: &'static str, target: &str, why: &str) {
         let entry = AuditEntry::denied(actor, action, target, why);
-        if let Err(e) = self.audit_only(crate::clock::now_ms(), entry).await {
+        if let Err(e) = within(self.audit_only(crate::clock::now_ms(), entry)).await {
             tracing::warn!(error = %e, "could not audit a denial");
         }
     }

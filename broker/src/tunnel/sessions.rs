@@ -27,7 +27,9 @@ pub struct LiveSession {
     pub sign_in: Option<String>,
     pub remote: SocketAddr,
     pub since: Millis,
-    pub cert_expires_at: Millis,
+    /// When the device certificate runs out; moved on by a renewal over
+    /// the same connection (the same key, proven at the handshake).
+    pub cert_expires_at: AtomicI64,
     /// When the session's access token runs out (with leeway); moved on by
     /// each refresh over the same connection.
     pub token_expires_at: AtomicI64,
@@ -51,7 +53,7 @@ impl LiveSession {
             device_kind: self.device_kind,
             owner: self.owner.as_deref(),
             asset_tag: self.asset_tag.as_deref(),
-            cert_expires_at: self.cert_expires_at,
+            cert_expires_at: self.cert_expires_at.load(Relaxed),
             token_expires_at: self.token_expires_at.load(Relaxed),
             sign_in: self.sign_in.as_deref(),
         }
