@@ -11,7 +11,6 @@ use super::error::ApiError;
 use super::extract::ClientAddr;
 use crate::state::AppState;
 
-<<<<<<< HEAD
 /// Failed requests (no or bad token, wrong password) an address may make
 /// in a minute before each further failure is answered only after
 /// [`SLOW_ANSWER`].
@@ -20,18 +19,8 @@ pub const FAILURES_BEFORE_SLOWING: u64 = 60;
 /// a flood over one connection slows to one request a second, over all of
 /// an address's connections to `http_connections_per_address` a second,
 /// and a sleeping request costs the broker nothing.
-pub const SLOW_ANSWER: std::time::Duration = std::time::Duration::from_secs(1);
+pub const SLOW_ANSWER: Duration = Duration::from_secs(1);
 
-/// Bounds each request's time and counts responses. After a change to who
-/// can reach what, the rules are reloaded before the answer goes out, so
-/// the change holds for every tunnel stream from then on, and live
-/// sessions re-check themselves at once.
-pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let access_before = state.store.access_generation();
-    let from = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
-    let response =
-        match tokio::time::timeout(state.settings.http_request_timeout, next.run(req)).await {
-=======
 /// A request still running after this has the store checked.
 const STORE_CHECK_AFTER: Duration = Duration::from_secs(2);
 /// How long the store has to answer that check.
@@ -49,6 +38,7 @@ const STORE_CHECK_WITHIN: Duration = Duration::from_secs(3);
 /// once.
 pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let access_before = state.store.access_generation();
+    let from = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
     let store_gone = async {
         loop {
             tokio::time::sleep(STORE_CHECK_AFTER).await;
@@ -65,7 +55,6 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     let bounded = tokio::time::timeout(state.settings.http_request_timeout, next.run(req));
     let response = tokio::select! {
         done = bounded => match done {
->>>>>>> faults
             Ok(r) => r,
             Err(_) => {
                 state.metrics.http_timeouts.fetch_add(1, Relaxed);
