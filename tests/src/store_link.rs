@@ -42,6 +42,16 @@ impl StoreLink {
         Self { addr, cut }
     }
 
+    /// A link in front of the database at `url` (`postgres://USER@HOST:PORT/...`),
+    /// and the URL that reaches it through the link.
+    pub fn in_front_of(url: &str) -> (Self, String) {
+        let (scheme_user, rest) = url.split_once('@').expect("a URL with USER@HOST");
+        let (host, path) = rest.split_once('/').expect("a URL with a path");
+        let link = Self::start(host.parse().expect("HOST:PORT as an address"));
+        let linked = format!("{scheme_user}@{}/{path}", link.addr);
+        (link, linked)
+    }
+
     /// Nothing passes from now on.
     pub fn cut(&self) {
         self.cut.store(true, SeqCst);

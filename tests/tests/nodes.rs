@@ -304,10 +304,7 @@ fn a_node_that_loses_its_store_fails_closed_and_recovers() {
         return;
     };
     let url = pg.url();
-    let (scheme_user, rest) = url.split_once('@').unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let link = lanyard_e2e::store_link::StoreLink::start(host.parse().unwrap());
-    let linked = format!("{scheme_user}@{}/{path}", link.addr);
+    let (link, linked) = lanyard_e2e::store_link::StoreLink::in_front_of(&url);
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("broker.toml");
     std::fs::write(&config, "[policy]\nrules_max_age = \"5s\"\n").unwrap();

@@ -46,6 +46,23 @@ fn api(broker: &BrokerProcess, method: &str, path: &str, body: &str) -> (u16, St
 
 /// Runs `what`, asserting it failed within [`PROMPT`] saying the store is
 /// unavailable; how long it took.
+/// A second connection to the broker's SQLite file holding its write lock
+/// (`BEGIN EXCLUSIVE`) until it is rolled back or dropped.
+fn lock_database(rt: &tokio::runtime::Runtime, broker: &BrokerProcess) -> sqlx::SqliteConnection {
+    let db = broker.data_dir.join("lanyard.db");
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn
+    })
+}
+
 fn refused_promptly(what: &str, run: impl FnOnce() -> Run) -> Duration {
     let started = Instant::now();
     let run = run();
@@ -122,10 +139,7 @@ fn a_silent_postgres_link_is_unavailable_promptly_then_recovers() {
         return;
     };
     let url = pg.url();
-    let (scheme_user, rest) = url.split_once('@').unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let link = lanyard_e2e::store_link::StoreLink::start(host.parse().unwrap());
-    let linked = format!("{scheme_user}@{}/{path}", link.addr);
+    let (link, linked) = lanyard_e2e::store_link::StoreLink::in_front_of(&url);
     let mut w = World::with(&["--database-url", &linked], &[]);
     w.person("p.signin", "hr");
     w.person("p.enrol", "hr");
@@ -178,18 +192,7 @@ fn a_locked_sqlite_database_is_unavailable_promptly_then_recovers() {
     let code = w.code(&["--personal", "p.enrol"]);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let db = w.broker.data_dir.join("lanyard.db");
-    let mut holder = rt.block_on(async {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
-        sqlx::query("BEGIN EXCLUSIVE")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn
-    });
+    let mut holder = lock_database(&rt, &w.broker);
 
     let body = r#"{"username":"p.api","name":"p.api","groups":["hr"],"password":"Correct-Horse-Battery-9"}"#;
     let started = Instant::now();
@@ -462,18 +465,7 @@ fn a_renewed_certificate_carries_a_live_tunnel_past_the_old_end() {
 fn an_unrenewable_certificate_ends_the_tunnel_at_its_end_and_the_agent_stops() {
     let (w, mut up, conn, enrolling, enrolled) = short_lived_certificate();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let db = w.broker.data_dir.join("lanyard.db");
-    let mut holder = rt.block_on(async {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
-        sqlx::query("BEGIN EXCLUSIVE")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn
-    });
+    let mut holder = lock_database(&rt, &w.broker);
     let closed = lanyard_e2e::world::closed_at(conn, CERT_TTL + Duration::from_secs(10));
     let closed = closed.unwrap_or_else(|| {
         panic!(
