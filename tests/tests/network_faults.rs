@@ -255,7 +255,8 @@ fn after_a_black_hole_the_idle_timeout_closes_and_the_agent_comes_back_without_a
 
 /// The agent's address changes in the middle of a transfer (the relay
 /// sends from a new socket): QUIC migrates the connection, the transfer
-/// finishes byte for byte, and the session is the same.
+/// finishes byte for byte, and the session is the same; the same person's
+/// other device, given this one's tokens, cannot carry the session on.
 #[test]
 fn a_transfer_survives_the_agent_changing_address_by_migration() {
     let relay = Relay::start(6);
@@ -289,6 +290,52 @@ fn a_transfer_survives_the_agent_changing_address_by_migration() {
     assert!(done.back == *data, "the echoed bytes differ");
     assert_no_reconnect(&up);
     assert_eq!(status(&w, "move")["session_id"], session);
+
+    // The migrated session is bound to this device's key: the same
+    // person's other device, given a copy of this one's tokens, cannot
+    // carry it on (the access token names this certificate, the refresh
+    // token this key), and trying does not end the real one.
+    // The copy is edited to name the other device's certificate, so that
+    // its agent presents the access token as it is instead of refreshing
+    // first: both bindings are tried.
+    let other = w.agent("other", "m.move", None);
+    let tokens = |a: &lanyard_e2e::Agent| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(a.state_dir.join("tokens.json")).unwrap()).unwrap()
+    };
+    let mut copied = tokens(&agent);
+    copied["cert_thumbprint"] = tokens(&other)["cert_thumbprint"].clone();
+    std::fs::write(
+        other.state_dir.join("tokens.json"),
+        serde_json::to_vec(&copied).unwrap(),
+    )
+    .unwrap();
+    let mut thief = other.up(&["--forward", "echo=127.0.0.1:0"]);
+    let code = thief.wait_exit(Duration::from_secs(20));
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "the copied sign-in was refused and the agent stopped (exit {code:?}): {}",
+        thief.log()
+    );
+    assert!(
+        thief.log().contains("another device"),
+        "the refusal says why: {}",
+        thief.log()
+    );
+    let sessions = w
+        .broker
+        .lanyard(&["sessions", "list", "--json"], None, None)
+        .ok();
+    let sessions: serde_json::Value = serde_json::from_str(&sessions.stdout).unwrap();
+    let ids: Vec<&serde_json::Value> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["id"])
+        .collect();
+    assert_eq!(ids, [&session], "only the real session: {sessions}");
+    let small = pattern(7, 64 * 1024);
+    assert_eq!(echo_through(port, &small).unwrap(), small);
+    assert_no_reconnect(&up);
 }
 
 /// A TCP server on 127.0.0.1 that sends `data` to each connection and
