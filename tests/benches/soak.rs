@@ -55,33 +55,36 @@ fn store_bytes(data_dir: &std::path::Path) -> f64 {
         .sum()
 }
 
-/// Rows in the tables that grow with use, and the live sessions.
-fn table_rows(rt: &tokio::runtime::Runtime, url: &str) -> Vec<(&'static str, f64)> {
-    rt.block_on(async {
-        let Ok(store) = lanyard_broker::store::Store::connect(url).await else {
-            return Vec::new();
+/// Rows in the tables that grow with use, and the live sessions, read over
+/// one connection of the bench's own (a reader in WAL mode: it never holds
+/// up the broker's writes), kept for the whole soak; a count the store
+/// would not give within its busy timeout is NaN, not a guess.
+async fn table_rows(conn: &mut sqlx::SqliteConnection) -> Vec<(&'static str, f64)> {
+    let mut out = Vec::new();
+    for (name, sql) in [
+        ("audit rows", "SELECT COUNT(*) FROM audit_log"),
+        ("refresh tokens", "SELECT COUNT(*) FROM refresh_tokens"),
+        ("enrolment codes", "SELECT COUNT(*) FROM enrolment_codes"),
+        ("api tokens", "SELECT COUNT(*) FROM api_tokens"),
+        ("session rows", "SELECT COUNT(*) FROM agent_sessions"),
+        (
+            "live sessions",
+            "SELECT COUNT(*) FROM agent_sessions WHERE ended_at IS NULL",
+        ),
+    ] {
+        let n = match sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(&mut *conn)
+            .await
+        {
+            Ok(n) => n as f64,
+            Err(e) => {
+                eprintln!("soak: {name}: {e}");
+                f64::NAN
+            }
         };
-        let mut out = Vec::new();
-        for (name, sql) in [
-            ("audit rows", "SELECT COUNT(*) FROM audit_log"),
-            ("refresh tokens", "SELECT COUNT(*) FROM refresh_tokens"),
-            ("enrolment codes", "SELECT COUNT(*) FROM enrolment_codes"),
-            ("api tokens", "SELECT COUNT(*) FROM api_tokens"),
-            ("session rows", "SELECT COUNT(*) FROM agent_sessions"),
-            (
-                "live sessions",
-                "SELECT COUNT(*) FROM agent_sessions WHERE ended_at IS NULL",
-            ),
-        ] {
-            let n: i64 = sqlx::query_scalar(sql)
-                .fetch_one(store.pool())
-                .await
-                .unwrap_or(-1);
-            out.push((name, n as f64));
-        }
-        store.close().await;
-        out
-    })
+        out.push((name, n));
+    }
+    out
 }
 
 /// Least-squares slope of `ys` over `xs`.
@@ -128,8 +131,17 @@ fn main() {
         &LOG,
     );
     let pid = broker.child.id();
-    let url = format!("sqlite://{}?mode=ro", data_dir.join("lanyard.db").display());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut reader = rt
+        .block_on(async {
+            use sqlx::ConnectOptions;
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(data_dir.join("lanyard.db"))
+                .busy_timeout(Duration::from_secs(5))
+                .connect()
+                .await
+        })
+        .expect("a reader connection to the broker's store");
     let ramp = agents.div_ceil(25).max(2);
     let hold = minutes * 60;
     println!("soak: {agents} agents (ramp {ramp}s), held {minutes} min, streams 6 a minute each; a sample every 10 s");
@@ -165,7 +177,7 @@ fn main() {
             ("store bytes".into(), store_bytes(&data_dir)),
         ];
         sample.extend(
-            table_rows(&rt, &url)
+            rt.block_on(table_rows(&mut reader))
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v)),
         );
@@ -190,9 +202,21 @@ fn main() {
     );
     let mut unbounded = Vec::new();
     for (name, vs) in &series {
-        let ys = &vs[half..];
-        let per_hour = slope(&xs, ys);
-        let mean = ys.iter().sum::<f64>() / ys.len().max(1) as f64;
+        // Only the samples that were read (a count the store did not give
+        // is left out, not taken as zero).
+        let (fx, ys): (Vec<f64>, Vec<f64>) = xs
+            .iter()
+            .zip(&vs[half..])
+            .filter(|(_, y)| y.is_finite())
+            .map(|(x, y)| (*x, *y))
+            .unzip();
+        if ys.len() < 3 {
+            println!("{name:<18} too few samples read ({}): not judged", ys.len());
+            unbounded.push(format!("{name} (unread)"));
+            continue;
+        }
+        let per_hour = slope(&fx, &ys);
+        let mean = ys.iter().sum::<f64>() / ys.len() as f64;
         // Growth that would add half the mean again within a day.
         let grows = per_hour * 24.0 > 0.5 * mean.abs().max(1.0);
         // The audit log grows with use by design (one row per session end,
