@@ -477,37 +477,42 @@ fn the_report_leads_with_a_verdict_and_measures_the_hold() {
 fn find_capacity_reports_the_knee_and_what_gave_out() {
     let tmp = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(&tmp.path().join("data"), &[], &[]);
-    let search = |slo: &str, json: &std::path::Path| {
+    let search = |slo: &str, json: &std::path::Path, more: &[&str]| {
         broker.lanyard(
             &[
-                "stress",
-                "--find-capacity",
-                "--max-agents",
-                "4",
-                "--step",
-                "2",
-                "--ramp",
-                "0s",
-                "--duration",
-                "1s",
-                "--streams-per-minute",
-                "0",
-                "--slo-connect-p99",
-                slo,
-                "--slo-stream-p99",
-                "10s",
-                "--json-out",
-                json.to_str().unwrap(),
-                "--report",
-                json.with_extension("html").to_str().unwrap(),
-            ],
+                &[
+                    "stress",
+                    "--find-capacity",
+                    "--max-agents",
+                    "4",
+                    "--step",
+                    "2",
+                    "--ramp",
+                    "0s",
+                    "--duration",
+                    "1s",
+                    "--streams-per-minute",
+                    "0",
+                    "--slo-connect-p99",
+                    slo,
+                    "--slo-stream-p99",
+                    "10s",
+                    "--json-out",
+                    json.to_str().unwrap(),
+                    "--report",
+                    json.with_extension("html").to_str().unwrap(),
+                ],
+                more,
+            ]
+            .concat(),
             None,
             None,
         )
     };
-    // Generous objectives: both steps hold, nothing gives out.
+    // Generous objectives: both steps hold, nothing gives out. The agents
+    // were signed in before each step's clock: no password check is timed.
     let held = tmp.path().join("held.json");
-    let run = search("60s", &held);
+    let run = search("60s", &held, &["--signed-in"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let first = run.stdout.lines().next().unwrap_or_default();
     assert_eq!(
@@ -525,22 +530,38 @@ fn find_capacity_reports_the_knee_and_what_gave_out() {
         .collect();
     assert_eq!(agents, [2, 4], "{knee}");
     assert_eq!(knee["agents"], 4);
+    for step in knee["steps"].as_array().unwrap() {
+        assert_eq!(step["sign_in_p99_ms"], 0.0, "{step}");
+        assert!(step["session_p99_ms"].as_f64().unwrap() > 0.0, "{step}");
+    }
+    assert!(
+        knee["identities"]
+            .as_str()
+            .unwrap()
+            .contains("before its step's clock started"),
+        "{knee}"
+    );
     let page = std::fs::read_to_string(held.with_extension("html")).unwrap();
     assert!(page.contains("<h1>This broker held 4 staff"), "{page}");
 
     // An objective nothing can meet: the first step breaks it, and the
     // report says which part of a connect took the time.
     let broke = tmp.path().join("broke.json");
-    let run = search("1us", &broke);
+    let run = search("1us", &broke, &[]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.starts_with("Even 2 staff"), "{}", run.stdout);
     let knee: Value = serde_json::from_slice(&std::fs::read(&broke).unwrap()).unwrap();
     assert_eq!(knee["agents"], 0);
     assert_eq!(knee["steps"].as_array().unwrap().len(), 1, "{knee}");
+    assert!(
+        knee["steps"][0]["sign_in_p99_ms"].as_f64().unwrap() > 0.0,
+        "each connect signed in: {knee}"
+    );
     let gave_out = knee["gave_out"].as_str().unwrap();
     assert!(
         gave_out.starts_with("sign-ins: connect p99")
-            || gave_out.starts_with("handshakes: connect p99"),
+            || gave_out.starts_with("handshakes: connect p99")
+            || gave_out.starts_with("session set-up: connect p99"),
         "{gave_out}"
     );
     assert!(

@@ -6,7 +6,10 @@
 //! every agent enrols and signs in (one password check each) within the
 //! ramp, then holds for `--duration` with streams coming and going. So the
 //! knee is that of a morning when everyone connects within the ramp,
-//! sign-ins included, and the report says so.
+//! sign-ins included, and the report says so. With `--signed-in` the
+//! agents enrol and sign in before the step's clock starts, and the knee is
+//! that of the usual morning: agents that already hold a sign-in connect
+//! (handshake and session only).
 
 use serde::Serialize;
 
@@ -24,6 +27,7 @@ pub struct Step {
     pub connect_p99_ms: f64,
     pub handshake_p99_ms: f64,
     pub sign_in_p99_ms: f64,
+    pub session_p99_ms: f64,
     pub stream_open_p99_ms: f64,
     pub throughput_bytes_per_s: f64,
     /// Within every objective, with no agent failing.
@@ -80,16 +84,20 @@ fn judge(s: &report::Summary, args: &StressArgs) -> Option<(String, String)> {
     let connect_slo = ms(args.slo_connect_p99);
     if s.connect_ms.p99 > connect_slo {
         // Which part of a connect took the time.
-        let what = if s.sign_in_ms.p99 >= s.handshake_ms.p99 {
-            "sign-ins"
-        } else {
-            "handshakes"
-        };
+        let parts = [
+            ("handshakes", s.handshake_ms.p99),
+            ("sign-ins", s.sign_in_ms.p99),
+            ("session set-up", s.session_ms.p99),
+        ];
+        let what = parts
+            .iter()
+            .fold(parts[0], |a, b| if b.1 > a.1 { *b } else { a })
+            .0;
         return Some((
             what.into(),
             format!(
-                "connect p99 {:.0} ms passed the {connect_slo:.0} ms objective (handshake p99 {:.0} ms, sign-in p99 {:.0} ms)",
-                s.connect_ms.p99, s.handshake_ms.p99, s.sign_in_ms.p99
+                "connect p99 {:.0} ms passed the {connect_slo:.0} ms objective (handshake p99 {:.0} ms, sign-in p99 {:.0} ms, session set-up p99 {:.0} ms)",
+                s.connect_ms.p99, s.handshake_ms.p99, s.sign_in_ms.p99, s.session_ms.p99
             ),
         ));
     }
@@ -155,6 +163,7 @@ pub async fn run(client: &Client, args: &StressArgs, out: &mut Out<'_>) -> Resul
             connect_p99_ms: summary.connect_ms.p99,
             handshake_p99_ms: summary.handshake_ms.p99,
             sign_in_p99_ms: summary.sign_in_ms.p99,
+            session_p99_ms: summary.session_ms.p99,
             stream_open_p99_ms: summary.stream_open_ms.p99,
             throughput_bytes_per_s: summary.throughput.mean_bytes_per_s,
             within: broke.is_none(),
@@ -182,7 +191,11 @@ pub async fn run(client: &Client, args: &StressArgs, out: &mut Out<'_>) -> Resul
         gave_out: gave_out.map(|g| format!("{}: {}", g.0, g.1)),
         slo_connect_p99_ms: ms(args.slo_connect_p99),
         slo_stream_p99_ms: ms(args.slo_stream_p99),
-        identities: "each simulated agent enrolled and signed in during its step's ramp (a password check each): sign-ins count against the broker".into(),
+        identities: if args.signed_in {
+            "each simulated agent enrolled and signed in before its step's clock started (--signed-in): a connect is the handshake and the session, as for staff whose agent already holds a sign-in; password checks are not in the knee".into()
+        } else {
+            "each simulated agent enrolled and signed in during its step's ramp (a password check each): sign-ins count against the broker".into()
+        },
         steps,
     };
     if let Some(path) = &args.json_out {

@@ -51,6 +51,12 @@ pub struct StressArgs {
     /// With --find-capacity: agents added at each step [default: --max-agents / 10].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub step: Option<u32>,
+    /// Enrol and sign every simulated agent in before the clock starts (not
+    /// timed), so that a connect is the handshake and the session, as for
+    /// staff whose agent already holds a sign-in (the usual morning).
+    /// Without it every connect includes a password check.
+    #[arg(long)]
+    pub signed_in: bool,
     /// How long each agent stays connected once all have started.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
@@ -498,6 +504,46 @@ async fn drive(
     swarm(args, &person, password, &app, codes, settings).await
 }
 
+/// `--signed-in`: every agent enrolled and signed in, a few at a time,
+/// before the clock starts; any that fails stops the run (its figures would
+/// mean something else).
+async fn prepare_all(
+    endpoint: &quinn::Endpoint,
+    plans: &[sim::Plan],
+) -> Result<Vec<Option<sim::Prepared>>, CliError> {
+    const AT_ONCE: usize = 8;
+    let n = plans.len();
+    let mut out: Vec<Option<sim::Prepared>> = Vec::with_capacity(n);
+    out.resize_with(n, || None);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut next = 0usize;
+    let mut done = 0usize;
+    while done < n {
+        while next < n && tasks.len() < AT_ONCE {
+            let (endpoint, plan, i) = (endpoint.clone(), plans[next].clone(), next);
+            tasks.spawn(async move { (i, sim::prepare(&endpoint, &plan).await) });
+            next += 1;
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let (i, prepared) =
+            joined.map_err(|e| CliError::Failed(format!("a simulated agent crashed: {e}")))?;
+        let prepared = prepared.map_err(|e| {
+            CliError::Failed(format!(
+                "signing the simulated agents in before the run: {e}"
+            ))
+        })?;
+        out[i] = Some(prepared);
+        done += 1;
+        progress(&format!(
+            "enrolling and signing in before the run {done}/{n}"
+        ));
+    }
+    progress("");
+    Ok(out)
+}
+
 async fn swarm(
     args: &StressArgs,
     person: &str,
@@ -511,13 +557,10 @@ async fn swarm(
         .map_err(|e| CliError::Failed(e.to_string()))?;
     let endpoint =
         lanyard_agent::client::endpoint(addr).map_err(|e| CliError::Failed(e.to_string()))?;
-    let epoch = Instant::now();
-    let hold_until = epoch + args.ramp + args.duration;
-    let live = Arc::new(Live::default());
     let n = codes.len() as u32;
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, code) in codes.into_iter().enumerate() {
-        let plan = sim::Plan {
+    let plans: Vec<sim::Plan> = codes
+        .into_iter()
+        .map(|code| sim::Plan {
             code,
             username: person.to_owned(),
             password: password.to_owned(),
@@ -525,14 +568,27 @@ async fn swarm(
             streams: args.streams_per_agent,
             bytes_per_stream: args.bytes_per_stream,
             streams_per_minute: args.streams_per_minute,
-            hold_until,
-        };
+            hold_until: Instant::now(),
+        })
+        .collect();
+    let mut prepared: Vec<Option<sim::Prepared>> = Vec::with_capacity(plans.len());
+    if args.signed_in {
+        prepared = prepare_all(&endpoint, &plans).await?;
+    } else {
+        prepared.resize_with(plans.len(), || None);
+    }
+    let epoch = Instant::now();
+    let hold_until = epoch + args.ramp + args.duration;
+    let live = Arc::new(Live::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (mut plan, prepared)) in plans.into_iter().zip(prepared).enumerate() {
+        plan.hold_until = hold_until;
         let start_at = epoch + args.ramp.mul_f64(f64::from(i as u32) / f64::from(n));
         let (endpoint, live) = (endpoint.clone(), live.clone());
         tasks.spawn(async move {
             tokio::time::sleep_until(start_at.into()).await;
             live.started.fetch_add(1, Relaxed);
-            let outcome = sim::run(endpoint, plan, epoch, i as u64, &live).await;
+            let outcome = sim::run(endpoint, plan, prepared, epoch, i as u64, &live).await;
             if outcome.connected.is_none() {
                 live.failed.fetch_add(1, Relaxed);
             }

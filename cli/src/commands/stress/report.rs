@@ -115,9 +115,12 @@ pub struct Summary {
     pub reconnect_ms: Percentiles,
     pub agents_lost: u64,
     pub connect_ms: Percentiles,
-    /// The parts of a connect: the QUIC handshake, and the sign-in.
+    /// The parts of a connect: the QUIC handshake, the sign-in (empty when
+    /// the agents were signed in before the run, `--signed-in`), and the
+    /// session's hello until its welcome.
     pub handshake_ms: Percentiles,
     pub sign_in_ms: Percentiles,
+    pub session_ms: Percentiles,
     pub stream_open_ms: Percentiles,
     pub streams_ok: u64,
     pub streams_failed: u64,
@@ -202,6 +205,7 @@ pub fn summarise(outcomes: &[Outcome], settings: &Settings, wall: Duration) -> S
                 .collect(),
         ),
         sign_in_ms: percentiles(outcomes.iter().filter_map(|o| o.sign_in.map(ms)).collect()),
+        session_ms: percentiles(outcomes.iter().filter_map(|o| o.session.map(ms)).collect()),
         stream_open_ms: percentiles(
             outcomes
                 .iter()

@@ -32,9 +32,11 @@ pub struct Plan {
 pub struct Outcome {
     /// Connected at (since the run began), and how long it took.
     pub connected: Option<(Duration, Duration)>,
-    /// Of that: the QUIC handshake, and the sign-in (a password check).
+    /// Of that: the QUIC handshake, the sign-in (a password check; none
+    /// when the agent held one), and the session's hello until welcome.
     pub handshake: Option<Duration>,
     pub sign_in: Option<Duration>,
+    pub session: Option<Duration>,
     pub disconnected_at: Option<Duration>,
     /// Each time the connection was lost while it should have stayed up:
     /// when, and when the agent was back (None: it never came back).
@@ -112,20 +114,73 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A simulated agent enrolled and signed in before the clock starts
+/// (`--signed-in`): what staff whose agent already holds a sign-in have.
+pub struct Prepared {
+    device: lanyard_agent::identity::Device,
+    access: String,
+}
+
+/// Enrols a device and signs in on it, untimed; the connection used is
+/// closed again (no session was opened on it).
+pub async fn prepare(endpoint: &quinn::Endpoint, plan: &Plan) -> Result<Prepared, String> {
+    let device = account::enrol_on(endpoint, &plan.code)
+        .await
+        .map_err(|e| kind("enrol", e))?;
+    let addrs = Addresses::new(
+        plan.code.broker_addrs.clone(),
+        Some(device.enrolment.broker.clone()),
+    );
+    let (conn, _) = account::connect_on(endpoint, &device, &addrs.order(0))
+        .await
+        .map_err(|e| kind("connect", e))?;
+    let access = sign_in(&conn, plan).await;
+    conn.close(0u32.into(), b"signed in");
+    Ok(Prepared {
+        device,
+        access: access?,
+    })
+}
+
+/// A password sign-in on `conn`: the access token.
+async fn sign_in(conn: &quinn::Connection, plan: &Plan) -> Result<String, String> {
+    match client::request(
+        conn,
+        &Message::SignIn {
+            username: plan.username.clone(),
+            password: plan.password.clone(),
+            totp: None,
+        },
+    )
+    .await
+    {
+        Ok(Message::Tokens { access_token, .. }) => Ok(access_token),
+        Ok(_) => Err("sign-in: unexpected answer".into()),
+        Err(e) => Err(kind("sign-in", e)),
+    }
+}
+
+/// One simulated agent's run: enrol and sign in (unless `prepared`, when it
+/// only connects and opens its session with the sign-in it holds), streams,
+/// then hold.
 pub async fn run(
     endpoint: quinn::Endpoint,
     plan: Plan,
+    prepared: Option<Prepared>,
     epoch: Instant,
     id: u64,
     live: &super::Live,
 ) -> Outcome {
     let mut out = Outcome::default();
-    let device = match account::enrol_on(&endpoint, &plan.code).await {
-        Ok(d) => d,
-        Err(e) => {
-            out.errors.push((epoch.elapsed(), kind("enrol", e)));
-            return out;
-        }
+    let (device, held) = match prepared {
+        Some(p) => (p.device, Some(p.access)),
+        None => match account::enrol_on(&endpoint, &plan.code).await {
+            Ok(d) => (d, None),
+            Err(e) => {
+                out.errors.push((epoch.elapsed(), kind("enrol", e)));
+                return out;
+            }
+        },
     };
     let start = Instant::now();
     // As the agent does: the node it enrolled through first.
@@ -144,29 +199,22 @@ pub async fn run(
         }
     };
     out.handshake = Some(start.elapsed());
-    let signing_in = Instant::now();
-    let signed = client::request(
-        &conn,
-        &Message::SignIn {
-            username: plan.username.clone(),
-            password: plan.password.clone(),
-            totp: None,
-        },
-    )
-    .await;
-    out.sign_in = Some(signing_in.elapsed());
-    let access = match signed {
-        Ok(Message::Tokens { access_token, .. }) => access_token,
-        Ok(_) => {
-            out.errors
-                .push((epoch.elapsed(), "sign-in: unexpected answer".into()));
-            return out;
-        }
-        Err(e) => {
-            out.errors.push((epoch.elapsed(), kind("sign-in", e)));
-            return out;
+    let access = match held {
+        Some(access) => access,
+        None => {
+            let signing_in = Instant::now();
+            let signed = sign_in(&conn, &plan).await;
+            out.sign_in = Some(signing_in.elapsed());
+            match signed {
+                Ok(access) => access,
+                Err(e) => {
+                    out.errors.push((epoch.elapsed(), e));
+                    return out;
+                }
+            }
         }
     };
+    let opening = Instant::now();
     let control = match open_session(&conn, &access).await {
         Ok(c) => c,
         Err(e) => {
@@ -174,6 +222,7 @@ pub async fn run(
             return out;
         }
     };
+    out.session = Some(opening.elapsed());
     out.connected = Some((epoch.elapsed(), start.elapsed()));
     live.connected
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
