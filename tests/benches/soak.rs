@@ -12,14 +12,17 @@
 //! data dir). Every 10 s the bench samples the broker's open file
 //! descriptors, threads, resident memory, the store's size on disk, its
 //! live sessions and the rows of the tables that grow with use. At the end
-//! it fits a line to the second half of each series (the first half is the
-//! ramp and the warm-up) and prints the slope per hour; a series whose
-//! slope would add more than half its mean again within a day is growing
-//! without bound, and the bench fails.
+//! it prints each series' slope per hour over the second half of the run
+//! (the first half is the ramp and the warm-up) and over the last quarter,
+//! and fails if any grows without bound: still growing at the end, at a
+//! rate that would add half its mean again within a day
+//! (`lanyard_e2e::trend`: a high-water mark, which grows ever more slowly,
+//! is told apart from a leak).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lanyard_e2e::trend::{judge, Verdict};
 use lanyard_e2e::{bin, BrokerProcess};
 
 const LOG: [(&str, &str); 1] = [("LANYARD_LOG", "warn")];
@@ -87,22 +90,6 @@ async fn table_rows(conn: &mut sqlx::SqliteConnection) -> Vec<(&'static str, f64
     out
 }
 
-/// Least-squares slope of `ys` over `xs`.
-fn slope(xs: &[f64], ys: &[f64]) -> f64 {
-    let n = xs.len() as f64;
-    if n < 2.0 {
-        return 0.0;
-    }
-    let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
-    let num: f64 = xs.iter().zip(ys).map(|(x, y)| (x - mx) * (y - my)).sum();
-    let den: f64 = xs.iter().map(|x| (x - mx) * (x - mx)).sum();
-    if den == 0.0 {
-        0.0
-    } else {
-        num / den
-    }
-}
-
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -168,7 +155,9 @@ fn main() {
     let started = Instant::now();
     let mut times = Vec::new();
     let mut series: Vec<(String, Vec<f64>)> = Vec::new();
-    loop {
+    // Sampled only while the run goes on: once `lanyard stress` has
+    // exited it has removed its test identities, and the counts fall.
+    while stress.try_wait().ok().flatten().is_none() {
         let t = started.elapsed().as_secs_f64();
         let mut sample: Vec<(String, f64)> = vec![
             ("file descriptors".into(), open_fds(pid)),
@@ -188,52 +177,35 @@ fn main() {
                 None => series.push((name, vec![v])),
             }
         }
-        if stress.try_wait().ok().flatten().is_some() {
-            break;
-        }
         std::thread::sleep(SAMPLE_EVERY);
     }
 
-    let half = times.len() / 2;
-    let xs: Vec<f64> = times[half..].iter().map(|t| t / 3600.0).collect();
+    let hours: Vec<f64> = times.iter().map(|t| t / 3600.0).collect();
     println!(
-        "{:<18} {:>14} {:>14} {:>16}  verdict",
-        "series", "first", "last", "slope per hour"
+        "{:<18} {:>14} {:>14} {:>16} {:>16}  verdict",
+        "series", "first", "last", "per hour (2nd half)", "(last quarter)"
     );
     let mut unbounded = Vec::new();
     for (name, vs) in &series {
-        // Only the samples that were read (a count the store did not give
-        // is left out, not taken as zero).
-        let (fx, ys): (Vec<f64>, Vec<f64>) = xs
-            .iter()
-            .zip(&vs[half..])
-            .filter(|(_, y)| y.is_finite())
-            .map(|(x, y)| (*x, *y))
-            .unzip();
-        if ys.len() < 3 {
-            println!("{name:<18} too few samples read ({}): not judged", ys.len());
-            unbounded.push(format!("{name} (unread)"));
-            continue;
-        }
-        let per_hour = slope(&fx, &ys);
-        let mean = ys.iter().sum::<f64>() / ys.len() as f64;
-        // Growth that would add half the mean again within a day.
-        let grows = per_hour * 24.0 > 0.5 * mean.abs().max(1.0);
+        let t = judge(&hours, vs);
         // The audit log grows with use by design (one row per session end,
         // sign-in and enrolment); it is reported, not judged.
         let judged = name != "audit rows" && name != "store bytes";
         println!(
-            "{name:<18} {:>14.0} {:>14.0} {:>16.1}  {}",
+            "{name:<18} {:>14.0} {:>14.0} {:>16.1} {:>16.1}  {}",
             vs.first().copied().unwrap_or(f64::NAN),
             vs.last().copied().unwrap_or(f64::NAN),
-            per_hour,
-            match (judged, grows) {
+            t.per_hour,
+            t.last_quarter_per_hour,
+            match (judged, t.verdict) {
                 (false, _) => "grows with use (audit)",
-                (true, true) => "GROWING",
-                (true, false) => "steady",
+                (true, Verdict::Steady) => "steady",
+                (true, Verdict::LevelsOff) => "levels off (a high-water mark)",
+                (true, Verdict::Growing) => "GROWING",
+                (true, Verdict::Unread) => "UNREAD (too few samples)",
             }
         );
-        if judged && grows {
+        if judged && matches!(t.verdict, Verdict::Growing | Verdict::Unread) {
             unbounded.push(name.clone());
         }
     }

@@ -5,6 +5,7 @@
 pub mod help_check;
 pub mod impair;
 pub mod store_link;
+pub mod trend;
 pub mod world;
 
 use std::io::{BufRead, BufReader, Write};
