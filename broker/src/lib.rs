@@ -18,11 +18,13 @@ pub mod model;
 pub mod per_address;
 pub mod policy;
 pub mod quic;
+pub mod reload;
 pub mod secrets;
 pub mod state;
 pub mod store;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod tls;
 pub mod tunnel;
 
 pub use broker::{Broker, StartError};

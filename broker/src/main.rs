@@ -36,7 +36,8 @@ enum Command {
     /// Prints one line when ready:
     /// `lanyard-broker ready api=https://HOST:PORT quic=HOST:PORT ca=sha256:HEX`.
     /// SIGTERM or Ctrl-C stops accepting and drains for up to --grace-period;
-    /// a second signal exits at once.
+    /// a second signal exits at once. SIGHUP re-reads the config file and the
+    /// --tls-cert files while serving; the log names what needs a restart.
     #[command(
         after_help = "Examples:\n  lanyard-broker serve\n  lanyard-broker serve --data-dir /var/lib/lanyard --api-listen 0.0.0.0:8443 \\\n      --public-addr broker.council.example:4433 --server-name broker.council.example\n  lanyard-broker serve --config /etc/lanyard/broker.toml"
     )]
@@ -53,7 +54,7 @@ enum Command {
     CheckConfig(CheckArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct StoreArgs {
     /// Where keys, the CA, the admin token and the SQLite database live
     /// [default: ./lanyard-data].
@@ -73,7 +74,7 @@ struct StoreArgs {
     config: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct ServeArgs {
     #[command(flatten)]
     store: StoreArgs,
@@ -154,15 +155,48 @@ macro_rules! say {
     }};
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LANYARD_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,sqlx=warn,quinn=warn,rustls=warn")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+const DEFAULT_LOG: &str = "info,sqlx=warn,quinn=warn,rustls=warn";
+
+/// The log filter, which the config file's `log_level` may change on
+/// SIGHUP unless `LANYARD_LOG` set it.
+struct LogControl {
+    handle: tracing_subscriber::reload::Handle<
+        tracing_subscriber::EnvFilter,
+        tracing_subscriber::Registry,
+    >,
+    from_env: bool,
+}
+
+impl LogControl {
+    /// Applies the config file's `log_level` (the default when `None`);
+    /// true if the filter changed.
+    fn set(&self, level: Option<&str>, current: &mut Option<String>) -> bool {
+        if self.from_env || current.as_deref() == level {
+            return false;
+        }
+        let filter = tracing_subscriber::EnvFilter::new(level.unwrap_or(DEFAULT_LOG));
+        *current = level.map(str::to_owned);
+        self.handle.reload(filter).is_ok()
+    }
+}
+
+fn init_logging() -> LogControl {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let env = tracing_subscriber::EnvFilter::try_from_env("LANYARD_LOG").ok();
+    let from_env = env.is_some();
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(
+        env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
+    );
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
+    LogControl { handle, from_env }
 }
 
 fn settings(store: StoreArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Settings> {
@@ -188,17 +222,38 @@ fn settings(store: StoreArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Setti
     Ok(Settings::resolve(over, file)?)
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = StoreArgs {
-        data_dir: args.store.data_dir.clone(),
-        database_url: args.store.database_url.clone(),
-        config: args.store.config.clone(),
-    };
-    let settings = settings(store, Some(&args))?;
-    let broker = Broker::start(settings).await?;
+async fn serve(args: ServeArgs, log: LogControl) -> anyhow::Result<()> {
+    let first = settings(args.store.clone(), Some(&args))?;
+    let mut log_level = None;
+    log.set(first.log_level.as_deref(), &mut log_level);
+    let broker = Broker::start(first).await?;
     // Listening for signals before the ready line: a SIGTERM sent as soon
-    // as the broker says it is ready must drain it, not kill it outright.
+    // as the broker says it is ready must drain it, not kill it outright,
+    // and a SIGHUP must reload, not kill.
     let mut signals = Signals::new()?;
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let state = broker.state().clone();
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let started = std::time::Instant::now();
+            let new = settings(args.store.clone(), Some(&args));
+            let level_changed = match &new {
+                Ok(s) => log.set(s.log_level.as_deref(), &mut log_level),
+                Err(_) => false,
+            };
+            let (done, errors) = lanyard_broker::reload::apply(&state, new);
+            let mut applied = done.map(|d| d.applied).unwrap_or_default();
+            if level_changed {
+                applied.push("log_level");
+            }
+            tracing::info!(
+                applied = %if applied.is_empty() { "nothing".to_owned() } else { applied.join(", ") },
+                errors = errors.len(),
+                took_ms = %format_args!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+                "SIGHUP: reloaded the configuration and certificate files"
+            );
+        }
+    });
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -291,7 +346,7 @@ fn main() -> ExitCode {
     if let Command::CheckConfig(args) = cli.command {
         return report(check_config(args));
     }
-    init_logging();
+    let log = init_logging();
     let threads = match &cli.command {
         Command::Serve(args) => args.threads.unwrap_or(1),
         _ => 1,
@@ -309,7 +364,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(args, log).await,
             Command::Migrate(args) => migrate(args).await,
             Command::CheckConfig(_) => unreachable!("handled above"),
         }

@@ -161,7 +161,7 @@ pub async fn login(
         }
     };
     let token = crate::secrets::new_token("lyt_");
-    let ttl = duration_ms(state.settings.api_token_ttl);
+    let ttl = duration_ms(state.live().api_token_ttl);
     state
         .store
         .api_token_create(

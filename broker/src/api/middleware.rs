@@ -52,7 +52,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
             return;
         }
     };
-    let bounded = tokio::time::timeout(state.settings.http_request_timeout, next.run(req));
+    let bounded = tokio::time::timeout(state.live().http_request_timeout, next.run(req));
     let response = tokio::select! {
         done = bounded => match done {
             Ok(r) => r,

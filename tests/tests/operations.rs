@@ -1,0 +1,257 @@
+//! Running the broker as a service, with the real binaries on 127.0.0.1:
+//! its server certificate renewed while serving, SIGHUP reloading the
+//! certificate files and the configuration without dropping a tunnel.
+
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use lanyard_broker::auth::ca::Ca;
+use lanyard_broker::datadir::{to_pem, DataDir};
+use lanyard_broker::tls::certificate_facts;
+use lanyard_e2e::world::{live_connection, World, READY};
+use lanyard_e2e::{echo_through, pattern, BrokerProcess};
+
+/// The leaf certificate the API serves to a new TLS connection (verified
+/// against the broker's CA on the way).
+fn served_cert(b: &BrokerProcess) -> Vec<u8> {
+    let tcp = TcpStream::connect(b.api_addr()).unwrap();
+    let mut tls = b.tls_over(tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    tls.conn.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// Bytes still flow both ways on a tunnel connection opened earlier.
+fn still_echoes(conn: &mut TcpStream, word: &[u8; 4]) {
+    conn.write_all(word).unwrap();
+    let mut back = [0u8; 4];
+    conn.read_exact(&mut back).unwrap();
+    assert_eq!(&back, word);
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done()
+}
+
+/// The `took_ms` of the last SIGHUP log line.
+fn last_reload_ms(log: &str) -> f64 {
+    log.lines()
+        .rev()
+        .find(|l| l.contains("SIGHUP: reloaded the configuration"))
+        .and_then(|l| l.split("took_ms=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn the_server_certificate_renews_at_half_life_under_live_tunnels_and_cli_calls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("broker.toml");
+    std::fs::write(&config, "[tls]\nserver_cert_ttl = \"4s\"\n").unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let w = World::in_dir(tmp, &["--config", &config], &[]);
+    w.person("a.patel", "hr");
+    let agent = w.agent("laptop", "a.patel", None);
+    let mut up = agent.up(&[]);
+    let forwards = up.wait_ready(READY);
+    let mut live = live_connection(forwards["echo"]);
+
+    let first = served_cert(&w.broker);
+    let mut seen = vec![first.clone()];
+    let mut calls = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        // Each call is a new TLS connection, which must verify.
+        w.broker
+            .lanyard(&["staff", "list", "--json"], None, None)
+            .ok();
+        calls += 1;
+        let now = served_cert(&w.broker);
+        if !seen.contains(&now) {
+            seen.push(now);
+        }
+        still_echoes(&mut live, b"tick");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A 4 s certificate renewed every 2 s: 5 in 10 s.
+    assert!(
+        seen.len() >= 4,
+        "{} certificates served in 10 s",
+        seen.len()
+    );
+    let (a, b) = (
+        certificate_facts(&first).unwrap(),
+        certificate_facts(seen.last().unwrap()).unwrap(),
+    );
+    assert_ne!(a.serial, b.serial);
+    assert!(b.not_after >= a.not_after + 4, "{a:?} then {b:?}");
+    let renewals = w
+        .broker
+        .log_text()
+        .matches("renewed the broker's server certificate")
+        .count();
+    assert!(renewals >= 4, "{renewals} renewals logged");
+
+    // The gauge: seconds until the served certificate (at most 4 s away)
+    // and the CA (years) expire.
+    let metrics = w.broker.lanyard_metrics();
+    let gauge = |cert: &str| -> f64 {
+        let prefix = format!("lanyard_certificate_expiry_seconds{{cert=\"{cert}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {cert} expiry in {metrics}"))
+    };
+    assert!((0.0..=4.0).contains(&gauge("server")), "{metrics}");
+    assert!(gauge("ca") > 9.0 * 365.0 * 86400.0, "{metrics}");
+
+    // New QUIC connections after the renewals: an enrolment, a sign-in and
+    // a session of a second device, and bytes through it.
+    let phone = w.agent("phone", "a.patel", None);
+    let mut up2 = phone.up(&[]);
+    let forwards2 = up2.wait_ready(READY);
+    let data = pattern(7, 256 * 1024);
+    assert!(echo_through(forwards2["echo"], &data).unwrap() == data);
+    still_echoes(&mut live, b"tock");
+    println!(
+        "renewal: {} certificates served, {renewals} renewals logged, {calls} CLI calls, all answered",
+        seen.len()
+    );
+}
+
+/// A certificate for the API from the broker's CA, written as PEM files;
+/// its DER.
+fn write_api_cert(ca: &Ca, dir: &Path, life: Duration) -> Vec<u8> {
+    let (chain, key) = ca.issue_server_cert(&[], life).unwrap();
+    std::fs::write(dir.join("api.pem"), to_pem("CERTIFICATE", &chain[0])).unwrap();
+    std::fs::write(
+        dir.join("api-key.pem"),
+        to_pem("PRIVATE KEY", key.secret_der()),
+    )
+    .unwrap();
+    chain[0].to_vec()
+}
+
+#[test]
+fn sighup_reloads_certificate_files_and_config_without_dropping_a_tunnel() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The CA made ahead, so the test can issue the API's certificates.
+    let ca = Ca::load_or_create(&DataDir::open(&tmp.path().join("data")).unwrap()).unwrap();
+    let files = tmp.path().to_owned();
+    let first = write_api_cert(&ca, &files, Duration::from_secs(3600));
+    let config = files.join("broker.toml");
+    std::fs::write(&config, "[admission]\ncapacity = 100\n").unwrap();
+    let (cert_file, key_file) = (files.join("api.pem"), files.join("api-key.pem"));
+    let w = World::in_dir(
+        tmp,
+        &[
+            "--tls-cert",
+            cert_file.to_str().unwrap(),
+            "--tls-key",
+            key_file.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(served_cert(&w.broker), first);
+    w.person("a.patel", "hr");
+    let agent = w.agent("laptop", "a.patel", None);
+    let mut up = agent.up(&[]);
+    let forwards = up.wait_ready(READY);
+    let mut live = live_connection(forwards["echo"]);
+    let hups = |b: &BrokerProcess| {
+        b.log_text()
+            .matches("SIGHUP: reloaded the configuration")
+            .count()
+    };
+
+    // New files: served from the next connection on.
+    let second = write_api_cert(&ca, &files, Duration::from_secs(7200));
+    w.broker.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || hups(&w.broker) == 1),
+        "{}",
+        w.broker.log_text()
+    );
+    let took_files = last_reload_ms(&w.broker.log_text());
+    assert_eq!(served_cert(&w.broker), second);
+    let metrics = w.broker.lanyard_metrics();
+    let api_expiry: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("lanyard_certificate_expiry_seconds{cert=\"api\"} ")?
+                .parse()
+                .ok()
+        })
+        .unwrap();
+    assert!((7000.0..=7200.0).contains(&api_expiry), "{metrics}");
+    still_echoes(&mut live, b"one.");
+
+    // A broken file: the old certificate stays, and the log says why.
+    std::fs::write(&cert_file, "not a certificate").unwrap();
+    w.broker.signal("HUP");
+    assert!(wait_until(Duration::from_secs(10), || hups(&w.broker) == 2));
+    let log = w.broker.log_text();
+    assert!(
+        log.contains("the --tls-cert certificate was not reloaded; serving the old one"),
+        "{log}"
+    );
+    assert!(log.contains("no certificate in it"), "{log}");
+    assert_eq!(served_cert(&w.broker), second);
+
+    // A config change: the live one applies, the restart-only one is named.
+    write_api_cert(&ca, &files, Duration::from_secs(7200));
+    std::fs::write(
+        &config,
+        "[admission]\ncapacity = 7\n[limits]\nstreams_per_agent = 9\n",
+    )
+    .unwrap();
+    w.broker.signal("HUP");
+    assert!(wait_until(Duration::from_secs(10), || hups(&w.broker) == 3));
+    let took_config = last_reload_ms(&w.broker.log_text());
+    let load = w.broker.lanyard(&["load", "--json"], None, None).ok();
+    let load: serde_json::Value = serde_json::from_str(&load.stdout).unwrap();
+    assert_eq!(load["capacity"], 7, "{load}");
+    let log = w.broker.log_text();
+    let restart = log
+        .lines()
+        .find(|l| l.contains("take effect only after a restart"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(restart.contains("limits.streams_per_agent"), "{restart}");
+    assert!(!restart.contains("admission"), "{restart}");
+
+    // A config that does not parse changes nothing.
+    std::fs::write(&config, "colour = 'blue'\n").unwrap();
+    w.broker.signal("HUP");
+    assert!(wait_until(Duration::from_secs(10), || hups(&w.broker) == 4));
+    assert!(w
+        .broker
+        .log_text()
+        .contains("the configuration was not reloaded; the running one stays"));
+    let load = w.broker.lanyard(&["load", "--json"], None, None).ok();
+    let load: serde_json::Value = serde_json::from_str(&load.stdout).unwrap();
+    assert_eq!(load["capacity"], 7, "{load}");
+
+    still_echoes(&mut live, b"two.");
+    let mut broker = w.broker;
+    assert_eq!(
+        broker.wait_exit(Duration::from_millis(100)),
+        None,
+        "still running"
+    );
+    println!("SIGHUP reload: {took_files:.2} ms (certificate files), {took_config:.2} ms (config)");
+}
