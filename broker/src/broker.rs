@@ -220,7 +220,7 @@ impl Broker {
             certs,
             store,
             ca,
-            token_keys,
+            token_keys: std::sync::RwLock::new(Arc::new(token_keys)),
             seal,
             metrics: Metrics::default(),
             settings,

@@ -47,6 +47,17 @@ enum Command {
         after_help = "Examples:\n  lanyard-broker migrate --data-dir /var/lib/lanyard\n  lanyard-broker migrate --database-url postgres://lanyard@db.internal/lanyard"
     )]
     Migrate(StoreArgs),
+    /// Make a new token-signing key (a new kid) in the data dir; new access
+    /// tokens are signed with it once a broker reloads (SIGHUP) or restarts.
+    ///
+    /// Tokens signed with the older keys verify until they expire. Keys
+    /// retired longer ago than the longest access-token life
+    /// ([tokens] access_ttl plus clock leeway) are removed. With several
+    /// nodes, copy the new file to every node's data dir, then reload each.
+    #[command(
+        after_help = "Examples:\n  lanyard-broker rotate-keys --data-dir /var/lib/lanyard\n  lanyard-broker rotate-keys --data-dir /var/lib/lanyard && systemctl reload lanyard-broker"
+    )]
+    RotateKeys(KeysArgs),
     /// Check a TOML config file and print the settings it gives.
     #[command(
         after_help = "Example:\n  lanyard-broker check-config --config /etc/lanyard/broker.toml"
@@ -132,6 +143,16 @@ struct ServeArgs {
     /// `.`, `-`, `_`, `:`; up to 64) [default: HOSTNAME:QUIC_PORT].
     #[arg(long, env = "LANYARD_NODE", value_name = "NAME")]
     node: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct KeysArgs {
+    /// The data dir holding the keys [default: ./lanyard-data].
+    #[arg(long, env = "LANYARD_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// A TOML config file (its data_dir and [tokens] access_ttl are used).
+    #[arg(long, env = "LANYARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -312,6 +333,38 @@ async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn rotate_keys(args: KeysArgs) -> anyhow::Result<()> {
+    use lanyard_broker::auth::tokens::{TokenKeys, LEEWAY_SECS};
+    let settings = settings(
+        StoreArgs {
+            data_dir: args.data_dir,
+            database_url: None,
+            config: args.config,
+        },
+        None,
+    )?;
+    let dir = lanyard_broker::datadir::DataDir::open(&settings.data_dir)?;
+    let token_life = settings.access_ttl + std::time::Duration::from_secs(2 * LEEWAY_SECS as u64);
+    let rotated = TokenKeys::rotate(&dir, token_life)?;
+    say!(
+        "new token-signing key: kid {} ({})",
+        rotated.kid,
+        dir.file(&rotated.file).display()
+    );
+    say!(
+        "tokens under these kids verify until they expire: {}",
+        rotated.verifying.join(", ")
+    );
+    for file in &rotated.removed {
+        say!(
+            "removed {file}: retired more than {} ago, so no token it signed is still valid",
+            humantime::format_duration(token_life)
+        );
+    }
+    say!("reload running brokers to sign with it: SIGHUP (systemctl reload lanyard-broker) or restart; with several nodes, copy the file to each node's data dir first");
+    Ok(())
+}
+
 fn check_config(args: CheckArgs) -> anyhow::Result<()> {
     let Some(path) = args.config else {
         anyhow::bail!("no config file given; pass --config FILE (or set LANYARD_CONFIG)");
@@ -366,6 +419,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args, log).await,
             Command::Migrate(args) => migrate(args).await,
+            Command::RotateKeys(args) => rotate_keys(args),
             Command::CheckConfig(_) => unreachable!("handled above"),
         }
     });

@@ -1,5 +1,5 @@
-//! SIGHUP: the configuration file and the `--tls-cert` files read again
-//! while serving. What can change live changes ([`Live`]); what cannot is
+//! SIGHUP: the configuration file, the token-signing keys and the
+//! `--tls-cert` files read again while serving. What can change live changes ([`Live`]); what cannot is
 //! named in one log line and waits for a restart.
 
 use std::time::Duration;
@@ -173,6 +173,25 @@ pub fn apply<E: std::fmt::Display>(
         }
         Err(e) => {
             tracing::error!(error = %e, "SIGHUP: the configuration was not reloaded; the running one stays");
+            errors.push(e.to_string());
+        }
+    }
+    let keys = crate::datadir::DataDir::open(&state.settings.data_dir)
+        .and_then(|dir| crate::auth::tokens::TokenKeys::load(&dir));
+    match keys {
+        Ok(keys) => {
+            let mut current = state.token_keys.write().unwrap_or_else(|p| p.into_inner());
+            if current.kids() != keys.kids() {
+                tracing::info!(
+                    signing = keys.kid(),
+                    verifying = %keys.kids().join(", "),
+                    "SIGHUP: token-signing keys reloaded"
+                );
+                *current = std::sync::Arc::new(keys);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: the token-signing keys were not reloaded; the running ones stay");
             errors.push(e.to_string());
         }
     }

@@ -18,7 +18,8 @@ pub type AppState = Arc<Shared>;
 pub struct Shared {
     pub store: Store,
     pub ca: Ca,
-    pub token_keys: TokenKeys,
+    /// Read again on SIGHUP (`lanyard-broker rotate-keys` adds one).
+    pub token_keys: std::sync::RwLock<Arc<TokenKeys>>,
     pub seal: SealKey,
     pub metrics: Metrics,
     pub settings: Settings,
@@ -50,6 +51,14 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The token-signing keys in force now.
+    pub fn token_keys(&self) -> Arc<TokenKeys> {
+        self.token_keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The settings in force now (see [`crate::reload`]).
     pub fn live(&self) -> crate::reload::Live {
         *self.live.read().unwrap_or_else(|p| p.into_inner())

@@ -1,19 +1,21 @@
 //! Running the broker as a service, with the real binaries on 127.0.0.1:
 //! its server certificate renewed while serving, SIGHUP reloading the
-//! certificate files and the configuration without dropping a tunnel.
+//! certificate files and the configuration without dropping a tunnel;
+//! token-signing keys rotated.
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lanyard_broker::auth::ca::Ca;
 use lanyard_broker::datadir::{to_pem, DataDir};
 use lanyard_broker::tls::certificate_facts;
-use lanyard_e2e::world::{live_connection, World, READY};
-use lanyard_e2e::{echo_through, pattern, BrokerProcess};
+use lanyard_e2e::world::{live_connection, World, PASSWORD, READY};
+use lanyard_e2e::{bin, echo_through, pattern, run, Agent, BrokerProcess};
 
 /// The leaf certificate the API serves to a new TLS connection (verified
 /// against the broker's CA on the way).
@@ -254,4 +256,70 @@ fn sighup_reloads_certificate_files_and_config_without_dropping_a_tunnel() {
         "still running"
     );
     println!("SIGHUP reload: {took_files:.2} ms (certificate files), {took_config:.2} ms (config)");
+}
+
+/// The `kid` in the header of the agent's stored access token.
+fn access_token_kid(agent: &Agent) -> String {
+    let tokens: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(agent.state_dir.join("tokens.json")).unwrap())
+            .unwrap();
+    let token = tokens["access_token"].as_str().unwrap();
+    let header = data_encoding::BASE64URL_NOPAD
+        .decode(token.split('.').next().unwrap().as_bytes())
+        .unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn rotated_keys_sign_new_tokens_while_old_ones_verify_until_they_expire() {
+    let w = World::new();
+    w.person("a.patel", "hr");
+    let agent = w.agent("laptop", "a.patel", None);
+    let old_kid = access_token_kid(&agent);
+
+    let mut cmd = Command::new(bin("lanyard-broker"));
+    cmd.arg("rotate-keys")
+        .arg("--data-dir")
+        .arg(&w.broker.data_dir);
+    let out = run(cmd, None).ok().stdout;
+    let new_kid = out
+        .split("new token-signing key: kid ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_owned();
+    assert_ne!(new_kid, old_kid);
+    assert!(out.contains(&old_kid), "the old kid still verifies: {out}");
+    assert!(w.broker.data_dir.join("token-signing-key-2.pem").exists());
+    w.broker.signal("HUP");
+    assert!(wait_until(Duration::from_secs(10), || w
+        .broker
+        .log_text()
+        .contains("SIGHUP: token-signing keys reloaded")));
+
+    // The token signed before the rotation still opens a session.
+    {
+        let mut up = agent.up(&[]);
+        let forwards = up.wait_ready(READY);
+        assert_eq!(
+            echo_through(forwards["echo"], b"old key").unwrap(),
+            b"old key"
+        );
+        assert_eq!(access_token_kid(&agent), old_kid, "not refreshed meanwhile");
+    }
+    // A new sign-in gets a token under the new key, and it verifies.
+    agent
+        .run(
+            &["login", "a.patel", "--password-stdin"],
+            Some(&format!("{PASSWORD}\n")),
+        )
+        .ok();
+    assert_eq!(access_token_kid(&agent), new_kid);
+    let mut up = agent.up(&[]);
+    let forwards = up.wait_ready(READY);
+    assert_eq!(
+        echo_through(forwards["echo"], b"new key").unwrap(),
+        b"new key"
+    );
 }

@@ -50,7 +50,7 @@ async fn open(ctx: &DeviceConn, access_token: &str) -> Result<Arc<LiveSession>, 
     let state = &ctx.state;
     let now = now_ms();
     let claims = state
-        .token_keys
+        .token_keys()
         .verify(access_token, &ctx.thumbprint, now / 1000)
         .map_err(|e| Refusal {
             code: ErrorCode::Unauthorized,

@@ -20,7 +20,7 @@ fn tokens(ctx: &DeviceConn, username: &str, family: &str, refresh_token: String)
     let now = now_ms() / 1000;
     let access =
         ctx.state
-            .token_keys
+            .token_keys()
             .issue_for_sign_in(username, &ctx.thumbprint, Some(family), now, ttl);
     if let Some(session) = ctx.session.get() {
         if session.username == username {
