@@ -47,6 +47,16 @@ enum Command {
         after_help = "Examples:\n  lanyard-broker migrate --data-dir /var/lib/lanyard\n  lanyard-broker migrate --database-url postgres://lanyard@db.internal/lanyard"
     )]
     Migrate(StoreArgs),
+    /// Copy the SQLite store into FILE while the broker serves (a consistent
+    /// snapshot; the broker goes on writing meanwhile).
+    ///
+    /// FILE must not exist. Restore by putting the copy in a fresh data dir
+    /// as lanyard.db beside the key files (see the README's "Back up and
+    /// restore"). PostgreSQL stores are backed up with pg_dump.
+    #[command(
+        after_help = "Examples:\n  lanyard-broker backup --data-dir /var/lib/lanyard /var/backups/lanyard-$(date +%F).db\n  lanyard-broker backup --config /etc/lanyard/broker.toml /var/backups/lanyard.db"
+    )]
+    Backup(BackupArgs),
     /// Make a new token-signing key (a new kid) in the data dir; new access
     /// tokens are signed with it once a broker reloads (SIGHUP) or restarts.
     ///
@@ -143,6 +153,15 @@ struct ServeArgs {
     /// `.`, `-`, `_`, `:`; up to 64) [default: HOSTNAME:QUIC_PORT].
     #[arg(long, env = "LANYARD_NODE", value_name = "NAME")]
     node: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct BackupArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The new file to write the copy to (never overwritten).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -333,6 +352,24 @@ async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let settings = settings(args.store, None)?;
+    let url = settings.database_url();
+    let done = lanyard_broker::backup::sqlite(&url, &args.file).await?;
+    say!(
+        "backup: {} ({} bytes, audit log up to row {}) in {} ms",
+        args.file.display(),
+        done.bytes,
+        done.audit_seq,
+        done.took.as_millis()
+    );
+    say!(
+        "keep with it, from {}: ca.pem, ca-key.pem, token-signing-key*.pem, seal.key, audit-signing.key, quic-reset-key",
+        settings.data_dir.display()
+    );
+    Ok(())
+}
+
 fn rotate_keys(args: KeysArgs) -> anyhow::Result<()> {
     use lanyard_broker::auth::tokens::{TokenKeys, LEEWAY_SECS};
     let settings = settings(
@@ -420,6 +457,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args, log).await,
             Command::Migrate(args) => migrate(args).await,
             Command::RotateKeys(args) => rotate_keys(args),
+            Command::Backup(args) => backup(args).await,
             Command::CheckConfig(_) => unreachable!("handled above"),
         }
     });

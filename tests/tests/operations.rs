@@ -323,3 +323,138 @@ fn rotated_keys_sign_new_tokens_while_old_ones_verify_until_they_expire() {
         b"new key"
     );
 }
+
+/// The data dir's files a restore needs beside the database copy.
+const KEEP_WITH_A_BACKUP: [&str; 7] = [
+    "ca.pem",
+    "ca-key.pem",
+    "token-signing-key.pem",
+    "seal.key",
+    "audit-signing.key",
+    "quic-reset-key",
+    "admin-token",
+];
+
+#[test]
+fn a_backup_taken_under_writes_restores_with_a_good_audit_log_and_the_same_rules() {
+    let w = World::new();
+    w.person("a.patel", "hr");
+    let agent = w.agent("laptop", "a.patel", None);
+    let forwards = [
+        "--forward",
+        "echo=127.0.0.1:0",
+        "--forward",
+        "housing-app=127.0.0.1:0",
+    ];
+
+    // Writes going on: one audited change after another.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = {
+        let (stop, writes) = (stop.clone(), writes.clone());
+        let (api, data) = (w.broker.api.clone(), w.broker.data_dir.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut cmd = Command::new(bin("lanyard"));
+                cmd.args(["groups", "add", &format!("load-{i}")])
+                    .env("LANYARD_BROKER", &api)
+                    .env("LANYARD_CA_CERT", data.join("ca.pem"))
+                    .env("LANYARD_TOKEN_FILE", data.join("admin-token"))
+                    .env_remove("LANYARD_TOKEN");
+                run(cmd, None).ok();
+                writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                i += 1;
+            }
+        })
+    };
+    assert!(wait_until(Duration::from_secs(20), || writes
+        .load(std::sync::atomic::Ordering::Relaxed)
+        >= 5));
+    let before = writes.load(std::sync::atomic::Ordering::Relaxed);
+    let backups = tempfile::tempdir().unwrap();
+    let file = backups.path().join("lanyard-backup.db");
+    let backup = |file: &Path| {
+        let mut cmd = Command::new(bin("lanyard-broker"));
+        cmd.arg("backup")
+            .arg("--data-dir")
+            .arg(&w.broker.data_dir)
+            .arg(file);
+        run(cmd, None)
+    };
+    let out = backup(&file).ok().stdout;
+    let after = writes.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(out.starts_with("backup: "), "{out}");
+    // A second backup to the same name is refused and leaves it alone.
+    let first_copy = std::fs::read(&file).unwrap();
+    let again = backup(&file);
+    assert_ne!(again.code, 0);
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+    assert_eq!(std::fs::read(&file).unwrap(), first_copy);
+    assert!(wait_until(Duration::from_secs(20), || writes
+        .load(std::sync::atomic::Ordering::Relaxed)
+        >= after + 3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let total = writes.load(std::sync::atomic::Ordering::Relaxed);
+
+    // The broker is lost; its addresses get a broker on a fresh data dir
+    // holding the copy and the key files.
+    let mut lost = w.broker;
+    let (api, quic) = (
+        lost.api.trim_start_matches("https://").to_owned(),
+        lost.quic.clone(),
+    );
+    lost.signal("KILL");
+    lost.wait_exit(Duration::from_secs(10)).expect("exits");
+    let fresh = backups.path().join("restored");
+    std::fs::create_dir(&fresh).unwrap();
+    for name in KEEP_WITH_A_BACKUP {
+        std::fs::copy(lost.data_dir.join(name), fresh.join(name)).unwrap();
+    }
+    std::fs::copy(&file, fresh.join("lanyard.db")).unwrap();
+    let restored = BrokerProcess::start_at(&fresh, &api, &quic, &[], &[]);
+
+    let verify = restored.lanyard(&["audit", "verify"], None, None);
+    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+    // A consistent snapshot: every group added before the backup began, none
+    // after it ended.
+    let groups = restored
+        .lanyard(&["groups", "list", "--json"], None, None)
+        .ok();
+    let groups: serde_json::Value = serde_json::from_str(&groups.stdout).unwrap();
+    let load_groups = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["name"].as_str().is_some_and(|n| n.starts_with("load-")))
+        .count();
+    assert!(
+        (before..=after).contains(&load_groups),
+        "{load_groups} groups restored; {before} were made before the backup, {after} by its end"
+    );
+
+    // The same rules: the person's allowed app carries bytes, the other
+    // group's app is refused with the reason.
+    let mut up = agent.up(&forwards);
+    up.wait_ready(READY);
+    let bound = std::fs::read_to_string(agent.state_dir.join("forwards.json")).unwrap();
+    let bound: std::collections::BTreeMap<String, u16> = serde_json::from_str(&bound).unwrap();
+    assert_eq!(
+        echo_through(bound["echo"], b"restored").unwrap(),
+        b"restored"
+    );
+    assert!(echo_through(bound["housing-app"], b"no")
+        .unwrap_or_default()
+        .is_empty());
+    assert!(
+        up.wait_log("not in any of its groups", Duration::from_secs(5)),
+        "{}",
+        up.log()
+    );
+    println!(
+        "backup: {} bytes under {total} writes ({} during the backup); {out}",
+        first_copy.len(),
+        after - before
+    );
+}
