@@ -14,6 +14,7 @@ pub mod csv_import;
 pub mod datadir;
 pub mod histogram;
 pub mod load;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod per_address;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use lanyard_broker::config::{FileConfig, Overrides, Settings};
+use lanyard_broker::logging::{LogControl, LogFormat};
 use lanyard_broker::store::{redact_url, Store};
 use lanyard_broker::Broker;
 
@@ -195,50 +196,6 @@ macro_rules! say {
     }};
 }
 
-const DEFAULT_LOG: &str = "info,sqlx=warn,quinn=warn,rustls=warn";
-
-/// The log filter, which the config file's `log_level` may change on
-/// SIGHUP unless `LANYARD_LOG` set it.
-struct LogControl {
-    handle: tracing_subscriber::reload::Handle<
-        tracing_subscriber::EnvFilter,
-        tracing_subscriber::Registry,
-    >,
-    from_env: bool,
-}
-
-impl LogControl {
-    /// Applies the config file's `log_level` (the default when `None`);
-    /// true if the filter changed.
-    fn set(&self, level: Option<&str>, current: &mut Option<String>) -> bool {
-        if self.from_env || current.as_deref() == level {
-            return false;
-        }
-        let filter = tracing_subscriber::EnvFilter::new(level.unwrap_or(DEFAULT_LOG));
-        *current = level.map(str::to_owned);
-        self.handle.reload(filter).is_ok()
-    }
-}
-
-fn init_logging() -> LogControl {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let env = tracing_subscriber::EnvFilter::try_from_env("LANYARD_LOG").ok();
-    let from_env = env.is_some();
-    let (filter, handle) = tracing_subscriber::reload::Layer::new(
-        env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
-    );
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
-        .init();
-    LogControl { handle, from_env }
-}
-
 fn settings(store: StoreArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Settings> {
     let file = match &store.config {
         Some(path) => FileConfig::load(path)?,
@@ -262,10 +219,9 @@ fn settings(store: StoreArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Setti
     Ok(Settings::resolve(over, file)?)
 }
 
-async fn serve(args: ServeArgs, log: LogControl) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, mut log: LogControl) -> anyhow::Result<()> {
     let first = settings(args.store.clone(), Some(&args))?;
-    let mut log_level = None;
-    log.set(first.log_level.as_deref(), &mut log_level);
+    log.set(first.log_level.as_deref());
     let broker = Broker::start(first).await?;
     // Listening for signals before the ready line: a SIGTERM sent as soon
     // as the broker says it is ready must drain it, not kill it outright,
@@ -278,7 +234,7 @@ async fn serve(args: ServeArgs, log: LogControl) -> anyhow::Result<()> {
             let started = std::time::Instant::now();
             let new = settings(args.store.clone(), Some(&args));
             let level_changed = match &new {
-                Ok(s) => log.set(s.log_level.as_deref(), &mut log_level),
+                Ok(s) => log.set(s.log_level.as_deref()),
                 Err(_) => false,
             };
             let (done, errors) = lanyard_broker::reload::apply(&state, new);
@@ -433,10 +389,18 @@ fn check_config(args: CheckArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let format = match LogFormat::from_env() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("lanyard-broker: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = |result| report(result, format);
     if let Command::CheckConfig(args) = cli.command {
         return report(check_config(args));
     }
-    let log = init_logging();
+    let log = lanyard_broker::logging::init(format);
     let threads = match &cli.command {
         Command::Serve(args) => args.threads.unwrap_or(1),
         _ => 1,
@@ -464,7 +428,7 @@ fn main() -> ExitCode {
     report(result)
 }
 
-fn report(result: anyhow::Result<()>) -> ExitCode {
+fn report(result: anyhow::Result<()>, format: LogFormat) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e)
@@ -482,7 +446,10 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
                     line.push_str(c);
                 }
             }
-            eprintln!("lanyard-broker: error: {line}");
+            eprintln!(
+                "{}",
+                lanyard_broker::logging::fatal_line(format, "lanyard-broker", &line)
+            );
             ExitCode::FAILURE
         }
     }

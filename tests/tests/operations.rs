@@ -458,3 +458,111 @@ fn a_backup_taken_under_writes_restores_with_a_good_audit_log_and_the_same_rules
         after - before
     );
 }
+
+#[test]
+fn json_logs_have_an_access_line_per_request_and_no_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(
+        &tmp.path().join("data"),
+        &[],
+        &[
+            ("LANYARD_LOG_FORMAT", "json"),
+            ("LANYARD_LOG", "info,rustls=debug"),
+        ],
+    );
+    broker.lanyard(&["groups", "add", "hr"], None, None).ok();
+    broker.add_person("a.patel", "hr", PASSWORD);
+    let staff = broker
+        .lanyard(&["staff", "show", "a.patel"], None, None)
+        .ok();
+    assert!(staff.stdout.contains("a.patel"), "{}", staff.stdout);
+    let bad_token = "lyt_this-token-is-not-valid-0123456789";
+    let refused = broker.lanyard(&["staff", "list"], Some(bad_token), None);
+    assert_ne!(refused.code, 0);
+    let login = broker
+        .lanyard(
+            &["login", "a.patel", "--password-stdin"],
+            Some(""),
+            Some(&format!("{PASSWORD}\n")),
+        )
+        .ok();
+    let api_token = login
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("lyt_"))
+        .unwrap_or_else(|| panic!("no token in {}", login.stdout))
+        .to_owned();
+    // Not an admin: refused, but signed in.
+    let forbidden = broker.lanyard(&["staff", "list"], Some(&api_token), None);
+    assert_ne!(forbidden.code, 0);
+    broker.lanyard_metrics();
+
+    // The CLI's own log (rustls, bridged) is JSON too.
+    let mut cmd = Command::new(bin("lanyard"));
+    cmd.args(["staff", "list"])
+        .env("LANYARD_BROKER", &broker.api)
+        .env("LANYARD_CA_CERT", broker.data_dir.join("ca.pem"))
+        .env("LANYARD_TOKEN", broker.admin_token())
+        .env("LANYARD_LOG_FORMAT", "json")
+        .env("LANYARD_LOG", "rustls=debug");
+    let cli = run(cmd, None).ok();
+    let cli_lines: Vec<serde_json::Value> = cli
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        cli_lines
+            .iter()
+            .any(|l| l["target"].as_str().unwrap_or("").starts_with("rustls")),
+        "{}",
+        cli.stderr
+    );
+
+    let log = broker.log_text();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let access: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["target"] == "lanyard_broker::access")
+        .map(|l| &l["fields"])
+        .collect();
+    let find = |method: &str, route: &str, status: u64| {
+        access
+            .iter()
+            .find(|f| f["method"] == method && f["route"] == route && f["status"] == status)
+            .unwrap_or_else(|| panic!("no {method} {route} {status} in {access:#?}"))
+    };
+    let shown = find("GET", "/api/v1/staff/{username}", 200);
+    assert_eq!(shown["actor"], "bootstrap", "{shown}");
+    assert!(shown["duration_ms"]
+        .as_str()
+        .unwrap()
+        .parse::<f64>()
+        .is_ok());
+    assert_eq!(find("GET", "/api/v1/staff", 401)["actor"], "-");
+    assert_eq!(find("POST", "/api/v1/login", 200)["actor"], "a.patel");
+    assert_eq!(find("GET", "/api/v1/staff", 403)["actor"], "a.patel");
+    find("GET", "/metrics", 200);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["target"].as_str().unwrap_or("").starts_with("rustls")),
+        "rustls's log records are in the same stream"
+    );
+    for secret in [
+        PASSWORD,
+        bad_token,
+        api_token.as_str(),
+        broker.admin_token().as_str(),
+    ] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+    println!(
+        "json log: {} lines, {} access lines, all JSON",
+        lines.len(),
+        access.len()
+    );
+}
