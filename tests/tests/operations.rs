@@ -219,7 +219,7 @@ fn sighup_reloads_certificate_files_and_config_without_dropping_a_tunnel() {
     write_api_cert(&ca, &files, Duration::from_secs(7200));
     std::fs::write(
         &config,
-        "[admission]\ncapacity = 7\n[limits]\nstreams_per_agent = 9\n",
+        "log_level = \"debug\"\n[admission]\ncapacity = 7\n[limits]\nstreams_per_agent = 9\n",
     )
     .unwrap();
     w.broker.signal("HUP");
@@ -235,6 +235,16 @@ fn sighup_reloads_certificate_files_and_config_without_dropping_a_tunnel() {
         .unwrap_or_else(|| panic!("{log}"));
     assert!(restart.contains("limits.streams_per_agent"), "{restart}");
     assert!(!restart.contains("admission"), "{restart}");
+    let applied = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("SIGHUP: reloaded the configuration"))
+        .unwrap();
+    assert!(
+        applied.contains("applied=admission, log_level"),
+        "{applied}"
+    );
+    assert!(log.contains(" DEBUG "), "the new log level holds: {log}");
 
     // A config that does not parse changes nothing.
     std::fs::write(&config, "colour = 'blue'\n").unwrap();
