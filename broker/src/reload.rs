@@ -141,10 +141,10 @@ pub struct Reloaded {
 }
 
 /// Applies `new` (the configuration read again) and re-reads the
-/// `--tls-cert` files. A configuration that does not resolve changes
-/// nothing; a certificate file that cannot be read leaves the served
-/// certificate in place. Both are logged and returned as errors; the
-/// broker goes on either way.
+/// token-signing keys and the `--tls-cert` files. A configuration that
+/// does not resolve changes nothing; keys or a certificate file that
+/// cannot be read leave the ones in use in place. Each failure is logged
+/// and returned as an error; the broker goes on either way.
 pub fn apply<E: std::fmt::Display>(
     state: &crate::state::Shared,
     new: Result<Settings, E>,
