@@ -529,6 +529,22 @@ fn json_logs_have_an_access_line_per_request_and_no_secret() {
         cli.stderr
     );
 
+    // The agent's messages too, its last words included.
+    let mut up = Agent::new(tmp.path().join("not-enrolled")).command();
+    up.arg("up").env("LANYARD_LOG_FORMAT", "json");
+    let up = run(up, None);
+    assert_ne!(up.code, 0);
+    let last: serde_json::Value = serde_json::from_str(up.stderr.trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", up.stderr));
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert!(
+        last["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not enrolled"),
+        "{last}"
+    );
+
     let log = broker.log_text();
     let lines: Vec<serde_json::Value> = log
         .lines()
