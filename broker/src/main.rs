@@ -336,7 +336,20 @@ fn rotate_keys(args: KeysArgs) -> anyhow::Result<()> {
         },
         None,
     )?;
+    if !settings.data_dir.is_dir() {
+        anyhow::bail!(
+            "no data dir at {}; pass the broker's --data-dir",
+            settings.data_dir.display()
+        );
+    }
     let dir = lanyard_broker::datadir::DataDir::open(&settings.data_dir)?;
+    // A data dir without keys is not a broker's: nothing is made there.
+    if !TokenKeys::any_in(&dir)? {
+        anyhow::bail!(
+            "no token-signing key in {}; is it the broker's data dir? (the broker makes the first key at its first start)",
+            settings.data_dir.display()
+        );
+    }
     let token_life = settings.access_ttl + std::time::Duration::from_secs(2 * LEEWAY_SECS as u64);
     let rotated = TokenKeys::rotate(&dir, token_life)?;
     say!(

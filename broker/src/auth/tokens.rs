@@ -262,6 +262,11 @@ impl TokenKeys {
         })
     }
 
+    /// Whether the data dir holds a token-signing key.
+    pub fn any_in(dir: &DataDir) -> Result<bool, DataDirError> {
+        Ok(!generations(dir)?.is_empty())
+    }
+
     /// The kids whose tokens verify.
     pub fn kids(&self) -> Vec<&str> {
         let mut kids: Vec<&str> = self.verifying.keys().map(String::as_str).collect();
