@@ -8,5 +8,6 @@ pub mod backoff;
 pub mod client;
 pub mod forward;
 pub mod identity;
+pub mod logging;
 pub mod state;
 pub mod up;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use lanyard_agent::account;
 use lanyard_agent::identity::{now_secs, TOKENS_FILE};
+use lanyard_agent::logging::LogFormat;
 use lanyard_agent::state::{default_dir, StateDir};
 use lanyard_agent::up::{self, Forward, UpConfig, UpEvent, UpStatus};
 
@@ -100,13 +101,14 @@ macro_rules! say {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LANYARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    let format = match LogFormat::from_env() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("lanyard-agent: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    lanyard_agent::logging::init(format);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -126,7 +128,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("lanyard-agent: error: {e}");
+            eprintln!("{}", format.line(PROGRAM, "ERROR", &e.to_string()));
             ExitCode::FAILURE
         }
     }
@@ -156,6 +158,14 @@ fn when(secs: u64) -> String {
 
 fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+const PROGRAM: &str = "lanyard-agent";
+
+/// A message from `up` on stderr, in the log format (checked at start).
+fn tell(level: &str, message: String) {
+    let format = LogFormat::from_env().unwrap_or(LogFormat::Text);
+    eprintln!("{}", format.line(PROGRAM, level, &message));
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -228,23 +238,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let _ = writeln!(out, "{line}");
                     let _ = out.flush();
                     if forwards.is_empty() {
-                        eprintln!(
-                            "lanyard-agent: connected, but no app is open to you on this device"
+                        tell(
+                            "WARN",
+                            "connected, but no app is open to you on this device".into(),
                         );
                     }
                     for app in not_allowed {
-                        eprintln!("lanyard-agent: {app}: not allowed for you on this device");
+                        tell("WARN", format!("{app}: not allowed for you on this device"));
                     }
                 }
-                UpEvent::Disconnected { reason, retry_in } => eprintln!(
-                    "lanyard-agent: disconnected: {reason}; reconnecting in {}",
-                    humantime::format_duration(std::time::Duration::from_millis(
-                        retry_in.as_millis() as u64
-                    ))
+                UpEvent::Disconnected { reason, retry_in } => tell(
+                    "WARN",
+                    format!(
+                        "disconnected: {reason}; reconnecting in {}",
+                        humantime::format_duration(std::time::Duration::from_millis(
+                            retry_in.as_millis() as u64
+                        ))
+                    ),
                 ),
-                UpEvent::StreamFailed { app, reason } => {
-                    eprintln!("lanyard-agent: {app}: {reason}")
-                }
+                UpEvent::StreamFailed { app, reason } => tell("WARN", format!("{app}: {reason}")),
             };
             let shutdown = async {
                 let mut term =

@@ -5,8 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -45,6 +43,8 @@ pub enum StartError {
     Quic(#[from] QuicError),
     #[error("API TLS: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Certificate(#[from] crate::tls::TlsError),
 }
 
 /// A broker whose listeners are bound and whose store is ready.
@@ -72,28 +72,13 @@ fn local_hostname() -> Option<String> {
     (!name.is_empty()).then(|| name.to_owned())
 }
 
-fn api_tls(settings: &Settings, ca: &Ca, names: &[String]) -> Result<TlsAcceptor, StartError> {
-    let (chain, key): (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) = match &settings.tls {
-        Some((cert, key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| {
-                    StartError::Tls(format!("cannot read --tls-cert {}: {e:?}", cert.display()))
-                })?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                StartError::Tls(format!("cannot read --tls-key {}: {e:?}", key.display()))
-            })?;
-            (chain, key)
-        }
-        None => ca.issue_server_cert(names)?,
-    };
+fn api_tls(slot: Arc<crate::tls::CertSlot>) -> Result<TlsAcceptor, StartError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| StartError::Tls(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| StartError::Tls(e.to_string()))?;
+        .with_cert_resolver(slot);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -172,17 +157,21 @@ impl Broker {
         {
             names.push(host.trim_matches(['[', ']']).to_owned());
         }
-        let api_tls = api_tls(&settings, &ca, &names)?;
+        let certs = crate::tls::ServerCerts::new(
+            &ca,
+            names,
+            settings.server_cert_ttl,
+            settings.tls.clone(),
+        )?;
+        let api_tls = api_tls(certs.api())?;
 
-        let (chain, key) = ca.issue_server_cert(&names)?;
         let (reset_key, _) = dir.read_or_create(QUIC_RESET_KEY_FILE, || {
             Ok::<_, DataDirError>(crate::secrets::random_bytes::<32>().to_vec())
         })?;
         let endpoint = quic::endpoint(
             quic_socket,
             quic::server_config(
-                chain,
-                key,
+                certs.quic(),
                 ca.cert_der(),
                 settings.streams_per_agent,
                 settings.quic_idle_timeout,
@@ -225,10 +214,13 @@ impl Broker {
         let settings_public = settings.public_addrs.clone();
         let max_age = settings.rules_max_age;
         let access_ttl = settings.access_ttl;
+        let live = std::sync::RwLock::new(crate::reload::Live::of(&settings));
         let shared = Arc::new(Shared {
+            live,
+            certs,
             store,
             ca,
-            token_keys,
+            token_keys: std::sync::RwLock::new(Arc::new(token_keys)),
             seal,
             metrics: Metrics::default(),
             settings,
@@ -353,6 +345,10 @@ impl Broker {
                     .await
             })
         };
+        let renewal = {
+            let (shared, stop) = (self.shared.clone(), stop_rx.clone());
+            tokio::spawn(async move { crate::tls::renew_at_half_life(&shared, stop).await })
+        };
         let load = {
             let shared = self.shared.clone();
             tokio::spawn(async move { crate::load::run(shared.load_sources(), stop_rx).await })
@@ -366,6 +362,7 @@ impl Broker {
         let _ = failures.await;
         let _ = heartbeat.await;
         let _ = checkpoints.await;
+        let _ = renewal.await;
         let _ = listener.await;
         self.endpoint.close(
             lanyard_proto::close::SHUTDOWN.into(),
@@ -428,7 +425,7 @@ async fn checkpoint(state: &crate::state::Shared, mut shutdown: watch::Receiver<
     loop {
         let stopping = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => true,
-            _ = tokio::time::sleep(state.settings.checkpoint_interval) => false,
+            _ = tokio::time::sleep(state.live().checkpoint_interval) => false,
         };
         match tokio::time::timeout(HEARTBEAT, state.store.audit_head()).await {
             Ok(Ok((seq, hash))) => {

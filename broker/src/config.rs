@@ -68,6 +68,20 @@ pub struct FileConfig {
     pub policy: PolicyConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// What is logged, as in `LANYARD_LOG` (which wins when set), e.g.
+    /// "info" or "info,lanyard_broker::quic=debug"; SIGHUP applies a change.
+    pub log_level: Option<String>,
+}
+
+/// The broker's own server certificate.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Life of the server certificate the broker's CA issues; it is
+    /// re-issued at half its life (default 90d; 2s to 397d).
+    pub server_cert_ttl: Option<String>,
 }
 
 /// `public_addr` as written: one address or a list.
@@ -207,6 +221,10 @@ pub struct Settings {
     pub checkpoint_interval: Duration,
     /// `None`: DATA_DIR/audit-checkpoints.log.
     pub checkpoint_file: Option<PathBuf>,
+    /// Life of the CA-issued server certificate (renewed at half of it).
+    pub server_cert_ttl: Duration,
+    /// The file's `log_level`, checked.
+    pub log_level: Option<String>,
 }
 
 /// Values from flags and the environment (clap fills these).
@@ -391,7 +409,33 @@ impl Settings {
                 "must be between 1s and 24h",
             ));
         }
+        let server_cert_ttl = duration(
+            "tls.server_cert_ttl",
+            file.tls.server_cert_ttl.as_deref(),
+            Duration::from_secs(90 * 24 * 3600),
+        )?;
+        if !(Duration::from_secs(2)..=Duration::from_secs(397 * 24 * 3600))
+            .contains(&server_cert_ttl)
+        {
+            return Err(value_err(
+                "tls.server_cert_ttl",
+                "must be between 2s and 397d",
+            ));
+        }
+        let log_level = file.log_level.map(|l| l.trim().to_owned());
+        if let Some(l) = &log_level {
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(l) {
+                return Err(value_err(
+                    "log_level",
+                    format!(
+                        "{l:?} is not a level like \"info\" or \"info,lanyard_broker=debug\" ({e})"
+                    ),
+                ));
+            }
+        }
         let settings = Settings {
+            server_cert_ttl,
+            log_level,
             node,
             data_dir: over
                 .data_dir
@@ -607,6 +651,8 @@ mod tests {
             ("public_addr = 'nohost'", "public_addr"),
             ("[tokens]\naccess_ttl = '1s'", "tokens.access_ttl"),
             ("[limits]\nhttp_connections = 0", "limits.http_connections"),
+            ("[tls]\nserver_cert_ttl = '1s'", "tls.server_cert_ttl"),
+            ("log_level = 'info,=x=y'", "log_level"),
         ] {
             let err = resolve(text).unwrap_err().to_string();
             assert!(err.contains(field), "{text:?}: {err}");

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backup;
 pub mod broker;
 pub mod checkpoint;
 pub mod clock;
@@ -13,16 +14,19 @@ pub mod csv_import;
 pub mod datadir;
 pub mod histogram;
 pub mod load;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod per_address;
 pub mod policy;
 pub mod quic;
+pub mod reload;
 pub mod secrets;
 pub mod state;
 pub mod store;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod tls;
 pub mod tunnel;
 
 pub use broker::{Broker, StartError};

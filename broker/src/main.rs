@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use lanyard_broker::config::{FileConfig, Overrides, Settings};
+use lanyard_broker::logging::{LogControl, LogFormat};
 use lanyard_broker::store::{redact_url, Store};
 use lanyard_broker::Broker;
 
@@ -36,7 +37,8 @@ enum Command {
     /// Prints one line when ready:
     /// `lanyard-broker ready api=https://HOST:PORT quic=HOST:PORT ca=sha256:HEX`.
     /// SIGTERM or Ctrl-C stops accepting and drains for up to --grace-period;
-    /// a second signal exits at once.
+    /// a second signal exits at once. SIGHUP re-reads the config file and the
+    /// --tls-cert files while serving; the log names what needs a restart.
     #[command(
         after_help = "Examples:\n  lanyard-broker serve\n  lanyard-broker serve --data-dir /var/lib/lanyard --api-listen 0.0.0.0:8443 \\\n      --public-addr broker.council.example:4433 --server-name broker.council.example\n  lanyard-broker serve --config /etc/lanyard/broker.toml"
     )]
@@ -46,6 +48,27 @@ enum Command {
         after_help = "Examples:\n  lanyard-broker migrate --data-dir /var/lib/lanyard\n  lanyard-broker migrate --database-url postgres://lanyard@db.internal/lanyard"
     )]
     Migrate(StoreArgs),
+    /// Copy the SQLite store into FILE while the broker serves (a consistent
+    /// snapshot; the broker goes on writing meanwhile).
+    ///
+    /// FILE must not exist. Restore by putting the copy in a fresh data dir
+    /// as lanyard.db beside the key files (see the README's "Back up and
+    /// restore"). PostgreSQL stores are backed up with pg_dump.
+    #[command(
+        after_help = "Examples:\n  lanyard-broker backup --data-dir /var/lib/lanyard /var/backups/lanyard-$(date +%F).db\n  lanyard-broker backup --config /etc/lanyard/broker.toml /var/backups/lanyard.db"
+    )]
+    Backup(BackupArgs),
+    /// Make a new token-signing key (a new kid) in the data dir; new access
+    /// tokens are signed with it once a broker reloads (SIGHUP) or restarts.
+    ///
+    /// Tokens signed with the older keys verify until they expire. Keys
+    /// retired longer ago than the longest access-token life
+    /// ([tokens] access_ttl plus clock leeway) are removed. With several
+    /// nodes, copy the new file to every node's data dir, then reload each.
+    #[command(
+        after_help = "Examples:\n  lanyard-broker rotate-keys --data-dir /var/lib/lanyard\n  lanyard-broker rotate-keys --data-dir /var/lib/lanyard && systemctl reload lanyard-broker"
+    )]
+    RotateKeys(KeysArgs),
     /// Check a TOML config file and print the settings it gives.
     #[command(
         after_help = "Example:\n  lanyard-broker check-config --config /etc/lanyard/broker.toml"
@@ -53,7 +76,7 @@ enum Command {
     CheckConfig(CheckArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct StoreArgs {
     /// Where keys, the CA, the admin token and the SQLite database live
     /// [default: ./lanyard-data].
@@ -73,7 +96,7 @@ struct StoreArgs {
     config: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct ServeArgs {
     #[command(flatten)]
     store: StoreArgs,
@@ -134,6 +157,25 @@ struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
+struct BackupArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The new file to write the copy to (never overwritten).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct KeysArgs {
+    /// The data dir holding the keys [default: ./lanyard-data].
+    #[arg(long, env = "LANYARD_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// A TOML config file (its data_dir and [tokens] access_ttl are used).
+    #[arg(long, env = "LANYARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 struct CheckArgs {
     /// The TOML config file to check.
     #[arg(long, env = "LANYARD_CONFIG", value_name = "FILE")]
@@ -152,17 +194,6 @@ macro_rules! say {
         use std::io::Write as _;
         writeln!(std::io::stdout(), $($arg)*).map_err(OutputError)?
     }};
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LANYARD_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,sqlx=warn,quinn=warn,rustls=warn")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }
 
 fn settings(store: StoreArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Settings> {
@@ -188,17 +219,37 @@ fn settings(store: StoreArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Setti
     Ok(Settings::resolve(over, file)?)
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = StoreArgs {
-        data_dir: args.store.data_dir.clone(),
-        database_url: args.store.database_url.clone(),
-        config: args.store.config.clone(),
-    };
-    let settings = settings(store, Some(&args))?;
-    let broker = Broker::start(settings).await?;
+async fn serve(args: ServeArgs, mut log: LogControl) -> anyhow::Result<()> {
+    let first = settings(args.store.clone(), Some(&args))?;
+    log.set(first.log_level.as_deref());
+    let broker = Broker::start(first).await?;
     // Listening for signals before the ready line: a SIGTERM sent as soon
-    // as the broker says it is ready must drain it, not kill it outright.
+    // as the broker says it is ready must drain it, not kill it outright,
+    // and a SIGHUP must reload, not kill.
     let mut signals = Signals::new()?;
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let state = broker.state().clone();
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let started = std::time::Instant::now();
+            let new = settings(args.store.clone(), Some(&args));
+            let level_changed = match &new {
+                Ok(s) => log.set(s.log_level.as_deref()),
+                Err(_) => false,
+            };
+            let (done, errors) = lanyard_broker::reload::apply(&state, new);
+            let mut applied = done.map(|d| d.applied).unwrap_or_default();
+            if level_changed {
+                applied.push("log_level");
+            }
+            tracing::info!(
+                applied = %if applied.is_empty() { "nothing".to_owned() } else { applied.join(", ") },
+                errors = errors.len(),
+                took_ms = %format_args!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+                "SIGHUP: reloaded the configuration and certificate files"
+            );
+        }
+    });
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -257,6 +308,69 @@ async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let settings = settings(args.store, None)?;
+    let url = settings.database_url();
+    let done = lanyard_broker::backup::sqlite(&url, &args.file).await?;
+    say!(
+        "backup: {} ({} bytes, audit log up to row {}) in {} ms",
+        args.file.display(),
+        done.bytes,
+        done.audit_seq,
+        done.took.as_millis()
+    );
+    say!(
+        "keep with it, from {}: ca.pem, ca-key.pem, token-signing-key*.pem, seal.key, audit-signing.key, quic-reset-key",
+        settings.data_dir.display()
+    );
+    Ok(())
+}
+
+fn rotate_keys(args: KeysArgs) -> anyhow::Result<()> {
+    use lanyard_broker::auth::tokens::{TokenKeys, LEEWAY_SECS};
+    let settings = settings(
+        StoreArgs {
+            data_dir: args.data_dir,
+            database_url: None,
+            config: args.config,
+        },
+        None,
+    )?;
+    if !settings.data_dir.is_dir() {
+        anyhow::bail!(
+            "no data dir at {}; pass the broker's --data-dir",
+            settings.data_dir.display()
+        );
+    }
+    let dir = lanyard_broker::datadir::DataDir::open(&settings.data_dir)?;
+    // A data dir without keys is not a broker's: nothing is made there.
+    if !TokenKeys::any_in(&dir)? {
+        anyhow::bail!(
+            "no token-signing key in {}; is it the broker's data dir? (the broker makes the first key at its first start)",
+            settings.data_dir.display()
+        );
+    }
+    let token_life = settings.access_ttl + std::time::Duration::from_secs(2 * LEEWAY_SECS as u64);
+    let rotated = TokenKeys::rotate(&dir, token_life)?;
+    say!(
+        "new token-signing key: kid {} ({})",
+        rotated.kid,
+        dir.file(&rotated.file).display()
+    );
+    say!(
+        "tokens under these kids verify until they expire: {}",
+        rotated.verifying.join(", ")
+    );
+    for file in &rotated.removed {
+        say!(
+            "removed {file}: retired more than {} ago, so no token it signed is still valid",
+            humantime::format_duration(token_life)
+        );
+    }
+    say!("reload running brokers to sign with it: SIGHUP (systemctl reload lanyard-broker) or restart; with several nodes, copy the file to each node's data dir first");
+    Ok(())
+}
+
 fn check_config(args: CheckArgs) -> anyhow::Result<()> {
     let Some(path) = args.config else {
         anyhow::bail!("no config file given; pass --config FILE (or set LANYARD_CONFIG)");
@@ -288,10 +402,18 @@ fn check_config(args: CheckArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let format = match LogFormat::from_env() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("lanyard-broker: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = |result| report(result, format);
     if let Command::CheckConfig(args) = cli.command {
         return report(check_config(args));
     }
-    init_logging();
+    let log = lanyard_broker::logging::init(format);
     let threads = match &cli.command {
         Command::Serve(args) => args.threads.unwrap_or(1),
         _ => 1,
@@ -309,15 +431,17 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(args, log).await,
             Command::Migrate(args) => migrate(args).await,
+            Command::RotateKeys(args) => rotate_keys(args),
+            Command::Backup(args) => backup(args).await,
             Command::CheckConfig(_) => unreachable!("handled above"),
         }
     });
     report(result)
 }
 
-fn report(result: anyhow::Result<()>) -> ExitCode {
+fn report(result: anyhow::Result<()>, format: LogFormat) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e)
@@ -335,7 +459,10 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
                     line.push_str(c);
                 }
             }
-            eprintln!("lanyard-broker: error: {line}");
+            eprintln!(
+                "{}",
+                lanyard_broker::logging::fatal_line(format, "lanyard-broker", &line)
+            );
             ExitCode::FAILURE
         }
     }

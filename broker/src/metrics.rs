@@ -62,6 +62,19 @@ pub struct Live {
     pub started_at_secs: i64,
 }
 
+/// `lanyard_certificate_expiry_seconds{cert}`: seconds from `now_secs`
+/// until each certificate's notAfter (negative once it has passed).
+pub fn render_certificate_expiry(out: &mut String, certs: &[(&str, i64)], now_secs: i64) {
+    let name = "lanyard_certificate_expiry_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Seconds until the certificate expires: server (issued by the broker's CA, renewed at half its life), api (--tls-cert), ca.\n# TYPE {name} gauge"
+    );
+    for (cert, not_after) in certs {
+        let _ = writeln!(out, "{name}{{cert=\"{cert}\"}} {}", not_after - now_secs);
+    }
+}
+
 impl Metrics {
     pub fn count_response(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;

@@ -18,7 +18,8 @@ pub type AppState = Arc<Shared>;
 pub struct Shared {
     pub store: Store,
     pub ca: Ca,
-    pub token_keys: TokenKeys,
+    /// Read again on SIGHUP (`lanyard-broker rotate-keys` adds one).
+    pub token_keys: std::sync::RwLock<Arc<TokenKeys>>,
     pub seal: SealKey,
     pub metrics: Metrics,
     pub settings: Settings,
@@ -43,9 +44,26 @@ pub struct Shared {
     pub load: crate::load::LoadState,
     /// Signed checkpoints of the audit chain, outside the database.
     pub checkpoints: crate::checkpoint::Checkpoints,
+    /// The settings SIGHUP may change; `settings` holds those at start.
+    pub live: std::sync::RwLock<crate::reload::Live>,
+    /// The server certificates the API and QUIC serve.
+    pub certs: crate::tls::ServerCerts,
 }
 
 impl Shared {
+    /// The token-signing keys in force now.
+    pub fn token_keys(&self) -> Arc<TokenKeys> {
+        self.token_keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The settings in force now (see [`crate::reload`]).
+    pub fn live(&self) -> crate::reload::Live {
+        *self.live.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The addresses agents may use, this node's first.
     pub fn agent_addrs(&self) -> Vec<String> {
         let addrs = self
@@ -76,7 +94,7 @@ impl Shared {
             metrics: &self.metrics,
             sessions: &self.sessions,
             store: &self.store,
-            capacity: self.settings.admission.capacity,
+            capacity: self.live().admission.capacity,
             state: &self.load,
         }
     }

@@ -10,6 +10,13 @@ use lanyard_cli::{Cli, CliError, ClientError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match lanyard_agent::logging::LogFormat::from_env() {
+        Ok(format) => lanyard_agent::logging::init(format),
+        Err(e) => {
+            eprintln!("lanyard: error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

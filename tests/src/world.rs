@@ -35,7 +35,12 @@ impl World {
     }
 
     pub fn with(extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
+        Self::in_dir(tempfile::tempdir().unwrap(), extra, env)
+    }
+
+    /// As [`with`](Self::with), in `tmp` (the broker's data dir is
+    /// `tmp/data`, which the test may have prepared).
+    pub fn in_dir(tmp: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let broker = BrokerProcess::start(&tmp.path().join("data"), extra, env);
         let echo = echo_server();
         let web = http_server("hello from the intranet");

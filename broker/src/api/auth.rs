@@ -62,7 +62,10 @@ impl FromRequestParts<AppState> for Authenticated {
             ),
         };
         let reason = match lookup {
-            Some(TokenLookup::Valid(caller)) => return Ok(Authenticated(caller)),
+            Some(TokenLookup::Valid(caller)) => {
+                super::middleware::AccessNote::note_actor(&parts.extensions, &caller.name);
+                return Ok(Authenticated(caller));
+            }
             None => "no bearer token; pass --token or set LANYARD_TOKEN",
             Some(TokenLookup::Unknown) => "the token is not valid",
             Some(TokenLookup::Expired) => {
@@ -135,6 +138,7 @@ pub struct LoginResponse {
 pub async fn login(
     State(state): State<AppState>,
     client: Option<axum::Extension<ClientAddr>>,
+    note: Option<axum::Extension<std::sync::Arc<super::middleware::AccessNote>>>,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
     let now = now_ms();
@@ -160,8 +164,11 @@ pub async fn login(
             return Err(e.into());
         }
     };
+    if let Some(axum::Extension(note)) = &note {
+        note.set_actor(&person.username);
+    }
     let token = crate::secrets::new_token("lyt_");
-    let ttl = duration_ms(state.settings.api_token_ttl);
+    let ttl = duration_ms(state.live().api_token_ttl);
     state
         .store
         .api_token_create(

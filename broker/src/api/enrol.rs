@@ -90,14 +90,14 @@ async fn create(
         }
     };
     let ttl = match req.ttl.as_deref() {
-        None => state.settings.code_ttl,
+        None => state.live().code_ttl,
         Some(s) => humantime::parse_duration(s.trim())
             .map_err(|_| ApiError::bad(format!("bad ttl {s:?}: use a duration like 30m or 24h")))?,
     };
-    if ttl.as_secs() < 60 || ttl > state.settings.max_code_ttl {
+    if ttl.as_secs() < 60 || ttl > state.live().max_code_ttl {
         return Err(ApiError::bad(format!(
             "ttl must be between 1m and {}",
-            humantime::format_duration(state.settings.max_code_ttl)
+            humantime::format_duration(state.live().max_code_ttl)
         )));
     }
     let secret: [u8; SECRET_LEN] = crate::secrets::random_bytes();

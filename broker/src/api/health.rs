@@ -22,14 +22,15 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await,
         Ok(Ok(()))
     );
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(crate::metrics::Live {
-            connections: state.quic.open_connections() as u64,
-            sessions: state.sessions.len() as u64,
-            streams: state.sessions.open_streams(),
-            store_up: up,
-            started_at_secs: state.started_at_secs,
-        }),
-    )
+    let mut body = state.metrics.render(crate::metrics::Live {
+        connections: state.quic.open_connections() as u64,
+        sessions: state.sessions.len() as u64,
+        streams: state.sessions.open_streams(),
+        store_up: up,
+        started_at_secs: state.started_at_secs,
+    });
+    let mut certs = state.certs.expiries();
+    certs.extend(crate::tls::certificate_facts(state.ca.cert_der()).map(|f| ("ca", f.not_after)));
+    crate::metrics::render_certificate_expiry(&mut body, &certs, crate::clock::now_ms() / 1000);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -26,6 +26,42 @@ const STORE_CHECK_AFTER: Duration = Duration::from_secs(2);
 /// How long the store has to answer that check.
 const STORE_CHECK_WITHIN: Duration = Duration::from_secs(3);
 
+/// What the access log line of one request learns while it is handled:
+/// the route it matched and who the caller is. Never the token, the
+/// password or the raw path (which may carry ids or junk).
+#[derive(Debug, Default)]
+pub struct AccessNote {
+    route: std::sync::OnceLock<String>,
+    actor: std::sync::OnceLock<String>,
+}
+
+impl AccessNote {
+    /// Records the caller (a valid token's owner, or who just signed in).
+    pub fn set_actor(&self, username: &str) {
+        let _ = self.actor.set(username.to_owned());
+    }
+
+    /// As [`set_actor`](Self::set_actor), on the note in a request's
+    /// extensions.
+    pub fn note_actor(extensions: &axum::http::Extensions, username: &str) {
+        if let Some(note) = extensions.get::<std::sync::Arc<AccessNote>>() {
+            note.set_actor(username);
+        }
+    }
+}
+
+/// Notes the matched route's template (`/api/v1/staff/{username}`); runs
+/// inside the router, after routing.
+pub async fn note_route(req: Request, next: Next) -> Response {
+    if let (Some(note), Some(path)) = (
+        req.extensions().get::<std::sync::Arc<AccessNote>>(),
+        req.extensions().get::<axum::extract::MatchedPath>(),
+    ) {
+        let _ = note.route.set(path.as_str().to_owned());
+    }
+    next.run(req).await
+}
+
 /// Bounds each request's time and counts responses. A request still
 /// running after [`STORE_CHECK_AFTER`] has the store checked (every
 /// interval while it runs): if the store does not answer within
@@ -36,7 +72,11 @@ const STORE_CHECK_WITHIN: Duration = Duration::from_secs(3);
 /// reloaded before the answer goes out, so the change holds for every
 /// tunnel stream from then on, and live sessions re-check themselves at
 /// once.
-pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let note = std::sync::Arc::new(AccessNote::default());
+    req.extensions_mut().insert(note.clone());
+    let method = req.method().clone();
     let access_before = state.store.access_generation();
     let from = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
     let store_gone = async {
@@ -52,7 +92,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
             return;
         }
     };
-    let bounded = tokio::time::timeout(state.settings.http_request_timeout, next.run(req));
+    let bounded = tokio::time::timeout(state.live().http_request_timeout, next.run(req));
     let response = tokio::select! {
         done = bounded => match done {
             Ok(r) => r,
@@ -77,6 +117,15 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         }
     }
     state.metrics.count_response(response.status().as_u16());
+    tracing::info!(
+        target: "lanyard_broker::access",
+        method = %method,
+        route = note.route.get().map_or("-", String::as_str),
+        status = response.status().as_u16(),
+        duration_ms = %format_args!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+        actor = note.actor.get().map_or("-", String::as_str),
+        "api request"
+    );
     let failed = matches!(response.status().as_u16(), 401 | 429);
     if let Some(ip) = from.filter(|_| failed) {
         if state.failures.recent(ip) >= FAILURES_BEFORE_SLOWING {

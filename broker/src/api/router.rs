@@ -7,8 +7,9 @@ use axum::Router;
 
 use super::error::ApiError;
 use super::{
-    apps, audit, auth, enrol, groups, health, laptops, load, middleware::guard, report, requests,
-    sessions, staff, staff_removal, tokens,
+    apps, audit, auth, enrol, groups, health, laptops, load,
+    middleware::{guard, note_route},
+    report, requests, sessions, staff, staff_removal, tokens,
 };
 use crate::state::AppState;
 
@@ -33,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .nest("/api/v1", v1)
+        .route_layer(middleware::from_fn(note_route))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.settings.http_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), guard))

@@ -113,7 +113,7 @@ async fn serve_connection(
     };
     // A client that stops reading its responses holds a connection slot
     // only as long as a request may take.
-    let stream = StallLimit::new(stream, state.settings.http_request_timeout);
+    let stream = StallLimit::new(stream, state.live().http_request_timeout);
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)

@@ -21,7 +21,6 @@ pub const CA_KEY_FILE: &str = "ca-key.pem";
 pub const CA_CERT_FILE: &str = "ca.pem";
 
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-const SERVER_CERT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -139,10 +138,12 @@ impl Ca {
     }
 
     /// A fresh server certificate for the broker's own listeners, valid for
-    /// `localhost`, the loopback addresses and `names`.
+    /// `localhost`, the loopback addresses and `names`, until `validity`
+    /// from now.
     pub fn issue_server_cert(
         &self,
         names: &[String],
+        validity: Duration,
     ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), CaError> {
         let mut sans = vec![
             "localhost".to_owned(),
@@ -162,7 +163,7 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::from_secs(3600);
-        params.not_after = now + SERVER_CERT_VALIDITY;
+        params.not_after = now + validity;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let cert = params.signed_by(&key, &self.issuer, &self.key)?;
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
@@ -190,7 +191,9 @@ mod tests {
         let dir = DataDir::open(tmp.path()).unwrap();
         let _ = Ca::load_or_create(&dir).unwrap();
         let ca = Ca::load_or_create(&dir).unwrap();
-        let (chain, _key) = ca.issue_server_cert(&["broker.example".into()]).unwrap();
+        let (chain, _key) = ca
+            .issue_server_cert(&["broker.example".into()], Duration::from_secs(3600))
+            .unwrap();
 
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.cert_der().clone()).unwrap();

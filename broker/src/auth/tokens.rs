@@ -91,6 +91,11 @@ pub enum TokenError {
 }
 
 /// The broker's signing key and every key it accepts, by `kid`.
+///
+/// The data dir holds `token-signing-key.pem` (the first key) and one
+/// `token-signing-key-N.pem` per rotation (`lanyard-broker rotate-keys`);
+/// the highest N signs, and every key present verifies, so tokens signed
+/// before a rotation stay good until they expire.
 pub struct TokenKeys {
     kid: String,
     public_key: Vec<u8>,
@@ -110,21 +115,163 @@ struct RawHeader {
     kid: Option<String>,
 }
 
+/// The file of key generation `n` (1 is the first key).
+pub fn key_file(n: u32) -> String {
+    if n <= 1 {
+        TOKEN_KEY_FILE.to_owned()
+    } else {
+        format!("token-signing-key-{n}.pem")
+    }
+}
+
+/// The generation a file name holds, if it is a token-signing key's.
+fn generation(name: &str) -> Option<u32> {
+    if name == TOKEN_KEY_FILE {
+        return Some(1);
+    }
+    let n: u32 = name
+        .strip_prefix("token-signing-key-")?
+        .strip_suffix(".pem")?
+        .parse()
+        .ok()?;
+    (n >= 2).then_some(n)
+}
+
+/// The token-signing keys' generations in the data dir, oldest first.
+fn generations(dir: &DataDir) -> Result<Vec<u32>, DataDirError> {
+    let read_err = |source| DataDirError::Read {
+        path: dir.path().to_owned(),
+        source,
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        if let Some(n) = entry.file_name().to_str().and_then(generation) {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn new_key_pem() -> Vec<u8> {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("random source failed");
+    to_pem("PRIVATE KEY", pkcs8.as_ref()).into_bytes()
+}
+
+/// What [`TokenKeys::rotate`] did.
+#[derive(Debug)]
+pub struct Rotated {
+    /// The new signing key's kid and file.
+    pub kid: String,
+    pub file: String,
+    /// The kids that still verify (the new one included).
+    pub verifying: Vec<String>,
+    /// Files of keys retired long enough ago that no token they signed can
+    /// still be valid, removed.
+    pub removed: Vec<String>,
+}
+
 impl TokenKeys {
-    /// Loads the signing key from the data dir, making it on first start.
+    /// Loads every signing key from the data dir, making the first one on
+    /// first start.
     pub fn load_or_create(dir: &DataDir) -> Result<Self, DataDirError> {
-        let (pem, _) = dir.read_or_create(TOKEN_KEY_FILE, || {
-            let rng = ring::rand::SystemRandom::new();
-            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("random source failed");
-            Ok::<_, DataDirError>(to_pem("PRIVATE KEY", pkcs8.as_ref()).into_bytes())
-        })?;
-        let damaged = |reason: String| DataDirError::Damaged {
+        if generations(dir)?.is_empty() {
+            dir.read_or_create(TOKEN_KEY_FILE, || Ok::<_, DataDirError>(new_key_pem()))?;
+        }
+        Self::load(dir)
+    }
+
+    /// Loads every signing key in the data dir: the newest signs, all
+    /// verify.
+    pub fn load(dir: &DataDir) -> Result<Self, DataDirError> {
+        let mut keys: Option<Self> = None;
+        for n in generations(dir)? {
+            let name = key_file(n);
+            let damaged = |reason: String| DataDirError::Damaged {
+                path: dir.file(&name),
+                reason,
+            };
+            let Some(pem) = dir.read(&name)? else {
+                continue; // removed meanwhile by a rotation
+            };
+            let der =
+                PrivatePkcs8KeyDer::from_pem_slice(&pem).map_err(|e| damaged(format!("{e:?}")))?;
+            let key = Self::from_pkcs8(der.secret_pkcs8_der()).map_err(damaged)?;
+            keys = Some(match keys {
+                None => key,
+                Some(older) => key.trusting(older),
+            });
+        }
+        keys.ok_or_else(|| DataDirError::Damaged {
             path: dir.file(TOKEN_KEY_FILE),
-            reason,
+            reason: "no token-signing key in the data dir".into(),
+        })
+    }
+
+    /// This key set also verifying what `older` verifies.
+    fn trusting(mut self, older: Self) -> Self {
+        for (kid, key) in older.verifying {
+            self.verifying.entry(kid).or_insert(key);
+        }
+        self
+    }
+
+    /// Adds a new signing key to the data dir (the next generation) and
+    /// removes the keys retired more than `token_life` ago: a key is
+    /// retired when the one after it is made, and no token it signed
+    /// outlives that by more than the longest access-token life.
+    pub fn rotate(dir: &DataDir, token_life: std::time::Duration) -> Result<Rotated, DataDirError> {
+        let mut next = generations(dir)?.last().copied().unwrap_or(0) + 1;
+        let file = loop {
+            let name = key_file(next);
+            let (_, created) =
+                dir.read_or_create(&name, || Ok::<_, DataDirError>(new_key_pem()))?;
+            if created {
+                break name;
+            }
+            next += 1; // another rotation took this one
         };
-        let der =
-            PrivatePkcs8KeyDer::from_pem_slice(&pem).map_err(|e| damaged(format!("{e:?}")))?;
-        Self::from_pkcs8(der.secret_pkcs8_der()).map_err(damaged)
+        let all = generations(dir)?;
+        let mut removed = Vec::new();
+        for pair in all.windows(2) {
+            let (old, successor) = (key_file(pair[0]), key_file(pair[1]));
+            let retired_for = std::fs::metadata(dir.file(&successor))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok());
+            if retired_for.is_some_and(|age| age > token_life) {
+                std::fs::remove_file(dir.file(&old)).map_err(|source| {
+                    DataDirError::NotWritable {
+                        path: dir.file(&old),
+                        source,
+                    }
+                })?;
+                removed.push(old);
+            }
+        }
+        let keys = Self::load(dir)?;
+        let mut verifying: Vec<String> = keys.verifying.keys().cloned().collect();
+        verifying.sort();
+        Ok(Rotated {
+            kid: keys.kid.clone(),
+            file,
+            verifying,
+            removed,
+        })
+    }
+
+    /// Whether the data dir holds a token-signing key.
+    pub fn any_in(dir: &DataDir) -> Result<bool, DataDirError> {
+        Ok(!generations(dir)?.is_empty())
+    }
+
+    /// The kids whose tokens verify.
+    pub fn kids(&self) -> Vec<&str> {
+        let mut kids: Vec<&str> = self.verifying.keys().map(String::as_str).collect();
+        kids.sort_unstable();
+        kids
     }
 
     /// Builds the key set from an Ed25519 PKCS#8 document.
@@ -492,5 +639,44 @@ mod tests {
         let keys = TokenKeys::generate();
         let huge = "a".repeat(MAX_TOKEN_LEN + 1);
         assert_eq!(keys.verify(&huge, &DEVICE, NOW), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn a_rotation_signs_with_the_new_key_and_the_old_tokens_still_verify() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        let first = TokenKeys::load_or_create(&dir).unwrap();
+        let old_token = first.issue("j.smith", &DEVICE, NOW, 300);
+        let day = std::time::Duration::from_secs(86_400);
+        let rotated = TokenKeys::rotate(&dir, day).unwrap();
+        assert_eq!(rotated.file, "token-signing-key-2.pem");
+        assert_ne!(rotated.kid, first.kid());
+        assert!(rotated.removed.is_empty());
+        let keys = TokenKeys::load(&dir).unwrap();
+        assert_eq!(keys.kid(), rotated.kid);
+        assert_eq!(keys.kids().len(), 2);
+        assert!(keys.verify(&old_token, &DEVICE, NOW).is_ok());
+        let new_token = keys.issue("j.smith", &DEVICE, NOW, 300);
+        assert_eq!(
+            first.verify(&new_token, &DEVICE, NOW),
+            Err(TokenError::UnknownKey),
+            "signed with the new key"
+        );
+        assert!(keys.verify(&new_token, &DEVICE, NOW).is_ok());
+        // Again with no token life left: every retired key goes, the
+        // newest stays and nothing is made again in the first key's place.
+        let third = TokenKeys::rotate(&dir, std::time::Duration::ZERO).unwrap();
+        assert_eq!(third.file, "token-signing-key-3.pem");
+        assert_eq!(
+            third.removed,
+            vec!["token-signing-key.pem", "token-signing-key-2.pem"]
+        );
+        let keys = TokenKeys::load_or_create(&dir).unwrap();
+        assert_eq!(keys.kids(), vec![third.kid.as_str()]);
+        assert_eq!(
+            keys.verify(&old_token, &DEVICE, NOW),
+            Err(TokenError::UnknownKey)
+        );
+        assert_eq!(generations(&dir).unwrap(), vec![3]);
     }
 }

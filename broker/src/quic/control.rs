@@ -50,7 +50,7 @@ async fn open(ctx: &DeviceConn, access_token: &str) -> Result<Arc<LiveSession>, 
     let state = &ctx.state;
     let now = now_ms();
     let claims = state
-        .token_keys
+        .token_keys()
         .verify(access_token, &ctx.thumbprint, now / 1000)
         .map_err(|e| Refusal {
             code: ErrorCode::Unauthorized,
@@ -91,7 +91,7 @@ async fn open(ctx: &DeviceConn, access_token: &str) -> Result<Arc<LiveSession>, 
     }
     // decide_session found the person.
     let priority = policy.staff[session.username.as_str()].priority;
-    if let Err(d) = admit(&state.settings.admission, priority, state.sessions.len()) {
+    if let Err(d) = admit(&state.live().admission, priority, state.sessions.len()) {
         return Err(refuse(d.code(), d.to_string(), d.label()));
     }
     // Checked after the rules, so that a disabled person hears that.

@@ -124,7 +124,7 @@ async fn enrol(
             let (cert, expires_at) =
                 match state
                     .ca
-                    .issue_device_cert(&key, &label, state.settings.device_cert_ttl)
+                    .issue_device_cert(&key, &label, state.live().device_cert_ttl)
                 {
                     Ok(c) => c,
                     Err(e) => {
@@ -188,7 +188,7 @@ pub(super) async fn renew(ctx: &DeviceConn) -> Message {
     let (cert, expires_at) =
         match state
             .ca
-            .issue_device_cert(&key, &ctx.device.label(), state.settings.device_cert_ttl)
+            .issue_device_cert(&key, &ctx.device.label(), state.live().device_cert_ttl)
         {
             Ok(c) => c,
             Err(e) => {

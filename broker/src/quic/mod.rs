@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::CertificateDer;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
@@ -72,8 +72,7 @@ pub fn transport(streams_per_agent: u32, idle_timeout: Duration) -> quinn::Trans
 
 /// The server side of the TLS handshake agents see.
 pub fn server_config(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    certs: Arc<crate::tls::CertSlot>,
     ca: &CertificateDer<'static>,
     streams_per_agent: u32,
     idle_timeout: Duration,
@@ -94,8 +93,7 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| QuicError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| QuicError::Tls(e.to_string()))?;
+        .with_cert_resolver(certs);
     tls.alpn_protocols = vec![lanyard_proto::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| QuicError::Tls(e.to_string()))?;

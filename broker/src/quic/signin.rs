@@ -20,7 +20,7 @@ fn tokens(ctx: &DeviceConn, username: &str, family: &str, refresh_token: String)
     let now = now_ms() / 1000;
     let access =
         ctx.state
-            .token_keys
+            .token_keys()
             .issue_for_sign_in(username, &ctx.thumbprint, Some(family), now, ttl);
     if let Some(session) = ctx.session.get() {
         if session.username == username {
@@ -108,7 +108,7 @@ pub(super) async fn sign_in(
             &person.username,
             &ctx.device.fingerprint,
             &crate::secrets::hash_secret(refresh.as_bytes()),
-            crate::clock::duration_ms(state.settings.refresh_ttl),
+            crate::clock::duration_ms(state.live().refresh_ttl),
             now,
         )
         .await
@@ -137,7 +137,7 @@ pub(super) async fn refresh(ctx: &DeviceConn, refresh_token: &str) -> Message {
             &crate::secrets::hash_secret(refresh_token.as_bytes()),
             &crate::secrets::hash_secret(next.as_bytes()),
             &ctx.device.fingerprint,
-            crate::clock::duration_ms(state.settings.refresh_ttl),
+            crate::clock::duration_ms(state.live().refresh_ttl),
             now_ms(),
         )
         .await;
