@@ -41,6 +41,11 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot listen on TCP {addr} for metrics_listen: {source}")]
+    BindMetrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Quic(#[from] QuicError),
     #[error("API TLS: {0}")]
@@ -55,6 +60,8 @@ pub struct Broker {
     endpoint: quinn::Endpoint,
     api_addr: SocketAddr,
     quic_addr: SocketAddr,
+    /// The plain-HTTP `/metrics` listener, if configured.
+    metrics: Option<(TcpListener, SocketAddr)>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -118,6 +125,21 @@ impl Broker {
                 source,
             })?;
         let quic_socket = quic::bind_socket(settings.quic_listen)?;
+        let metrics = match settings.metrics_listen {
+            None => None,
+            Some(addr) => {
+                let bind_err = |source| StartError::BindMetrics { addr, source };
+                let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+                let bound = listener.local_addr().map_err(bind_err)?;
+                if !bound.ip().is_loopback() {
+                    tracing::warn!(
+                        addr = %bound,
+                        "metrics_listen is not a loopback address: anyone who can reach it reads /metrics without a token"
+                    );
+                }
+                Some((listener, bound))
+            }
+        };
 
         let dir = DataDir::open(&settings.data_dir)?;
         let ca = Ca::load_or_create(&dir)?;
@@ -282,7 +304,13 @@ impl Broker {
             endpoint,
             api_addr,
             quic_addr,
+            metrics,
         })
+    }
+
+    /// The plain-HTTP `/metrics` listener's address, if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, a)| *a)
     }
 
     pub fn api_addr(&self) -> SocketAddr {
@@ -303,8 +331,12 @@ impl Broker {
 
     /// The one line printed when the broker is ready.
     pub fn ready_line(&self) -> String {
+        let metrics = self
+            .metrics_addr()
+            .map(|a| format!(" metrics=http://{a}/metrics"))
+            .unwrap_or_default();
         format!(
-            "lanyard-broker ready api=https://{} quic={} ca=sha256:{}",
+            "lanyard-broker ready api=https://{} quic={} ca=sha256:{}{metrics}",
             self.api_addr,
             self.quic_addr,
             self.shared.ca.fingerprint_hex()
@@ -328,6 +360,13 @@ impl Broker {
             self.shared.clone(),
             stop_rx.clone(),
         ));
+        let metrics = self.metrics.map(|(listener, _)| {
+            tokio::spawn(crate::api::metrics_http::serve(
+                listener,
+                self.shared.clone(),
+                stop_rx.clone(),
+            ))
+        });
         let policy = {
             let (shared, stop) = (self.shared.clone(), stop_rx.clone());
             tokio::spawn(async move { shared.policy.run(&shared.store, stop).await })
@@ -373,6 +412,9 @@ impl Broker {
         );
         let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
         let _ = api.await;
+        if let Some(m) = metrics {
+            let _ = m.await;
+        }
         self.shared.store.close().await;
         tracing::info!("stopped");
     }
@@ -423,9 +465,29 @@ async fn heartbeat(state: &crate::state::Shared, mut shutdown: watch::Receiver<b
 }
 
 /// Signs the audit chain's head into the checkpoint file at every interval
-/// (when it moved), and once more on the way out.
+/// (when it moved), and once more on the way out. At start and before each
+/// interval, a quick check of the chain against the last checkpoint sets
+/// `lanyard_audit_chain_ok`.
 async fn checkpoint(state: &crate::state::Shared, mut shutdown: watch::Receiver<bool>) {
     loop {
+        let signed = state.checkpoints.last_signed();
+        let check = state
+            .store
+            .audit_quick_check(signed.as_ref().map(|(seq, hash)| (*seq, hash.as_str())));
+        match tokio::time::timeout(HEARTBEAT, check).await {
+            Ok(Ok(problem)) => {
+                if let Some(problem) = &problem {
+                    tracing::error!(%problem, "the audit chain does not match its last checkpoint; run `lanyard audit verify`");
+                }
+                state.metrics.audit_checked(
+                    crate::metrics::AuditCheck::Quick,
+                    problem.is_none(),
+                    now_ms() / 1000,
+                );
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot check the audit chain head"),
+            Err(_) => tracing::warn!("the store did not answer the audit chain check in time"),
+        }
         let stopping = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => true,
             _ = tokio::time::sleep(state.settings.checkpoint_interval) => false,

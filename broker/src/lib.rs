@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod model;
 pub mod per_address;
 pub mod policy;
+pub mod process;
 pub mod quic;
 pub mod secrets;
 pub mod state;

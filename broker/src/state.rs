@@ -78,6 +78,7 @@ impl Shared {
             store: &self.store,
             capacity: self.settings.admission.capacity,
             state: &self.load,
+            policy: &self.policy,
         }
     }
 }

@@ -112,5 +112,8 @@ async fn verify(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<
             ));
         }
     }
+    state
+        .metrics
+        .audit_checked(crate::metrics::AuditCheck::Full, report.ok, now_ms() / 1000);
     Ok(Json(report))
 }

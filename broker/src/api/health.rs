@@ -30,6 +30,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             streams: state.sessions.open_streams(),
             store_up: up,
             started_at_secs: state.started_at_secs,
+            admission: state.settings.admission,
+            agents_limit: state.settings.max_agents,
         }),
     )
 }

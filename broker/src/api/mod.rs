@@ -13,6 +13,7 @@ pub mod groups;
 pub mod health;
 pub mod laptops;
 pub mod load;
+pub mod metrics_http;
 pub mod middleware;
 pub mod report;
 pub mod requests;
