@@ -466,43 +466,70 @@ async fn heartbeat(state: &crate::state::Shared, mut shutdown: watch::Receiver<b
 
 /// Signs the audit chain's head into the checkpoint file at every interval
 /// (when it moved), and once more on the way out. At start and before each
-/// interval, a quick check of the chain against the last checkpoint sets
-/// `lanyard_audit_chain_ok`.
+/// signature a quick check of the chain against the last checkpoint sets
+/// `lanyard_audit_chain_ok`; a chain that fails it is not signed.
 async fn checkpoint(state: &crate::state::Shared, mut shutdown: watch::Receiver<bool>) {
+    let mut last_problem = None;
+    quick_check(state, &mut last_problem).await;
     loop {
-        let signed = state.checkpoints.last_signed();
-        let check = state
-            .store
-            .audit_quick_check(signed.as_ref().map(|(seq, hash)| (*seq, hash.as_str())));
-        match tokio::time::timeout(HEARTBEAT, check).await {
-            Ok(Ok(problem)) => {
-                if let Some(problem) = &problem {
-                    tracing::error!(%problem, "the audit chain does not match its last checkpoint; run `lanyard audit verify`");
-                }
-                state.metrics.audit_checked(
-                    crate::metrics::AuditCheck::Quick,
-                    problem.is_none(),
-                    now_ms() / 1000,
-                );
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot check the audit chain head"),
-            Err(_) => tracing::warn!("the store did not answer the audit chain check in time"),
-        }
         let stopping = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => true,
             _ = tokio::time::sleep(state.settings.checkpoint_interval) => false,
         };
-        match tokio::time::timeout(HEARTBEAT, state.store.audit_head()).await {
-            Ok(Ok((seq, hash))) => {
-                if let Err(e) = state.checkpoints.record(seq, &hash, now_ms()) {
-                    tracing::error!(error = %e, "cannot write an audit checkpoint");
+        if quick_check(state, &mut last_problem).await == Some(false) {
+            tracing::warn!("not signing an audit checkpoint: the chain fails its check");
+        } else {
+            match tokio::time::timeout(HEARTBEAT, state.store.audit_head()).await {
+                Ok(Ok((seq, hash))) => {
+                    if let Err(e) = state.checkpoints.record(seq, &hash, now_ms()) {
+                        tracing::error!(error = %e, "cannot write an audit checkpoint");
+                    }
                 }
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the audit chain head"),
+                Err(_) => tracing::warn!("the store did not give the audit chain head in time"),
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the audit chain head"),
-            Err(_) => tracing::warn!("the store did not give the audit chain head in time"),
         }
         if stopping {
             return;
+        }
+    }
+}
+
+/// The quick check of the audit chain (the head matches the last row, the
+/// row last signed still has its hash), into `lanyard_audit_chain_ok`:
+/// whether it passed, or `None` if the store did not answer. A problem is
+/// logged when it is first seen or changes.
+async fn quick_check(
+    state: &crate::state::Shared,
+    last_problem: &mut Option<String>,
+) -> Option<bool> {
+    let signed = state.checkpoints.last_signed();
+    let check = state
+        .store
+        .audit_quick_check(signed.as_ref().map(|(seq, hash)| (*seq, hash.as_str())));
+    match tokio::time::timeout(HEARTBEAT, check).await {
+        Ok(Ok(problem)) => {
+            if let Some(p) = &problem {
+                if last_problem.as_ref() != Some(p) {
+                    tracing::error!(problem = %p, "the audit chain fails its check; run `lanyard audit verify`");
+                }
+            } else if last_problem.is_some() {
+                tracing::info!("the audit chain passes its check again");
+            }
+            let ok = problem.is_none();
+            *last_problem = problem;
+            state
+                .metrics
+                .audit_checked(crate::metrics::AuditCheck::Quick, ok, now_ms() / 1000);
+            Some(ok)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot check the audit chain");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("the store did not answer the audit chain check in time");
+            None
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct Metrics {
     /// From a tunnel stream's header to the broker's answer (decision and
     /// the connection to the app).
     pub stream_open_latency: crate::histogram::Histogram,
+    /// An agent's sign-in over QUIC, from the request to the answer.
+    pub signin_latency: crate::histogram::Histogram,
     /// Bytes relayed per app: (up, down).
     apps: Mutex<BTreeMap<String, std::sync::Arc<AppBytes>>>,
     /// The last checks of the audit chain, quick and full: 0 none yet, 1
@@ -414,6 +416,11 @@ impl Metrics {
             &mut out,
             "lanyard_stream_open_seconds",
             "Tunnel streams, from the header to the answer (decision and app connect).",
+        );
+        self.signin_latency.render(
+            &mut out,
+            "lanyard_signin_seconds",
+            "Agent sign-ins, from the request to the answer (password hash, TOTP, store), whatever the answer.",
         );
         let _ = writeln!(
             out,

@@ -8,7 +8,8 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use lanyard_e2e::world::{World, READY};
+use lanyard_e2e::promql::{dashboard_exprs, exposed_names, metric_names, rule_exprs};
+use lanyard_e2e::world::{World, PASSWORD, READY};
 use lanyard_e2e::{echo_through, pattern};
 
 /// A broker with the plain metrics listener on a free loopback port, a
@@ -116,6 +117,12 @@ fn the_plain_listener_shows_bytes_per_app_capacity_and_the_process() {
         Some(0.8)
     );
     assert_eq!(value(&text, "lanyard_admission_lowest_priority"), Some(3.0));
+    // The agent's sign-in was timed.
+    assert_eq!(
+        value(&text, "lanyard_signin_seconds_count"),
+        Some(1.0),
+        "{text}"
+    );
     // The broker process itself.
     let rss = value(&text, "process_resident_memory_bytes").unwrap();
     assert!(rss > 4.0 * 1024.0 * 1024.0, "rss {rss}");
@@ -150,33 +157,51 @@ fn a_cut_audit_log_shows_in_the_chain_gauge() {
     let tmp = tempfile::tempdir().unwrap();
     let w = world(tmp.path());
     let addr = metrics_addr(&w);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut db = rt.block_on(async {
+        use sqlx::ConnectOptions;
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(w.broker.data_dir.join("lanyard.db"))
+            .busy_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap()
+    });
+    let mut sql = |q: &str| -> i64 {
+        rt.block_on(async {
+            if q.starts_with("SELECT") {
+                sqlx::query_scalar(q).fetch_one(&mut db).await.unwrap()
+            } else {
+                sqlx::query(q).execute(&mut db).await.unwrap();
+                0
+            }
+        })
+    };
+    let checkpoints = w.broker.data_dir.join("audit-checkpoints.log");
+    let signed = || std::fs::read_to_string(&checkpoints).unwrap_or_default();
     // Some audited changes, then a checkpoint of them (every second).
     w.person("a.one", "hr");
     w.person("a.two", "hr");
-    std::thread::sleep(Duration::from_millis(1_500));
+    let last = sql("SELECT MAX(seq) FROM audit_log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !signed().contains(&format!(" seq={last} ")) {
+        assert!(
+            Instant::now() < deadline,
+            "row {last} not signed: {}",
+            signed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let text = scrape_until(&addr, Duration::from_secs(5), |t| {
         value(t, "lanyard_audit_chain_ok").is_some()
     });
     assert_eq!(value(&text, "lanyard_audit_chain_ok"), Some(1.0), "{text}");
-    // Cut the last row behind the broker's back.
-    let db = w.broker.data_dir.join("lanyard.db");
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            use sqlx::ConnectOptions;
-            let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(&db)
-                .busy_timeout(Duration::from_secs(5))
-                .connect()
-                .await
-                .unwrap();
-            sqlx::query("DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        });
+
+    // Cut the last (signed) row behind the broker's back.
+    sql("DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)");
     let text = scrape_until(&addr, Duration::from_secs(5), |t| {
         value(t, "lanyard_audit_chain_ok") == Some(0.0)
     });
@@ -184,8 +209,163 @@ fn a_cut_audit_log_shows_in_the_chain_gauge() {
     assert!(
         w.broker
             .log_text()
-            .contains("does not match its last checkpoint"),
+            .contains(&format!("rows {last}..={last} are missing")),
         "{}",
         w.broker.log_text()
+    );
+
+    // A new change moves the head past the gap: the head matches the last
+    // row again, but the signed row is gone; the gauge stays at 0 and the
+    // broker signs nothing more.
+    let before = signed();
+    w.person("a.three", "hr");
+    assert!(sql("SELECT MAX(seq) FROM audit_log") > last);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !w
+        .broker
+        .log_text()
+        .contains(&format!("row {last}, signed, is missing"))
+    {
+        assert!(Instant::now() < deadline, "{}", w.broker.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(
+        signed(),
+        before,
+        "a checkpoint of a chain that fails its check"
+    );
+    assert!(w
+        .broker
+        .log_text()
+        .contains("not signing an audit checkpoint"));
+    let text = http(&addr, "GET", "/metrics").1;
+    assert_eq!(value(&text, "lanyard_audit_chain_ok"), Some(0.0), "{text}");
+}
+
+/// Names the dashboard and rules may use that this broker does not make:
+/// Prometheus makes `up` for every target it scrapes.
+const MADE_BY_PROMETHEUS: &[&str] = &["up"];
+
+/// Names the dashboard and rules use that this build does not show yet:
+/// the certificate expiry gauge comes with certificate renewal. Once a name
+/// shows in /metrics the test fails until it is taken off this list.
+const NOT_YET_SHOWN: &[&str] = &["lanyard_certificate_expiry_seconds"];
+
+/// The repository's root (the tests crate's parent).
+fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn every_metric_the_dashboard_and_alert_rules_name_exists() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("deploy/grafana/lanyard.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let rules = std::fs::read_to_string(repo().join("deploy/prometheus/alerts.yml")).unwrap();
+    let mut named = std::collections::BTreeMap::<String, std::collections::BTreeSet<&str>>::new();
+    let dash_exprs = dashboard_exprs(&dashboard);
+    let rule_exprs = rule_exprs(&rules);
+    // One expression per alert; the dashboard has dozens.
+    assert!(rule_exprs.len() >= 9, "{rule_exprs:?}");
+    assert!(dash_exprs.len() >= 30, "{dash_exprs:?}");
+    for (source, exprs) in [("dashboard", &dash_exprs), ("alert rules", &rule_exprs)] {
+        for e in exprs {
+            let names = metric_names(e);
+            assert!(!names.is_empty(), "{source}: no metric in {e:?}");
+            for n in names {
+                named.entry(n).or_default().insert(source);
+            }
+        }
+    }
+
+    // A broker that has done a little: API calls (the world's setup), an
+    // agent's sign-in, a tunnel stream and a stream refused (its app is
+    // down), so that labelled series exist.
+    let tmp = tempfile::tempdir().unwrap();
+    let w = world(tmp.path());
+    let addr = metrics_addr(&w);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_target = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    w.broker
+        .lanyard(
+            &[
+                "apps",
+                "add",
+                "down",
+                "--target",
+                &dead_target,
+                "--allow-group",
+                "hr",
+            ],
+            None,
+            None,
+        )
+        .ok();
+    w.person("d.ash", "hr");
+    let agent = w.agent("laptop", "d.ash", None);
+    let mut up = agent.up(&[]);
+    let forwards = up.wait_ready(READY);
+    assert_eq!(echo_through(forwards["echo"], b"hello").unwrap(), b"hello");
+    // The refused stream: the agent closes the local connection.
+    let _ = echo_through(forwards["down"], b"x");
+    // A failed sign-in too, for the failure counters' sake.
+    let stranger = lanyard_e2e::Agent::new(tmp.path().join("stranger"));
+    let code = w.code(&["--personal", "d.ash"]);
+    stranger.run(&["enroll", &code], None).ok();
+    let _ = stranger.run(
+        &["login", "d.ash", "--password-stdin"],
+        Some(&format!("{PASSWORD}-wrong\n")),
+    );
+    let text = scrape_until(&addr, Duration::from_secs(10), |t| {
+        t.contains("lanyard_denials_total{reason=\"app_unreachable\"}")
+            && t.contains("lanyard_app_bytes_total{app=\"echo\"")
+    });
+    let shown = exposed_names(&text);
+
+    let mut missing = Vec::new();
+    for (name, sources) in &named {
+        let present = shown.contains(name);
+        if NOT_YET_SHOWN.contains(&name.as_str()) {
+            assert!(
+                !present,
+                "{name} is in /metrics now: take it off NOT_YET_SHOWN so it is checked"
+            );
+            println!(
+                "skipped: {name} (named by the {sources:?}) is not in this build's /metrics yet"
+            );
+            continue;
+        }
+        if MADE_BY_PROMETHEUS.contains(&name.as_str()) {
+            continue;
+        }
+        if !present {
+            let sources: Vec<&str> = sources.iter().copied().collect();
+            missing.push(format!("{name} (named by the {})", sources.join(", ")));
+        }
+        // A histogram's series belong to a histogram.
+        for suffix in ["_bucket", "_sum", "_count"] {
+            if let Some(base) = name.strip_suffix(suffix) {
+                if text.contains(&format!("# TYPE {base} histogram")) {
+                    assert!(present, "{name}");
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "named but not in /metrics:\n  {}\n/metrics:\n{text}",
+        missing.join("\n  ")
+    );
+    println!(
+        "{} metric names from {} dashboard and {} rule expressions, all in /metrics",
+        named.len(),
+        dash_exprs.len(),
+        rule_exprs.len()
     );
 }
