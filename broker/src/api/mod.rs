@@ -15,6 +15,7 @@ pub mod laptops;
 pub mod load;
 pub mod metrics_http;
 pub mod middleware;
+pub mod openapi;
 pub mod report;
 pub mod requests;
 pub mod router;
