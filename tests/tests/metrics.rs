@@ -369,3 +369,67 @@ fn every_metric_the_dashboard_and_alert_rules_name_exists() {
         rule_exprs.len()
     );
 }
+
+#[test]
+fn metrics_listen_in_use_stops_the_start_and_off_loopback_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A port in use: one clear line, and no data dir made.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = tmp.path().join("taken.toml");
+    std::fs::write(
+        &config,
+        format!("metrics_listen = \"{}\"\n", taken.local_addr().unwrap()),
+    )
+    .unwrap();
+    let data = tmp.path().join("data-taken");
+    let mut cmd = std::process::Command::new(lanyard_e2e::bin("lanyard-broker"));
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--api-listen",
+            "127.0.0.1:0",
+            "--quic-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("LANYARD_DATABASE_URL")
+        .env("LANYARD_LOG", "error");
+    let out = lanyard_e2e::run(cmd, None);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("metrics_listen") && out.stderr.contains("in use"),
+        "{}",
+        out.stderr
+    );
+    assert!(!data.exists(), "the data dir was made");
+    drop(taken);
+
+    // On every address: it serves, and the log says who can read it.
+    let config = tmp.path().join("open.toml");
+    std::fs::write(&config, "metrics_listen = \"0.0.0.0:0\"\n").unwrap();
+    let broker = lanyard_e2e::BrokerProcess::start(
+        &tmp.path().join("data-open"),
+        &["--config", config.to_str().unwrap()],
+        &[],
+    );
+    let port = broker
+        .ready_line
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("metrics=http://0.0.0.0:"))
+        .and_then(|p| p.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{}", broker.ready_line))
+        .to_owned();
+    let (status, text) = http(&format!("127.0.0.1:{port}"), "GET", "/metrics");
+    assert_eq!(status, 200);
+    assert!(text.contains("lanyard_build_info"), "{text}");
+    assert!(
+        broker
+            .log_text()
+            .contains("metrics_listen is not a loopback address"),
+        "{}",
+        broker.log_text()
+    );
+}
