@@ -15,6 +15,17 @@ use lanyard_e2e::world::{World, READY};
 
 /// One HTTPS request to the API; the status and the body.
 fn api(w: &World, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    api_with(w, method, path, token, None)
+}
+
+/// As [`api`], with a JSON body.
+fn api_with(
+    w: &World,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&Value>,
+) -> (u16, String) {
     let tcp = std::net::TcpStream::connect(w.broker.api_addr()).unwrap();
     tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
         .unwrap();
@@ -22,9 +33,16 @@ fn api(w: &World, method: &str, path: &str, token: Option<&str>) -> (u16, String
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let body = json.map(Value::to_string).unwrap_or_default();
+    let kind = if json.is_some() {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
     write!(
         tls,
-        "{method} {path} HTTP/1.1\r\nHost: lanyard\r\n{auth}Connection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: lanyard\r\n{auth}{kind}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut raw = Vec::new();
@@ -336,4 +354,104 @@ fn the_schema_checker_finds_what_differs() {
         let e = errors(bad.clone());
         assert!(e.iter().any(|m| m.contains(why)), "{bad}: {e:?}");
     }
+}
+
+/// A value of the schema's shape: every property, of its type.
+fn sample(doc: &Value, schema: &Value) -> Value {
+    let schema = resolve(doc, schema);
+    if let Some(first) = schema.get("enum").and_then(|e| e.get(0)) {
+        return first.clone();
+    }
+    let t = match &schema["type"] {
+        Value::String(t) => t.as_str(),
+        Value::Array(ts) => ts
+            .iter()
+            .find_map(|t| t.as_str().filter(|t| *t != "null"))
+            .unwrap(),
+        other => panic!("no type in {other}"),
+    };
+    match t {
+        "object" => Value::Object(
+            schema["properties"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), sample(doc, v)))
+                .collect(),
+        ),
+        "array" => Value::Array(vec![sample(doc, &schema["items"])]),
+        "string" => Value::String("no-such-x".into()),
+        "integer" | "number" => {
+            serde_json::json!(schema.get("minimum").cloned().unwrap_or(1.into()))
+        }
+        "boolean" => Value::Bool(false),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn documented_request_bodies_name_the_fields_the_broker_reads() {
+    let w = World::new();
+    let doc: Value = serde_json::from_str(&api(&w, "GET", "/api/v1/openapi.json", None).1).unwrap();
+    let token = w.broker.admin_token();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let concrete: String = path
+            .split('/')
+            .map(|s| if s.starts_with('{') { "no-such-x" } else { s })
+            .collect::<Vec<_>>()
+            .join("/");
+        let url = format!("/api/v1{concrete}");
+        for (method, op) in item.as_object().unwrap() {
+            let schema = &op["requestBody"]["content"]["application/json"]["schema"];
+            if !schema.is_object() {
+                continue;
+            }
+            let method = method.to_uppercase();
+            // Every documented field is one the broker knows (it refuses
+            // unknown fields by name).
+            let full = sample(&doc, schema);
+            let (status, body) = api_with(&w, &method, &url, Some(&token), Some(&full));
+            assert!(
+                !body.contains("unknown field"),
+                "{method} {path} {full}: {status} {body}"
+            );
+            // A field the document does not name is refused.
+            let mut extra = full.clone();
+            extra["not_documented"] = Value::Bool(true);
+            let (status, body) = api_with(&w, &method, &url, Some(&token), Some(&extra));
+            assert!(
+                status == 400 && body.contains("unknown field `not_documented`"),
+                "{method} {path}: {status} {body}"
+            );
+            // What the document requires, the broker requires, and no more.
+            let required: Vec<&str> = resolve(&doc, schema)["required"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let mut minimal = full.clone();
+            minimal
+                .as_object_mut()
+                .unwrap()
+                .retain(|k, _| required.contains(&k.as_str()));
+            let (status, body) = api_with(&w, &method, &url, Some(&token), Some(&minimal));
+            assert!(
+                !body.contains("missing field"),
+                "{method} {path} {minimal}: {status} {body}"
+            );
+            for required in required {
+                let mut short = full.clone();
+                short.as_object_mut().unwrap().remove(required);
+                let (status, body) = api_with(&w, &method, &url, Some(&token), Some(&short));
+                assert!(
+                    status == 400 && body.contains(&format!("missing field `{required}`")),
+                    "{method} {path} without {required}: {status} {body}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "{checked}");
 }
