@@ -39,6 +39,11 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot listen on TCP {addr} for metrics_listen: {source}")]
+    BindMetrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Quic(#[from] QuicError),
     #[error("API TLS: {0}")]
@@ -55,6 +60,8 @@ pub struct Broker {
     endpoint: quinn::Endpoint,
     api_addr: SocketAddr,
     quic_addr: SocketAddr,
+    /// The plain-HTTP `/metrics` listener, if configured.
+    metrics: Option<(TcpListener, SocketAddr)>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -103,6 +110,21 @@ impl Broker {
                 source,
             })?;
         let quic_socket = quic::bind_socket(settings.quic_listen)?;
+        let metrics = match settings.metrics_listen {
+            None => None,
+            Some(addr) => {
+                let bind_err = |source| StartError::BindMetrics { addr, source };
+                let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+                let bound = listener.local_addr().map_err(bind_err)?;
+                if !bound.ip().is_loopback() {
+                    tracing::warn!(
+                        addr = %bound,
+                        "metrics_listen is not a loopback address: anyone who can reach it reads /metrics without a token"
+                    );
+                }
+                Some((listener, bound))
+            }
+        };
 
         let dir = DataDir::open(&settings.data_dir)?;
         let ca = Ca::load_or_create(&dir)?;
@@ -274,7 +296,13 @@ impl Broker {
             endpoint,
             api_addr,
             quic_addr,
+            metrics,
         })
+    }
+
+    /// The plain-HTTP `/metrics` listener's address, if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, a)| *a)
     }
 
     pub fn api_addr(&self) -> SocketAddr {
@@ -295,8 +323,12 @@ impl Broker {
 
     /// The one line printed when the broker is ready.
     pub fn ready_line(&self) -> String {
+        let metrics = self
+            .metrics_addr()
+            .map(|a| format!(" metrics=http://{a}/metrics"))
+            .unwrap_or_default();
         format!(
-            "lanyard-broker ready api=https://{} quic={} ca=sha256:{}",
+            "lanyard-broker ready api=https://{} quic={} ca=sha256:{}{metrics}",
             self.api_addr,
             self.quic_addr,
             self.shared.ca.fingerprint_hex()
@@ -320,6 +352,13 @@ impl Broker {
             self.shared.clone(),
             stop_rx.clone(),
         ));
+        let metrics = self.metrics.map(|(listener, _)| {
+            tokio::spawn(crate::api::metrics_http::serve(
+                listener,
+                self.shared.clone(),
+                stop_rx.clone(),
+            ))
+        });
         let policy = {
             let (shared, stop) = (self.shared.clone(), stop_rx.clone());
             tokio::spawn(async move { shared.policy.run(&shared.store, stop).await })
@@ -370,6 +409,9 @@ impl Broker {
         );
         let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
         let _ = api.await;
+        if let Some(m) = metrics {
+            let _ = m.await;
+        }
         self.shared.store.close().await;
         tracing::info!("stopped");
     }
@@ -420,24 +462,71 @@ async fn heartbeat(state: &crate::state::Shared, mut shutdown: watch::Receiver<b
 }
 
 /// Signs the audit chain's head into the checkpoint file at every interval
-/// (when it moved), and once more on the way out.
+/// (when it moved), and once more on the way out. At start and before each
+/// signature a quick check of the chain against the last checkpoint sets
+/// `lanyard_audit_chain_ok`; a chain that fails it is not signed.
 async fn checkpoint(state: &crate::state::Shared, mut shutdown: watch::Receiver<bool>) {
+    let mut last_problem = None;
+    quick_check(state, &mut last_problem).await;
     loop {
         let stopping = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => true,
             _ = tokio::time::sleep(state.live().checkpoint_interval) => false,
         };
-        match tokio::time::timeout(HEARTBEAT, state.store.audit_head()).await {
-            Ok(Ok((seq, hash))) => {
-                if let Err(e) = state.checkpoints.record(seq, &hash, now_ms()) {
-                    tracing::error!(error = %e, "cannot write an audit checkpoint");
+        if quick_check(state, &mut last_problem).await == Some(false) {
+            tracing::warn!("not signing an audit checkpoint: the chain fails its check");
+        } else {
+            match tokio::time::timeout(HEARTBEAT, state.store.audit_head()).await {
+                Ok(Ok((seq, hash))) => {
+                    if let Err(e) = state.checkpoints.record(seq, &hash, now_ms()) {
+                        tracing::error!(error = %e, "cannot write an audit checkpoint");
+                    }
                 }
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the audit chain head"),
+                Err(_) => tracing::warn!("the store did not give the audit chain head in time"),
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the audit chain head"),
-            Err(_) => tracing::warn!("the store did not give the audit chain head in time"),
         }
         if stopping {
             return;
+        }
+    }
+}
+
+/// The quick check of the audit chain (the head matches the last row, the
+/// row last signed still has its hash), into `lanyard_audit_chain_ok`:
+/// whether it passed, or `None` if the store did not answer. A problem is
+/// logged when it is first seen or changes.
+async fn quick_check(
+    state: &crate::state::Shared,
+    last_problem: &mut Option<String>,
+) -> Option<bool> {
+    let signed = state.checkpoints.last_signed();
+    let check = state
+        .store
+        .audit_quick_check(signed.as_ref().map(|(seq, hash)| (*seq, hash.as_str())));
+    match tokio::time::timeout(HEARTBEAT, check).await {
+        Ok(Ok(problem)) => {
+            if let Some(p) = &problem {
+                if last_problem.as_ref() != Some(p) {
+                    tracing::error!(problem = %p, "the audit chain fails its check; run `lanyard audit verify`");
+                }
+            } else if last_problem.is_some() {
+                tracing::info!("the audit chain passes its check again");
+            }
+            let ok = problem.is_none();
+            *last_problem = problem;
+            state
+                .metrics
+                .audit_checked(crate::metrics::AuditCheck::Quick, ok, now_ms() / 1000);
+            Some(ok)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot check the audit chain");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("the store did not answer the audit chain check in time");
+            None
         }
     }
 }

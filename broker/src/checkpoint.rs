@@ -72,7 +72,8 @@ pub struct Checkpoints {
     key: Ed25519KeyPair,
     path: PathBuf,
     node: String,
-    last_seq: std::sync::Mutex<i64>,
+    /// The last head this node signed: (seq, hash); (0, "") before any.
+    last: std::sync::Mutex<(i64, String)>,
 }
 
 impl Checkpoints {
@@ -90,18 +91,24 @@ impl Checkpoints {
             key,
             path,
             node: node.to_owned(),
-            last_seq: std::sync::Mutex::new(0),
+            last: Default::default(),
         };
         let last = this
             .read()?
             .checkpoints
-            .iter()
+            .into_iter()
             .filter(|c| c.node == this.node)
-            .map(|c| c.seq)
-            .max()
-            .unwrap_or(0);
-        *this.last_seq.lock().unwrap_or_else(|p| p.into_inner()) = last;
+            .max_by_key(|c| c.seq)
+            .map(|c| (c.seq, c.hash))
+            .unwrap_or_default();
+        *this.last.lock().unwrap_or_else(|p| p.into_inner()) = last;
         Ok(this)
+    }
+
+    /// The last head this node signed (seq, hash), if any.
+    pub fn last_signed(&self) -> Option<(i64, String)> {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        (last.0 > 0).then(|| last.clone())
     }
 
     pub fn path(&self) -> &Path {
@@ -116,8 +123,8 @@ impl Checkpoints {
     /// Signs and appends the head (`seq`, `hash`) if it moved since the
     /// last checkpoint; whether a line was written.
     pub fn record(&self, seq: i64, hash: &str, now: Millis) -> Result<bool, CheckpointError> {
-        let mut last = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
-        if seq <= *last {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if seq <= last.0 {
             return Ok(false);
         }
         let signed = signed_text(&self.node, now, seq, hash);
@@ -138,7 +145,7 @@ impl Checkpoints {
             path: self.path.clone(),
             source,
         })?;
-        *last = seq;
+        *last = (seq, hash.to_owned());
         Ok(true)
     }
 
@@ -226,7 +233,9 @@ mod tests {
     fn a_written_checkpoint_reads_back_and_a_forged_one_does_not() {
         let (_tmp, c) = fresh();
         let hash = "ab".repeat(32);
+        assert_eq!(c.last_signed(), None);
         assert!(c.record(7, &hash, 1_000).unwrap());
+        assert_eq!(c.last_signed(), Some((7, hash.clone())));
         // The head has not moved: nothing new.
         assert!(!c.record(7, &hash, 2_000).unwrap());
         let read = c.read().unwrap();

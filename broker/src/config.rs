@@ -44,6 +44,10 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     pub api_listen: Option<String>,
     pub quic_listen: Option<String>,
+    /// A plain-HTTP listener serving only `GET /metrics`, without a token,
+    /// for a Prometheus on the same host (e.g. "127.0.0.1:9464"); off when
+    /// absent.
+    pub metrics_listen: Option<String>,
     /// The `host:port` laptops use to reach this node's QUIC listener (put in
     /// enrolment codes): one string, or a list of them (the first is this
     /// node's own; the others, e.g. a load balancer's, are handed out too).
@@ -191,6 +195,8 @@ pub struct Settings {
     pub database_url: Option<String>,
     pub api_listen: SocketAddr,
     pub quic_listen: SocketAddr,
+    /// The plain-HTTP `/metrics` listener, if any.
+    pub metrics_listen: Option<SocketAddr>,
     /// This node's public QUIC addresses, its own first; empty: derived
     /// from the QUIC listener.
     pub public_addrs: Vec<String>,
@@ -452,6 +458,11 @@ impl Settings {
                 over.quic_listen.as_deref().or(file.quic_listen.as_deref()),
                 DEFAULT_QUIC_LISTEN,
             )?,
+            metrics_listen: file
+                .metrics_listen
+                .as_deref()
+                .map(|a| addr("metrics_listen", Some(a), ""))
+                .transpose()?,
             public_addrs,
             server_names,
             tls,
@@ -609,6 +620,7 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("./lanyard-data"));
         assert_eq!(s.grace_period, Duration::from_secs(30));
         assert_eq!(s.quic_idle_timeout, Duration::from_secs(30));
+        assert_eq!(s.metrics_listen, None);
         assert!(s
             .database_url()
             .starts_with("sqlite://./lanyard-data/lanyard.db"));
@@ -626,6 +638,10 @@ mod tests {
         );
         assert_eq!(s.access_ttl, Duration::from_secs(600));
         assert_eq!(s.http_connections, 256);
+        assert_eq!(
+            s.metrics_listen.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9464")
+        );
     }
 
     #[test]
@@ -645,6 +661,7 @@ mod tests {
     fn bad_values_name_their_field() {
         for (text, field) in [
             ("api_listen = 'localhost'", "api_listen"),
+            ("metrics_listen = 'localhost:9464'", "metrics_listen"),
             ("grace_period = 'soon'", "grace_period"),
             ("database_url = 'mysql://x'", "database_url"),
             ("tls_cert = '/x.pem'", "tls_cert"),

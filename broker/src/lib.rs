@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod model;
 pub mod per_address;
 pub mod policy;
+pub mod process;
 pub mod quic;
 pub mod reload;
 pub mod secrets;

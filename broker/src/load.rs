@@ -27,6 +27,8 @@ pub struct Sources<'a> {
     /// Agent sessions this node is sized for.
     pub capacity: usize,
     pub state: &'a LoadState,
+    /// The rules, for the apps that still exist.
+    pub policy: &'a crate::policy::snapshot::PolicyCache,
 }
 
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
@@ -179,6 +181,9 @@ pub async fn run(src: Sources<'_>, mut shutdown: watch::Receiver<bool>) {
             _ = ticker.tick() => {}
         }
         let now = Totals::take(src.metrics, now_ms());
+        // Once counted here, a deleted app's bytes need not be kept.
+        let rules = src.policy.current();
+        src.metrics.forget_apps(|app| rules.apps.contains_key(app));
         let s = sample(
             src.node,
             &before,

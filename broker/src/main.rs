@@ -382,6 +382,11 @@ fn check_config(args: CheckArgs) -> anyhow::Result<()> {
     say!("  api_listen    {}", s.api_listen);
     say!("  quic_listen   {}", s.quic_listen);
     say!(
+        "  metrics_listen {}",
+        s.metrics_listen
+            .map_or_else(|| "(off)".to_owned(), |a| format!("http://{a}/metrics"))
+    );
+    say!(
         "  public_addr   {}",
         if s.public_addrs.is_empty() {
             "(derived from quic_listen)".to_owned()

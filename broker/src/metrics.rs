@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Mutex;
 
 #[derive(Debug, Default)]
@@ -40,8 +40,24 @@ pub struct Metrics {
     /// From a tunnel stream's header to the broker's answer (decision and
     /// the connection to the app).
     pub stream_open_latency: crate::histogram::Histogram,
+    /// An agent's sign-in over QUIC, from the request to the answer.
+    pub signin_latency: crate::histogram::Histogram,
     /// Bytes relayed per app: (up, down).
     apps: Mutex<BTreeMap<String, std::sync::Arc<AppBytes>>>,
+    /// The last checks of the audit chain, quick and full: 0 none yet, 1
+    /// passed, 2 failed.
+    audit_quick: AtomicU8,
+    audit_full: AtomicU8,
+    /// When it ran, in Unix seconds.
+    audit_checked_at: AtomicI64,
+}
+
+/// Which check of the audit chain: the quick one against the last
+/// checkpoint (every checkpoint interval), or the full walk (`audit verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditCheck {
+    Quick,
+    Full,
 }
 
 /// Bytes relayed for one app.
@@ -52,7 +68,7 @@ pub struct AppBytes {
 }
 
 /// Live figures read when /metrics is rendered.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Live {
     /// QUIC connections: handshaking, enrolling, signing in or in session.
     pub connections: u64,
@@ -60,6 +76,26 @@ pub struct Live {
     pub streams: u64,
     pub store_up: bool,
     pub started_at_secs: i64,
+    /// Who is admitted at what share of `capacity`.
+    pub admission: crate::policy::Admission,
+    /// `limits.agents`: agent connections this node takes at most.
+    pub agents_limit: usize,
+}
+
+/// A Prometheus label value, quoted (`\`, `"` and newlines escaped).
+fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// `lanyard_certificate_expiry_seconds{cert}`: seconds from `now_secs`
@@ -92,6 +128,29 @@ impl Metrics {
         a
     }
 
+    /// Forgets the counters of apps that `exists` no longer knows and no
+    /// stream is relaying for, so a deleted app's series do not stay in
+    /// `/metrics` for good; a new app of the same name counts from zero.
+    pub fn forget_apps(&self, exists: impl Fn(&str) -> bool) {
+        self.apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|name, a| exists(name) || std::sync::Arc::strong_count(a) > 1);
+    }
+
+    /// Records the outcome of a check of the audit chain at `now_secs`.
+    /// The chain shows as wrong while either kind's last check failed: a
+    /// full walk that failed is not cleared by a quick check, which cannot
+    /// see every edit.
+    pub fn audit_checked(&self, kind: AuditCheck, ok: bool, now_secs: i64) {
+        let slot = match kind {
+            AuditCheck::Quick => &self.audit_quick,
+            AuditCheck::Full => &self.audit_full,
+        };
+        slot.store(if ok { 1 } else { 2 }, Relaxed);
+        self.audit_checked_at.store(now_secs, Relaxed);
+    }
+
     /// Bytes relayed per app so far: app -> (up, down).
     pub fn app_bytes(&self) -> BTreeMap<String, (u64, u64)> {
         self.apps
@@ -118,6 +177,8 @@ impl Metrics {
             streams,
             store_up,
             started_at_secs,
+            admission,
+            agents_limit,
         } = live;
         let mut out = String::with_capacity(4096);
         let mut counter = |name: &str, help: &str, value: u64| {
@@ -290,6 +351,75 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP lanyard_app_bytes_total Bytes relayed per app (apps deleted and idle are dropped).\n# TYPE lanyard_app_bytes_total counter"
+        );
+        for (app, (up, down)) in self.app_bytes() {
+            let app = label(&app);
+            let _ = writeln!(
+                out,
+                "lanyard_app_bytes_total{{app={app},direction=\"to_app\"}} {up}\nlanyard_app_bytes_total{{app={app},direction=\"from_app\"}} {down}"
+            );
+        }
+        let capacity = admission.capacity.max(1);
+        for (name, help, v) in [
+            (
+                "lanyard_admission_capacity",
+                "Agent sessions this node is sized for ([admission] capacity).",
+                capacity.to_string(),
+            ),
+            (
+                "lanyard_agents_limit",
+                "Agent connections this node takes at most ([limits] agents).",
+                agents_limit.to_string(),
+            ),
+            (
+                "lanyard_capacity_used_ratio",
+                "Live sessions as a share of capacity (1 = full).",
+                (sessions as f64 / capacity as f64).to_string(),
+            ),
+            (
+                "lanyard_admission_lowest_priority",
+                "The lowest-ranked priority admitted now: 3 all, 2 or 1 when busy, 0 none (full).",
+                admission
+                    .lowest_admitted(usize::try_from(sessions).unwrap_or(usize::MAX))
+                    .to_string(),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP lanyard_admission_threshold_ratio Share of capacity from which only the priorities named are admitted.\n# TYPE lanyard_admission_threshold_ratio gauge"
+        );
+        for (admits, percent) in [
+            ("priority_1_2", admission.only_priority_1_2_at),
+            ("priority_1", admission.only_priority_1_at),
+        ] {
+            let _ = writeln!(
+                out,
+                "lanyard_admission_threshold_ratio{{admits=\"{admits}\"}} {}",
+                f64::from(percent) / 100.0
+            );
+        }
+        let (quick, full) = (
+            self.audit_quick.load(Relaxed),
+            self.audit_full.load(Relaxed),
+        );
+        if quick != 0 || full != 0 {
+            let _ = writeln!(
+                out,
+                "# HELP lanyard_audit_chain_ok Whether the last check of the audit chain passed (1) or found it wrong (0).\n# TYPE lanyard_audit_chain_ok gauge\nlanyard_audit_chain_ok {}",
+                u8::from(quick != 2 && full != 2)
+            );
+            let _ = writeln!(
+                out,
+                "# HELP lanyard_audit_chain_checked_time_seconds When the audit chain was last checked.\n# TYPE lanyard_audit_chain_checked_time_seconds gauge\nlanyard_audit_chain_checked_time_seconds {}",
+                self.audit_checked_at.load(Relaxed)
+            );
+        }
+        crate::process::Reading::now().render(&mut out);
         self.connect_latency.render(
             &mut out,
             "lanyard_connect_seconds",
@@ -299,6 +429,11 @@ impl Metrics {
             &mut out,
             "lanyard_stream_open_seconds",
             "Tunnel streams, from the header to the answer (decision and app connect).",
+        );
+        self.signin_latency.render(
+            &mut out,
+            "lanyard_signin_seconds",
+            "Agent sign-ins, from the request to the answer (password hash, TOTP, store), whatever the answer.",
         );
         let _ = writeln!(
             out,
@@ -341,6 +476,12 @@ mod tests {
             streams: 7,
             store_up: true,
             started_at_secs: 5,
+            admission: crate::policy::Admission {
+                capacity: 4,
+                only_priority_1_2_at: 50,
+                only_priority_1_at: 75,
+            },
+            agents_limit: 10,
         });
         assert!(
             text.contains("lanyard_denials_total{reason=\"not_in_group\"} 2"),
@@ -355,5 +496,92 @@ mod tests {
         );
         assert!(text.contains("lanyard_http_responses_total{class=\"4xx\"} 1"));
         assert!(text.contains("lanyard_store_up 1"));
+        assert!(
+            text.contains("lanyard_capacity_used_ratio 0.75\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lanyard_admission_lowest_priority 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("lanyard_admission_capacity 4\n"), "{text}");
+        assert!(text.contains("lanyard_agents_limit 10\n"), "{text}");
+        assert!(
+            text.contains("lanyard_admission_threshold_ratio{admits=\"priority_1_2\"} 0.5\n"),
+            "{text}"
+        );
+        // No check of the audit chain yet: no figure rather than a guess.
+        assert!(!text.contains("lanyard_audit_chain_ok"), "{text}");
+    }
+
+    fn live() -> Live {
+        Live {
+            connections: 0,
+            sessions: 0,
+            streams: 0,
+            store_up: true,
+            started_at_secs: 0,
+            admission: crate::policy::Admission {
+                capacity: 10,
+                only_priority_1_2_at: 80,
+                only_priority_1_at: 90,
+            },
+            agents_limit: 10,
+        }
+    }
+
+    #[test]
+    fn bytes_per_app_are_labelled_and_a_deleted_idle_app_is_forgotten() {
+        let m = Metrics::default();
+        let hr = m.app("hr");
+        hr.up.fetch_add(100, Relaxed);
+        hr.down.fetch_add(7, Relaxed);
+        m.app("gone").up.fetch_add(1, Relaxed);
+        let busy = m.app("gone-but-busy");
+        busy.down.fetch_add(3, Relaxed);
+        m.app("odd\"name").up.fetch_add(1, Relaxed);
+        let text = m.render(live());
+        assert!(
+            text.contains("lanyard_app_bytes_total{app=\"hr\",direction=\"to_app\"} 100\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lanyard_app_bytes_total{app=\"hr\",direction=\"from_app\"} 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lanyard_app_bytes_total{app=\"odd\\\"name\",direction=\"to_app\"} 1\n"),
+            "{text}"
+        );
+        // Only "hr" still exists; "gone-but-busy" has a stream relaying.
+        m.forget_apps(|a| a == "hr");
+        let text = m.render(live());
+        assert!(text.contains("app=\"hr\""), "{text}");
+        assert!(!text.contains("app=\"gone\""), "{text}");
+        assert!(text.contains("app=\"gone-but-busy\""), "{text}");
+        drop(busy);
+        m.forget_apps(|a| a == "hr");
+        let text = m.render(live());
+        assert!(!text.contains("gone-but-busy"), "{text}");
+        assert_eq!(m.app_bytes().len(), 1);
+        drop(hr);
+    }
+
+    #[test]
+    fn the_audit_check_is_shown_once_made() {
+        let m = Metrics::default();
+        m.audit_checked(AuditCheck::Quick, true, 1_700_000_000);
+        let text = m.render(live());
+        assert!(text.contains("lanyard_audit_chain_ok 1\n"), "{text}");
+        assert!(text.contains("lanyard_audit_chain_checked_time_seconds 1700000000\n"));
+        m.audit_checked(AuditCheck::Quick, false, 1_700_000_060);
+        assert!(m.render(live()).contains("lanyard_audit_chain_ok 0\n"));
+        // A failed full walk stays failed while quick checks pass...
+        m.audit_checked(AuditCheck::Full, false, 1_700_000_070);
+        m.audit_checked(AuditCheck::Quick, true, 1_700_000_120);
+        assert!(m.render(live()).contains("lanyard_audit_chain_ok 0\n"));
+        // ...until a full walk passes.
+        m.audit_checked(AuditCheck::Full, true, 1_700_000_130);
+        assert!(m.render(live()).contains("lanyard_audit_chain_ok 1\n"));
     }
 }

@@ -87,6 +87,7 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check("database_url", old.database_url != new.database_url);
     check("api_listen", old.api_listen != new.api_listen);
     check("quic_listen", old.quic_listen != new.quic_listen);
+    check("metrics_listen", old.metrics_listen != new.metrics_listen);
     check("public_addr", old.public_addrs != new.public_addrs);
     check("server_names", old.server_names != new.server_names);
     check("tls_cert/tls_key", old.tls != new.tls);

@@ -96,6 +96,7 @@ impl Shared {
             store: &self.store,
             capacity: self.live().admission.capacity,
             state: &self.load,
+            policy: &self.policy,
         }
     }
 }

@@ -100,3 +100,74 @@ async fn a_recomputed_edit_and_a_rewound_tail_are_named() {
         );
     }
 }
+
+/// The quick check run every checkpoint interval (and behind
+/// `lanyard_audit_chain_ok`) names the same tampering from two reads.
+#[tokio::test]
+async fn the_quick_check_sees_a_recomputed_edit_a_cut_tail_and_a_rewind() {
+    for ts in stores().await {
+        let store = &ts.store;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(&tmp.path().join("data")).unwrap();
+        let checkpoints =
+            Checkpoints::open(&dir, tmp.path().join("checkpoints.log"), "node-a").unwrap();
+        assert_eq!(
+            store.audit_quick_check(None).await.unwrap(),
+            None,
+            "{}",
+            ts.label
+        );
+        rows(store, 5).await;
+        sign_head(store, &checkpoints, 10_000).await;
+        rows(store, 3).await;
+        let quick = |signed: Option<(i64, String)>| async move {
+            store
+                .audit_quick_check(signed.as_ref().map(|(s, h)| (*s, h.as_str())))
+                .await
+                .unwrap()
+        };
+        let signed = checkpoints.last_signed();
+        assert_eq!(signed.as_ref().map(|s| s.0), Some(5));
+        assert_eq!(quick(signed.clone()).await, None, "{}", ts.label);
+
+        // Row 2 edited, every hash after it computed again.
+        sqlx::query("UPDATE audit_log SET target = 'someone-else' WHERE seq = 2")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        rechain(store).await;
+        let problem = quick(signed.clone())
+            .await
+            .expect("a re-computed edit passed");
+        assert!(
+            problem.contains("row 5") && problem.contains("re-computed"),
+            "{problem}"
+        );
+        sqlx::query("UPDATE audit_log SET target = 'p.1' WHERE seq = 2")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        rechain(store).await;
+        assert_eq!(quick(signed.clone()).await, None, "{}", ts.label);
+
+        // The last two rows cut, the head left alone.
+        sign_head(store, &checkpoints, 20_000).await;
+        let signed = checkpoints.last_signed();
+        sqlx::query("DELETE FROM audit_log WHERE seq > 6")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let problem = quick(signed.clone()).await.expect("a cut tail passed");
+        assert!(problem.contains("rows 7..=8 are missing"), "{problem}");
+        // And with the head moved back too: rewound past the checkpoint.
+        rechain(store).await;
+        let problem = quick(signed.clone()).await.expect("a rewound log passed");
+        assert!(
+            problem.contains("rewound") && problem.contains("row 8") && problem.contains("row 6"),
+            "{problem}"
+        );
+        // Reopened, the signer remembers what it signed last.
+        let again = Checkpoints::open(&dir, tmp.path().join("checkpoints.log"), "node-a").unwrap();
+        assert_eq!(again.last_signed(), signed);
+    }
+}

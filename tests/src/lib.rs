@@ -4,6 +4,7 @@
 
 pub mod help_check;
 pub mod impair;
+pub mod promql;
 pub mod store_link;
 pub mod trend;
 pub mod world;

@@ -2,22 +2,24 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 
 use super::auth::Admin;
 use super::error::ApiResult;
+use super::router::Routes;
 use super::JsonBody;
 use crate::clock::now_ms;
 use crate::model::{AppName, DeviceKindRule, GroupName, Target};
 use crate::state::AppState;
 use crate::store::apps::{App, AppChange, NewApp};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/apps", get(list).post(add))
-        .route("/apps/{name}", delete(remove).patch(set))
+/// This module's routes under `/api/v1`.
+pub fn routes(r: Routes) -> Routes {
+    r.get("/apps", list)
+        .post("/apps", add)
+        .delete("/apps/{name}", remove)
+        .patch("/apps/{name}", set)
 }
 
 #[derive(Debug, Deserialize)]

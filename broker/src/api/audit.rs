@@ -1,21 +1,20 @@
 //! `/api/v1/audit`: read and verify the hash-chained audit log.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
+use super::router::Routes;
 use super::QueryParams;
 use crate::clock::{duration_ms, now_ms, parse_rfc3339};
 use crate::state::AppState;
 use crate::store::audit::{AuditFilter, AuditRow, VerifyReport};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/audit", get(list))
-        .route("/audit/verify", get(verify))
+/// This module's routes under `/api/v1`.
+pub fn routes(r: Routes) -> Routes {
+    r.get("/audit", list).get("/audit/verify", verify)
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,5 +111,8 @@ async fn verify(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<
             ));
         }
     }
+    state
+        .metrics
+        .audit_checked(crate::metrics::AuditCheck::Full, report.ok, now_ms() / 1000);
     Ok(Json(report))
 }

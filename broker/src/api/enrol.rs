@@ -2,23 +2,24 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use lanyard_proto::enrol::{EnrolmentCode, SECRET_LEN};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
+use super::router::Routes;
 use super::{JsonBody, QueryParams};
 use crate::clock::{duration_ms, now_ms};
 use crate::model::{AssetTag, Username};
 use crate::state::AppState;
 use crate::store::enrol::{CodeView, EnrolFor};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/enrolment-codes", get(list).post(create))
-        .route("/enrolment-codes/{id}/cancel", post(cancel))
+/// This module's routes under `/api/v1`.
+pub fn routes(r: Routes) -> Routes {
+    r.get("/enrolment-codes", list)
+        .post("/enrolment-codes", create)
+        .post("/enrolment-codes/{id}/cancel", cancel)
 }
 
 #[derive(Debug, Deserialize)]

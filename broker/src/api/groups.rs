@@ -2,22 +2,23 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 
 use super::auth::Admin;
 use super::error::ApiResult;
+use super::router::Routes;
 use super::JsonBody;
 use crate::clock::now_ms;
 use crate::model::{parse_text, GroupName};
 use crate::state::AppState;
 use crate::store::groups::Group;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/groups", get(list).post(add))
-        .route("/groups/{name}", delete(remove))
+/// This module's routes under `/api/v1`.
+pub fn routes(r: Routes) -> Routes {
+    r.get("/groups", list)
+        .post("/groups", add)
+        .delete("/groups/{name}", remove)
 }
 
 #[derive(Debug, Deserialize)]

@@ -28,6 +28,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         streams: state.sessions.open_streams(),
         store_up: up,
         started_at_secs: state.started_at_secs,
+        admission: state.live().admission,
+        agents_limit: state.settings.max_agents,
     });
     let mut certs = state.certs.expiries();
     certs.extend(crate::tls::certificate_facts(state.ca.cert_der()).map(|f| ("ca", f.not_after)));

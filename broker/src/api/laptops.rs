@@ -2,12 +2,12 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
 use super::error::{header_refused, ApiError, ApiResult, Imported};
+use super::router::Routes;
 use super::{JsonBody, QueryParams};
 use crate::clock::now_ms;
 use crate::csv_import::FieldProblems;
@@ -18,17 +18,18 @@ use crate::store::laptops::{DeviceRow, LaptopDetail, LaptopFilter, LaptopImportR
 pub const CSV_COLUMNS: [&str; 4] = ["asset_tag", "serial", "model", "status"];
 pub const CSV_OPTIONAL: [&str; 3] = ["notes", "purchase_date", "warranty_end"];
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/devices", get(list).post(add))
-        .route("/devices/import", post(import))
-        .route("/devices/{tag}", get(show))
-        .route("/devices/{tag}/assign", post(assign))
-        .route("/devices/{tag}/return", post(give_back))
-        .route("/devices/{tag}/mark", post(mark))
-        .route("/devices/{tag}/revoke", post(revoke))
-        .route("/devices/{tag}/history", get(history))
-        .route("/personal-devices/{id}/revoke", post(revoke_personal))
+/// This module's routes under `/api/v1`.
+pub fn routes(r: Routes) -> Routes {
+    r.get("/devices", list)
+        .post("/devices", add)
+        .post("/devices/import", import)
+        .get("/devices/{tag}", show)
+        .post("/devices/{tag}/assign", assign)
+        .post("/devices/{tag}/return", give_back)
+        .post("/devices/{tag}/mark", mark)
+        .post("/devices/{tag}/revoke", revoke)
+        .get("/devices/{tag}/history", history)
+        .post("/personal-devices/{id}/revoke", revoke_personal)
 }
 
 #[derive(Debug, Deserialize)]

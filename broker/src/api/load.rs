@@ -1,16 +1,17 @@
 //! `/api/v1/load`: this node's live load and today's peak.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 
 use super::auth::Admin;
 use super::error::ApiResult;
+use super::router::Routes;
 use crate::load::LoadReport;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/load", get(load))
+/// This module's routes under `/api/v1`.
+pub fn routes(r: Routes) -> Routes {
+    r.get("/load", load)
 }
 
 async fn load(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<LoadReport>> {

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 
 use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
+use super::router::Routes;
 use super::QueryParams;
 use crate::clock::{now_ms, rfc3339};
 use crate::model::LaptopStatus;
@@ -31,8 +31,9 @@ pub const CSV_HEADER: [&str; 11] = [
     "notes",
 ];
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/reports/inventory", get(inventory))
+/// This module's routes under `/api/v1`.
+pub fn routes(r: Routes) -> Routes {
+    r.get("/reports/inventory", inventory)
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,23 +2,24 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 
 use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
+use super::router::Routes;
 use super::{JsonBody, QueryParams};
 use crate::clock::now_ms;
 use crate::model::{parse_text, Username};
 use crate::state::AppState;
 use crate::store::requests::{FulfilReport, RequestView};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/requests", get(list).post(add))
-        .route("/requests/fulfil", post(fulfil))
-        .route("/requests/{username}/cancel", post(cancel))
+/// This module's routes under `/api/v1`.
+pub fn routes(r: Routes) -> Routes {
+    r.get("/requests", list)
+        .post("/requests", add)
+        .post("/requests/fulfil", fulfil)
+        .post("/requests/{username}/cancel", cancel)
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,39 +1,101 @@
-//! Every route of the admin API, and the layers around them.
+//! Every route of the admin API, and the layers around them. The routes
+//! under `/api/v1` are added through [`Routes`], which keeps their list
+//! (method and path) beside the router, so the API's description can be
+//! checked against what is served.
 
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::handler::Handler;
+use axum::http::Method;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{get, on, MethodFilter};
 use axum::Router;
 
 use super::error::ApiError;
 use super::{
     apps, audit, auth, enrol, groups, health, laptops, load,
     middleware::{guard, note_route},
-    report, requests, sessions, staff, staff_removal, tokens,
+    openapi, report, requests, sessions, staff, staff_removal, tokens,
 };
 use crate::state::AppState;
 
+/// Routes under `/api/v1`: the router and the list of what it serves.
+pub struct Routes {
+    router: Router<AppState>,
+    served: Vec<(Method, &'static str)>,
+}
+
+impl Routes {
+    fn new() -> Self {
+        Self {
+            router: Router::new(),
+            served: Vec::new(),
+        }
+    }
+
+    fn add<H, T>(mut self, method: Method, filter: MethodFilter, path: &'static str, h: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        // Methods added to one path one by one are merged by axum.
+        self.router = self.router.route(path, on(filter, h));
+        self.served.push((method, path));
+        self
+    }
+
+    pub fn get<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.add(Method::GET, MethodFilter::GET, path, h)
+    }
+
+    pub fn post<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.add(Method::POST, MethodFilter::POST, path, h)
+    }
+
+    pub fn patch<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.add(Method::PATCH, MethodFilter::PATCH, path, h)
+    }
+
+    pub fn delete<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.add(Method::DELETE, MethodFilter::DELETE, path, h)
+    }
+}
+
+/// Every route under `/api/v1`.
+fn v1() -> Routes {
+    let r = Routes::new()
+        .post("/login", auth::login)
+        .get("/me", auth::me)
+        .get("/openapi.json", openapi::document);
+    [
+        groups::routes,
+        staff::routes,
+        staff_removal::routes,
+        apps::routes,
+        enrol::routes,
+        laptops::routes,
+        requests::routes,
+        report::routes,
+        sessions::routes,
+        tokens::routes,
+        load::routes,
+        audit::routes,
+    ]
+    .into_iter()
+    .fold(r, |r, module| module(r))
+}
+
+/// What `/api/v1` serves: each method and path (axum's `{param}` syntax,
+/// as OpenAPI writes it), in the order added.
+pub fn v1_routes() -> Vec<(Method, &'static str)> {
+    v1().served
+}
+
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/login", post(auth::login))
-        .route("/me", get(auth::me))
-        .merge(groups::router())
-        .merge(staff::router())
-        .merge(staff_removal::router())
-        .merge(apps::router())
-        .merge(enrol::router())
-        .merge(laptops::router())
-        .merge(requests::router())
-        .merge(report::router())
-        .merge(sessions::router())
-        .merge(tokens::router())
-        .merge(load::router())
-        .merge(audit::router());
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .nest("/api/v1", v1)
+        .nest("/api/v1", v1().router)
         .route_layer(middleware::from_fn(note_route))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.settings.http_body_bytes))

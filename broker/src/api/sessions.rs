@@ -3,23 +3,23 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
 
 use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
 use super::extract::QueryParams;
+use super::router::Routes;
 use crate::clock::{now_ms, rfc3339};
 use crate::state::AppState;
 use crate::store::nodes::NODE_LOST_AFTER_MS;
 use crate::tunnel::SessionView;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/sessions", get(list))
-        .route("/sessions/{id}", delete(kill))
-        .route("/nodes", get(nodes))
+/// This module's routes under `/api/v1`.
+pub fn routes(r: Routes) -> Routes {
+    r.get("/sessions", list)
+        .delete("/sessions/{id}", kill)
+        .get("/nodes", nodes)
 }
 
 #[derive(Debug, serde::Deserialize)]

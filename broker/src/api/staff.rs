@@ -2,12 +2,12 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
 use super::error::{header_refused, ApiError, ApiResult, Imported};
+use super::router::Routes;
 use super::JsonBody;
 use crate::auth::{password, totp};
 use crate::clock::now_ms;
@@ -25,18 +25,17 @@ pub const CSV_COLUMNS: [&str; 6] = [
     "groups",
 ];
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/staff", get(list).post(add))
-        .route("/staff/import", post(import))
-        .route("/staff/{username}", get(show))
-        .route("/staff/{username}/disable", post(disable))
-        .route("/staff/{username}/enable", post(enable))
-        .route("/staff/{username}/password", post(set_password))
-        .route(
-            "/staff/{username}/totp",
-            post(enable_totp).delete(disable_totp),
-        )
+/// This module's routes under `/api/v1`.
+pub fn routes(r: Routes) -> Routes {
+    r.get("/staff", list)
+        .post("/staff", add)
+        .post("/staff/import", import)
+        .get("/staff/{username}", show)
+        .post("/staff/{username}/disable", disable)
+        .post("/staff/{username}/enable", enable)
+        .post("/staff/{username}/password", set_password)
+        .post("/staff/{username}/totp", enable_totp)
+        .delete("/staff/{username}/totp", disable_totp)
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,20 +9,20 @@
 //! audited change.
 
 use axum::extract::{Path, State};
-use axum::routing::delete;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
 
 use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
+use super::router::Routes;
 use crate::clock::now_ms;
 use crate::model::Username;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/staff/{username}", delete(remove_person))
-        .route("/staff/{username}/devices", delete(remove_devices))
+/// This module's routes under `/api/v1`.
+pub fn routes(r: Routes) -> Routes {
+    r.delete("/staff/{username}", remove_person)
+        .delete("/staff/{username}/devices", remove_devices)
 }
 
 #[derive(Debug, Serialize)]

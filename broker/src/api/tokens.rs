@@ -2,22 +2,21 @@
 //! `lanyard login`), and revoking one.
 
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 
 use super::auth::Admin;
 use super::error::ApiResult;
+use super::router::Routes;
 use super::QueryParams;
 use crate::clock::now_ms;
 use crate::model::Username;
 use crate::state::AppState;
 use crate::store::api_tokens::TokenView;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/tokens", get(list))
-        .route("/tokens/{id}/revoke", post(revoke))
+/// This module's routes under `/api/v1`.
+pub fn routes(r: Routes) -> Routes {
+    r.get("/tokens", list).post("/tokens/{id}/revoke", revoke)
 }
 
 #[derive(Debug, Deserialize)]

@@ -36,7 +36,21 @@ fn tokens(ctx: &DeviceConn, username: &str, family: &str, refresh_token: String)
     }
 }
 
+/// Answers a `SignIn`, timed into `lanyard_signin_seconds` whatever the
+/// answer.
 pub(super) async fn sign_in(
+    ctx: &DeviceConn,
+    username: &str,
+    password: &str,
+    totp: Option<&str>,
+) -> Message {
+    let started = std::time::Instant::now();
+    let answer = answer_sign_in(ctx, username, password, totp).await;
+    ctx.state.metrics.signin_latency.observe(started.elapsed());
+    answer
+}
+
+async fn answer_sign_in(
     ctx: &DeviceConn,
     username: &str,
     password: &str,

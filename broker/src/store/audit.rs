@@ -355,6 +355,62 @@ impl Store {
         })
     }
 
+    /// A quick look at the chain, cheap enough for every checkpoint
+    /// interval: the head matches the last row, and the row `signed` (the
+    /// last checkpoint this node signed: seq, hash) is still there with the
+    /// hash that was signed. The problem found, if any. A row edited
+    /// without the chain re-computed, or one after the last checkpoint, is
+    /// found only by the full walk ([`Store::audit_verify_against`]).
+    pub async fn audit_quick_check(&self, signed: Option<(i64, &str)>) -> Result<Option<String>> {
+        // One statement: one consistent view, even while rows are added.
+        let (head_seq, head_hash, last_seq, last_hash, signed_hash): (
+            i64,
+            String,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+        ) = sqlx::query_as(
+            "SELECT h.seq, h.hash, l.seq, l.hash, s.hash
+             FROM audit_head h
+             LEFT JOIN audit_log l ON l.seq = (SELECT MAX(seq) FROM audit_log)
+             LEFT JOIN audit_log s ON s.seq = $1
+             WHERE h.id = 1",
+        )
+        .bind(signed.map(|(seq, _)| seq).unwrap_or(0))
+        .fetch_one(&self.pool)
+        .await?;
+        let last_seq = last_seq.unwrap_or(0);
+        let last_hash = last_hash.unwrap_or_else(|| GENESIS_HASH.to_owned());
+        if head_seq > last_seq {
+            return Ok(Some(format!(
+                "rows {}..={head_seq} are missing (deleted from the end of the log)",
+                last_seq + 1
+            )));
+        }
+        if head_seq != last_seq || head_hash != last_hash {
+            return Ok(Some(format!(
+                "the chain head (row {head_seq}) does not match the last row ({last_seq})"
+            )));
+        }
+        if let Some((seq, hash)) = signed {
+            if seq > last_seq {
+                return Ok(Some(format!(
+                    "the log was rewound: row {seq} was signed, but the log ends at row {last_seq}"
+                )));
+            }
+            match signed_hash {
+                None => return Ok(Some(format!("row {seq}, signed, is missing (deleted)"))),
+                Some(h) if h != hash => {
+                    return Ok(Some(format!(
+                        "row {seq} is not the row signed: it or a row before it was edited and the chain re-computed"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(None)
+    }
+
     /// The chain head: the last row's sequence number and hash.
     pub async fn audit_head(&self) -> Result<(i64, String)> {
         Ok(

@@ -1167,6 +1167,7 @@ mod tests {
             connected: Some((Duration::from_millis(500), Duration::from_millis(12))),
             handshake: Some(Duration::from_millis(3)),
             sign_in: Some(Duration::from_millis(8)),
+            session: Some(Duration::from_millis(1)),
             disconnected_at: Some(Duration::from_secs(3)),
             streams_ok: vec![(
                 Duration::from_millis(1400),
