@@ -10,7 +10,7 @@ use super::auth::Admin;
 use super::error::ApiResult;
 use super::JsonBody;
 use crate::clock::now_ms;
-use crate::model::{AppName, DeviceKindRule, GroupName, Target};
+use crate::model::{parse_host_names, parse_protocol, AppName, DeviceKindRule, GroupName, Target};
 use crate::state::AppState;
 use crate::store::apps::{App, AppChange, NewApp};
 
@@ -29,6 +29,12 @@ struct AppRequest {
     allow_groups: Vec<String>,
     #[serde(default)]
     device_kind: Option<String>,
+    /// The names the app is known by (the agent's proxy answers for them).
+    #[serde(default)]
+    hosts: Vec<String>,
+    /// `tcp` (the default) or `udp`.
+    #[serde(default)]
+    protocol: Option<String>,
 }
 
 async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Vec<App>>> {
@@ -46,6 +52,8 @@ async fn add(
         target: Target::parse(&req.target)?,
         groups,
         device_kind: DeviceKindRule::parse(req.device_kind.as_deref().unwrap_or("any"))?,
+        hosts: parse_host_names(&req.hosts)?,
+        protocol: parse_protocol(req.protocol.as_deref().unwrap_or("tcp"))?,
     };
     Ok((
         StatusCode::CREATED,
@@ -59,6 +67,9 @@ struct AppSetRequest {
     target: Option<String>,
     allow_groups: Option<Vec<String>>,
     device_kind: Option<String>,
+    /// Replaces the host names (an empty list removes them all).
+    hosts: Option<Vec<String>>,
+    protocol: Option<String>,
 }
 
 fn groups_of(names: &[String]) -> Result<Vec<GroupName>, super::error::ApiError> {
@@ -86,10 +97,12 @@ async fn set(
             .as_deref()
             .map(DeviceKindRule::parse)
             .transpose()?,
+        hosts: req.hosts.as_deref().map(parse_host_names).transpose()?,
+        protocol: req.protocol.as_deref().map(parse_protocol).transpose()?,
     };
-    if change.target.is_none() && change.groups.is_none() && change.device_kind.is_none() {
+    if change.is_empty() {
         return Err(super::error::ApiError::bad(
-            "nothing to change: give a target, allowed groups or a device kind",
+            "nothing to change: give a target, allowed groups, a device kind, host names or a protocol",
         ));
     }
     Ok(Json(

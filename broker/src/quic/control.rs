@@ -25,8 +25,10 @@ fn grants(policy: &Policy, session: &LiveSession) -> Vec<AppGrant> {
     allowed_apps(policy, &session.subject(), now_ms())
         .into_iter()
         .map(|a| AppGrant {
-            name: a.name.clone(),
-            port_hint: 0,
+            target: a.target.clone(),
+            hosts: a.hosts.clone(),
+            protocol: a.protocol,
+            ..AppGrant::named(a.name.clone())
         })
         .collect()
 }
