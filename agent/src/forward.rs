@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lanyard_relay::{open_tunnel, Meters, TunnelError};
+use lanyard_relay::{open_tunnel_with, Greeting, Meters, TunnelError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
@@ -61,24 +61,102 @@ pub struct Counters {
     pub bytes_received: AtomicU64,
 }
 
-/// Opens one tunnel stream for `tcp` to `app` over `conn` and relays it.
+/// Opens one tunnel stream for `tcp` to `app` over `conn` and relays it;
+/// `greeting` is what a local proxy puts around it (nothing for a forward).
 pub async fn tunnel(
     conn: &quinn::Connection,
     app: &str,
     request_id: u64,
     tcp: TcpStream,
     counters: &Counters,
+    greeting: Greeting<'_>,
 ) -> Result<(), TunnelError> {
     counters.streams_opened.fetch_add(1, Relaxed);
     let meters = Meters {
         inbound: &[&counters.bytes_received],
         outbound: &[&counters.bytes_sent],
     };
-    let result = open_tunnel(conn, app, request_id, tcp, STREAM_ANSWER_TIMEOUT, meters).await;
+    let result = open_tunnel_with(
+        conn,
+        app,
+        request_id,
+        tcp,
+        STREAM_ANSWER_TIMEOUT,
+        meters,
+        greeting,
+    )
+    .await;
     if result.as_ref().is_err_and(|e| e.refusal().is_some()) {
         counters.streams_refused.fetch_add(1, Relaxed);
     }
     result.map(|_| ())
+}
+
+/// What carrying a local connection in a tunnel stream needs: the
+/// session's connection (while there is one), the counters, request ids
+/// and where failures are reported. The forwards and the local proxy
+/// share one.
+#[derive(Clone)]
+pub struct Streams {
+    link: watch::Receiver<Link>,
+    counters: Arc<Counters>,
+    next_request: Arc<AtomicU64>,
+    failures: mpsc::UnboundedSender<StreamFailed>,
+}
+
+/// Why a stream could not be carried: there is no session right now.
+pub const NOT_CONNECTED: &str = "not connected to the broker right now; try again shortly";
+
+impl Streams {
+    /// The session's connection, waiting a little for one while the agent
+    /// reconnects.
+    pub async fn connection(&self) -> Option<quinn::Connection> {
+        let mut link = self.link.clone();
+        let waited = tokio::time::timeout(WAIT_FOR_SESSION, link.wait_for(Option::is_some)).await;
+        match waited {
+            Ok(Ok(l)) => l.clone(),
+            _ => None,
+        }
+    }
+
+    /// Reports a stream that could not be carried.
+    pub fn failed(&self, app: &str, reason: String) {
+        let _ = self.failures.send(StreamFailed {
+            app: app.to_owned(),
+            reason,
+        });
+    }
+
+    /// Carries `tcp` to `app` in one tunnel stream over `conn`; a failure
+    /// is reported (and returned, with the reason the person sees).
+    pub async fn carry(
+        &self,
+        conn: &quinn::Connection,
+        app: &str,
+        tcp: TcpStream,
+        greeting: Greeting<'_>,
+    ) -> Result<(), TunnelError> {
+        let id = self.next_request.fetch_add(1, Relaxed);
+        let result = tunnel(conn, app, id, tcp, &self.counters, greeting).await;
+        if let Err(e) = &result {
+            self.failed(app, failure_reason(conn, e));
+        }
+        result
+    }
+}
+
+/// Why a stream failed, as the person is told: the broker's reason when
+/// it closed the connection, else the stream's own.
+pub fn failure_reason(conn: &quinn::Connection, e: &TunnelError) -> String {
+    match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c)) => {
+            format!(
+                "closed by the broker: {}",
+                String::from_utf8_lossy(&c.reason)
+            )
+        }
+        _ => e.to_string(),
+    }
 }
 
 /// A stream that could not be carried, for the person to see.
@@ -147,6 +225,16 @@ impl Forwards {
         self.link.send_replace(conn);
     }
 
+    /// A handle to open tunnel streams with, for the local proxy.
+    pub fn streams(&self) -> Streams {
+        Streams {
+            link: self.link.subscribe(),
+            counters: self.counters.clone(),
+            next_request: self.next_request.clone(),
+            failures: self.failures.clone(),
+        }
+    }
+
     /// Binds a listener for `app` at `addr` and serves it.
     async fn bind(&mut self, app: &str, addr: SocketAddr) -> Result<SocketAddr, ListenError> {
         let listen_err = |source| ListenError {
@@ -161,14 +249,7 @@ impl Forwards {
         if let Ok(bytes) = serde_json::to_vec_pretty(&self.saved_ports) {
             let _ = self.state.write(PORTS_FILE, &bytes);
         }
-        tokio::spawn(serve(
-            app.to_owned(),
-            listener,
-            self.link.subscribe(),
-            self.counters.clone(),
-            self.next_request.clone(),
-            self.failures.clone(),
-        ));
+        tokio::spawn(serve(app.to_owned(), listener, self.streams()));
         Ok(local)
     }
 
@@ -213,14 +294,7 @@ impl Forwards {
 }
 
 /// Accepts local connections for `app` and tunnels each one.
-async fn serve(
-    app: String,
-    listener: TcpListener,
-    link: watch::Receiver<Link>,
-    counters: Arc<Counters>,
-    next_request: Arc<AtomicU64>,
-    failures: mpsc::UnboundedSender<StreamFailed>,
-) {
+async fn serve(app: String, listener: TcpListener, streams: Streams) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             // Out of file descriptors or similar: do not spin.
@@ -228,39 +302,15 @@ async fn serve(
             continue;
         };
         let app = app.clone();
-        let mut link = link.clone();
-        let counters = counters.clone();
-        let failures = failures.clone();
-        let id = next_request.fetch_add(1, Relaxed);
+        let streams = streams.clone();
         tokio::spawn(async move {
             // Any open session will do: the broker decides every stream
             // and says why when it refuses one.
-            let current = match tokio::time::timeout(
-                WAIT_FOR_SESSION,
-                link.wait_for(Option::is_some),
-            )
-            .await
-            {
-                Ok(Ok(l)) => l.clone(),
-                _ => None,
-            };
-            let Some(conn) = current else {
-                let reason = "not connected to the broker right now; try again shortly".into();
-                let _ = failures.send(StreamFailed { app, reason });
+            let Some(conn) = streams.connection().await else {
+                streams.failed(&app, NOT_CONNECTED.into());
                 return;
             };
-            if let Err(e) = tunnel(&conn, &app, id, tcp, &counters).await {
-                let reason = match conn.close_reason() {
-                    Some(quinn::ConnectionError::ApplicationClosed(c)) => {
-                        format!(
-                            "closed by the broker: {}",
-                            String::from_utf8_lossy(&c.reason)
-                        )
-                    }
-                    _ => e.to_string(),
-                };
-                let _ = failures.send(StreamFailed { app, reason });
-            }
+            let _ = streams.carry(&conn, &app, tcp, Greeting::default()).await;
         });
     }
 }

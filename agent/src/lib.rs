@@ -8,5 +8,7 @@ pub mod backoff;
 pub mod client;
 pub mod forward;
 pub mod identity;
+pub mod pac;
+pub mod proxy;
 pub mod state;
 pub mod up;
