@@ -6,7 +6,9 @@
 //! while the agent is reconnecting waits a little for the session to come
 //! back. Each stream is decided by the broker afresh.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+
+use lanyard_proto::AppProtocol;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -59,6 +61,9 @@ pub struct Counters {
     pub streams_refused: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub bytes_received: AtomicU64,
+    /// UDP datagrams dropped: too large for the connection, queued past a
+    /// flow's room, or of no flow.
+    pub datagrams_dropped: AtomicU64,
 }
 
 /// Opens one tunnel stream for `tcp` to `app` over `conn` and relays it;
@@ -119,6 +124,15 @@ impl Streams {
         }
     }
 
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// A new stream's request id.
+    pub fn next_id(&self) -> u64 {
+        self.next_request.fetch_add(1, Relaxed)
+    }
+
     /// Reports a stream that could not be carried.
     pub fn failed(&self, app: &str, reason: String) {
         let _ = self.failures.send(StreamFailed {
@@ -136,8 +150,7 @@ impl Streams {
         tcp: TcpStream,
         greeting: Greeting<'_>,
     ) -> Result<(), TunnelError> {
-        let id = self.next_request.fetch_add(1, Relaxed);
-        let result = tunnel(conn, app, id, tcp, &self.counters, greeting).await;
+        let result = tunnel(conn, app, self.next_id(), tcp, &self.counters, greeting).await;
         if let Err(e) = &result {
             self.failed(app, failure_reason(conn, e));
         }
@@ -187,6 +200,9 @@ pub struct Forwards {
     counters: Arc<Counters>,
     next_request: Arc<AtomicU64>,
     failures: mpsc::UnboundedSender<StreamFailed>,
+    /// UDP flows' way back, and the connection whose datagrams are read.
+    returns: Arc<crate::udp::Returns>,
+    reading: std::sync::Mutex<Option<usize>>,
 }
 
 impl Forwards {
@@ -213,15 +229,31 @@ impl Forwards {
             counters: Arc::new(Counters::default()),
             next_request: Arc::new(AtomicU64::new(1)),
             failures,
+            returns: Default::default(),
+            reading: Default::default(),
         };
+        // Explicit forwards are TCP; UDP apps get their ports by themselves.
         for f in explicit {
-            forwards.bind(&f.app, f.listen).await?;
+            forwards.bind(&f.app, f.listen, AppProtocol::Tcp).await?;
         }
         Ok(forwards)
     }
 
-    /// New streams go over `conn` (or wait, with `None`).
+    /// New streams go over `conn` (or wait, with `None`); a new
+    /// connection's datagrams are read for the UDP flows.
     pub fn set_link(&self, conn: Link) {
+        if let Some(c) = &conn {
+            if let Ok(mut reading) = self.reading.lock() {
+                if *reading != Some(c.stable_id()) {
+                    *reading = Some(c.stable_id());
+                    tokio::spawn(crate::udp::read_datagrams(
+                        c.clone(),
+                        self.returns.clone(),
+                        self.streams(),
+                    ));
+                }
+            }
+        }
         self.link.send_replace(conn);
     }
 
@@ -235,21 +267,45 @@ impl Forwards {
         }
     }
 
-    /// Binds a listener for `app` at `addr` and serves it.
-    async fn bind(&mut self, app: &str, addr: SocketAddr) -> Result<SocketAddr, ListenError> {
+    /// Binds a listener (a UDP socket for a UDP app) for `app` at `addr`
+    /// and serves it.
+    async fn bind(
+        &mut self,
+        app: &str,
+        addr: SocketAddr,
+        protocol: AppProtocol,
+    ) -> Result<SocketAddr, ListenError> {
         let listen_err = |source| ListenError {
             app: app.to_owned(),
             addr,
             source,
         };
-        let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
-        let local = listener.local_addr().map_err(listen_err)?;
+        let local = match protocol {
+            AppProtocol::Tcp => {
+                let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
+                let local = listener.local_addr().map_err(listen_err)?;
+                tokio::spawn(serve(app.to_owned(), listener, self.streams()));
+                local
+            }
+            AppProtocol::Udp => {
+                let socket = tokio::net::UdpSocket::bind(addr)
+                    .await
+                    .map_err(listen_err)?;
+                let local = socket.local_addr().map_err(listen_err)?;
+                tokio::spawn(crate::udp::serve(
+                    app.to_owned(),
+                    Arc::new(socket),
+                    self.streams(),
+                    self.returns.clone(),
+                ));
+                local
+            }
+        };
         self.bound.insert(app.to_owned(), local);
         self.saved_ports.insert(app.to_owned(), local.port());
         if let Ok(bytes) = serde_json::to_vec_pretty(&self.saved_ports) {
             let _ = self.state.write(PORTS_FILE, &bytes);
         }
-        tokio::spawn(serve(app.to_owned(), listener, self.streams()));
         Ok(local)
     }
 
@@ -257,20 +313,21 @@ impl Forwards {
     /// explicit); the ready forwards and the asked-for apps not allowed.
     pub async fn sync(
         &mut self,
-        apps: &BTreeSet<String>,
+        apps: &BTreeMap<String, AppProtocol>,
     ) -> Result<(Vec<(String, SocketAddr)>, Vec<String>), ListenError> {
         if !self.explicit {
-            for app in apps {
+            for (app, protocol) in apps {
+                let protocol = *protocol;
                 if self.bound.contains_key(app) {
                     continue;
                 }
                 let port = self.saved_ports.get(app).copied().unwrap_or(0);
                 let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                match self.bind(app, addr).await {
+                match self.bind(app, addr, protocol).await {
                     Ok(_) => {}
                     // The remembered port is taken: any port will do.
                     Err(_) if port != 0 => {
-                        self.bind(app, SocketAddr::from(([127, 0, 0, 1], 0)))
+                        self.bind(app, SocketAddr::from(([127, 0, 0, 1], 0)), protocol)
                             .await?;
                     }
                     Err(e) => return Err(e),
@@ -280,13 +337,13 @@ impl Forwards {
         let ready = self
             .bound
             .iter()
-            .filter(|(app, _)| apps.contains(*app))
+            .filter(|(app, _)| apps.contains_key(*app))
             .map(|(app, addr)| (app.clone(), *addr))
             .collect();
         let not_allowed = self
             .bound
             .keys()
-            .filter(|app| !apps.contains(*app))
+            .filter(|app| !apps.contains_key(*app))
             .cloned()
             .collect();
         Ok((ready, not_allowed))

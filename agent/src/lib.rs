@@ -11,4 +11,5 @@ pub mod identity;
 pub mod pac;
 pub mod proxy;
 pub mod state;
+pub mod udp;
 pub mod up;

@@ -6,14 +6,14 @@
 //! hello) is the `AgentControl` machine's; what to do when a connection
 //! ends is `lanyard_proto::reconnect`'s. This file only drives them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use lanyard_proto::close;
 use lanyard_proto::reconnect::{Addresses, Ending, Next, Redial, Stop};
 use lanyard_proto::session::{AgentControl, AgentEvent, Lifetimes, Millis};
-use lanyard_proto::ErrorCode;
+use lanyard_proto::{AppProtocol, ErrorCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -221,7 +221,8 @@ impl Runner {
         if let Some(proxy) = &self.proxy {
             proxy.set_apps(Catalog::new(&grants));
         }
-        let apps: BTreeSet<String> = grants.into_iter().map(|a| a.name).collect();
+        let apps: BTreeMap<String, AppProtocol> =
+            grants.into_iter().map(|a| (a.name, a.protocol)).collect();
         let (forwards, not_allowed) = self.forwards.sync(&apps).await?;
         self.forwards.set_link(Some(conn.clone()));
         self.status.connected = true;

@@ -192,6 +192,19 @@ pub fn parse_host_names(names: &[String]) -> Result<Vec<HostName>, Invalid> {
     Ok(hosts)
 }
 
+/// A UDP app's flow idle timeout, in seconds: 1 s to a day.
+pub fn parse_flow_idle(secs: u64) -> Result<u32, Invalid> {
+    match u32::try_from(secs) {
+        Ok(s @ 1..=86_400) => Ok(s),
+        _ => Err(invalid(format!(
+            "bad flow idle timeout {secs} s: use 1 s to 1 day (default 5 minutes)"
+        ))),
+    }
+}
+
+/// The flow idle timeout of an app that does not say.
+pub const DEFAULT_FLOW_IDLE_SECS: u32 = 300;
+
 /// How an app is reached: `tcp` or `udp`.
 pub fn parse_protocol(s: &str) -> Result<lanyard_proto::AppProtocol, Invalid> {
     lanyard_proto::AppProtocol::parse(s.trim())

@@ -48,6 +48,7 @@ async fn reloads_follow_the_store_and_wake_sessions_only_on_change() {
                     device_kind: DeviceKindRule::Managed,
                     hosts: Vec::new(),
                     protocol: lanyard_proto::AppProtocol::Tcp,
+                    flow_idle_secs: 300,
                 },
                 NOW,
             )

@@ -200,6 +200,7 @@ async fn apps_need_known_groups_and_can_be_removed() {
             device_kind: DeviceKindRule::Managed,
             hosts: Vec::new(),
             protocol: lanyard_proto::AppProtocol::Tcp,
+            flow_idle_secs: 300,
         };
         let added = store.app_add("admin", &app, NOW).await.unwrap();
         assert_eq!(added.allow_groups, vec!["hr"]);
@@ -252,6 +253,7 @@ async fn an_app_s_host_names_belong_to_it_alone() {
             device_kind: DeviceKindRule::Any,
             hosts: hosts.iter().map(|h| host(h)).collect(),
             protocol: lanyard_proto::AppProtocol::Udp,
+            flow_idle_secs: 60,
         };
         let hr = store
             .app_add("admin", &app("hr", &["hr.council.internal", "hr"]), NOW)
@@ -259,6 +261,7 @@ async fn an_app_s_host_names_belong_to_it_alone() {
             .unwrap();
         assert_eq!(hr.hosts, vec!["hr", "hr.council.internal"], "{ts:?}");
         assert_eq!(hr.protocol, "udp");
+        assert_eq!(hr.flow_idle_secs, 60);
         // A name of another app's, on add or set: refused, nothing written.
         let taken = store
             .app_add("admin", &app("web", &["hr.council.internal"]), NOW)

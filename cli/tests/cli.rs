@@ -191,6 +191,11 @@ async fn apps_have_host_names_and_a_protocol() {
     let apps = env.json(&["apps", "list"]).await;
     assert_eq!(apps[1]["protocol"], "udp");
     assert_eq!(apps[1]["hosts"], serde_json::json!([]));
+    assert_eq!(apps[1]["flow_idle_secs"], 300, "five minutes unless said");
+    env.ok(&["apps", "set", "pbx", "--flow-idle-timeout", "10m"])
+        .await;
+    let table = env.ok(&["apps", "list"]).await;
+    assert!(table.contains("udp, idle 10m"), "{table}");
 
     // Each bad request is refused with its reason, and changes nothing.
     let before = env.json(&["apps", "list"]).await;
@@ -204,6 +209,10 @@ async fn apps_have_host_names_and_a_protocol() {
             "bad host name",
         ),
         (&["apps", "set", "pbx", "--host", "hr:443"], "bad host name"),
+        (
+            &["apps", "set", "pbx", "--flow-idle-timeout", "2days"],
+            "bad flow idle timeout",
+        ),
         (
             &[
                 "apps",

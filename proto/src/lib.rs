@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod datagram;
 pub mod enrol;
 pub mod frame;
 pub mod host;

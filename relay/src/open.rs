@@ -81,6 +81,35 @@ async fn answer_not_accepted(
     true
 }
 
+/// Opens a stream to `app` on `conn` and waits for the broker to accept
+/// it: a UDP flow's stream, which carries no bytes (its datagrams travel
+/// beside it) and lasts as long as the flow.
+pub async fn open_flow_stream(
+    conn: &quinn::Connection,
+    app: &str,
+    request_id: u64,
+    answer_within: Duration,
+) -> Result<(quinn::SendStream, quinn::RecvStream), TunnelError> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let mut opener = StreamOpener::new(
+        app,
+        request_id,
+        now_ms(),
+        answer_within.as_millis() as Millis,
+    );
+    send.write_all(opener.frame())
+        .await
+        .map_err(FramedError::from)?;
+    let deadline = opener.poll_timeout().unwrap_or_else(now_ms);
+    let left = Duration::from_millis(deadline.saturating_sub(now_ms()));
+    match read_frame(&mut recv, left).await {
+        Ok(answer) => opener.handle_answer(answer)?,
+        Err(FramedError::Timeout(_)) => opener.handle_timeout(deadline)?,
+        Err(e) => return Err(e.into()),
+    }
+    Ok((send, recv))
+}
+
 /// Opens a tunnel stream to `app` on `conn` for `tcp` and relays it until
 /// both directions end. The broker must answer within `answer_within`.
 pub async fn open_tunnel(

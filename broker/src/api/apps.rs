@@ -10,7 +10,10 @@ use super::auth::Admin;
 use super::error::ApiResult;
 use super::JsonBody;
 use crate::clock::now_ms;
-use crate::model::{parse_host_names, parse_protocol, AppName, DeviceKindRule, GroupName, Target};
+use crate::model::{
+    parse_flow_idle, parse_host_names, parse_protocol, AppName, DeviceKindRule, GroupName, Target,
+    DEFAULT_FLOW_IDLE_SECS,
+};
 use crate::state::AppState;
 use crate::store::apps::{App, AppChange, NewApp};
 
@@ -35,6 +38,9 @@ struct AppRequest {
     /// `tcp` (the default) or `udp`.
     #[serde(default)]
     protocol: Option<String>,
+    /// A UDP flow ends after this many seconds without a datagram.
+    #[serde(default)]
+    flow_idle_secs: Option<u64>,
 }
 
 async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Vec<App>>> {
@@ -54,6 +60,11 @@ async fn add(
         device_kind: DeviceKindRule::parse(req.device_kind.as_deref().unwrap_or("any"))?,
         hosts: parse_host_names(&req.hosts)?,
         protocol: parse_protocol(req.protocol.as_deref().unwrap_or("tcp"))?,
+        flow_idle_secs: req
+            .flow_idle_secs
+            .map(parse_flow_idle)
+            .transpose()?
+            .unwrap_or(DEFAULT_FLOW_IDLE_SECS),
     };
     Ok((
         StatusCode::CREATED,
@@ -70,6 +81,7 @@ struct AppSetRequest {
     /// Replaces the host names (an empty list removes them all).
     hosts: Option<Vec<String>>,
     protocol: Option<String>,
+    flow_idle_secs: Option<u64>,
 }
 
 fn groups_of(names: &[String]) -> Result<Vec<GroupName>, super::error::ApiError> {
@@ -99,10 +111,11 @@ async fn set(
             .transpose()?,
         hosts: req.hosts.as_deref().map(parse_host_names).transpose()?,
         protocol: req.protocol.as_deref().map(parse_protocol).transpose()?,
+        flow_idle_secs: req.flow_idle_secs.map(parse_flow_idle).transpose()?,
     };
     if change.is_empty() {
         return Err(super::error::ApiError::bad(
-            "nothing to change: give a target, allowed groups, a device kind, host names or a protocol",
+            "nothing to change: give a target, allowed groups, a device kind, host names, a protocol or a flow idle timeout",
         ));
     }
     Ok(Json(

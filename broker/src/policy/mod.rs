@@ -38,6 +38,8 @@ pub struct AppRule {
     /// The names the agent's proxy knows it by.
     pub hosts: Vec<String>,
     pub protocol: lanyard_proto::AppProtocol,
+    /// A UDP flow ends after this long without a datagram.
+    pub flow_idle: std::time::Duration,
 }
 
 /// The rules at one moment.
@@ -486,6 +488,7 @@ mod tests {
             device_kind: kind,
             hosts: Vec::new(),
             protocol: lanyard_proto::AppProtocol::Tcp,
+            flow_idle: std::time::Duration::from_secs(300),
         };
         p.apps.insert(
             "hr-system".into(),

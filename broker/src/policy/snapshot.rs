@@ -202,6 +202,9 @@ async fn load(
                 device_kind,
                 hosts: app.hosts,
                 protocol,
+                flow_idle: std::time::Duration::from_secs(
+                    app.flow_idle_secs.clamp(1, 86_400) as u64
+                ),
             },
         );
     }

@@ -86,6 +86,7 @@ async fn open(ctx: &DeviceConn, access_token: &str) -> Result<Arc<LiveSession>, 
         bytes_down: AtomicU64::new(0),
         apps_used: Default::default(),
         conn: ctx.conn.clone(),
+        flows: Default::default(),
     });
     let policy = state.policy.current();
     if let Err(d) = decide_session(&policy, &session.subject(), now) {

@@ -16,6 +16,7 @@ pub struct NewApp {
     pub device_kind: DeviceKindRule,
     pub hosts: Vec<HostName>,
     pub protocol: AppProtocol,
+    pub flow_idle_secs: u32,
 }
 
 /// What `lanyard apps set` changes; `None` leaves it as it is.
@@ -26,6 +27,7 @@ pub struct AppChange {
     pub device_kind: Option<DeviceKindRule>,
     pub hosts: Option<Vec<HostName>>,
     pub protocol: Option<AppProtocol>,
+    pub flow_idle_secs: Option<u32>,
 }
 
 impl AppChange {
@@ -35,6 +37,7 @@ impl AppChange {
             && self.device_kind.is_none()
             && self.hosts.is_none()
             && self.protocol.is_none()
+            && self.flow_idle_secs.is_none()
     }
 }
 
@@ -48,6 +51,8 @@ pub struct App {
     pub hosts: Vec<String>,
     /// `tcp` or `udp`.
     pub protocol: String,
+    /// A UDP flow ends after this long without a datagram.
+    pub flow_idle_secs: i64,
 }
 
 /// Gives `app` the host names `hosts` (after its old ones were removed);
@@ -90,13 +95,15 @@ impl Store {
         tx.access_changed();
         require_groups(&mut tx, &new.groups).await?;
         let inserted = sqlx::query(
-            "INSERT INTO apps (name, target, device_kind, created_at, protocol) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO apps (name, target, device_kind, created_at, protocol, flow_idle_secs) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(new.name.as_str())
         .bind(new.target.as_str())
         .bind(new.device_kind.as_str())
         .bind(now)
         .bind(new.protocol.as_str())
+        .bind(i64::from(new.flow_idle_secs))
         .execute(tx.conn())
         .await
         .map_err(StoreError::from);
@@ -121,6 +128,7 @@ impl Store {
             AuditEntry::ok(actor, "app.add", new.name.as_str()).with_detail(serde_json::json!({
                 "target": new.target, "groups": new.groups, "device_kind": new.device_kind.as_str(),
                 "hosts": new.hosts, "protocol": new.protocol.as_str(),
+                "flow_idle_secs": new.flow_idle_secs,
             })),
         )
         .await?;
@@ -169,6 +177,13 @@ impl Store {
                 .execute(tx.conn())
                 .await?;
         }
+        if let Some(secs) = change.flow_idle_secs {
+            sqlx::query("UPDATE apps SET flow_idle_secs = $1 WHERE name = $2")
+                .bind(i64::from(secs))
+                .bind(name)
+                .execute(tx.conn())
+                .await?;
+        }
         if let Some(hosts) = &change.hosts {
             sqlx::query("DELETE FROM app_hosts WHERE app_name = $1")
                 .bind(name)
@@ -197,6 +212,7 @@ impl Store {
                 "device_kind": change.device_kind.map(|k| k.as_str()),
                 "hosts": change.hosts,
                 "protocol": change.protocol.map(|p| p.as_str()),
+                "flow_idle_secs": change.flow_idle_secs,
             })),
         )
         .await?;
@@ -205,10 +221,11 @@ impl Store {
     }
 
     pub async fn app_list(&self) -> Result<Vec<App>> {
-        let apps: Vec<(String, String, String, String)> =
-            sqlx::query_as("SELECT name, target, device_kind, protocol FROM apps ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
+        let apps: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+            "SELECT name, target, device_kind, protocol, flow_idle_secs FROM apps ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let grants: Vec<(String, String)> = sqlx::query_as(
             "SELECT app_name, group_name FROM app_groups ORDER BY app_name, group_name",
         )
@@ -222,14 +239,17 @@ impl Store {
         let mut hosts = group_by_app(hosts);
         Ok(apps
             .into_iter()
-            .map(|(name, target, device_kind, protocol)| App {
-                allow_groups: grants.remove(&name).unwrap_or_default(),
-                hosts: hosts.remove(&name).unwrap_or_default(),
-                name,
-                target,
-                device_kind,
-                protocol,
-            })
+            .map(
+                |(name, target, device_kind, protocol, flow_idle_secs)| App {
+                    allow_groups: grants.remove(&name).unwrap_or_default(),
+                    hosts: hosts.remove(&name).unwrap_or_default(),
+                    name,
+                    target,
+                    device_kind,
+                    protocol,
+                    flow_idle_secs,
+                },
+            )
             .collect())
     }
 

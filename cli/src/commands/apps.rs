@@ -41,7 +41,7 @@ pub enum AppsCommand {
     #[command(after_help = "Examples:
   lanyard apps add hr-system --target hr.internal:443 --allow-group hr --device-kind managed
   lanyard apps add hr-web --target 10.0.0.5:80 --host hr.council.internal --allow-group hr
-  lanyard apps add softphone --target pbx.internal:5060 --protocol udp --allow-group contact-centre")]
+  lanyard apps add softphone --target pbx.internal:5060 --protocol udp --flow-idle-timeout 10m --allow-group contact-centre")]
     Add {
         /// The app's name, as agents show it: a-z, 0-9, '.', '-' or '_'.
         name: String,
@@ -62,6 +62,10 @@ pub enum AppsCommand {
         /// How the app is reached.
         #[arg(long, value_enum, default_value = "tcp")]
         protocol: Protocol,
+        /// A UDP app's flow (one local peer's datagrams) ends after this long
+        /// without a datagram either way [default: 5m].
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        flow_idle_timeout: Option<std::time::Duration>,
     },
     /// Change an app's target, allowed groups, device kind, host names or
     /// protocol; live tunnels the new rule no longer allows close at once.
@@ -94,6 +98,9 @@ pub enum AppsCommand {
         /// How it is reached from now on.
         #[arg(long, value_enum)]
         protocol: Option<Protocol>,
+        /// A UDP flow's idle timeout from now on.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        flow_idle_timeout: Option<std::time::Duration>,
     },
     /// List apps.
     #[command(after_help = "Examples:
@@ -119,10 +126,22 @@ struct App {
     hosts: Vec<String>,
     #[serde(default = "tcp")]
     protocol: String,
+    #[serde(default)]
+    flow_idle_secs: u64,
 }
 
 fn tcp() -> String {
     "tcp".into()
+}
+
+/// An app's protocol, with a UDP app's flow idle timeout.
+fn protocol_of(app: &App) -> String {
+    if app.protocol == "udp" {
+        let idle = std::time::Duration::from_secs(app.flow_idle_secs);
+        format!("udp, idle {}", humantime::format_duration(idle))
+    } else {
+        app.protocol.clone()
+    }
 }
 
 /// How an app is shown in one line: name, target, protocol when not TCP,
@@ -130,7 +149,7 @@ fn tcp() -> String {
 fn describe(app: &App) -> String {
     let mut s = format!("{} -> {}", app.name, app.target);
     if app.protocol != "tcp" {
-        s.push_str(&format!(" ({})", app.protocol));
+        s.push_str(&format!(" ({})", protocol_of(app)));
     }
     if !app.hosts.is_empty() {
         s.push_str(&format!(" known as {}", join(&app.hosts)));
@@ -156,12 +175,16 @@ pub async fn run(cli: &Cli, cmd: &AppsCommand, out: &mut Out<'_>) -> Result<(), 
             device_kind,
             hosts,
             protocol,
+            flow_idle_timeout,
         } => {
             let kind = kind_name(device_kind);
-            let body = json!({
+            let mut body = json!({
                 "name": name, "target": target, "allow_groups": allow_groups,
                 "device_kind": kind, "hosts": hosts, "protocol": protocol.as_str(),
             });
+            if let Some(idle) = flow_idle_timeout {
+                body["flow_idle_secs"] = json!(idle.as_secs());
+            }
             let app: App = client.post("/api/v1/apps", &body).await?;
             if out.json {
                 return Ok(out.json(&app)?);
@@ -181,6 +204,7 @@ pub async fn run(cli: &Cli, cmd: &AppsCommand, out: &mut Out<'_>) -> Result<(), 
             hosts,
             no_hosts,
             protocol,
+            flow_idle_timeout,
         } => {
             let mut body = serde_json::Map::new();
             if let Some(t) = target {
@@ -198,9 +222,12 @@ pub async fn run(cli: &Cli, cmd: &AppsCommand, out: &mut Out<'_>) -> Result<(), 
             if let Some(p) = protocol {
                 body.insert("protocol".into(), json!(p.as_str()));
             }
+            if let Some(idle) = flow_idle_timeout {
+                body.insert("flow_idle_secs".into(), json!(idle.as_secs()));
+            }
             if body.is_empty() {
                 return Err(CliError::Usage(
-                    "nothing to change: give --target, --allow-group, --device-kind, --host, --no-hosts or --protocol".into(),
+                    "nothing to change: give --target, --allow-group, --device-kind, --host, --no-hosts, --protocol or --flow-idle-timeout".into(),
                 ));
             }
             let app: App = client
@@ -235,7 +262,7 @@ pub async fn run(cli: &Cli, cmd: &AppsCommand, out: &mut Out<'_>) -> Result<(), 
                     vec![
                         a.name.clone(),
                         a.target.clone(),
-                        a.protocol.clone(),
+                        protocol_of(a),
                         join(&a.hosts),
                         join(&a.allow_groups),
                         a.device_kind.clone(),
