@@ -139,3 +139,102 @@ fn udp_flows_carry_datagrams_idle_out_and_are_revoked() {
     );
     assert_eq!(ping(a, b"after", Duration::from_millis(500)), None);
 }
+
+/// A child process killed when the test ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A UDP port free just now.
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn sip_calls_from_a_real_user_agent_complete_through_a_udp_app() {
+    let found = std::process::Command::new("sipp")
+        .arg("-v")
+        .output()
+        .is_ok();
+    if !found {
+        eprintln!(
+            "SKIPPED: sipp is not installed (.ci/run installs it: apt-get install sip-tester)"
+        );
+        return;
+    }
+    let w = World::new();
+    w.person("a.patel", "hr");
+    // A SIP server (sipp's answering scenario) behind the broker.
+    let server_port = free_udp_port();
+    let _server = Child(
+        std::process::Command::new("sipp")
+            .args([
+                "-sn",
+                "uas",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &server_port.to_string(),
+            ])
+            .arg("-nostdin")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .current_dir(w.tmp.path())
+            .spawn()
+            .unwrap(),
+    );
+    let target = format!("127.0.0.1:{server_port}");
+    w.broker
+        .lanyard(
+            &[
+                "apps",
+                "add",
+                "pbx",
+                "--target",
+                &target,
+                "--protocol",
+                "udp",
+                "--allow-group",
+                "hr",
+            ],
+            None,
+            None,
+        )
+        .ok();
+    let agent = w.agent("laptop", "a.patel", None);
+    let mut up = agent.up(&["--no-proxy"]);
+    let forward = up.wait_ready(READY)["pbx"];
+    // The softphone: 20 calls (INVITE, 100, 180, 200, ACK, a pause, BYE,
+    // 200) to the local forward, 10 a second.
+    let mut phone = std::process::Command::new("sipp");
+    phone
+        .args(["-sn", "uac", "-i", "127.0.0.1", "-p"])
+        .arg(free_udp_port().to_string())
+        .arg(format!("127.0.0.1:{forward}"))
+        .args(["-m", "20", "-r", "10", "-d", "100", "-nostdin"])
+        .args(["-timeout", "30s", "-timeout_error"])
+        .current_dir(w.tmp.path());
+    let out = lanyard_e2e::run(phone, None);
+    let calls = |what: &str| {
+        out.stdout
+            .lines()
+            .rfind(|l| l.trim_start().starts_with(what))
+            .and_then(|l| l.rsplit('|').next())
+            .and_then(|n| n.trim().parse::<u32>().ok())
+    };
+    assert_eq!(out.code, 0, "sipp failed: {}\n{}", out.stderr, out.stdout);
+    assert_eq!(calls("Successful call"), Some(20), "{}", out.stdout);
+    assert_eq!(calls("Failed call"), Some(0), "{}", out.stdout);
+    // Through the tunnel: one flow, the softphone's socket.
+    assert_eq!(w.broker.metric("lanyard_udp_flows_opened_total"), Some(1.0));
+}
