@@ -554,13 +554,17 @@ impl BrokerControl {
         }
     }
 
-    /// The apps as this agent reads them: without their details for an
-    /// agent older than [`APP_DETAILS_SINCE`].
+    /// The apps as this agent reads them: an agent older than
+    /// [`APP_DETAILS_SINCE`] gets them without their details, and no UDP
+    /// app (it would take one for TCP).
     fn apps_for_agent(&self, apps: Vec<AppGrant>) -> Vec<AppGrant> {
         if self.agent_protocol >= APP_DETAILS_SINCE {
             apps
         } else {
-            apps.iter().map(AppGrant::without_details).collect()
+            apps.iter()
+                .filter(|a| a.protocol == crate::AppProtocol::Tcp)
+                .map(AppGrant::without_details)
+                .collect()
         }
     }
 
@@ -789,19 +793,25 @@ mod tests {
                 }))
                 .unwrap();
             broker.poll_event();
-            broker.welcome("s".into(), vec![hr.clone()], vec![], HOUR);
-            broker.apps_changed(vec![hr.clone()]);
+            let pbx = AppGrant {
+                target: "10.0.0.9:5060".into(),
+                protocol: crate::AppProtocol::Udp,
+                ..AppGrant::named("pbx")
+            };
+            broker.welcome("s".into(), vec![hr.clone(), pbx.clone()], vec![], HOUR);
+            broker.apps_changed(vec![hr.clone(), pbx.clone()]);
+            // An older agent does not hear of the UDP app at all.
             let want = if version >= APP_DETAILS_SINCE {
-                hr.clone()
+                vec![hr.clone(), pbx]
             } else {
-                AppGrant::named("hr")
+                vec![AppGrant::named("hr")]
             };
             let mut sent = to_frame(&Message::Welcome {
                 session_id: "s".into(),
-                apps: vec![want.clone()],
+                apps: want.clone(),
                 addrs: vec![],
             });
-            sent.extend(to_frame(&Message::AppsChanged { apps: vec![want] }));
+            sent.extend(to_frame(&Message::AppsChanged { apps: want }));
             assert_eq!(broker.poll_transmit().unwrap(), sent, "version {version}");
         }
         // What a version 2 agent gets is what version 2 wrote: the apps,
