@@ -41,7 +41,7 @@ pub enum AppsCommand {
     #[command(after_help = "Examples:
   lanyard apps add hr-system --target hr.internal:443 --allow-group hr --device-kind managed
   lanyard apps add hr-web --target 10.0.0.5:80 --host hr.council.internal --allow-group hr
-  lanyard apps add softphone --target pbx.internal:5060 --protocol udp --flow-idle-timeout 10m --allow-group contact-centre")]
+  lanyard apps add softphone --target pbx.internal:5060 --protocol udp --allow-group contact-centre")]
     Add {
         /// The app's name, as agents show it: a-z, 0-9, '.', '-' or '_'.
         name: String,
@@ -74,7 +74,8 @@ pub enum AppsCommand {
   lanyard apps set hr-system --allow-group hr --allow-group payroll
   lanyard apps set hr-system --target hr2.internal:443
   lanyard apps set hr-web --host hr.council.internal --host hr
-  lanyard apps set hr-web --no-hosts")]
+  lanyard apps set hr-web --no-hosts
+  lanyard apps set softphone --flow-idle-timeout 10m")]
     Set {
         /// The app to change.
         name: String,
