@@ -71,7 +71,7 @@ pub fn transport() -> quinn::TransportConfig {
         .receive_window((16u32 * 1024 * 1024).into())
         .stream_receive_window((4u32 * 1024 * 1024).into())
         .send_window(16 * 1024 * 1024)
-        .datagram_receive_buffer_size(None)
+        .datagram_receive_buffer_size(Some(1024 * 1024))
         .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("idle timeout fits")));
     t
 }

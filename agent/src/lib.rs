@@ -9,5 +9,8 @@ pub mod client;
 pub mod forward;
 pub mod identity;
 pub mod logging;
+pub mod pac;
+pub mod proxy;
 pub mod state;
+pub mod udp;
 pub mod up;

@@ -59,15 +59,33 @@ enum Command {
     },
     /// Connect and forward local ports to the apps you may use; keeps
     /// running and reconnects by itself. Prints one line
-    /// `lanyard-agent up APP=127.0.0.1:PORT ...` whenever its forwards are ready.
+    /// `lanyard-agent up APP=127.0.0.1:PORT ... proxy=127.0.0.1:PORT
+    /// pac=http://127.0.0.1:PORT/proxy.pac` whenever its forwards are ready.
+    ///
+    /// The local proxy (HTTP, HTTPS via CONNECT, and SOCKS5) reaches your
+    /// apps by their usual names, e.g. http://hr.council.internal:8080/;
+    /// point the browser's or the system's automatic proxy configuration
+    /// at the PAC URL and only those names go through it.
     #[command(
-        after_help = "Examples:\n  lanyard-agent up\n  lanyard-agent up --forward hr-system=127.0.0.1:8080"
+        after_help = "Examples:\n  lanyard-agent up\n  lanyard-agent up --forward hr-system=127.0.0.1:8080\n  lanyard-agent up --proxy 127.0.0.1:8888\n  lanyard-agent up --no-proxy\n  curl --proxy http://127.0.0.1:3128 http://hr.council.internal:8080/"
     )]
     Up {
         /// Forward APP on a local address (repeatable). Without any, every app
         /// you may use gets a local port (the same one each time where free).
         #[arg(long, value_name = "APP=ADDR")]
         forward: Vec<Forward>,
+        /// Where the local proxy listens (on this laptop only)
+        /// [default: 127.0.0.1:3128, or the next free port].
+        #[arg(
+            long,
+            env = "LANYARD_AGENT_PROXY",
+            value_name = "ADDR",
+            conflicts_with = "no_proxy"
+        )]
+        proxy: Option<std::net::SocketAddr>,
+        /// Run no local proxy.
+        #[arg(long)]
+        no_proxy: bool,
     },
     /// Show whether this device is enrolled, who is signed in, and whether
     /// `up` is running.
@@ -218,21 +236,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("next: {}", next("up"));
             Ok(())
         }
-        Command::Up { forward } => {
+        Command::Up {
+            forward,
+            proxy,
+            no_proxy,
+        } => {
             let state = StateDir::open(&dir)?;
             let config = UpConfig {
                 forwards: forward,
+                proxy: match (proxy, no_proxy) {
+                    (_, true) => up::ProxyAt::Off,
+                    (Some(addr), false) => up::ProxyAt::At(addr),
+                    (None, false) => up::ProxyAt::Default,
+                },
                 ..UpConfig::default()
             };
             let report = |event: UpEvent| match event {
                 UpEvent::Ready {
                     forwards,
                     not_allowed,
+                    proxy,
                     ..
                 } => {
                     let mut line = String::from("lanyard-agent up");
                     for (app, addr) in &forwards {
                         line.push_str(&format!(" {app}={addr}"));
+                    }
+                    if let Some(addr) = proxy {
+                        line.push_str(&format!(" proxy={addr} pac={}", up::pac_url(addr)));
                     }
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "{line}");
@@ -322,6 +353,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "connected": running.as_ref().is_some_and(|r| r.connected),
                     "session_id": running.as_ref().and_then(|r| r.session_id.clone()),
                     "forwards": running.as_ref().map(|r| r.forwards.clone()).unwrap_or_default(),
+                    "proxy": running.as_ref().and_then(|r| r.proxy.clone()),
+                    "pac": running.as_ref().and_then(|r| r.pac.clone()),
                     "last_error": running.as_ref().and_then(|r| r.last_error.clone()),
                     "sign_in_ended": ended.as_ref().map(|e| serde_json::json!({
                         "username": e.username,
@@ -364,6 +397,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                     for (app, addr) in &r.forwards {
                         say!("  {app:<20} {addr}");
+                    }
+                    if let (Some(proxy), Some(pac)) = (&r.proxy, &r.pac) {
+                        say!("proxy        {proxy} (PAC file {pac})");
                     }
                 }
                 Some(r) => say!(

@@ -6,14 +6,14 @@
 //! hello) is the `AgentControl` machine's; what to do when a connection
 //! ends is `lanyard_proto::reconnect`'s. This file only drives them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use lanyard_proto::close;
 use lanyard_proto::reconnect::{Addresses, Ending, Next, Redial, Stop};
 use lanyard_proto::session::{AgentControl, AgentEvent, Lifetimes, Millis};
-use lanyard_proto::ErrorCode;
+use lanyard_proto::{AppProtocol, ErrorCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -23,6 +23,8 @@ use crate::client::ClientError;
 pub use crate::forward::{Forward, PORTS_FILE};
 use crate::forward::{Forwards, ListenError};
 use crate::identity::{now_secs, Device, IdentityError, Tokens, TOKENS_FILE};
+pub use crate::proxy::{pac_url, ProxyAt};
+use crate::proxy::{Catalog, Proxy};
 use crate::state::StateDir;
 
 pub const STATUS_FILE: &str = "up.json";
@@ -35,6 +37,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub struct UpConfig {
     /// Explicit forwards; empty means one for every allowed app.
     pub forwards: Vec<Forward>,
+    /// The local proxy (off unless asked for).
+    pub proxy: ProxyAt,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
 }
@@ -43,6 +47,7 @@ impl Default for UpConfig {
     fn default() -> Self {
         Self {
             forwards: Vec::new(),
+            proxy: ProxyAt::Off,
             backoff_base: Duration::from_millis(250),
             backoff_cap: Duration::from_secs(30),
         }
@@ -57,6 +62,8 @@ pub enum UpEvent {
         session_id: String,
         forwards: Vec<(String, SocketAddr)>,
         not_allowed: Vec<String>,
+        /// Where the local proxy listens (its PAC file is [`pac_url`]).
+        proxy: Option<SocketAddr>,
     },
     /// The connection ended; another attempt follows after `retry_in`.
     Disconnected { reason: String, retry_in: Duration },
@@ -99,6 +106,11 @@ pub struct UpStatus {
     pub forwards: BTreeMap<String, String>,
     pub last_error: Option<String>,
     pub reconnects: u64,
+    /// The local proxy's address and its PAC file's URL.
+    #[serde(default)]
+    pub proxy: Option<String>,
+    #[serde(default)]
+    pub pac: Option<String>,
 }
 
 /// Why the sign-in on this device was ended (kept for `status`).
@@ -176,6 +188,7 @@ fn lifetimes(tokens: &Tokens, device: &Device) -> Lifetimes {
 struct Runner {
     state: StateDir,
     forwards: Forwards,
+    proxy: Option<Proxy>,
     status: UpStatus,
     /// The broker nodes to try, and where this agent starts among them.
     addrs: Addresses,
@@ -202,9 +215,14 @@ impl Runner {
     async fn ready(
         &mut self,
         session_id: &str,
-        apps: BTreeSet<String>,
+        grants: Vec<lanyard_proto::AppGrant>,
         conn: &quinn::Connection,
     ) -> Result<UpEvent, UpError> {
+        if let Some(proxy) = &self.proxy {
+            proxy.set_apps(Catalog::new(&grants));
+        }
+        let apps: BTreeMap<String, AppProtocol> =
+            grants.into_iter().map(|a| (a.name, a.protocol)).collect();
         let (forwards, not_allowed) = self.forwards.sync(&apps).await?;
         self.forwards.set_link(Some(conn.clone()));
         self.status.connected = true;
@@ -219,6 +237,7 @@ impl Runner {
             session_id: session_id.to_owned(),
             forwards,
             not_allowed,
+            proxy: self.proxy.as_ref().map(|p| p.addr),
         })
     }
 
@@ -335,14 +354,12 @@ impl Runner {
                         if self.addrs.update(addrs) {
                             self.save_addresses();
                         }
-                        let apps = apps.into_iter().map(|a| a.name).collect();
                         match self.ready(&session_id, apps, conn).await {
                             Ok(e) => report(e),
                             Err(e) => return Ended::Fatal(e),
                         }
                     }
                     AgentEvent::AppsChanged { apps } => {
-                        let apps = apps.into_iter().map(|a| a.name).collect();
                         let session_id = self.status.session_id.clone().unwrap_or_default();
                         match self.ready(&session_id, apps, conn).await {
                             Ok(e) => report(e),
@@ -483,6 +500,27 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
+/// Starts the local proxy, if asked for.
+async fn start_proxy(at: ProxyAt, forwards: &Forwards) -> Result<Option<Proxy>, UpError> {
+    let listen_err = |addr, source| ListenError {
+        app: "the local proxy".into(),
+        addr,
+        source,
+    };
+    let asked = match at {
+        ProxyAt::At(addr) => addr,
+        _ => SocketAddr::from(([127, 0, 0, 1], crate::proxy::DEFAULT_PORT)),
+    };
+    let Some(listener) = crate::proxy::bind(at)
+        .await
+        .map_err(|e| listen_err(asked, e))?
+    else {
+        return Ok(None);
+    };
+    let proxy = Proxy::start(listener, forwards.streams()).map_err(|e| listen_err(asked, e))?;
+    Ok(Some(proxy))
+}
+
 /// Runs `up` until `shutdown` resolves (Ok) or the agent can go no further
 /// (Err: revoked, signed out, refused). `report` hears every event.
 pub async fn run(
@@ -497,13 +535,17 @@ pub async fn run(
     let addrs = state.addresses(&device.enrolment)?;
     let (failures, mut failed) = mpsc::unbounded_channel();
     let forwards = Forwards::new(state.clone(), &config.forwards, failures).await?;
+    let proxy = start_proxy(config.proxy, &forwards).await?;
     let mut runner = Runner {
         state,
         forwards,
         status: UpStatus {
             pid: std::process::id(),
+            proxy: proxy.as_ref().map(|p| p.addr.to_string()),
+            pac: proxy.as_ref().map(|p| pac_url(p.addr)),
             ..UpStatus::default()
         },
+        proxy,
         addrs,
         spread: account::spread(),
         addr: None,

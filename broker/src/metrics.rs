@@ -35,6 +35,11 @@ pub struct Metrics {
     pub denials: Mutex<BTreeMap<&'static str, u64>>,
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,
+    /// UDP flows opened.
+    pub flows_opened: AtomicU64,
+    /// Datagrams dropped: too large for the connection, for no flow, or
+    /// not sent on.
+    pub datagrams_dropped: std::sync::Arc<AtomicU64>,
     /// From an agent's first packet to the end of its TLS handshake.
     pub connect_latency: crate::histogram::Histogram,
     /// From a tunnel stream's header to the broker's answer (decision and
@@ -277,6 +282,16 @@ impl Metrics {
                 "lanyard_tunnel_bytes_down_total",
                 "Bytes relayed from apps to agents.",
                 &self.bytes_down,
+            ),
+            (
+                "lanyard_udp_flows_opened_total",
+                "UDP flows opened.",
+                &self.flows_opened,
+            ),
+            (
+                "lanyard_datagrams_dropped_total",
+                "Datagrams dropped: too large for the connection, of no flow, or not sent on.",
+                &*self.datagrams_dropped,
             ),
         ] {
             counter(name, help, v.load(Relaxed));

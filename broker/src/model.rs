@@ -150,6 +150,67 @@ impl Target {
     }
 }
 
+/// A name an app is known by, e.g. `hr.council.internal`: DNS-name
+/// syntax, lowercased.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct HostName(String);
+
+impl HostName {
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        lanyard_proto::host::parse_host_name(s)
+            .map(Self)
+            .map_err(|e| {
+                invalid(format!(
+                    "bad host name {:?}: {e}, e.g. hr.council.internal",
+                    s.trim()
+                ))
+            })
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An app's host names: no repeats, at most
+/// [`lanyard_proto::host::MAX_HOSTS_PER_APP`].
+pub fn parse_host_names(names: &[String]) -> Result<Vec<HostName>, Invalid> {
+    let mut hosts: Vec<HostName> = Vec::new();
+    for n in names {
+        let h = HostName::parse(n)?;
+        if !hosts.contains(&h) {
+            hosts.push(h);
+        }
+    }
+    let max = lanyard_proto::host::MAX_HOSTS_PER_APP;
+    if hosts.len() > max {
+        return Err(invalid(format!(
+            "too many host names ({}): an app has at most {max}",
+            hosts.len()
+        )));
+    }
+    Ok(hosts)
+}
+
+/// A UDP app's flow idle timeout, in seconds: 1 s to a day.
+pub fn parse_flow_idle(secs: u64) -> Result<u32, Invalid> {
+    match u32::try_from(secs) {
+        Ok(s @ 1..=86_400) => Ok(s),
+        _ => Err(invalid(format!(
+            "bad flow idle timeout {secs} s: use 1 s to 1 day (default 5 minutes)"
+        ))),
+    }
+}
+
+/// The flow idle timeout of an app that does not say.
+pub const DEFAULT_FLOW_IDLE_SECS: u32 = 300;
+
+/// How an app is reached: `tcp` or `udp`.
+pub fn parse_protocol(s: &str) -> Result<lanyard_proto::AppProtocol, Invalid> {
+    lanyard_proto::AppProtocol::parse(s.trim())
+        .ok_or_else(|| invalid(format!("bad protocol {:?}: use tcp or udp", s.trim())))
+}
+
 /// A laptop's asset tag as printed on its label, e.g. `LT-00421`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]

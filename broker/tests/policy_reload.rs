@@ -46,6 +46,9 @@ async fn reloads_follow_the_store_and_wake_sessions_only_on_change() {
                     target: Target::parse("hr.internal:443").unwrap(),
                     groups: vec![GroupName::parse("hr").unwrap()],
                     device_kind: DeviceKindRule::Managed,
+                    hosts: Vec::new(),
+                    protocol: lanyard_proto::AppProtocol::Tcp,
+                    flow_idle_secs: 300,
                 },
                 NOW,
             )

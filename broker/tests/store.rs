@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use lanyard_broker::model::LaptopStatus;
 use lanyard_broker::model::{
-    AppName, AssetTag, DeviceKindRule, GroupName, Priority, Target, Username,
+    AppName, AssetTag, DeviceKindRule, GroupName, HostName, Priority, Target, Username,
 };
 use lanyard_broker::store::api_tokens::TokenLookup;
-use lanyard_broker::store::apps::NewApp;
+use lanyard_broker::store::apps::{AppChange, NewApp};
 use lanyard_broker::store::enrol::{ConsumeError, EnrolFor};
 use lanyard_broker::store::laptops::NewLaptop;
 use lanyard_broker::store::refresh::RefreshError;
@@ -198,6 +198,9 @@ async fn apps_need_known_groups_and_can_be_removed() {
             target: Target::parse("hr.internal:443").unwrap(),
             groups: vec![GroupName::parse("hr").unwrap()],
             device_kind: DeviceKindRule::Managed,
+            hosts: Vec::new(),
+            protocol: lanyard_proto::AppProtocol::Tcp,
+            flow_idle_secs: 300,
         };
         let added = store.app_add("admin", &app, NOW).await.unwrap();
         assert_eq!(added.allow_groups, vec!["hr"]);
@@ -235,6 +238,66 @@ async fn apps_need_known_groups_and_can_be_removed() {
             .group_remove("admin", &GroupName::parse("hr").unwrap(), NOW)
             .await
             .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_app_s_host_names_belong_to_it_alone() {
+    for ts in stores().await {
+        let store = &ts.store;
+        let host = |h: &str| HostName::parse(h).unwrap();
+        let app = |name: &str, hosts: &[&str]| NewApp {
+            name: AppName::parse(name).unwrap(),
+            target: Target::parse("127.0.0.1:80").unwrap(),
+            groups: vec![],
+            device_kind: DeviceKindRule::Any,
+            hosts: hosts.iter().map(|h| host(h)).collect(),
+            protocol: lanyard_proto::AppProtocol::Udp,
+            flow_idle_secs: 60,
+        };
+        let hr = store
+            .app_add("admin", &app("hr", &["hr.council.internal", "hr"]), NOW)
+            .await
+            .unwrap();
+        assert_eq!(hr.hosts, vec!["hr", "hr.council.internal"], "{ts:?}");
+        assert_eq!(hr.protocol, "udp");
+        assert_eq!(hr.flow_idle_secs, 60);
+        // A name of another app's, on add or set: refused, nothing written.
+        let taken = store
+            .app_add("admin", &app("web", &["hr.council.internal"]), NOW)
+            .await;
+        assert!(matches!(taken, Err(StoreError::Conflict(_))), "{ts:?}");
+        store.app_add("admin", &app("web", &[]), NOW).await.unwrap();
+        let change = AppChange {
+            hosts: Some(vec![host("web.internal"), host("hr")]),
+            ..AppChange::default()
+        };
+        let taken = store.app_set("admin", "web", &change, NOW).await;
+        assert!(matches!(taken, Err(StoreError::Conflict(_))), "{ts:?}");
+        let apps = store.app_list().await.unwrap();
+        assert_eq!(apps.len(), 2);
+        assert!(apps[1].hosts.is_empty(), "{ts:?}: {apps:?}");
+        // Given up by one app, a name is free for another.
+        let change = AppChange {
+            hosts: Some(vec![host("hr.council.internal")]),
+            protocol: Some(lanyard_proto::AppProtocol::Tcp),
+            ..AppChange::default()
+        };
+        store.app_set("admin", "hr", &change, NOW).await.unwrap();
+        let change = AppChange {
+            hosts: Some(vec![host("hr")]),
+            ..AppChange::default()
+        };
+        let web = store.app_set("admin", "web", &change, NOW).await.unwrap();
+        assert_eq!(web.hosts, vec!["hr"]);
+        store.app_remove("admin", "hr", NOW).await.unwrap();
+        let change = AppChange {
+            hosts: Some(vec![host("hr.council.internal")]),
+            ..AppChange::default()
+        };
+        let web = store.app_set("admin", "web", &change, NOW).await.unwrap();
+        assert_eq!(web.hosts, vec!["hr.council.internal"]);
+        assert_eq!(web.protocol, "udp");
     }
 }
 

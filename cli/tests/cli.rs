@@ -150,6 +150,128 @@ fn refused(out: &Output, code: i32, needle: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_have_host_names_and_a_protocol() {
+    let env = Env::start().await;
+    env.ok(&["groups", "add", "hr"]).await;
+    let out = env
+        .ok(&[
+            "apps",
+            "add",
+            "hr-web",
+            "--target",
+            "127.0.0.1:8080",
+            "--host",
+            "HR.Council.Internal",
+            "--host",
+            "hr",
+            "--allow-group",
+            "hr",
+        ])
+        .await;
+    assert!(out.contains("known as hr,hr.council.internal"), "{out}");
+    let apps = env.json(&["apps", "list"]).await;
+    assert_eq!(
+        apps[0]["hosts"],
+        serde_json::json!(["hr", "hr.council.internal"])
+    );
+    assert_eq!(apps[0]["protocol"], "tcp");
+    let table = env.ok(&["apps", "list"]).await;
+    assert!(table.contains("hr,hr.council.internal"), "{table}");
+
+    env.ok(&[
+        "apps",
+        "add",
+        "pbx",
+        "--target",
+        "10.0.0.9:5060",
+        "--protocol",
+        "udp",
+    ])
+    .await;
+    let apps = env.json(&["apps", "list"]).await;
+    assert_eq!(apps[1]["protocol"], "udp");
+    assert_eq!(apps[1]["hosts"], serde_json::json!([]));
+    assert_eq!(apps[1]["flow_idle_secs"], 300, "five minutes unless said");
+    env.ok(&["apps", "set", "pbx", "--flow-idle-timeout", "10m"])
+        .await;
+    let table = env.ok(&["apps", "list"]).await;
+    assert!(table.contains("udp, idle 10m"), "{table}");
+
+    // Each bad request is refused with its reason, and changes nothing.
+    let before = env.json(&["apps", "list"]).await;
+    let refused: &[(&[&str], &str)] = &[
+        (
+            &["apps", "set", "pbx", "--host", "hr.council.internal"],
+            "already belongs to app hr-web",
+        ),
+        (
+            &["apps", "set", "pbx", "--host", "bad_name.internal"],
+            "bad host name",
+        ),
+        (&["apps", "set", "pbx", "--host", "hr:443"], "bad host name"),
+        (
+            &["apps", "set", "pbx", "--flow-idle-timeout", "2days"],
+            "bad flow idle timeout",
+        ),
+        (
+            &[
+                "apps",
+                "add",
+                "x",
+                "--target",
+                "a:1",
+                "--host",
+                "x-.internal",
+            ],
+            "bad host name",
+        ),
+    ];
+    for (args, why) in refused {
+        let out = env.run(args).await;
+        assert_ne!(out.code, 0, "{args:?}");
+        assert!(out.stderr.contains(why), "{args:?}: {}", out.stderr);
+    }
+    let many: Vec<String> = (0..17).map(|i| format!("n{i}.internal")).collect();
+    let mut args = vec!["apps", "set", "pbx"];
+    for h in &many {
+        args.extend(["--host", h.as_str()]);
+    }
+    let out = env.run(&args).await;
+    assert!(out.stderr.contains("at most 16"), "{}", out.stderr);
+    assert_eq!(env.json(&["apps", "list"]).await, before);
+
+    // Set replaces the names; --no-hosts removes them; --protocol changes.
+    env.ok(&["apps", "set", "hr-web", "--host", "people.council.internal"])
+        .await;
+    let apps = env.json(&["apps", "list"]).await;
+    assert_eq!(
+        apps[0]["hosts"],
+        serde_json::json!(["people.council.internal"])
+    );
+    // The name hr-web gave up is free for another app.
+    env.ok(&[
+        "apps",
+        "set",
+        "pbx",
+        "--host",
+        "hr.council.internal",
+        "--protocol",
+        "tcp",
+    ])
+    .await;
+    env.ok(&["apps", "set", "hr-web", "--no-hosts"]).await;
+    let apps = env.json(&["apps", "list"]).await;
+    assert_eq!(apps[0]["hosts"], serde_json::json!([]));
+    assert_eq!(apps[1]["hosts"], serde_json::json!(["hr.council.internal"]));
+    assert_eq!(apps[1]["protocol"], "tcp");
+    // Removing an app frees its names.
+    env.ok(&["apps", "remove", "pbx"]).await;
+    env.ok(&["apps", "set", "hr-web", "--host", "hr.council.internal"])
+        .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tour_adds_staff_and_apps_and_creates_a_code() {
     let env = Env::start().await;
     env.ok(&["groups", "add", "hr"]).await;

@@ -173,15 +173,35 @@ mod tests {
                 session_id: "s1".into(),
                 apps: vec![
                     AppGrant {
-                        name: "hr".into(),
                         port_hint: 8080,
+                        ..AppGrant::named("hr")
                     },
-                    AppGrant {
-                        name: "pbx".into(),
-                        port_hint: 0,
-                    },
+                    AppGrant::named("pbx"),
                 ],
                 addrs: vec!["a.council.example:4433".into(), "10.0.0.2:4433".into()],
+            },
+            Message::Welcome {
+                session_id: "s3".into(),
+                apps: vec![
+                    AppGrant {
+                        target: "10.0.0.5:443".into(),
+                        hosts: vec!["hr.council.internal".into(), "hr".into()],
+                        ..AppGrant::named("hr")
+                    },
+                    AppGrant {
+                        target: "pbx.internal:5060".into(),
+                        protocol: crate::AppProtocol::Udp,
+                        ..AppGrant::named("pbx")
+                    },
+                ],
+                addrs: vec![],
+            },
+            Message::AppsChanged {
+                apps: vec![AppGrant {
+                    target: "10.0.0.5:443".into(),
+                    hosts: vec!["hr.council.internal".into()],
+                    ..AppGrant::named("hr")
+                }],
             },
             Message::Welcome {
                 session_id: "s2".into(),
@@ -204,6 +224,47 @@ mod tests {
             },
             Message::StreamAccepted { request_id: 7 },
         ]
+    }
+
+    #[test]
+    fn the_apps_details_stay_within_one_frame() {
+        // 200 apps with 16 long names each would be 800 KiB of details.
+        let long = |i: usize, j: usize| format!("{}.{i}.{j}", "n".repeat(60));
+        let apps: Vec<AppGrant> = (0..200)
+            .map(|i| AppGrant {
+                target: format!("10.0.{i}.1:443"),
+                hosts: (0..16).map(|j| long(i, j)).collect(),
+                ..AppGrant::named(format!("app{i}"))
+            })
+            .collect();
+        let frame = to_frame(&Message::AppsChanged { apps: apps.clone() });
+        assert!(frame.len() - 4 <= MAX_FRAME, "{}", frame.len());
+        let Some(Message::AppsChanged { apps: got }) = FrameDecoder::new().push(&frame).unwrap()
+        else {
+            panic!("not decoded");
+        };
+        // Every app is there; the first ones with their details, the rest
+        // without (reached by their local port only).
+        assert_eq!(got.len(), 200);
+        let with = got.iter().take_while(|a| !a.hosts.is_empty()).count();
+        assert!(with > 10 && with < 200, "{with}");
+        assert_eq!(got[..with], apps[..with]);
+        assert!(got[with..].iter().all(|a| a.target.is_empty()));
+    }
+
+    #[test]
+    fn details_naming_more_apps_than_the_list_are_refused() {
+        let mut frame = to_frame(&Message::AppsChanged {
+            apps: vec![AppGrant {
+                target: "a:1".into(),
+                ..AppGrant::named("a")
+            }],
+        });
+        // The details' count (after the one app's name and port) says 2.
+        let at = 4 + 1 + 2 + 2 + 1 + 2;
+        assert_eq!(&frame[at..at + 2], &[0, 1]);
+        frame[at + 1] = 2;
+        assert!(FrameDecoder::new().push(&frame).is_err());
     }
 
     #[test]

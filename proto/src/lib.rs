@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod datagram;
 pub mod enrol;
 pub mod frame;
+pub mod host;
 pub mod messages;
 pub mod reconnect;
 pub mod session;
@@ -16,14 +18,16 @@ pub mod stream;
 
 pub use enrol::{EnrolmentCode, EnrolmentCodeError};
 pub use frame::{FrameDecoder, FrameError, MAX_FRAME};
-pub use messages::{AppGrant, ErrorCode, KeyAlg, Message};
+pub use messages::{AppGrant, AppProtocol, ErrorCode, KeyAlg, Message};
 
 /// The ALPN protocol name an agent and the broker agree on over QUIC.
 pub const ALPN: &[u8] = b"lanyard/1";
 
 /// The protocol version carried in the first message of every connection.
-/// Version 2 agents read the broker addresses a `Welcome` carries.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Version 2 agents read the broker addresses a `Welcome` carries; version
+/// 3 agents read the apps' details (target, host names, protocol) that
+/// `Welcome` and `AppsChanged` carry.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The oldest agent protocol version the broker still serves.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 

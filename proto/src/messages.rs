@@ -24,6 +24,9 @@ pub mod limits {
     /// Broker addresses in a `Welcome`, and the length of each.
     pub const ADDRESSES: usize = crate::enrol::MAX_ADDRESSES;
     pub const ADDRESS: usize = crate::enrol::MAX_ADDRESS_LEN;
+    /// An app's host names, and the length of each.
+    pub const HOSTS: usize = crate::host::MAX_HOSTS_PER_APP;
+    pub const HOST: usize = crate::host::MAX_HOST_LEN;
 }
 
 /// The device key's algorithm.
@@ -65,12 +68,78 @@ impl ErrorCode {
     }
 }
 
+/// How an app is reached: TCP streams or UDP datagrams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AppProtocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl AppProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppProtocol::Tcp => "tcp",
+            AppProtocol::Udp => "udp",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tcp" => Some(AppProtocol::Tcp),
+            "udp" => Some(AppProtocol::Udp),
+            _ => None,
+        }
+    }
+}
+
 /// An app the person may reach from this device.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `target`, `hosts` and `protocol` are the app's details, which let the
+/// agent's local proxy know it by its usual names. They travel in a
+/// trailing section of `Welcome` and `AppsChanged`, sent only to agents
+/// of protocol version 3 or later; a grant without them has an empty
+/// target, no hosts and TCP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppGrant {
     pub name: String,
     /// A local port the agent may use for it, or 0 for "any".
     pub port_hint: u16,
+    /// Where the app listens, `host:port` (empty if not sent).
+    pub target: String,
+    /// The names it is known by, lowercased.
+    pub hosts: Vec<String>,
+    pub protocol: AppProtocol,
+}
+
+impl AppGrant {
+    /// A grant with only a name (what protocol 1 and 2 carry).
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+
+    fn has_details(&self) -> bool {
+        !self.target.is_empty() || !self.hosts.is_empty() || self.protocol != AppProtocol::Tcp
+    }
+
+    /// The grant as an agent older than protocol 3 is sent it.
+    pub fn without_details(&self) -> Self {
+        Self::named(self.name.clone()).with_port_hint(self.port_hint)
+    }
+
+    fn with_port_hint(mut self, port_hint: u16) -> Self {
+        self.port_hint = port_hint;
+        self
+    }
+
+    /// The encoded size of this grant's details.
+    fn details_len(&self) -> usize {
+        let hosts = &self.hosts[..self.hosts.len().min(limits::HOSTS)];
+        2 + self.target.len() + 1 + 1 + hosts.iter().map(|h| 2 + h.len()).sum::<usize>()
+    }
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -126,14 +195,17 @@ pub enum Message {
     },
     /// Broker → agent: the session and what it may reach, and the QUIC
     /// addresses of the broker's nodes. `addrs` is a trailing field, sent
-    /// only when not empty (and only to agents of protocol version 2 or
-    /// later, which read it); a `Welcome` without it decodes with none.
+    /// only when not empty or when the apps' details follow (and only to
+    /// agents of protocol version 2 or later, which read it); a `Welcome`
+    /// without it decodes with none. The apps' details (target, host
+    /// names, protocol) trail it, for protocol 3 agents only.
     Welcome {
         session_id: String,
         apps: Vec<AppGrant>,
         addrs: Vec<String>,
     },
-    /// Broker → agent: the set of apps changed.
+    /// Broker → agent: the set of apps changed (their details trail, for
+    /// protocol 3 agents only).
     AppsChanged {
         apps: Vec<AppGrant>,
     },
@@ -276,6 +348,70 @@ fn write_apps(w: &mut Writer, apps: &[AppGrant]) {
     }
 }
 
+fn any_details(apps: &[AppGrant]) -> bool {
+    apps.iter().take(limits::APPS).any(AppGrant::has_details)
+}
+
+/// The apps' details, in the order of the list before: a count, then for
+/// each app its target, protocol and host names. The section is kept
+/// within one frame: the details of apps past what fits are left off
+/// (those apps are then reached by their local port only).
+fn write_details(w: &mut Writer, apps: &[AppGrant]) {
+    let apps = &apps[..apps.len().min(limits::APPS)];
+    let mut room = crate::frame::MAX_FRAME.saturating_sub(1 + w.buf.len() + 2);
+    let mut count = 0;
+    for a in apps {
+        let len = a.details_len();
+        if len > room {
+            break;
+        }
+        room -= len;
+        count += 1;
+    }
+    w.u16(count as u16);
+    for a in &apps[..count] {
+        w.string(&a.target);
+        w.u8(match a.protocol {
+            AppProtocol::Tcp => 0,
+            AppProtocol::Udp => 1,
+        });
+        let hosts = &a.hosts[..a.hosts.len().min(limits::HOSTS)];
+        w.u8(hosts.len() as u8);
+        for h in hosts {
+            w.string(h);
+        }
+    }
+}
+
+fn read_details(r: &mut Reader<'_>, apps: &mut [AppGrant]) -> Result<(), DecodeError> {
+    let n = usize::from(r.u16()?);
+    if n > apps.len() {
+        return Err(DecodeError::TooLong {
+            len: n,
+            max: apps.len(),
+        });
+    }
+    for a in &mut apps[..n] {
+        a.target = r.string(limits::ADDRESS)?;
+        a.protocol = match r.u8()? {
+            0 => AppProtocol::Tcp,
+            1 => AppProtocol::Udp,
+            _ => return Err(DecodeError::BadValue("app protocol")),
+        };
+        let hosts = usize::from(r.u8()?);
+        if hosts > limits::HOSTS {
+            return Err(DecodeError::TooLong {
+                len: hosts,
+                max: limits::HOSTS,
+            });
+        }
+        a.hosts = (0..hosts)
+            .map(|_| r.string(limits::HOST))
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(())
+}
+
 fn read_addrs(r: &mut Reader<'_>) -> Result<Vec<String>, DecodeError> {
     let n = usize::from(r.u16()?);
     if n > limits::ADDRESSES {
@@ -300,6 +436,7 @@ fn read_apps(r: &mut Reader<'_>) -> Result<Vec<AppGrant>, DecodeError> {
         apps.push(AppGrant {
             name: r.string(limits::NAME)?,
             port_hint: r.u16()?,
+            ..AppGrant::default()
         });
     }
     Ok(apps)
@@ -432,15 +569,24 @@ impl Message {
             } => {
                 w.string(session_id);
                 write_apps(w, apps);
-                if !addrs.is_empty() {
+                let details = any_details(apps);
+                if !addrs.is_empty() || details {
                     let addrs = &addrs[..addrs.len().min(limits::ADDRESSES)];
                     w.u16(addrs.len() as u16);
                     for a in addrs {
                         w.string(a);
                     }
                 }
+                if details {
+                    write_details(w, apps);
+                }
             }
-            Message::AppsChanged { apps } => write_apps(w, apps),
+            Message::AppsChanged { apps } => {
+                write_apps(w, apps);
+                if any_details(apps) {
+                    write_details(w, apps);
+                }
+            }
             Message::Ping { nonce } | Message::Pong { nonce } => w.u64(*nonce),
             Message::Revoked { reason } => w.string(reason),
             Message::Refused { code, message } => {
@@ -516,18 +662,30 @@ impl Message {
                 agent_version: r.string(limits::VERSION)?,
                 os: r.string(limits::VERSION)?,
             },
-            tag::WELCOME => Message::Welcome {
-                session_id: r.string(limits::NAME)?,
-                apps: read_apps(&mut r)?,
-                addrs: if r.remaining() > 0 {
+            tag::WELCOME => {
+                let session_id = r.string(limits::NAME)?;
+                let mut apps = read_apps(&mut r)?;
+                let addrs = if r.remaining() > 0 {
                     read_addrs(&mut r)?
                 } else {
                     Vec::new()
-                },
-            },
-            tag::APPS_CHANGED => Message::AppsChanged {
-                apps: read_apps(&mut r)?,
-            },
+                };
+                if r.remaining() > 0 {
+                    read_details(&mut r, &mut apps)?;
+                }
+                Message::Welcome {
+                    session_id,
+                    apps,
+                    addrs,
+                }
+            }
+            tag::APPS_CHANGED => {
+                let mut apps = read_apps(&mut r)?;
+                if r.remaining() > 0 {
+                    read_details(&mut r, &mut apps)?;
+                }
+                Message::AppsChanged { apps }
+            }
             tag::PING => Message::Ping { nonce: r.u64()? },
             tag::PONG => Message::Pong { nonce: r.u64()? },
             tag::REVOKED => Message::Revoked {

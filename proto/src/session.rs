@@ -39,6 +39,9 @@ pub const RENEWAL_RETRY_MS: Millis = 600_000;
 pub const DRAIN_CHECK_MS: Millis = 50;
 /// The first agent protocol version that reads the addresses in a `Welcome`.
 pub const ADDRESSES_SINCE: u16 = 2;
+/// The first agent protocol version that reads the apps' details (target,
+/// host names, protocol) in a `Welcome` or `AppsChanged`.
+pub const APP_DETAILS_SINCE: u16 = 3;
 
 /// A lifetime `[issued, expires)`: the instant `num/den` of it has passed.
 fn share_of_life(issued: Millis, expires: Millis, num: u64, den: u64) -> Millis {
@@ -527,6 +530,7 @@ impl BrokerControl {
             } else {
                 Vec::new()
             };
+            let apps = self.apps_for_agent(apps);
             self.core.send(&Message::Welcome {
                 session_id,
                 apps,
@@ -545,7 +549,22 @@ impl BrokerControl {
 
     pub fn apps_changed(&mut self, apps: Vec<AppGrant>) {
         if self.core.phase == Phase::Open {
+            let apps = self.apps_for_agent(apps);
             self.core.send(&Message::AppsChanged { apps });
+        }
+    }
+
+    /// The apps as this agent reads them: an agent older than
+    /// [`APP_DETAILS_SINCE`] gets them without their details, and no UDP
+    /// app (it would take one for TCP).
+    fn apps_for_agent(&self, apps: Vec<AppGrant>) -> Vec<AppGrant> {
+        if self.agent_protocol >= APP_DETAILS_SINCE {
+            apps
+        } else {
+            apps.iter()
+                .filter(|a| a.protocol == crate::AppProtocol::Tcp)
+                .map(AppGrant::without_details)
+                .collect()
         }
     }
 
@@ -578,10 +597,7 @@ mod tests {
     use crate::frame::to_frame;
 
     fn grant(name: &str) -> AppGrant {
-        AppGrant {
-            name: name.into(),
-            port_hint: 0,
-        }
+        AppGrant::named(name)
     }
 
     const HOUR: Millis = 3_600_000;
@@ -757,6 +773,55 @@ mod tests {
         );
         // As version 1 wrote it: the session id, then the apps, nothing after.
         assert_eq!(&sent[4..], &[0x21, 0, 1, b's', 0, 0]);
+    }
+
+    #[test]
+    fn the_apps_details_go_only_to_agents_that_read_them() {
+        let hr = AppGrant {
+            target: "10.0.0.5:443".into(),
+            hosts: vec!["hr.council.internal".into()],
+            ..AppGrant::named("hr")
+        };
+        for version in [2, 3] {
+            let mut broker = BrokerControl::new();
+            broker
+                .handle_bytes(&to_frame(&Message::Hello {
+                    version,
+                    access_token: "t".into(),
+                    agent_version: "0.1".into(),
+                    os: "x".into(),
+                }))
+                .unwrap();
+            broker.poll_event();
+            let pbx = AppGrant {
+                target: "10.0.0.9:5060".into(),
+                protocol: crate::AppProtocol::Udp,
+                ..AppGrant::named("pbx")
+            };
+            broker.welcome("s".into(), vec![hr.clone(), pbx.clone()], vec![], HOUR);
+            broker.apps_changed(vec![hr.clone(), pbx.clone()]);
+            // An older agent does not hear of the UDP app at all.
+            let want = if version >= APP_DETAILS_SINCE {
+                vec![hr.clone(), pbx]
+            } else {
+                vec![AppGrant::named("hr")]
+            };
+            let mut sent = to_frame(&Message::Welcome {
+                session_id: "s".into(),
+                apps: want.clone(),
+                addrs: vec![],
+            });
+            sent.extend(to_frame(&Message::AppsChanged { apps: want }));
+            assert_eq!(broker.poll_transmit().unwrap(), sent, "version {version}");
+        }
+        // What a version 2 agent gets is what version 2 wrote: the apps,
+        // then nothing after.
+        assert_eq!(
+            &to_frame(&Message::AppsChanged {
+                apps: vec![AppGrant::named("hr")]
+            })[4..],
+            &[0x22, 0, 1, 0, 2, b'h', b'r', 0, 0]
+        );
     }
 
     #[test]

@@ -132,12 +132,20 @@ fn messages() -> Vec<Message> {
         Message::Welcome {
             session_id: "s1".into(),
             apps: vec![AppGrant {
-                name: "hr".into(),
                 port_hint: 8080,
+                target: "10.0.0.5:443".into(),
+                hosts: vec!["hr.council.internal".into()],
+                ..AppGrant::named("hr")
             }],
             addrs: vec!["a.council.example:4433".into(), "10.0.0.2:4433".into()],
         },
-        Message::AppsChanged { apps: vec![] },
+        Message::AppsChanged {
+            apps: vec![AppGrant {
+                target: "pbx.internal:5060".into(),
+                protocol: lanyard_proto::AppProtocol::Udp,
+                ..AppGrant::named("pbx")
+            }],
+        },
         Message::Ping { nonce: 42 },
         Message::Pong { nonce: 42 },
         Message::Revoked {
@@ -257,8 +265,9 @@ fn write_seed_corpus() {
             "valid-apps-changed",
             vec![Message::AppsChanged {
                 apps: vec![AppGrant {
-                    name: "hr".into(),
-                    port_hint: 0,
+                    target: "10.0.0.5:443".into(),
+                    hosts: vec!["hr.council.internal".into()],
+                    ..AppGrant::named("hr")
                 }],
             }],
         ),

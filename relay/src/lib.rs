@@ -14,5 +14,5 @@ pub mod open;
 pub mod relay;
 
 pub use framed::{code, read_frame, write_frame, FramedError};
-pub use open::{open_tunnel, TunnelError};
+pub use open::{open_flow_stream, open_tunnel, open_tunnel_with, Greeting, TunnelError};
 pub use relay::{relay, Meters, Relayed};

@@ -486,23 +486,19 @@ pub struct UpProcess {
 }
 
 impl UpProcess {
-    /// Waits for the next `lanyard-agent up ...` line; its forwards, by app.
+    /// Waits for the next `lanyard-agent up ...` line; its forwards, by app
+    /// (the local proxy's `proxy=` and `pac=` left out).
     pub fn wait_ready(&mut self, limit: Duration) -> std::collections::BTreeMap<String, u16> {
+        parse_up_line(&self.wait_ready_line(limit)).0
+    }
+
+    /// Waits for the next `lanyard-agent up ...` line, as printed.
+    pub fn wait_ready_line(&mut self, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with("lanyard-agent up") => {
-                    return line
-                        .split_whitespace()
-                        .skip(2)
-                        .filter_map(|f| {
-                            let (app, addr) = f.split_once('=')?;
-                            let port = addr.rsplit_once(':')?.1.parse().ok()?;
-                            Some((app.to_owned(), port))
-                        })
-                        .collect();
-                }
+                Ok(line) if line.starts_with("lanyard-agent up") => return line,
                 Ok(_) => continue,
                 Err(_) => panic!(
                     "no ready line from lanyard-agent up within {limit:?}; its log:\n{}",
@@ -539,6 +535,34 @@ impl Drop for UpProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An `up` line's forwards by app, and the local proxy's port and PAC URL
+/// (the line's last two words, `proxy=ADDR pac=URL`, when it runs one).
+pub fn parse_up_line(
+    line: &str,
+) -> (
+    std::collections::BTreeMap<String, u16>,
+    Option<(u16, String)>,
+) {
+    let mut words: Vec<&str> = line.split_whitespace().skip(2).collect();
+    let mut proxy = None;
+    if let [.., p, u] = words[..] {
+        if let (Some(addr), Some(pac)) = (p.strip_prefix("proxy="), u.strip_prefix("pac=")) {
+            let port = addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
+            proxy = port.map(|port| (port, pac.to_owned()));
+            words.truncate(words.len() - 2);
+        }
+    }
+    let forwards = words
+        .into_iter()
+        .filter_map(|f| {
+            let (app, addr) = f.split_once('=')?;
+            let port = addr.rsplit_once(':')?.1.parse().ok()?;
+            Some((app.to_owned(), port))
+        })
+        .collect();
+    (forwards, proxy)
 }
 
 /// Sends `data` to 127.0.0.1:`port`, half-closes, and reads everything back.

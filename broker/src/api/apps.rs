@@ -10,7 +10,10 @@ use super::error::ApiResult;
 use super::router::Routes;
 use super::JsonBody;
 use crate::clock::now_ms;
-use crate::model::{AppName, DeviceKindRule, GroupName, Target};
+use crate::model::{
+    parse_flow_idle, parse_host_names, parse_protocol, AppName, DeviceKindRule, GroupName, Target,
+    DEFAULT_FLOW_IDLE_SECS,
+};
 use crate::state::AppState;
 use crate::store::apps::{App, AppChange, NewApp};
 
@@ -31,6 +34,15 @@ struct AppRequest {
     allow_groups: Vec<String>,
     #[serde(default)]
     device_kind: Option<String>,
+    /// The names the app is known by (the agent's proxy answers for them).
+    #[serde(default)]
+    hosts: Vec<String>,
+    /// `tcp` (the default) or `udp`.
+    #[serde(default)]
+    protocol: Option<String>,
+    /// A UDP flow ends after this many seconds without a datagram.
+    #[serde(default)]
+    flow_idle_secs: Option<u64>,
 }
 
 async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Vec<App>>> {
@@ -48,6 +60,13 @@ async fn add(
         target: Target::parse(&req.target)?,
         groups,
         device_kind: DeviceKindRule::parse(req.device_kind.as_deref().unwrap_or("any"))?,
+        hosts: parse_host_names(&req.hosts)?,
+        protocol: parse_protocol(req.protocol.as_deref().unwrap_or("tcp"))?,
+        flow_idle_secs: req
+            .flow_idle_secs
+            .map(parse_flow_idle)
+            .transpose()?
+            .unwrap_or(DEFAULT_FLOW_IDLE_SECS),
     };
     Ok((
         StatusCode::CREATED,
@@ -61,6 +80,10 @@ struct AppSetRequest {
     target: Option<String>,
     allow_groups: Option<Vec<String>>,
     device_kind: Option<String>,
+    /// Replaces the host names (an empty list removes them all).
+    hosts: Option<Vec<String>>,
+    protocol: Option<String>,
+    flow_idle_secs: Option<u64>,
 }
 
 fn groups_of(names: &[String]) -> Result<Vec<GroupName>, super::error::ApiError> {
@@ -88,10 +111,13 @@ async fn set(
             .as_deref()
             .map(DeviceKindRule::parse)
             .transpose()?,
+        hosts: req.hosts.as_deref().map(parse_host_names).transpose()?,
+        protocol: req.protocol.as_deref().map(parse_protocol).transpose()?,
+        flow_idle_secs: req.flow_idle_secs.map(parse_flow_idle).transpose()?,
     };
-    if change.target.is_none() && change.groups.is_none() && change.device_kind.is_none() {
+    if change.is_empty() {
         return Err(super::error::ApiError::bad(
-            "nothing to change: give a target, allowed groups or a device kind",
+            "nothing to change: give a target, allowed groups, a device kind, host names, a protocol or a flow idle timeout",
         ));
     }
     Ok(Json(

@@ -35,6 +35,11 @@ pub struct AppRule {
     pub target: String,
     pub groups: BTreeSet<String>,
     pub device_kind: DeviceKindRule,
+    /// The names the agent's proxy knows it by.
+    pub hosts: Vec<String>,
+    pub protocol: lanyard_proto::AppProtocol,
+    /// A UDP flow ends after this long without a datagram.
+    pub flow_idle: std::time::Duration,
 }
 
 /// The rules at one moment.
@@ -481,6 +486,9 @@ mod tests {
             target: "127.0.0.1:1".into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             device_kind: kind,
+            hosts: Vec::new(),
+            protocol: lanyard_proto::AppProtocol::Tcp,
+            flow_idle: std::time::Duration::from_secs(300),
         };
         p.apps.insert(
             "hr-system".into(),

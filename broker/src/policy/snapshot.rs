@@ -189,6 +189,10 @@ async fn load(
             tracing::error!(app = %app.name, kind = %app.device_kind, "unknown device kind in the store");
             continue;
         };
+        let Some(protocol) = lanyard_proto::AppProtocol::parse(&app.protocol) else {
+            tracing::error!(app = %app.name, protocol = %app.protocol, "unknown app protocol in the store");
+            continue;
+        };
         policy.apps.insert(
             app.name.clone(),
             AppRule {
@@ -196,6 +200,11 @@ async fn load(
                 target: app.target,
                 groups: app.allow_groups.into_iter().collect::<BTreeSet<_>>(),
                 device_kind,
+                hosts: app.hosts,
+                protocol,
+                flow_idle: std::time::Duration::from_secs(
+                    app.flow_idle_secs.clamp(1, 86_400) as u64
+                ),
             },
         );
     }

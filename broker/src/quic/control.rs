@@ -25,8 +25,10 @@ fn grants(policy: &Policy, session: &LiveSession) -> Vec<AppGrant> {
     allowed_apps(policy, &session.subject(), now_ms())
         .into_iter()
         .map(|a| AppGrant {
-            name: a.name.clone(),
-            port_hint: 0,
+            target: a.target.clone(),
+            hosts: a.hosts.clone(),
+            protocol: a.protocol,
+            ..AppGrant::named(a.name.clone())
         })
         .collect()
 }
@@ -84,6 +86,7 @@ async fn open(ctx: &DeviceConn, access_token: &str) -> Result<Arc<LiveSession>, 
         bytes_down: AtomicU64::new(0),
         apps_used: Default::default(),
         conn: ctx.conn.clone(),
+        flows: Default::default(),
     });
     let policy = state.policy.current();
     if let Err(d) = decide_session(&policy, &session.subject(), now) {

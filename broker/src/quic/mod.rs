@@ -55,6 +55,9 @@ pub fn in_use_hint(e: &std::io::Error, flag: &str) -> String {
     }
 }
 
+/// Received datagrams held per connection (UDP apps), at most.
+const DATAGRAM_BUFFER: usize = 256 * 1024;
+
 /// Transport limits for agent connections; a connection silent for
 /// `idle_timeout` (`[limits] quic_idle_timeout`) is closed.
 pub fn transport(streams_per_agent: u32, idle_timeout: Duration) -> quinn::TransportConfig {
@@ -64,7 +67,8 @@ pub fn transport(streams_per_agent: u32, idle_timeout: Duration) -> quinn::Trans
         .receive_window(CONNECTION_WINDOW.into())
         .stream_receive_window(STREAM_WINDOW.into())
         .send_window(u64::from(CONNECTION_WINDOW))
-        .datagram_receive_buffer_size(None)
+        // UDP apps' datagrams; quinn holds this much at most per connection.
+        .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
         // The setting is checked to be at most 10 minutes: this cannot fail.
         .max_idle_timeout(Some(idle_timeout.try_into().expect("idle timeout fits")));
     t

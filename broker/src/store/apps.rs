@@ -5,7 +5,8 @@ use serde::Serialize;
 use super::groups::require_groups;
 use super::{AuditEntry, Result, Store, StoreError};
 use crate::clock::Millis;
-use crate::model::{AppName, DeviceKindRule, GroupName, Target};
+use crate::model::{AppName, DeviceKindRule, GroupName, HostName, Target};
+use lanyard_proto::AppProtocol;
 
 #[derive(Debug, Clone)]
 pub struct NewApp {
@@ -13,6 +14,9 @@ pub struct NewApp {
     pub target: Target,
     pub groups: Vec<GroupName>,
     pub device_kind: DeviceKindRule,
+    pub hosts: Vec<HostName>,
+    pub protocol: AppProtocol,
+    pub flow_idle_secs: u32,
 }
 
 /// What `lanyard apps set` changes; `None` leaves it as it is.
@@ -21,6 +25,20 @@ pub struct AppChange {
     pub target: Option<Target>,
     pub groups: Option<Vec<GroupName>>,
     pub device_kind: Option<DeviceKindRule>,
+    pub hosts: Option<Vec<HostName>>,
+    pub protocol: Option<AppProtocol>,
+    pub flow_idle_secs: Option<u32>,
+}
+
+impl AppChange {
+    pub fn is_empty(&self) -> bool {
+        self.target.is_none()
+            && self.groups.is_none()
+            && self.device_kind.is_none()
+            && self.hosts.is_none()
+            && self.protocol.is_none()
+            && self.flow_idle_secs.is_none()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -29,6 +47,46 @@ pub struct App {
     pub target: String,
     pub allow_groups: Vec<String>,
     pub device_kind: String,
+    /// The names it is known by, sorted.
+    pub hosts: Vec<String>,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// A UDP flow ends after this long without a datagram.
+    pub flow_idle_secs: i64,
+}
+
+/// Gives `app` the host names `hosts` (after its old ones were removed);
+/// a name that belongs to another app is a conflict.
+async fn insert_hosts(tx: &mut super::AuditedTx, app: &str, hosts: &[HostName]) -> Result<()> {
+    for h in hosts {
+        let owner: Option<String> =
+            sqlx::query_scalar("SELECT app_name FROM app_hosts WHERE host = $1")
+                .bind(h.as_str())
+                .fetch_optional(tx.conn())
+                .await?;
+        if let Some(owner) = owner {
+            return Err(StoreError::Conflict(format!(
+                "host name {h} already belongs to app {owner}",
+                h = h.as_str()
+            )));
+        }
+        let inserted = sqlx::query("INSERT INTO app_hosts (host, app_name) VALUES ($1, $2)")
+            .bind(h.as_str())
+            .bind(app)
+            .execute(tx.conn())
+            .await
+            .map_err(StoreError::from);
+        match inserted {
+            Err(e) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!(
+                    "host name {} already belongs to another app",
+                    h.as_str()
+                )));
+            }
+            other => other?,
+        };
+    }
+    Ok(())
 }
 
 impl Store {
@@ -37,12 +95,15 @@ impl Store {
         tx.access_changed();
         require_groups(&mut tx, &new.groups).await?;
         let inserted = sqlx::query(
-            "INSERT INTO apps (name, target, device_kind, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO apps (name, target, device_kind, created_at, protocol, flow_idle_secs) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(new.name.as_str())
         .bind(new.target.as_str())
         .bind(new.device_kind.as_str())
         .bind(now)
+        .bind(new.protocol.as_str())
+        .bind(i64::from(new.flow_idle_secs))
         .execute(tx.conn())
         .await
         .map_err(StoreError::from);
@@ -62,9 +123,12 @@ impl Store {
                 .execute(tx.conn())
                 .await?;
         }
+        insert_hosts(&mut tx, new.name.as_str(), &new.hosts).await?;
         tx.audit(
             AuditEntry::ok(actor, "app.add", new.name.as_str()).with_detail(serde_json::json!({
                 "target": new.target, "groups": new.groups, "device_kind": new.device_kind.as_str(),
+                "hosts": new.hosts, "protocol": new.protocol.as_str(),
+                "flow_idle_secs": new.flow_idle_secs,
             })),
         )
         .await?;
@@ -106,6 +170,27 @@ impl Store {
                 .execute(tx.conn())
                 .await?;
         }
+        if let Some(protocol) = change.protocol {
+            sqlx::query("UPDATE apps SET protocol = $1 WHERE name = $2")
+                .bind(protocol.as_str())
+                .bind(name)
+                .execute(tx.conn())
+                .await?;
+        }
+        if let Some(secs) = change.flow_idle_secs {
+            sqlx::query("UPDATE apps SET flow_idle_secs = $1 WHERE name = $2")
+                .bind(i64::from(secs))
+                .bind(name)
+                .execute(tx.conn())
+                .await?;
+        }
+        if let Some(hosts) = &change.hosts {
+            sqlx::query("DELETE FROM app_hosts WHERE app_name = $1")
+                .bind(name)
+                .execute(tx.conn())
+                .await?;
+            insert_hosts(&mut tx, name, hosts).await?;
+        }
         if let Some(groups) = &change.groups {
             require_groups(&mut tx, groups).await?;
             sqlx::query("DELETE FROM app_groups WHERE app_name = $1")
@@ -125,6 +210,9 @@ impl Store {
                 "target": change.target,
                 "groups": change.groups,
                 "device_kind": change.device_kind.map(|k| k.as_str()),
+                "hosts": change.hosts,
+                "protocol": change.protocol.map(|p| p.as_str()),
+                "flow_idle_secs": change.flow_idle_secs,
             })),
         )
         .await?;
@@ -133,30 +221,35 @@ impl Store {
     }
 
     pub async fn app_list(&self) -> Result<Vec<App>> {
-        let apps: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT name, target, device_kind FROM apps ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
+        let apps: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+            "SELECT name, target, device_kind, protocol, flow_idle_secs FROM apps ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let grants: Vec<(String, String)> = sqlx::query_as(
             "SELECT app_name, group_name FROM app_groups ORDER BY app_name, group_name",
         )
         .fetch_all(&self.pool)
         .await?;
+        let hosts: Vec<(String, String)> =
+            sqlx::query_as("SELECT app_name, host FROM app_hosts ORDER BY app_name, host")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut grants = group_by_app(grants);
+        let mut hosts = group_by_app(hosts);
         Ok(apps
             .into_iter()
-            .map(|(name, target, device_kind)| {
-                let allow_groups = grants
-                    .iter()
-                    .filter(|(a, _)| *a == name)
-                    .map(|(_, g)| g.clone())
-                    .collect();
-                App {
+            .map(
+                |(name, target, device_kind, protocol, flow_idle_secs)| App {
+                    allow_groups: grants.remove(&name).unwrap_or_default(),
+                    hosts: hosts.remove(&name).unwrap_or_default(),
                     name,
                     target,
-                    allow_groups,
                     device_kind,
-                }
-            })
+                    protocol,
+                    flow_idle_secs,
+                },
+            )
             .collect())
     }
 
@@ -175,6 +268,10 @@ impl Store {
             .bind(name)
             .execute(tx.conn())
             .await?;
+        sqlx::query("DELETE FROM app_hosts WHERE app_name = $1")
+            .bind(name)
+            .execute(tx.conn())
+            .await?;
         let done = sqlx::query("DELETE FROM apps WHERE name = $1")
             .bind(name)
             .execute(tx.conn())
@@ -185,4 +282,13 @@ impl Store {
         tx.audit(AuditEntry::ok(actor, "app.remove", name)).await?;
         tx.commit().await
     }
+}
+
+/// `(app, value)` rows, in order, as each app's values.
+fn group_by_app(rows: Vec<(String, String)>) -> std::collections::HashMap<String, Vec<String>> {
+    let mut by_app: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for (app, value) in rows {
+        by_app.entry(app).or_default().push(value);
+    }
+    by_app
 }

@@ -3,6 +3,7 @@
 //! `lanyard sessions list/kill` reads and revocation acts on ([`sessions`]).
 //! The bytes themselves move in `lanyard_relay`, shared with the agent.
 
+pub mod flow;
 pub mod sessions;
 pub mod stream;
 

@@ -43,6 +43,8 @@ pub struct LiveSession {
     /// The apps this session has opened streams to.
     pub apps_used: Mutex<std::collections::BTreeSet<String>>,
     pub conn: quinn::Connection,
+    /// The session's UDP flows, by flow id.
+    pub flows: std::sync::Arc<super::flow::Flows>,
 }
 
 impl LiveSession {

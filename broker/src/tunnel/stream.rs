@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use lanyard_proto::{ErrorCode, Message};
+use lanyard_proto::{AppProtocol, ErrorCode, Message};
 use lanyard_relay::{code, relay, write_frame, Meters};
 use tokio::net::TcpStream;
 
@@ -42,7 +42,7 @@ pub struct Opened {
 }
 
 /// Answers a stream with a refusal, then ends it (best effort).
-async fn refuse(send: &mut quinn::SendStream, code: ErrorCode, message: String) {
+pub(super) async fn refuse(send: &mut quinn::SendStream, code: ErrorCode, message: String) {
     let _ = write_frame(send, &Message::refused(code, message)).await;
     let _ = send.finish();
 }
@@ -58,11 +58,23 @@ pub async fn serve(svc: Services<'_>, session: &LiveSession, opened: Opened) {
     let started = Instant::now();
     let mut generation = svc.policy.subscribe();
     let decided = decide_stream(&svc.policy.current(), &session.subject(), &app, now_ms())
-        .map(|rule| rule.target.clone());
-    let target = match decided {
+        .map(|rule| (rule.target.clone(), rule.protocol, rule.flow_idle));
+    let (target, protocol, flow_idle) = match decided {
         Ok(t) => t,
         Err(d) => return deny(svc, session, &mut send, &app, d).await,
     };
+    if protocol == AppProtocol::Udp {
+        let flow = super::flow::Flow {
+            app,
+            request_id,
+            target,
+            idle: flow_idle,
+            send,
+            recv,
+            started,
+        };
+        return super::flow::serve(svc, session, flow, generation).await;
+    }
     let tcp = match tokio::time::timeout(APP_CONNECT_TIMEOUT, TcpStream::connect(&target)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -137,7 +149,7 @@ pub async fn serve(svc: Services<'_>, session: &LiveSession, opened: Opened) {
 
 /// Refuses a stream the rules deny; a denial that ends the session ends
 /// its connection too.
-async fn deny(
+pub(super) async fn deny(
     svc: Services<'_>,
     session: &LiveSession,
     send: &mut quinn::SendStream,
@@ -159,7 +171,7 @@ async fn deny(
 }
 
 /// Decrements a session's open-stream count however the stream ends.
-struct OpenStream<'a>(&'a LiveSession);
+pub(super) struct OpenStream<'a>(pub(super) &'a LiveSession);
 
 impl Drop for OpenStream<'_> {
     fn drop(&mut self) {
