@@ -21,7 +21,7 @@ use lanyard_agent::up::{self, Forward, UpConfig, UpEvent, UpStatus};
     name = "lanyard-agent",
     version,
     max_term_width = 100,
-    after_help = "Examples:\n  lanyard-agent enroll lye1.AAAA...\n  lanyard-agent login j.smith\n  lanyard-agent up\n  lanyard-agent status"
+    after_help = "Examples:\n  lanyard-agent enroll lye1.AAAA...\n  lanyard-agent login j.smith\n  lanyard-agent up\n  lanyard-agent status\n\nExit status:\n  0  done, or `up` stopped by SIGTERM or Ctrl-C\n  1  an error that may pass (the network, the broker busy or down): worth retrying\n  2  bad usage\n  3  enrol again: this device is not enrolled, or was revoked, or its certificate ran out\n  4  sign in again: nobody is signed in, or the sign-in was ended (logout, ICT)\n  5  the broker refuses this person or device until ICT changes something"
 )]
 struct Cli {
     /// Where the device key, certificate and sign-in are kept (files are 0600)
@@ -85,6 +85,47 @@ enum Command {
     Logout,
 }
 
+/// Exit status: enrol again (not enrolled, revoked, certificate expired).
+const EXIT_ENROL_AGAIN: u8 = 3;
+/// Exit status: sign in again (nobody signed in, or the sign-in was ended).
+const EXIT_SIGN_IN_AGAIN: u8 = 4;
+/// Exit status: refused by the broker until ICT changes something.
+const EXIT_REFUSED: u8 = 5;
+
+/// The exit status for an error: the distinct ones above tell a service
+/// manager (the user unit's `RestartPreventExitStatus=`) that starting
+/// again cannot help; 1 for everything else.
+fn exit_status(e: &anyhow::Error) -> u8 {
+    use lanyard_agent::identity::IdentityError;
+    let identity = |i: &IdentityError| match i {
+        IdentityError::NotEnrolled | IdentityError::Damaged { .. } => Some(EXIT_ENROL_AGAIN),
+        IdentityError::NotSignedIn => Some(EXIT_SIGN_IN_AGAIN),
+        _ => None,
+    };
+    let status = if let Some(exit) = e.downcast_ref::<Exit>() {
+        Some(exit.status)
+    } else if let Some(up) = e.downcast_ref::<up::UpError>() {
+        match up {
+            up::UpError::Revoked(_) => Some(EXIT_ENROL_AGAIN),
+            up::UpError::SignedOut(_) => Some(EXIT_SIGN_IN_AGAIN),
+            up::UpError::Refused(_) => Some(EXIT_REFUSED),
+            up::UpError::Identity(i) => identity(i),
+            up::UpError::Listen(_) => None,
+        }
+    } else {
+        e.downcast_ref::<IdentityError>().and_then(identity)
+    };
+    status.unwrap_or(1)
+}
+
+/// An error whose exit status is known where it is made.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct Exit {
+    status: u8,
+    message: String,
+}
+
 /// Writing to stdout failed; a closed one (`lanyard-agent status | head -1`)
 /// ends the command quietly.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +168,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("lanyard-agent: error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_status(&e))
         }
     }
 }
@@ -267,11 +308,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .flatten()
                         .and_then(|b| serde_json::from_slice::<up::SignInEnded>(&b).ok())
                         .map_or_else(|| "USERNAME".to_owned(), |e| e.username);
-                    anyhow::bail!(
-                        "{e}; sign in again with `{}`, then `{}`",
-                        next(&format!("login {who}")),
-                        next("up")
-                    )
+                    Err(Exit {
+                        status: EXIT_SIGN_IN_AGAIN,
+                        message: format!(
+                            "{e}; sign in again with `{}`, then `{}`",
+                            next(&format!("login {who}")),
+                            next("up")
+                        ),
+                    }
+                    .into())
                 }
                 other => Ok(other?),
             }

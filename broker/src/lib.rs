@@ -21,6 +21,7 @@ pub mod quic;
 pub mod secrets;
 pub mod state;
 pub mod store;
+pub mod systemd;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod tunnel;

@@ -68,7 +68,8 @@ struct StoreArgs {
         hide_env_values = true
     )]
     database_url: Option<String>,
-    /// A TOML config file (see broker/tests/fixtures/valid.toml for every key).
+    /// A TOML config file (every key: packaging/broker.toml)
+    /// [default: /etc/lanyard/broker.toml when present, else none].
     #[arg(long, env = "LANYARD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -135,9 +136,20 @@ struct ServeArgs {
 
 #[derive(Debug, Args)]
 struct CheckArgs {
-    /// The TOML config file to check.
+    /// The TOML config file to check [default: /etc/lanyard/broker.toml].
     #[arg(long, env = "LANYARD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+}
+
+/// The config file read when no --config (or LANYARD_CONFIG) is given, if it
+/// exists: where the Debian package installs its sample.
+const DEFAULT_CONFIG: &str = "/etc/lanyard/broker.toml";
+
+/// The config file to read: the one given, else `default` if it exists.
+fn config_path(given: Option<PathBuf>, default: &std::path::Path) -> Option<PathBuf> {
+    given
+        .filter(|p| !p.as_os_str().is_empty())
+        .or_else(|| default.is_file().then(|| default.to_owned()))
 }
 
 /// Writing to stdout failed; a closed one (`lanyard-broker check-config
@@ -166,8 +178,8 @@ fn init_logging() {
 }
 
 fn settings(store: StoreArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Settings> {
-    let file = match &store.config {
-        Some(path) => FileConfig::load(path)?,
+    let file = match config_path(store.config, std::path::Path::new(DEFAULT_CONFIG)) {
+        Some(path) => FileConfig::load(&path)?,
         None => FileConfig::default(),
     };
     let mut over = Overrides {
@@ -205,9 +217,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         writeln!(out, "{}", broker.ready_line())?;
         out.flush()?;
     }
+    // Both listeners are bound: connections made from now on are answered.
+    tell_systemd(&format!("READY=1\nSTATUS={}", broker.ready_line()));
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         signals.next().await;
+        tell_systemd("STOPPING=1");
         let _ = first_tx.send(());
         signals.next().await;
         tracing::warn!("second signal: exiting now");
@@ -219,6 +234,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })
         .await;
     Ok(())
+}
+
+/// Tells a `Type=notify` service manager `state`; a failure is logged, and
+/// the broker goes on (systemd then times the start out and says why).
+fn tell_systemd(state: &str) {
+    if let Err(e) = lanyard_broker::systemd::notify(state) {
+        tracing::warn!(error = %e, "cannot notify the service manager");
+    }
 }
 
 /// SIGTERM and SIGINT, either of them.
@@ -258,8 +281,10 @@ async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
 }
 
 fn check_config(args: CheckArgs) -> anyhow::Result<()> {
-    let Some(path) = args.config else {
-        anyhow::bail!("no config file given; pass --config FILE (or set LANYARD_CONFIG)");
+    let Some(path) = config_path(args.config, std::path::Path::new(DEFAULT_CONFIG)) else {
+        anyhow::bail!(
+            "no config file given and no {DEFAULT_CONFIG}; pass --config FILE (or set LANYARD_CONFIG)"
+        );
     };
     let s = Settings::resolve(Overrides::default(), FileConfig::load(&path)?)?;
     say!("config ok: {}", path.display());
@@ -353,6 +378,26 @@ mod tests {
     #[test]
     fn every_command_has_an_example_and_every_argument_a_description() {
         crate::help_check::assert_complete(&super::Cli::command());
+    }
+
+    /// Without --config the default file is read when it exists, and only then.
+    #[test]
+    fn the_default_config_file_is_read_only_when_present() {
+        use std::path::PathBuf;
+        let dir = tempfile::tempdir().unwrap();
+        let default = dir.path().join("broker.toml");
+        assert_eq!(super::config_path(None, &default), None);
+        std::fs::write(&default, "").unwrap();
+        assert_eq!(super::config_path(None, &default), Some(default.clone()));
+        let given = PathBuf::from("/elsewhere.toml");
+        assert_eq!(
+            super::config_path(Some(given.clone()), &default),
+            Some(given)
+        );
+        assert_eq!(
+            super::config_path(Some(PathBuf::new()), &default),
+            Some(default)
+        );
     }
 
     /// Every serve option shows its default, as the README's table does.
