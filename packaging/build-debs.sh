@@ -55,6 +55,20 @@ else
   done
 fi
 
+# Man pages and shell completions, made by the binaries from their own
+# command trees, where the assets in each crate's [package.metadata.deb]
+# expect them: TARGET/release/lanyard-gen/BIN/.
+for bin in "${bins[@]}"; do
+  gen="$release/lanyard-gen/$bin"
+  rm -rf "$gen"
+  mkdir -p "$gen/man" "$gen/completions"
+  "$release/$bin" man "$gen/man" >/dev/null
+  gzip -9n "$gen/man"/*.1
+  for shell in bash zsh fish; do
+    "$release/$bin" completions "$shell" > "$gen/completions/$bin.$shell"
+  done
+done
+
 for package in "${packages[@]}"; do
   CARGO_TARGET_DIR="$deb_target" cargo deb --locked --no-build ${prebuilt:+--fast} -p "$package" -o "$out"
 done

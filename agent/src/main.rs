@@ -83,7 +83,25 @@ enum Command {
     /// (`lanyard sessions kill`).
     #[command(after_help = "Example:\n  lanyard-agent logout")]
     Logout,
+    /// Print a shell completion script on standard output.
+    #[command(
+        after_help = "Examples:\n  lanyard-agent completions bash > ~/.local/share/bash-completion/completions/lanyard-agent\n  lanyard-agent completions zsh > \"${fpath[1]}/_lanyard-agent\"\n  lanyard-agent completions fish > ~/.config/fish/completions/lanyard-agent.fish"
+    )]
+    Completions {
+        /// The shell: bash, zsh or fish.
+        shell: shell_docs::Shell,
+    },
+    /// Write the man pages (one per command) into DIR; the packages ship them.
+    #[command(hide = true, after_help = "Example:\n  lanyard-agent man target/man")]
+    Man {
+        /// The directory to write lanyard-agent.1, lanyard-agent-up.1, ... into.
+        dir: PathBuf,
+    },
 }
+
+/// Completions and man pages (shared with the other binaries).
+#[path = "../../packaging/shell_docs.rs"]
+mod shell_docs;
 
 /// Exit status: enrol again (not enrolled, revoked, certificate expired).
 const EXIT_ENROL_AGAIN: u8 = 3;
@@ -141,6 +159,33 @@ macro_rules! say {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let script = shell_docs::completions(*shell, Cli::command());
+            return match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("lanyard-agent: error: cannot write output: {e}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            };
+        }
+        Command::Man { dir } => {
+            use clap::CommandFactory;
+            return match shell_docs::man_pages(Cli::command(), dir) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!(
+                        "lanyard-agent: error: cannot write man pages to {}: {e}",
+                        dir.display()
+                    );
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -407,6 +452,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled in main"),
         Command::Logout => {
             let state = StateDir::open(&dir)?;
             let Some(tokens) = state.tokens()? else {

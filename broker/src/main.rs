@@ -51,7 +51,25 @@ enum Command {
         after_help = "Example:\n  lanyard-broker check-config --config /etc/lanyard/broker.toml"
     )]
     CheckConfig(CheckArgs),
+    /// Print a shell completion script on standard output.
+    #[command(
+        after_help = "Examples:\n  lanyard-broker completions bash > /etc/bash_completion.d/lanyard-broker\n  lanyard-broker completions zsh > \"${fpath[1]}/_lanyard-broker\"\n  lanyard-broker completions fish > ~/.config/fish/completions/lanyard-broker.fish"
+    )]
+    Completions {
+        /// The shell: bash, zsh or fish.
+        shell: shell_docs::Shell,
+    },
+    /// Write the man pages (one per command) into DIR; the packages ship them.
+    #[command(hide = true, after_help = "Example:\n  lanyard-broker man target/man")]
+    Man {
+        /// The directory to write lanyard-broker.1, lanyard-broker-serve.1, ... into.
+        dir: PathBuf,
+    },
 }
+
+/// Completions and man pages (shared with the other binaries).
+#[path = "../../packaging/shell_docs.rs"]
+mod shell_docs;
 
 #[derive(Debug, Args)]
 struct StoreArgs {
@@ -313,9 +331,30 @@ fn check_config(args: CheckArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::CheckConfig(args) = cli.command {
-        return report(check_config(args));
-    }
+    let cli = match cli.command {
+        Command::CheckConfig(args) => return report(check_config(args)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            let script = shell_docs::completions(shell, Cli::command());
+            return report(
+                std::io::stdout()
+                    .write_all(&script)
+                    .map_err(|e| OutputError(e).into()),
+            );
+        }
+        Command::Man { dir } => {
+            use clap::CommandFactory;
+            return report(
+                shell_docs::man_pages(Cli::command(), &dir)
+                    .map(|_| ())
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot write man pages to {}: {e}", dir.display())
+                    }),
+            );
+        }
+        command => Cli { command },
+    };
     init_logging();
     let threads = match &cli.command {
         Command::Serve(args) => args.threads.unwrap_or(1),
@@ -336,7 +375,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Migrate(args) => migrate(args).await,
-            Command::CheckConfig(_) => unreachable!("handled above"),
+            Command::CheckConfig(_) | Command::Completions { .. } | Command::Man { .. } => {
+                unreachable!("handled above")
+            }
         }
     });
     report(result)

@@ -224,6 +224,39 @@ fn the_debs_install_the_binaries_units_and_config_and_they_run() {
         println!("SKIPPED: systemd-analyze is not installed (.ci/run installs systemd); the units were not verified");
     }
 
+    // Man pages for each command, and completions where each shell looks.
+    for (binary, sub) in [
+        ("lanyard-broker", "lanyard-broker-serve"),
+        ("lanyard-agent", "lanyard-agent-up"),
+        ("lanyard", "lanyard-staff-add"),
+    ] {
+        for page in [binary, sub] {
+            let path = root.join(format!("usr/share/man/man1/{page}.1.gz"));
+            assert_eq!(mode(&path), 0o644, "{page}");
+            let mut gz = Command::new("gzip");
+            gz.arg("-dc").arg(&path);
+            let text = run(gz, None).ok().stdout;
+            assert!(text.contains(&format!(".TH {page} 1")), "{page}: {text}");
+        }
+        let bash = root.join(format!("usr/share/bash-completion/completions/{binary}"));
+        let mut load = Command::new("bash");
+        load.arg("-c")
+            .arg(format!("source {} && complete -p {binary}", bash.display()));
+        let load = run(load, None);
+        assert_eq!(load.code, 0, "{binary} bash completion: {}", load.stderr);
+        assert!(load.stdout.contains(binary), "{}", load.stdout);
+        let zsh = std::fs::read_to_string(
+            root.join(format!("usr/share/zsh/vendor-completions/_{binary}")),
+        )
+        .unwrap();
+        assert!(zsh.starts_with(&format!("#compdef {binary}")), "{binary}");
+        let fish = std::fs::read_to_string(
+            root.join(format!("usr/share/fish/vendor_completions.d/{binary}.fish")),
+        )
+        .unwrap();
+        assert!(fish.contains(&format!("complete -c {binary}")), "{binary}");
+    }
+
     // The installed binaries run.
     for binary in ["lanyard-broker", "lanyard-agent", "lanyard"] {
         let mut cmd = Command::new(root.join("usr/bin").join(binary));
