@@ -211,6 +211,19 @@ fn the_debs_install_the_binaries_units_and_config_and_they_run() {
             run(cp, None).ok();
         }
         verify_unit(&vroot, "lanyard-broker.service").unwrap();
+        // systemd's own measure of the sandbox: 0 (locked down) to 10.
+        let security = Command::new("systemd-analyze")
+            .arg(format!("--root={}", vroot.display()))
+            .args(["security", "--offline=yes", "lanyard-broker.service"])
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&security.stdout);
+        let exposure: f64 = report
+            .lines()
+            .find_map(|l| l.split_once("Overall exposure level for lanyard-broker.service: "))
+            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure level:\n{report}"));
+        assert!(exposure <= 2.0, "exposure {exposure}:\n{report}");
         // `--user` takes no --root: the user unit is checked as a system
         // unit (its keys, its ExecStart in the package).
         std::fs::create_dir_all(vroot.join("etc/systemd/system")).unwrap();
