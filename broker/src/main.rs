@@ -86,8 +86,8 @@ struct StoreArgs {
         hide_env_values = true
     )]
     database_url: Option<String>,
-    /// A TOML config file (every key: packaging/broker.toml)
-    /// [default: /etc/lanyard/broker.toml when present, else none].
+    /// A TOML config file; the Debian package installs one naming every key
+    /// with its default [default: /etc/lanyard/broker.toml when present, else none].
     #[arg(long, env = "LANYARD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 }
