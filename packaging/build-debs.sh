@@ -70,6 +70,10 @@ for bin in "${bins[@]}"; do
 done
 
 for package in "${packages[@]}"; do
-  CARGO_TARGET_DIR="$deb_target" cargo deb --locked --no-build ${prebuilt:+--fast} -p "$package" -o "$out"
+  # --strip: the release profile keeps line tables for backtraces, which
+  # would make the installed broker 90 MB; a package ships the stripped
+  # binary. --fast (gzip) for prebuilt test packages, xz otherwise.
+  CARGO_TARGET_DIR="$deb_target" cargo deb --locked --no-build --strip ${prebuilt:+--fast} \
+    -p "$package" -o "$out"
 done
 ls -l "$out"/*.deb
