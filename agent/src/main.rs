@@ -22,7 +22,7 @@ use lanyard_agent::up::{self, Forward, UpConfig, UpEvent, UpStatus};
     name = "lanyard-agent",
     version,
     max_term_width = 100,
-    after_help = "Examples:\n  lanyard-agent enroll lye1.AAAA...\n  lanyard-agent login j.smith\n  lanyard-agent up\n  lanyard-agent status"
+    after_help = "Examples:\n  lanyard-agent enroll lye1.AAAA...\n  lanyard-agent login j.smith\n  lanyard-agent up\n  lanyard-agent status\n\nExit status:\n  0  done, or `up` stopped by SIGTERM or Ctrl-C\n  1  an error that may pass (the network, the broker busy or down): worth retrying\n  2  bad usage\n  3  enrol again: this device is not enrolled, or was revoked, or its certificate ran out\n  4  sign in again: nobody is signed in, or the sign-in was ended (logout, ICT)\n  5  the broker refuses this person or device until ICT changes something"
 )]
 struct Cli {
     /// Where the device key, certificate and sign-in are kept (files are 0600)
@@ -102,6 +102,65 @@ enum Command {
     /// (`lanyard sessions kill`).
     #[command(after_help = "Example:\n  lanyard-agent logout")]
     Logout,
+    /// Print a shell completion script on standard output.
+    #[command(
+        after_help = "Examples:\n  lanyard-agent completions bash > ~/.local/share/bash-completion/completions/lanyard-agent\n  lanyard-agent completions zsh > \"${fpath[1]}/_lanyard-agent\"\n  lanyard-agent completions fish > ~/.config/fish/completions/lanyard-agent.fish"
+    )]
+    Completions {
+        /// The shell: bash, zsh or fish.
+        shell: shell_docs::Shell,
+    },
+    /// Write the man pages (one per command) into DIR; the packages ship them.
+    #[command(hide = true, after_help = "Example:\n  lanyard-agent man target/man")]
+    Man {
+        /// The directory to write lanyard-agent.1, lanyard-agent-up.1, ... into.
+        dir: PathBuf,
+    },
+}
+
+/// Completions and man pages (shared with the other binaries).
+#[path = "../../packaging/shell_docs.rs"]
+mod shell_docs;
+
+/// Exit status: enrol again (not enrolled, revoked, certificate expired).
+const EXIT_ENROL_AGAIN: u8 = 3;
+/// Exit status: sign in again (nobody signed in, or the sign-in was ended).
+const EXIT_SIGN_IN_AGAIN: u8 = 4;
+/// Exit status: refused by the broker until ICT changes something.
+const EXIT_REFUSED: u8 = 5;
+
+/// The exit status for an error: the distinct ones above tell a service
+/// manager (the user unit's `RestartPreventExitStatus=`) that starting
+/// again cannot help; 1 for everything else.
+fn exit_status(e: &anyhow::Error) -> u8 {
+    use lanyard_agent::identity::IdentityError;
+    let identity = |i: &IdentityError| match i {
+        IdentityError::NotEnrolled | IdentityError::Damaged { .. } => Some(EXIT_ENROL_AGAIN),
+        IdentityError::NotSignedIn => Some(EXIT_SIGN_IN_AGAIN),
+        _ => None,
+    };
+    let status = if let Some(exit) = e.downcast_ref::<Exit>() {
+        Some(exit.status)
+    } else if let Some(up) = e.downcast_ref::<up::UpError>() {
+        match up {
+            up::UpError::Revoked(_) => Some(EXIT_ENROL_AGAIN),
+            up::UpError::SignedOut(_) => Some(EXIT_SIGN_IN_AGAIN),
+            up::UpError::Refused(_) => Some(EXIT_REFUSED),
+            up::UpError::Identity(i) => identity(i),
+            up::UpError::Listen(_) => None,
+        }
+    } else {
+        e.downcast_ref::<IdentityError>().and_then(identity)
+    };
+    status.unwrap_or(1)
+}
+
+/// An error whose exit status is known where it is made.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct Exit {
+    status: u8,
+    message: String,
 }
 
 /// Writing to stdout failed; a closed one (`lanyard-agent status | head -1`)
@@ -119,6 +178,33 @@ macro_rules! say {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let script = shell_docs::completions(*shell, Cli::command());
+            return match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("lanyard-agent: error: cannot write output: {e}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            };
+        }
+        Command::Man { dir } => {
+            use clap::CommandFactory;
+            return match shell_docs::man_pages(Cli::command(), dir) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!(
+                        "lanyard-agent: error: cannot write man pages to {}: {e}",
+                        dir.display()
+                    );
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     let format = match LogFormat::from_env() {
         Ok(f) => f,
         Err(e) => {
@@ -147,7 +233,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("{}", format.line(PROGRAM, "ERROR", &e.to_string()));
-            ExitCode::FAILURE
+            ExitCode::from(exit_status(&e))
         }
     }
 }
@@ -310,11 +396,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .flatten()
                         .and_then(|b| serde_json::from_slice::<up::SignInEnded>(&b).ok())
                         .map_or_else(|| "USERNAME".to_owned(), |e| e.username);
-                    anyhow::bail!(
-                        "{e}; sign in again with `{}`, then `{}`",
-                        next(&format!("login {who}")),
-                        next("up")
-                    )
+                    Err(Exit {
+                        status: EXIT_SIGN_IN_AGAIN,
+                        message: format!(
+                            "{e}; sign in again with `{}`, then `{}`",
+                            next(&format!("login {who}")),
+                            next("up")
+                        ),
+                    }
+                    .into())
                 }
                 other => Ok(other?),
             }
@@ -410,6 +500,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled in main"),
         Command::Logout => {
             let state = StateDir::open(&dir)?;
             let Some(tokens) = state.tokens()? else {

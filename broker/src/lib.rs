@@ -25,6 +25,7 @@ pub mod reload;
 pub mod secrets;
 pub mod state;
 pub mod store;
+pub mod systemd;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod tls;

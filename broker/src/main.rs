@@ -74,7 +74,25 @@ enum Command {
         after_help = "Example:\n  lanyard-broker check-config --config /etc/lanyard/broker.toml"
     )]
     CheckConfig(CheckArgs),
+    /// Print a shell completion script on standard output.
+    #[command(
+        after_help = "Examples:\n  lanyard-broker completions bash > /etc/bash_completion.d/lanyard-broker\n  lanyard-broker completions zsh > \"${fpath[1]}/_lanyard-broker\"\n  lanyard-broker completions fish > ~/.config/fish/completions/lanyard-broker.fish"
+    )]
+    Completions {
+        /// The shell: bash, zsh or fish.
+        shell: shell_docs::Shell,
+    },
+    /// Write the man pages (one per command) into DIR; the packages ship them.
+    #[command(hide = true, after_help = "Example:\n  lanyard-broker man target/man")]
+    Man {
+        /// The directory to write lanyard-broker.1, lanyard-broker-serve.1, ... into.
+        dir: PathBuf,
+    },
 }
+
+/// Completions and man pages (shared with the other binaries).
+#[path = "../../packaging/shell_docs.rs"]
+mod shell_docs;
 
 #[derive(Debug, Clone, Args)]
 struct StoreArgs {
@@ -91,7 +109,8 @@ struct StoreArgs {
         hide_env_values = true
     )]
     database_url: Option<String>,
-    /// A TOML config file (see broker/tests/fixtures/valid.toml for every key).
+    /// A TOML config file; the Debian package installs one naming every key
+    /// with its default [default: /etc/lanyard/broker.toml when present, else none].
     #[arg(long, env = "LANYARD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -177,9 +196,20 @@ struct KeysArgs {
 
 #[derive(Debug, Args)]
 struct CheckArgs {
-    /// The TOML config file to check.
+    /// The TOML config file to check [default: /etc/lanyard/broker.toml].
     #[arg(long, env = "LANYARD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+}
+
+/// The config file read when no --config (or LANYARD_CONFIG) is given, if it
+/// exists: where the Debian package installs its sample.
+const DEFAULT_CONFIG: &str = "/etc/lanyard/broker.toml";
+
+/// The config file to read: the one given, else `default` if it exists.
+fn config_path(given: Option<PathBuf>, default: &std::path::Path) -> Option<PathBuf> {
+    given
+        .filter(|p| !p.as_os_str().is_empty())
+        .or_else(|| default.is_file().then(|| default.to_owned()))
 }
 
 /// Writing to stdout failed; a closed one (`lanyard-broker check-config
@@ -197,8 +227,8 @@ macro_rules! say {
 }
 
 fn settings(store: StoreArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Settings> {
-    let file = match &store.config {
-        Some(path) => FileConfig::load(path)?,
+    let file = match config_path(store.config, std::path::Path::new(DEFAULT_CONFIG)) {
+        Some(path) => FileConfig::load(&path)?,
         None => FileConfig::default(),
     };
     let mut over = Overrides {
@@ -256,9 +286,12 @@ async fn serve(args: ServeArgs, mut log: LogControl) -> anyhow::Result<()> {
         writeln!(out, "{}", broker.ready_line())?;
         out.flush()?;
     }
+    // Both listeners are bound: connections made from now on are answered.
+    tell_systemd(&format!("READY=1\nSTATUS={}", broker.ready_line()));
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         signals.next().await;
+        tell_systemd("STOPPING=1");
         let _ = first_tx.send(());
         signals.next().await;
         tracing::warn!("second signal: exiting now");
@@ -270,6 +303,14 @@ async fn serve(args: ServeArgs, mut log: LogControl) -> anyhow::Result<()> {
         })
         .await;
     Ok(())
+}
+
+/// Tells a `Type=notify` service manager `state`; a failure is logged, and
+/// the broker goes on (systemd then times the start out and says why).
+fn tell_systemd(state: &str) {
+    if let Err(e) = lanyard_broker::systemd::notify(state) {
+        tracing::warn!(error = %e, "cannot notify the service manager");
+    }
 }
 
 /// SIGTERM and SIGINT, either of them.
@@ -372,8 +413,10 @@ fn rotate_keys(args: KeysArgs) -> anyhow::Result<()> {
 }
 
 fn check_config(args: CheckArgs) -> anyhow::Result<()> {
-    let Some(path) = args.config else {
-        anyhow::bail!("no config file given; pass --config FILE (or set LANYARD_CONFIG)");
+    let Some(path) = config_path(args.config, std::path::Path::new(DEFAULT_CONFIG)) else {
+        anyhow::bail!(
+            "no config file given and no {DEFAULT_CONFIG}; pass --config FILE (or set LANYARD_CONFIG)"
+        );
     };
     let s = Settings::resolve(Overrides::default(), FileConfig::load(&path)?)?;
     say!("config ok: {}", path.display());
@@ -415,9 +458,30 @@ fn main() -> ExitCode {
         }
     };
     let report = |result| report(result, format);
-    if let Command::CheckConfig(args) = cli.command {
-        return report(check_config(args));
-    }
+    let cli = match cli.command {
+        Command::CheckConfig(args) => return report(check_config(args)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            let script = shell_docs::completions(shell, Cli::command());
+            return report(
+                std::io::stdout()
+                    .write_all(&script)
+                    .map_err(|e| OutputError(e).into()),
+            );
+        }
+        Command::Man { dir } => {
+            use clap::CommandFactory;
+            return report(
+                shell_docs::man_pages(Cli::command(), &dir)
+                    .map(|_| ())
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot write man pages to {}: {e}", dir.display())
+                    }),
+            );
+        }
+        command => Cli { command },
+    };
     let log = lanyard_broker::logging::init(format);
     let threads = match &cli.command {
         Command::Serve(args) => args.threads.unwrap_or(1),
@@ -440,7 +504,9 @@ fn main() -> ExitCode {
             Command::Migrate(args) => migrate(args).await,
             Command::RotateKeys(args) => rotate_keys(args),
             Command::Backup(args) => backup(args).await,
-            Command::CheckConfig(_) => unreachable!("handled above"),
+            Command::CheckConfig(_) | Command::Completions { .. } | Command::Man { .. } => {
+                unreachable!("handled above")
+            }
         }
     });
     report(result)
@@ -485,6 +551,26 @@ mod tests {
     #[test]
     fn every_command_has_an_example_and_every_argument_a_description() {
         crate::help_check::assert_complete(&super::Cli::command());
+    }
+
+    /// Without --config the default file is read when it exists, and only then.
+    #[test]
+    fn the_default_config_file_is_read_only_when_present() {
+        use std::path::PathBuf;
+        let dir = tempfile::tempdir().unwrap();
+        let default = dir.path().join("broker.toml");
+        assert_eq!(super::config_path(None, &default), None);
+        std::fs::write(&default, "").unwrap();
+        assert_eq!(super::config_path(None, &default), Some(default.clone()));
+        let given = PathBuf::from("/elsewhere.toml");
+        assert_eq!(
+            super::config_path(Some(given.clone()), &default),
+            Some(given)
+        );
+        assert_eq!(
+            super::config_path(Some(PathBuf::new()), &default),
+            Some(default)
+        );
     }
 
     /// Every serve option shows its default, as the README's table does.

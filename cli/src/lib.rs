@@ -87,6 +87,67 @@ pub enum CliError {
     Io(#[from] std::io::Error),
 }
 
+impl CliError {
+    /// The exit status: 2 for a usage mistake, 130 after Ctrl-C, else 1.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Interrupted => 130,
+            _ => 1,
+        }
+    }
+
+    /// The error as `--json` prints it (on stderr), in the shape of the
+    /// API's own errors: `{"error": {"code", "message", "status", "rows"}}`.
+    /// `status` is the HTTP status when the broker answered, else null;
+    /// `rows` (a CSV import's bad lines) only when there are any.
+    pub fn to_json(&self) -> serde_json::Value {
+        let (code, status, rows) = match self {
+            CliError::Client(ClientError::Api {
+                status, code, rows, ..
+            }) => (code.as_str(), Some(status.as_u16()), rows.as_slice()),
+            CliError::Client(ClientError::Setup(_)) | CliError::Usage(_) => {
+                ("usage", None, &[][..])
+            }
+            CliError::Client(ClientError::Connect { .. }) => ("unreachable", None, &[][..]),
+            CliError::Client(ClientError::Tls { .. }) => ("tls", None, &[][..]),
+            CliError::Client(ClientError::Timeout) => ("timeout", None, &[][..]),
+            CliError::Client(ClientError::Protocol(_)) => ("protocol", None, &[][..]),
+            CliError::Failed(_) => ("failed", None, &[][..]),
+            CliError::Interrupted => ("interrupted", None, &[][..]),
+            CliError::Io(_) => ("io", None, &[][..]),
+        };
+        let mut error = serde_json::json!({
+            "code": code,
+            "message": self.to_string(),
+            "status": status,
+        });
+        if !rows.is_empty() {
+            error["rows"] = rows
+                .iter()
+                .map(|r| serde_json::json!({ "line": r.line, "problem": r.problem }))
+                .collect();
+        }
+        serde_json::json!({ "error": error })
+    }
+}
+
+/// A command line clap refused (unknown flag, missing argument), as
+/// `--json` prints it: `{"error": {"code": "usage", "message", "status": null}}`.
+pub fn usage_error_json(e: &clap::Error) -> serde_json::Value {
+    // The lines before the usage and tip that follow the first blank line.
+    let rendered = e.render().to_string();
+    let message = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_start_matches("error: ")
+        .to_owned();
+    serde_json::json!({ "error": { "code": "usage", "message": message, "status": null } })
+}
+
 impl Cli {
     fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
         std::fs::read(path)

@@ -9,7 +9,17 @@ use lanyard_cli::output::terminal_safe;
 use lanyard_cli::{Cli, CliError, ClientError};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A usage mistake under --json is one JSON object on stderr, exit 2;
+        // --help and --version print as usual.
+        Err(e) if e.use_stderr() && std::env::args_os().any(|a| a == "--json") => {
+            eprintln!("{}", lanyard_cli::usage_error_json(&e));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
+    let json = cli.json;
     match lanyard_agent::logging::LogFormat::from_env() {
         Ok(format) => lanyard_agent::logging::init(format),
         Err(e) => {
@@ -33,6 +43,11 @@ fn main() -> ExitCode {
         // Whoever reads the output stopped (`lanyard audit list | head`):
         // nothing is wrong, and there is no one to tell.
         Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) if json => {
+            // Exact text (JSON escapes what a terminal must not see).
+            eprintln!("{}", e.to_json());
+            ExitCode::from(e.exit_status())
+        }
         Err(e) => {
             // The broker's message may quote text from outside (a name, a
             // CSV cell): shown escaped, as all text for people is.
@@ -42,11 +57,7 @@ fn main() -> ExitCode {
                     eprintln!("  line {}: {}", r.line, terminal_safe(&r.problem));
                 }
             }
-            match e {
-                CliError::Usage(_) => ExitCode::from(2),
-                CliError::Interrupted => ExitCode::from(130),
-                _ => ExitCode::FAILURE,
-            }
+            ExitCode::from(e.exit_status())
         }
     }
 }

@@ -27,6 +27,16 @@ impl Out<'_> {
         writeln!(self.w)
     }
 
+    /// What a command did: `value` (a JSON object) under --json, else one
+    /// line of `text`.
+    pub fn done(&mut self, value: serde_json::Value, text: impl AsRef<str>) -> std::io::Result<()> {
+        if self.json {
+            self.json(&value)
+        } else {
+            self.line(text)
+        }
+    }
+
     /// One line of text; a newline inside it is shown as `\n`.
     pub fn line(&mut self, text: impl AsRef<str>) -> std::io::Result<()> {
         writeln!(self.w, "{}", terminal_safe(text.as_ref()))

@@ -103,13 +103,26 @@ impl BrokerProcess {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_program(&bin("lanyard-broker"), data_dir, api, quic, extra, env)
+    }
+
+    /// As [`start_at`](Self::start_at), running `program` (an installed
+    /// `lanyard-broker`, say) instead of the one this test run built.
+    pub fn start_program(
+        program: &Path,
+        data_dir: &Path,
+        api: &str,
+        quic: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = data_dir.with_extension("log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .expect("log file");
-        let mut cmd = Command::new(bin("lanyard-broker"));
+        let mut cmd = Command::new(program);
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(data_dir)

@@ -37,8 +37,8 @@ fn an_ended_sign_in_stops_the_agent_and_status_says_so() {
         .ok();
     assert_eq!(
         up.wait_exit(Duration::from_secs(30)),
-        Some(1),
-        "{}",
+        Some(4),
+        "not the exit status for \"sign in again\": {}",
         up.log()
     );
     let log = up.log();
@@ -96,4 +96,22 @@ fn a_stopped_agent_leaves_the_session_list_at_once() {
             "the session stayed listed after the agent stopped"
         );
     }
+}
+
+/// `up` where starting again cannot help exits with a status that says
+/// what would (the user unit's RestartPreventExitStatus= lists them): 3
+/// on a laptop that is not enrolled, 4 where nobody is signed in.
+#[test]
+fn up_exits_with_enrol_again_or_sign_in_again() {
+    let w = World::new();
+    let agent = lanyard_e2e::Agent::new(w.tmp.path().join("fresh"));
+    let up = agent.run(&["up"], None);
+    assert_eq!(up.code, 3, "not enrolled: {}", up.stderr);
+    assert!(up.stderr.contains("not enrolled"), "{}", up.stderr);
+    w.person("n.nobody", "hr");
+    let code = w.code(&["--personal", "n.nobody"]);
+    agent.run(&["enroll", &code], None).ok();
+    let up = agent.run(&["up"], None);
+    assert_eq!(up.code, 4, "not signed in: {}", up.stderr);
+    assert!(up.stderr.contains("not signed in"), "{}", up.stderr);
 }

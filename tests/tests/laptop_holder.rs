@@ -72,8 +72,8 @@ fn a_laptop_works_for_its_holder_and_a_hand_over_moves_access_at_once() {
         );
         assert_eq!(
             up.wait_exit(Duration::from_secs(30)),
-            Some(1),
-            "{}",
+            Some(4),
+            "not the exit status for \"sign in again\": {}",
             up.log()
         );
         assert!(up.log().contains("not allocated to anyone"), "{}", up.log());
@@ -91,8 +91,8 @@ fn a_laptop_works_for_its_holder_and_a_hand_over_moves_access_at_once() {
         lanyard(&w, &["devices", "return", "LT-1", "--status", "in-repair"]);
         assert_eq!(
             up.wait_exit(Duration::from_secs(30)),
-            Some(1),
-            "{}",
+            Some(4),
+            "not the exit status for \"sign in again\": {}",
             up.log()
         );
         let (code, stderr) = login(&agent, "a.patel");

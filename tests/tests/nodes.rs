@@ -133,7 +133,7 @@ fn three_nodes_share_sessions_and_revocations() {
     );
     assert_eq!(
         on_c.wait_exit(Duration::from_secs(30)),
-        Some(1),
+        Some(4),
         "{}",
         on_c.log()
     );
@@ -153,7 +153,7 @@ fn three_nodes_share_sessions_and_revocations() {
     );
     assert_eq!(
         on_b.wait_exit(Duration::from_secs(30)),
-        Some(1),
+        Some(4),
         "{}",
         on_b.log()
     );

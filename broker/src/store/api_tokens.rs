@@ -28,16 +28,17 @@ pub struct TokenView {
     pub state: &'static str,
 }
 
-#[derive(sqlx::FromRow)]
-struct ListedRow {
-    id: String,
-    username: Option<String>,
-    label: String,
-    created_at: i64,
-    expires_at: Option<i64>,
-    revoked_at: Option<i64>,
-    owner_active: Option<i64>,
-    tokens_valid_after: Option<i64>,
+from_row! {
+    struct ListedRow {
+        id: String,
+        username: Option<String>,
+        label: String,
+        created_at: i64,
+        expires_at: Option<i64>,
+        revoked_at: Option<i64>,
+        owner_active: Option<i64>,
+        tokens_valid_after: Option<i64>,
+    }
 }
 
 impl ListedRow {
@@ -90,17 +91,18 @@ pub enum TokenLookup {
     Disabled,
 }
 
-#[derive(sqlx::FromRow)]
-struct TokenRow {
-    id: String,
-    username: Option<String>,
-    is_admin: i64,
-    expires_at: Option<i64>,
-    revoked_at: Option<i64>,
-    created_at: i64,
-    owner_active: Option<i64>,
-    owner_admin: Option<i64>,
-    tokens_valid_after: Option<i64>,
+from_row! {
+    struct TokenRow {
+        id: String,
+        username: Option<String>,
+        is_admin: i64,
+        expires_at: Option<i64>,
+        revoked_at: Option<i64>,
+        created_at: i64,
+        owner_active: Option<i64>,
+        owner_admin: Option<i64>,
+        tokens_valid_after: Option<i64>,
+    }
 }
 
 impl Store {

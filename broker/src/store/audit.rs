@@ -66,19 +66,21 @@ impl AuditEntry {
     }
 }
 
-/// An audit row as stored and listed.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct AuditRow {
-    pub seq: i64,
-    #[serde(skip)]
-    pub at_ms: i64,
-    pub actor: String,
-    pub action: String,
-    pub target: String,
-    pub outcome: String,
-    pub detail: String,
-    pub prev_hash: String,
-    pub hash: String,
+from_row! {
+    /// An audit row as stored and listed.
+    #[derive(Debug, Clone, Serialize)]
+    pub struct AuditRow {
+        pub seq: i64,
+        #[serde(skip)]
+        pub at_ms: i64,
+        pub actor: String,
+        pub action: String,
+        pub target: String,
+        pub outcome: String,
+        pub detail: String,
+        pub prev_hash: String,
+        pub hash: String,
+    }
 }
 
 impl AuditRow {

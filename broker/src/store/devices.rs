@@ -23,17 +23,19 @@ pub struct NewDevice {
     pub os: String,
 }
 
-/// An enrolled device as the tunnel layer sees it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct Device {
-    pub fingerprint: String,
-    pub kind: String,
-    pub asset_tag: Option<String>,
-    pub owner: Option<String>,
-    pub public_key: String,
-    pub cert_expires_at: i64,
-    pub revoked_at: Option<i64>,
-    pub revoke_reason: Option<String>,
+from_row! {
+    /// An enrolled device as the tunnel layer sees it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Device {
+        pub fingerprint: String,
+        pub kind: String,
+        pub asset_tag: Option<String>,
+        pub owner: Option<String>,
+        pub public_key: String,
+        pub cert_expires_at: i64,
+        pub revoked_at: Option<i64>,
+        pub revoke_reason: Option<String>,
+    }
 }
 
 impl Device {

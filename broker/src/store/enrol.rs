@@ -233,17 +233,18 @@ pub struct CodeView {
     pub state: &'static str,
 }
 
-#[derive(sqlx::FromRow)]
-struct CodeRow {
-    id: String,
-    kind: String,
-    asset_tag: Option<String>,
-    username: Option<String>,
-    created_by: String,
-    created_at: i64,
-    expires_at: i64,
-    consumed_at: Option<i64>,
-    cancelled_at: Option<i64>,
+from_row! {
+    struct CodeRow {
+        id: String,
+        kind: String,
+        asset_tag: Option<String>,
+        username: Option<String>,
+        created_by: String,
+        created_at: i64,
+        expires_at: i64,
+        consumed_at: Option<i64>,
+        cancelled_at: Option<i64>,
+    }
 }
 
 impl CodeRow {

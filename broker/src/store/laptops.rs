@@ -87,32 +87,36 @@ pub struct DeviceRow {
     pub device_id: Option<String>,
 }
 
-/// An enrolled personal device and its owner.
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct PersonalRow {
-    fingerprint: String,
-    owner: String,
-    name: String,
-    department: String,
-    enrolled_at: i64,
-    revoked_at: Option<i64>,
-    os: Option<String>,
+from_row! {
+    /// An enrolled personal device and its owner.
+    #[derive(Debug, Clone)]
+    struct PersonalRow {
+        fingerprint: String,
+        owner: String,
+        name: String,
+        department: String,
+        enrolled_at: i64,
+        revoked_at: Option<i64>,
+        os: Option<String>,
+    }
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct LaptopRow {
-    asset_tag: String,
-    serial: String,
-    model: String,
-    status: String,
-    notes: String,
-    purchase_date: Option<String>,
-    warranty_end: Option<String>,
-    holder: Option<String>,
-    holder_name: Option<String>,
-    department: Option<String>,
-    allocated_at: Option<i64>,
-    pool: Option<String>,
+from_row! {
+    #[derive(Debug, Clone)]
+    struct LaptopRow {
+        asset_tag: String,
+        serial: String,
+        model: String,
+        status: String,
+        notes: String,
+        purchase_date: Option<String>,
+        warranty_end: Option<String>,
+        holder: Option<String>,
+        holder_name: Option<String>,
+        department: Option<String>,
+        allocated_at: Option<i64>,
+        pool: Option<String>,
+    }
 }
 
 impl From<LaptopRow> for DeviceRow {
@@ -136,21 +140,23 @@ impl From<LaptopRow> for DeviceRow {
     }
 }
 
-/// One hand-over, open or closed.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct Allocation {
-    pub id: String,
-    pub asset_tag: String,
-    pub username: String,
-    #[serde(skip)]
-    pub allocated_at: i64,
-    pub allocated_by: String,
-    pub request_id: Option<String>,
-    #[serde(skip)]
-    pub returned_at: Option<i64>,
-    pub received_by: Option<String>,
-    pub return_condition: Option<String>,
-    pub return_note: Option<String>,
+from_row! {
+    /// One hand-over, open or closed.
+    #[derive(Debug, Clone, Serialize)]
+    pub struct Allocation {
+        pub id: String,
+        pub asset_tag: String,
+        pub username: String,
+        #[serde(skip)]
+        pub allocated_at: i64,
+        pub allocated_by: String,
+        pub request_id: Option<String>,
+        #[serde(skip)]
+        pub returned_at: Option<i64>,
+        pub received_by: Option<String>,
+        pub return_condition: Option<String>,
+        pub return_note: Option<String>,
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -161,21 +167,23 @@ pub struct AllocationView {
     pub returned: Option<String>,
 }
 
-/// The agent that holds a certificate for a device.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct AgentRow {
-    pub fingerprint: String,
-    #[serde(skip)]
-    pub enrolled_at: i64,
-    #[serde(skip)]
-    pub cert_expires_at: i64,
-    #[serde(skip)]
-    pub last_seen_at: Option<i64>,
-    pub agent_version: Option<String>,
-    pub os: Option<String>,
-    #[serde(skip)]
-    pub revoked_at: Option<i64>,
-    pub revoke_reason: Option<String>,
+from_row! {
+    /// The agent that holds a certificate for a device.
+    #[derive(Debug, Clone, Serialize)]
+    pub struct AgentRow {
+        pub fingerprint: String,
+        #[serde(skip)]
+        pub enrolled_at: i64,
+        #[serde(skip)]
+        pub cert_expires_at: i64,
+        #[serde(skip)]
+        pub last_seen_at: Option<i64>,
+        pub agent_version: Option<String>,
+        pub os: Option<String>,
+        #[serde(skip)]
+        pub revoked_at: Option<i64>,
+        pub revoke_reason: Option<String>,
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -237,13 +245,15 @@ pub struct LaptopFilter {
     pub search: Option<String>,
 }
 
-/// A laptop as the access rules need it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct LaptopAccessRow {
-    pub asset_tag: String,
-    pub status: String,
-    pub holder: Option<String>,
-    pub pool: Option<String>,
+from_row! {
+    /// A laptop as the access rules need it.
+    #[derive(Debug, Clone)]
+    pub struct LaptopAccessRow {
+        pub asset_tag: String,
+        pub status: String,
+        pub holder: Option<String>,
+        pub pool: Option<String>,
+    }
 }
 
 /// What a revocation touched, so live tunnels can be closed.

@@ -5,23 +5,25 @@ use serde::Serialize;
 use super::{Result, Store};
 use crate::clock::Millis;
 
-/// One sample as stored: counts over `interval_ms`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct LoadSample {
-    pub node: String,
-    pub at_ms: i64,
-    pub interval_ms: i64,
-    pub agents: i64,
-    pub streams: i64,
-    pub capacity: i64,
-    pub handshakes: i64,
-    pub signins: i64,
-    pub bytes_up: i64,
-    pub bytes_down: i64,
-    /// JSON object: reason -> count.
-    pub denials: String,
-    /// JSON object: app -> [bytes up, bytes down].
-    pub apps: String,
+from_row! {
+    /// One sample as stored: counts over `interval_ms`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+    pub struct LoadSample {
+        pub node: String,
+        pub at_ms: i64,
+        pub interval_ms: i64,
+        pub agents: i64,
+        pub streams: i64,
+        pub capacity: i64,
+        pub handshakes: i64,
+        pub signins: i64,
+        pub bytes_up: i64,
+        pub bytes_down: i64,
+        /// JSON object: reason -> count.
+        pub denials: String,
+        /// JSON object: app -> [bytes up, bytes down].
+        pub apps: String,
+    }
 }
 
 impl Store {

@@ -12,6 +12,9 @@
 //! committed, the store's access generation moves on, and whoever holds
 //! the rules in memory ([`Store::access_changes`]) reloads them.
 
+#[macro_use]
+mod from_row;
+
 pub mod api_tokens;
 pub mod apps;
 pub mod audit;
@@ -20,6 +23,7 @@ pub mod enrol;
 pub mod groups;
 pub mod laptops;
 pub mod load;
+mod migrations;
 pub mod nodes;
 pub mod refresh;
 pub mod requests;
@@ -35,7 +39,9 @@ pub use audit::{AuditEntry, Outcome};
 
 use crate::clock::Millis;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+/// The migrations in `migrations/` (see `migrations.rs`), made once.
+static MIGRATOR: std::sync::LazyLock<sqlx::migrate::Migrator> =
+    std::sync::LazyLock::new(migrations::migrator);
 
 /// The PostgreSQL channel on which a change to access is announced.
 pub const ACCESS_CHANNEL: &str = "lanyard_access";

@@ -23,29 +23,33 @@ pub struct Pruned {
 /// ended and it is shown as such.
 pub const NODE_LOST_AFTER_MS: Millis = 30_000;
 
-/// A node as `lanyard nodes list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct NodeRow {
-    pub name: String,
-    pub quic_addr: String,
-    pub api_addr: String,
-    pub started_at: i64,
-    pub heartbeat_at: i64,
-    pub agents: i64,
-    pub streams: i64,
+from_row! {
+    /// A node as `lanyard nodes list` shows it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+    pub struct NodeRow {
+        pub name: String,
+        pub quic_addr: String,
+        pub api_addr: String,
+        pub started_at: i64,
+        pub heartbeat_at: i64,
+        pub agents: i64,
+        pub streams: i64,
+    }
 }
 
-/// A session as the store holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct SessionRow {
-    pub id: String,
-    pub node: String,
-    pub username: String,
-    pub device: String,
-    pub kind: String,
-    pub remote: String,
-    pub sign_in: Option<String>,
-    pub since: i64,
+from_row! {
+    /// A session as the store holds it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+    pub struct SessionRow {
+        pub id: String,
+        pub node: String,
+        pub username: String,
+        pub device: String,
+        pub kind: String,
+        pub remote: String,
+        pub sign_in: Option<String>,
+        pub since: i64,
+    }
 }
 
 /// What a session did, recorded when it ends.

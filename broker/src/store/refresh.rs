@@ -32,17 +32,18 @@ pub enum RefreshError {
     Store(#[from] StoreError),
 }
 
-#[derive(sqlx::FromRow)]
-struct RefreshRow {
-    family_id: String,
-    username: String,
-    device_fingerprint: String,
-    expires_at: i64,
-    used_at: Option<i64>,
-    revoked_at: Option<i64>,
-    issued_at: i64,
-    active: i64,
-    tokens_valid_after: Option<i64>,
+from_row! {
+    struct RefreshRow {
+        family_id: String,
+        username: String,
+        device_fingerprint: String,
+        expires_at: i64,
+        used_at: Option<i64>,
+        revoked_at: Option<i64>,
+        issued_at: i64,
+        active: i64,
+        tokens_valid_after: Option<i64>,
+    }
 }
 
 impl Store {

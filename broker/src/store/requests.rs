@@ -10,22 +10,24 @@ use super::{AuditEntry, Result, Store, StoreError};
 use crate::clock::{rfc3339, Millis};
 use crate::model::Username;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct RequestRow {
-    pub id: String,
-    pub username: String,
-    pub name: String,
-    pub department: String,
-    pub priority: i64,
-    pub reason: String,
-    pub status: String,
-    #[serde(skip)]
-    pub created_at: i64,
-    #[serde(skip)]
-    pub fulfilled_at: Option<i64>,
-    pub asset_tag: Option<String>,
-    #[serde(skip)]
-    pub active: i64,
+from_row! {
+    #[derive(Debug, Clone, Serialize)]
+    pub struct RequestRow {
+        pub id: String,
+        pub username: String,
+        pub name: String,
+        pub department: String,
+        pub priority: i64,
+        pub reason: String,
+        pub status: String,
+        #[serde(skip)]
+        pub created_at: i64,
+        #[serde(skip)]
+        pub fulfilled_at: Option<i64>,
+        pub asset_tag: Option<String>,
+        #[serde(skip)]
+        pub active: i64,
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

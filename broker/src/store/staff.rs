@@ -123,18 +123,19 @@ impl StaffImportRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct StaffRow {
-    username: String,
-    name: String,
-    email: String,
-    department: String,
-    priority: i64,
-    is_admin: i64,
-    active: i64,
-    password_hash: Option<String>,
-    totp_secret: Option<String>,
-    created_at: i64,
+from_row! {
+    struct StaffRow {
+        username: String,
+        name: String,
+        email: String,
+        department: String,
+        priority: i64,
+        is_admin: i64,
+        active: i64,
+        password_hash: Option<String>,
+        totp_secret: Option<String>,
+        created_at: i64,
+    }
 }
 
 const STAFF_COLUMNS: &str =

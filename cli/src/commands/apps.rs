@@ -279,7 +279,10 @@ pub async fn run(cli: &Cli, cmd: &AppsCommand, out: &mut Out<'_>) -> Result<(), 
             client
                 .delete(&format!("/api/v1/apps/{}", encode(name)))
                 .await?;
-            out.line(format!("removed app {name}"))?;
+            out.done(
+                serde_json::json!({ "app": name, "removed": true }),
+                format!("removed app {name}"),
+            )?;
         }
     }
     Ok(())

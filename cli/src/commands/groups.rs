@@ -80,7 +80,10 @@ pub async fn run(cli: &Cli, cmd: &GroupsCommand, out: &mut Out<'_>) -> Result<()
             client
                 .delete(&format!("/api/v1/groups/{}", encode(name)))
                 .await?;
-            out.line(format!("removed group {name}"))?;
+            out.done(
+                json!({ "group": name, "removed": true }),
+                format!("removed group {name}"),
+            )?;
         }
     }
     Ok(())

@@ -144,7 +144,31 @@ pub enum Command {
   lanyard audit verify"
     )]
     Audit(audit::AuditCommand),
+    /// Print a shell completion script on standard output (with --json, an
+    /// object holding it).
+    #[command(after_help = "Examples:
+  lanyard completions bash > /etc/bash_completion.d/lanyard
+  lanyard completions zsh > \"${fpath[1]}/_lanyard\"
+  lanyard completions fish > ~/.config/fish/completions/lanyard.fish")]
+    Completions {
+        /// The shell: bash, zsh or fish.
+        shell: shell_docs::Shell,
+    },
+    /// Write the man pages (one per command) into DIR; the packages ship them.
+    #[command(
+        hide = true,
+        after_help = "Example:
+  lanyard man target/man"
+    )]
+    Man {
+        /// The directory to write lanyard.1, lanyard-staff-add.1, ... into.
+        dir: std::path::PathBuf,
+    },
 }
+
+/// Completions and man pages (shared with the other binaries).
+#[path = "../../../packaging/shell_docs.rs"]
+pub mod shell_docs;
 
 pub async fn run(cli: &Cli, out: &mut Out<'_>) -> Result<(), CliError> {
     match &cli.command {
@@ -162,6 +186,30 @@ pub async fn run(cli: &Cli, out: &mut Out<'_>) -> Result<(), CliError> {
         Command::Stress(args) => stress::run(cli, args, out).await,
         Command::Report(c) => report::run(cli, c, out).await,
         Command::Audit(c) => audit::run(cli, c, out).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let script = shell_docs::completions(*shell, Cli::command());
+            if out.json {
+                let shell = format!("{shell:?}").to_lowercase();
+                let script = String::from_utf8_lossy(&script);
+                return Ok(out.json(&serde_json::json!({ "shell": shell, "script": script }))?);
+            }
+            Ok(out.w.write_all(&script)?)
+        }
+        Command::Man { dir } => {
+            use clap::CommandFactory;
+            let pages = shell_docs::man_pages(Cli::command(), dir).map_err(|e| {
+                CliError::Failed(format!("cannot write man pages to {}: {e}", dir.display()))
+            })?;
+            if out.json {
+                return Ok(out.json(&serde_json::json!({ "pages": pages }))?);
+            }
+            Ok(out.line(format!(
+                "wrote {} man pages to {}",
+                pages.len(),
+                dir.display()
+            ))?)
+        }
     }
 }
 

@@ -148,7 +148,10 @@ pub async fn run(cli: &Cli, cmd: &RequestsCommand, out: &mut Out<'_>) -> Result<
                     &json!({}),
                 )
                 .await?;
-            out.line(format!("cancelled the open request of {username}"))?;
+            out.done(
+                json!({ "username": username, "cancelled": true }),
+                format!("cancelled the open request of {username}"),
+            )?;
         }
     }
     Ok(())

@@ -103,7 +103,10 @@ pub async fn run(cli: &Cli, cmd: &SessionsCommand, out: &mut Out<'_>) -> Result<
             client
                 .delete(&format!("/api/v1/sessions/{}", encode(session_id)))
                 .await?;
-            out.line(format!("ended session {session_id}"))?;
+            out.done(
+                serde_json::json!({ "session": session_id, "ended": true }),
+                format!("ended session {session_id}"),
+            )?;
         }
     }
     Ok(())

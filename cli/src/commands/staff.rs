@@ -298,15 +298,19 @@ pub async fn run(cli: &Cli, cmd: &StaffCommand, out: &mut Out<'_>) -> Result<(),
                     &json!({ "password": password }),
                 )
                 .await?;
-            out.line(format!(
-                "password set for {username}; their sign-ins and API tokens have ended"
-            ))?;
+            out.done(
+                json!({ "username": username, "password_set": true, "sign_ins_ended": true }),
+                format!("password set for {username}; their sign-ins and API tokens have ended"),
+            )?;
         }
         StaffCommand::Totp { username, disable } => {
             let path = format!("/api/v1/staff/{}/totp", encode(username));
             if *disable {
                 client.delete(&path).await?;
-                out.line(format!("TOTP turned off for {username}"))?;
+                out.done(
+                    json!({ "username": username, "totp": false }),
+                    format!("TOTP turned off for {username}"),
+                )?;
             } else {
                 let resp: serde_json::Value = client.post(&path, &json!({})).await?;
                 if out.json {
