@@ -26,6 +26,8 @@ pub mod state;
 pub mod store;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit_oidc;
 pub mod tls;
 pub mod tunnel;
 
