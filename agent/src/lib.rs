@@ -9,5 +9,6 @@ pub mod client;
 pub mod forward;
 pub mod identity;
 pub mod logging;
+pub mod sso;
 pub mod state;
 pub mod up;

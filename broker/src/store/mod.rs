@@ -21,6 +21,7 @@ pub mod groups;
 pub mod laptops;
 pub mod load;
 pub mod nodes;
+pub mod oidc;
 pub mod refresh;
 pub mod requests;
 pub mod staff;

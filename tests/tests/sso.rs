@@ -1,0 +1,212 @@
+//! Sign-in with the organisation's identity provider, end to end: a
+//! certified OpenID provider (`oidc-provider`, tests/oidc/provider.mjs) on
+//! 127.0.0.1, the real broker, CLI and agent; the provider's login page
+//! driven by curl as a browser. Skipped, saying so, without node or the
+//! package (tests/oidc/install.sh, which .ci/run calls, installs it).
+
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lanyard_broker::testkit_oidc::{browser_sign_in, Provider, ProviderOptions};
+use lanyard_e2e::world::{closed_at, ended_after, live_connection, World, READY};
+use lanyard_e2e::Agent;
+use serde_json::json;
+
+const PW: &str = "provider-password-1";
+
+/// Runs `lanyard-agent login --sso --no-browser`, signs `user` in at the
+/// provider as a browser would, follows the redirect to the agent's
+/// loopback listener; the agent's exit code, stdout and stderr.
+fn login_sso(agent: &Agent, user: &str) -> (i32, String, String) {
+    let mut child = agent
+        .command()
+        .args(["login", "--sso", "--no-browser"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut url = String::new();
+    stdout.read_line(&mut url).unwrap();
+    let url = url.trim().to_owned();
+    let mut out = String::new();
+    if url.starts_with("http://127.0.0.1:") {
+        let callback = browser_sign_in(&url, user, PW).unwrap();
+        // The browser follows the redirect to the agent.
+        let page = Command::new("curl")
+            .args(["-sS", "-m", "30", &callback])
+            .output()
+            .unwrap();
+        out.push_str(&String::from_utf8_lossy(&page.stdout));
+    } else {
+        out.push_str(&url);
+    }
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (status.code().unwrap_or(-1), format!("{out}\n{rest}"), err)
+}
+
+/// Enrol on pool laptop LT-9 (group finance, mapped from the provider's
+/// `grp-fin`), `login --sso` (the person is made at first sign-in), `up`,
+/// reach the finance app; the person leaves the group at the provider and
+/// the next refresh cuts the live tunnel. A person in no mapped group is
+/// refused with an audit row.
+#[test]
+fn sso_sign_in_reaches_an_app_by_group_and_a_leaver_is_cut_off() {
+    // Redirect ports of this test's own; the first is taken, so the agent
+    // falls back to the second.
+    let ports = [53691u16, 53692];
+    let mut options = ProviderOptions::new(json!({
+        "f.jones": {"password": PW, "groups": ["grp-fin", "grp-other"]},
+        "o.other": {"password": PW, "groups": ["grp-other"]},
+    }));
+    options.redirect_ports = ports.to_vec();
+    let Some(provider) = Provider::start("sso end to end", &options) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[oidc]\nissuer = \"{}\"\nclient_id = \"lanyard\"\nprovision = true\nredirect_ports = [{}, {}]\nrecheck_every = \"1s\"\n",
+            provider.issuer, ports[0], ports[1]
+        ),
+    )
+    .unwrap();
+    let w = World::in_dir(tmp, &["--config", config.to_str().unwrap()], &[]);
+    let b = &w.broker;
+    let added = b
+        .lanyard(
+            &["groups", "add", "finance", "--idp-group", "grp-fin"],
+            None,
+            None,
+        )
+        .ok();
+    assert!(added.stdout.contains("grp-fin"), "{}", added.stdout);
+    let echo = format!("127.0.0.1:{}", w.echo_port);
+    b.lanyard(
+        &[
+            "apps",
+            "add",
+            "fin-echo",
+            "--target",
+            &echo,
+            "--allow-group",
+            "finance",
+            "--device-kind",
+            "any",
+        ],
+        None,
+        None,
+    )
+    .ok();
+    b.lanyard(
+        &["devices", "add", "LT-9", "--serial", "S9", "--model", "T14"],
+        None,
+        None,
+    )
+    .ok();
+    b.lanyard(
+        &["devices", "mark", "LT-9", "--pool", "finance"],
+        None,
+        None,
+    )
+    .ok();
+    let agent = Agent::new(w.tmp.path().join("lt9"));
+    let code = w.code(&["--device", "LT-9"]);
+    agent.run(&["enroll", &code], None).ok();
+
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", ports[0])).unwrap();
+
+    // Someone in no mapped group: refused, audited, nothing made.
+    let (code_other, _, err) = login_sso(&agent, "o.other");
+    assert_ne!(code_other, 0, "a person in no mapped group signed in");
+    assert!(err.contains("no group mapped"), "{err}");
+    let audit = b.audit_json("agent.signin");
+    assert!(
+        audit.contains("o.other") && audit.contains("denied"),
+        "{audit}"
+    );
+    let staff = b
+        .lanyard(&["staff", "list", "--json"], None, None)
+        .ok()
+        .stdout;
+    assert!(!staff.contains("o.other"), "{staff}");
+
+    let started = Instant::now();
+    let (status, out, err) = login_sso(&agent, "f.jones");
+    assert_eq!(status, 0, "login --sso failed: {out} {err}");
+    assert!(
+        out.contains("Signed in to Lanyard as f.jones"),
+        "the browser page: {out}"
+    );
+    assert!(out.contains("signed in as f.jones"), "{out}");
+    eprintln!(
+        "login --sso (browser included) took {:?}",
+        started.elapsed()
+    );
+    // Provisioned at priority 3, a member of finance from the provider.
+    let person = b
+        .lanyard(&["staff", "show", "f.jones", "--json"], None, None)
+        .ok()
+        .stdout;
+    assert!(person.contains("finance"), "{person}");
+    assert!(b.audit_json("staff.provision").contains("f.jones"));
+
+    // The refresh comes soon: the agent refreshes at two thirds of the
+    // life it was told, so tell it the token is nearly used up.
+    let tokens_path = agent.state_dir.join("tokens.json");
+    let mut tokens: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&tokens_path).unwrap()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    tokens["issued_at"] = json!(now);
+    tokens["expires_at"] = json!(now + 12);
+    std::fs::write(&tokens_path, serde_json::to_vec(&tokens).unwrap()).unwrap();
+
+    let mut up = agent.up(&[]);
+    let forwards = up.wait_ready(READY);
+    let port = *forwards
+        .get("fin-echo")
+        .unwrap_or_else(|| panic!("{forwards:?}"));
+    let conn = live_connection(port);
+
+    // The person leaves the group at the provider.
+    let left = Instant::now();
+    provider.change_user("f.jones", json!({"groups": ["grp-other"]}));
+    let took = ended_after(
+        closed_at(conn, Duration::from_secs(30)),
+        left,
+        "left the group",
+    );
+    eprintln!("the live tunnel closed {took:?} after the group change");
+    assert!(
+        up.wait_log("no longer in a group mapped", Duration::from_secs(10)),
+        "{}",
+        up.log()
+    );
+    let ended = b.audit_json("agent.refresh");
+    assert!(ended.contains("sso recheck"), "{ended}");
+
+    // No provider token, code or password in a log.
+    let logs = [b.log_text(), up.log()];
+    for log in &logs {
+        assert!(!log.contains(PW), "the password reached a log");
+        assert!(
+            !log.contains("code="),
+            "an authorization code reached a log"
+        );
+    }
+    drop(up);
+    drop(provider);
+}
