@@ -53,24 +53,18 @@ fn login_sso(agent: &Agent, user: &str) -> (i32, String, String) {
     (status.code().unwrap_or(-1), format!("{out}\n{rest}"), err)
 }
 
-/// Enrol on pool laptop LT-9 (group finance, mapped from the provider's
-/// `grp-fin`), `login --sso` (the person is made at first sign-in), `up`,
-/// reach the finance app; the person leaves the group at the provider and
-/// the next refresh cuts the live tunnel. A person in no mapped group is
-/// refused with an audit row.
-#[test]
-fn sso_sign_in_reaches_an_app_by_group_and_a_leaver_is_cut_off() {
-    // Redirect ports of this test's own; the first is taken, so the agent
-    // falls back to the second.
-    let ports = [53691u16, 53692];
+/// A provider with `f.jones` (in `grp-fin`) and `o.other`; a broker whose
+/// `[oidc]` points at it (redirect ports `ports`, `provision`, a re-check
+/// at every refresh), group `finance` mapped from `grp-fin`, app
+/// `fin-echo` for finance, and an agent enrolled on pool laptop LT-9
+/// (group finance). `None` when the provider cannot run here.
+fn setup(test: &str, ports: [u16; 2]) -> Option<(Provider, World, Agent)> {
     let mut options = ProviderOptions::new(json!({
         "f.jones": {"password": PW, "groups": ["grp-fin", "grp-other"]},
         "o.other": {"password": PW, "groups": ["grp-other"]},
     }));
     options.redirect_ports = ports.to_vec();
-    let Some(provider) = Provider::start("sso end to end", &options) else {
-        return;
-    };
+    let provider = Provider::start(test, &options)?;
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("broker.toml");
     std::fs::write(
@@ -123,7 +117,23 @@ fn sso_sign_in_reaches_an_app_by_group_and_a_leaver_is_cut_off() {
     let agent = Agent::new(w.tmp.path().join("lt9"));
     let code = w.code(&["--device", "LT-9"]);
     agent.run(&["enroll", &code], None).ok();
+    Some((provider, w, agent))
+}
 
+/// Enrol on pool laptop LT-9 (group finance, mapped from the provider's
+/// `grp-fin`), `login --sso` (the person is made at first sign-in), `up`,
+/// reach the finance app; the person leaves the group at the provider and
+/// the next refresh cuts the live tunnel. A person in no mapped group is
+/// refused with an audit row.
+#[test]
+fn sso_sign_in_reaches_an_app_by_group_and_a_leaver_is_cut_off() {
+    // Redirect ports of this test's own; the first is taken, so the agent
+    // falls back to the second.
+    let ports = [53691u16, 53692];
+    let Some((provider, w, agent)) = setup("sso end to end", ports) else {
+        return;
+    };
+    let b = &w.broker;
     let _taken = std::net::TcpListener::bind(("127.0.0.1", ports[0])).unwrap();
 
     // Someone in no mapped group: refused, audited, nothing made.
@@ -209,4 +219,41 @@ fn sso_sign_in_reaches_an_app_by_group_and_a_leaver_is_cut_off() {
     }
     drop(up);
     drop(provider);
+}
+
+/// The SSO sign-in time, browser excluded: from the code handed to the
+/// broker to the tokens back, as the broker logs it, over 50 sign-ins.
+/// A measurement, run by hand:
+/// `cargo test --release -p lanyard-e2e --test sso -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn sso_sign_in_time() {
+    let Some((_provider, w, agent)) = setup("sso sign-in time", [53693, 53694]) else {
+        return;
+    };
+    for _ in 0..50 {
+        let (status, out, err) = login_sso(&agent, "f.jones");
+        assert_eq!(status, 0, "{out} {err}");
+    }
+    let mut ms: Vec<u64> = w
+        .broker
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("SSO sign-in") && !l.contains("refused"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix("ms="))
+                .and_then(|v| v.parse().ok())
+        })
+        .collect();
+    ms.sort_unstable();
+    assert_eq!(ms.len(), 50, "one timing per sign-in");
+    let at = |q: f64| ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1];
+    println!(
+        "SSO sign-in, code to tokens (broker side), {} sign-ins: p50 {} ms, p99 {} ms, max {} ms",
+        ms.len(),
+        at(0.50),
+        at(0.99),
+        ms[ms.len() - 1]
+    );
 }
