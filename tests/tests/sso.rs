@@ -120,6 +120,42 @@ fn setup(test: &str, ports: [u16; 2]) -> Option<(Provider, World, Agent)> {
     Some((provider, w, agent))
 }
 
+/// Makes the agent's next refresh come within seconds, runs `up`, opens a
+/// live connection to `fin-echo`, applies `change` to f.jones at the
+/// provider, and waits for the tunnel to close and the agent to say why.
+fn up_then_cut(
+    agent: &Agent,
+    provider: &Provider,
+    change: serde_json::Value,
+    why: &str,
+) -> lanyard_e2e::UpProcess {
+    // The agent refreshes at two thirds of the life it was told, so tell it
+    // the token is nearly used up.
+    let tokens_path = agent.state_dir.join("tokens.json");
+    let mut tokens: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&tokens_path).unwrap()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    tokens["issued_at"] = json!(now);
+    tokens["expires_at"] = json!(now + 12);
+    std::fs::write(&tokens_path, serde_json::to_vec(&tokens).unwrap()).unwrap();
+
+    let mut up = agent.up(&[]);
+    let forwards = up.wait_ready(READY);
+    let port = *forwards
+        .get("fin-echo")
+        .unwrap_or_else(|| panic!("{forwards:?}"));
+    let conn = live_connection(port);
+    let changed = Instant::now();
+    provider.change_user("f.jones", change);
+    let took = ended_after(closed_at(conn, Duration::from_secs(30)), changed, why);
+    eprintln!("the live tunnel closed {took:?} after the change at the provider");
+    assert!(up.wait_log(why, Duration::from_secs(10)), "{}", up.log());
+    up
+}
+
 /// Enrol on pool laptop LT-9 (group finance, mapped from the provider's
 /// `grp-fin`), `login --sso` (the person is made at first sign-in), `up`,
 /// reach the finance app; the person leaves the group at the provider and
@@ -171,39 +207,11 @@ fn sso_sign_in_reaches_an_app_by_group_and_a_leaver_is_cut_off() {
     assert!(person.contains("finance"), "{person}");
     assert!(b.audit_json("staff.provision").contains("f.jones"));
 
-    // The refresh comes soon: the agent refreshes at two thirds of the
-    // life it was told, so tell it the token is nearly used up.
-    let tokens_path = agent.state_dir.join("tokens.json");
-    let mut tokens: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&tokens_path).unwrap()).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    tokens["issued_at"] = json!(now);
-    tokens["expires_at"] = json!(now + 12);
-    std::fs::write(&tokens_path, serde_json::to_vec(&tokens).unwrap()).unwrap();
-
-    let mut up = agent.up(&[]);
-    let forwards = up.wait_ready(READY);
-    let port = *forwards
-        .get("fin-echo")
-        .unwrap_or_else(|| panic!("{forwards:?}"));
-    let conn = live_connection(port);
-
-    // The person leaves the group at the provider.
-    let left = Instant::now();
-    provider.change_user("f.jones", json!({"groups": ["grp-other"]}));
-    let took = ended_after(
-        closed_at(conn, Duration::from_secs(30)),
-        left,
-        "left the group",
-    );
-    eprintln!("the live tunnel closed {took:?} after the group change");
-    assert!(
-        up.wait_log("no longer in a group mapped", Duration::from_secs(10)),
-        "{}",
-        up.log()
+    let up = up_then_cut(
+        &agent,
+        &provider,
+        json!({"groups": ["grp-other"]}),
+        "no longer in a group mapped",
     );
     let ended = b.audit_json("agent.refresh");
     assert!(ended.contains("sso recheck"), "{ended}");
@@ -219,6 +227,26 @@ fn sso_sign_in_reaches_an_app_by_group_and_a_leaver_is_cut_off() {
     }
     drop(up);
     drop(provider);
+}
+
+/// A person disabled at the provider loses the sign-in at the next refresh:
+/// the provider refuses its refresh token, and the live tunnel closes.
+#[test]
+fn a_person_disabled_at_the_provider_is_cut_off() {
+    let Some((provider, w, agent)) = setup("sso disabled at the provider", [53695, 53696]) else {
+        return;
+    };
+    let (status, out, err) = login_sso(&agent, "f.jones");
+    assert_eq!(status, 0, "login --sso failed: {out} {err}");
+    let up = up_then_cut(
+        &agent,
+        &provider,
+        json!({"disabled": true}),
+        "no longer lets this person sign in",
+    );
+    let ended = w.broker.audit_json("agent.refresh");
+    assert!(ended.contains("sso recheck"), "{ended}");
+    drop(up);
 }
 
 /// The SSO sign-in time, browser excluded: from the code handed to the
