@@ -175,3 +175,38 @@ async fn a_recheck_sees_group_changes_and_a_disabled_person() {
     let e = oidc.recheck(&refresh).await.unwrap_err();
     assert!(matches!(e, OidcError::RefreshRefused(_)), "{e}");
 }
+
+#[tokio::test]
+async fn an_expired_id_token_is_refused_past_the_leeway_only() {
+    let Some(provider) = Provider::start("oidc expiry", &ProviderOptions::new(users())) else {
+        return;
+    };
+    let oidc = Oidc::new(settings(&provider.issuer, "lanyard"));
+    // The provider's ID tokens live 300 s. Within the leeway: accepted.
+    oidc.set_clock_skew(300 + lanyard_broker::auth::oidc::LEEWAY_SECS - 5);
+    let (code, state) = sign_in_at(&oidc, "dev-1", "alice", "alice-pw").await;
+    oidc.finish("dev-1", &code, &state)
+        .await
+        .expect("within the leeway");
+    // Past it: refused.
+    oidc.set_clock_skew(300 + lanyard_broker::auth::oidc::LEEWAY_SECS + 5);
+    let (code, state) = sign_in_at(&oidc, "dev-1", "alice", "alice-pw").await;
+    let e = oidc.finish("dev-1", &code, &state).await.unwrap_err();
+    assert!(matches!(e, OidcError::IdToken(_)), "{e}");
+    assert!(e.to_string().contains("expired"), "{e}");
+}
+
+#[tokio::test]
+async fn an_id_token_with_another_nonce_is_refused() {
+    let Some(provider) = Provider::start("oidc nonce", &ProviderOptions::new(users())) else {
+        return;
+    };
+    let oidc = Oidc::new(settings(&provider.issuer, "lanyard"));
+    let (code, state) = sign_in_at(&oidc, "dev-1", "alice", "alice-pw").await;
+    // The provider put the sign-in's nonce in the token; the broker now
+    // expects another one (as for a token injected from another sign-in).
+    assert!(oidc.replace_nonce(&state, "not-the-nonce-sent"));
+    let e = oidc.finish("dev-1", &code, &state).await.unwrap_err();
+    assert!(matches!(e, OidcError::IdToken(_)), "{e}");
+    assert!(e.to_string().contains("nonce"), "{e}");
+}

@@ -160,6 +160,8 @@ pub struct Oidc {
     tls: Arc<rustls::ClientConfig>,
     discovered: tokio::sync::Mutex<Option<Arc<Discovered>>>,
     pending: Mutex<HashMap<String, Pending>>,
+    /// Seconds added to the clock when checking a token's times (tests).
+    skew_secs: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for Oidc {
@@ -372,6 +374,27 @@ impl Oidc {
             tls: tls_config(),
             discovered: tokio::sync::Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
+            skew_secs: std::sync::atomic::AtomicI64::new(0),
+        }
+    }
+
+    /// Tests: check token times as if the clock were `secs` ahead.
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn set_clock_skew(&self, secs: i64) {
+        self.skew_secs
+            .store(secs, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Tests: replace the nonce a started sign-in expects.
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn replace_nonce(&self, state: &str, nonce: &str) -> bool {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get_mut(state) {
+            Some(p) => {
+                p.nonce = Nonce::new(nonce.to_owned());
+                true
+            }
+            None => false,
         }
     }
 
@@ -468,6 +491,7 @@ impl Oidc {
     }
 
     fn verifier<'a>(&self, d: &'a Discovered) -> CoreIdTokenVerifier<'a> {
+        let skew = self.skew_secs.load(std::sync::atomic::Ordering::Relaxed);
         // A public-client verifier: no client secret, so no HMAC key, and
         // only the provider's asymmetric algorithms.
         CoreIdTokenVerifier::new_public_client(
@@ -476,7 +500,7 @@ impl Oidc {
             d.jwks.clone(),
         )
         .set_allowed_algs(d.algs.clone())
-        .set_time_fn(|| chrono::Utc::now() - chrono::Duration::seconds(LEEWAY_SECS))
+        .set_time_fn(move || chrono::Utc::now() + chrono::Duration::seconds(skew - LEEWAY_SECS))
     }
 
     /// Starts a sign-in for `device` whose agent listens on `port`: the
