@@ -285,3 +285,83 @@ fn sso_sign_in_time() {
         ms[ms.len() - 1]
     );
 }
+
+/// The SSO messages from a misbehaving agent over a real device connection:
+/// a redirect port the broker does not list, a made-up state, a code and
+/// state used twice. Each is refused with the reason and an audit row; no
+/// code reaches a log. A broker without `[oidc]` says so.
+#[test]
+fn sso_messages_are_checked_and_refusals_audited() {
+    use lanyard_agent::state::StateDir;
+    use lanyard_agent::{account, client};
+    use lanyard_proto::{ErrorCode, Message};
+
+    let ports = [53697u16, 53698];
+    let Some((_provider, w, agent)) = setup("sso refusals", ports) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let device = StateDir::open(&agent.state_dir).unwrap().device().unwrap();
+    let (endpoint, conn) = rt.block_on(account::connect(&device)).unwrap();
+    let ask = |m: Message| rt.block_on(client::request(&conn, &m));
+    let refused = |r: Result<Message, client::ClientError>| match r {
+        Err(client::ClientError::Refused { code, message }) => (code, message),
+        other => panic!("not refused: {other:?}"),
+    };
+
+    let (code, message) = refused(ask(Message::SsoStart { port: 8080 }));
+    assert_eq!(code, ErrorCode::BadRequest);
+    assert!(message.contains("53697, 53698"), "{message}");
+    let (code, message) = refused(ask(Message::SsoFinish {
+        code: "made-up".into(),
+        state: "made-up".into(),
+    }));
+    assert_eq!(code, ErrorCode::Unauthorized);
+    assert!(message.contains("unknown or expired sign-in"), "{message}");
+
+    // A real sign-in: its code and state work once.
+    let Ok(Message::SsoAuthorize { url, ports: listed }) =
+        ask(Message::SsoStart { port: ports[0] })
+    else {
+        panic!("no URL");
+    };
+    assert_eq!(listed, ports.to_vec());
+    let callback = browser_sign_in(&url, "f.jones", PW).unwrap();
+    let (the_code, state) = lanyard_broker::testkit_oidc::code_and_state(&callback);
+    let finish = || Message::SsoFinish {
+        code: the_code.clone(),
+        state: state.clone(),
+    };
+    match ask(finish()) {
+        Ok(Message::SsoTokens { username, .. }) => assert_eq!(username, "f.jones"),
+        other => panic!("no tokens: {other:?}"),
+    }
+    let (code, message) = refused(ask(finish()));
+    assert_eq!(code, ErrorCode::Unauthorized);
+    assert!(message.contains("unknown or expired sign-in"), "{message}");
+    conn.close(0u32.into(), b"done");
+    rt.block_on(endpoint.wait_idle());
+
+    let audit = w.broker.audit_json("agent.signin");
+    for kind in ["port_not_configured", "bad_state"] {
+        assert!(audit.contains(kind), "no audit row for {kind}: {audit}");
+    }
+    let log = w.broker.log_text();
+    assert!(
+        !log.contains(&the_code),
+        "the provider's code reached the broker's log"
+    );
+
+    // A broker with no [oidc]: the agent is told so.
+    let plain = World::new();
+    plain.person("p.plain", "hr");
+    let other = plain.agent("plain-agent", "p.plain", None);
+    let device = StateDir::open(&other.state_dir).unwrap().device().unwrap();
+    let (endpoint, conn) = rt.block_on(account::connect(&device)).unwrap();
+    let answer = rt.block_on(client::request(&conn, &Message::SsoStart { port: 0 }));
+    let (code, message) = refused(answer);
+    assert_eq!(code, ErrorCode::NotFound);
+    assert!(message.contains("no [oidc]"), "{message}");
+    conn.close(0u32.into(), b"done");
+    rt.block_on(endpoint.wait_idle());
+}
