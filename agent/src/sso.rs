@@ -163,6 +163,58 @@ async fn wait_for_callback(listener: &TcpListener) -> Result<(TcpStream, Callbac
     }
 }
 
+/// The browser's request, waiting for its answer page.
+pub struct BrowserReply(TcpStream);
+
+impl std::fmt::Debug for BrowserReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BrowserReply")
+    }
+}
+
+impl BrowserReply {
+    /// Shows `text` in the browser tab.
+    pub async fn say(mut self, text: &str) {
+        answer(&mut self.0, "200 OK", text).await;
+    }
+}
+
+/// Listens on the first of `ports` free on 127.0.0.1.
+pub async fn listen_first_free(ports: &[u16]) -> Result<(TcpListener, u16), SsoError> {
+    for port in ports {
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", *port)).await {
+            return Ok((l, *port));
+        }
+    }
+    let list = ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(SsoError::NoFreePort(list))
+}
+
+/// Waits (at most [`WAIT_FOR_BROWSER`]) for the provider's redirect on
+/// `listener`: the code and state, and the tab to answer. A provider's
+/// error is answered and returned.
+pub async fn wait_for_code(
+    listener: TcpListener,
+) -> Result<(String, String, BrowserReply), SsoError> {
+    let (mut stream, callback) =
+        match tokio::time::timeout(WAIT_FOR_BROWSER, wait_for_callback(&listener)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(SsoError::TimedOut(WAIT_FOR_BROWSER)),
+        };
+    drop(listener);
+    match callback {
+        Callback::Code { code, state } => Ok((code, state, BrowserReply(stream))),
+        Callback::Error(e) => {
+            answer(&mut stream, "200 OK", &format!("Sign-in refused: {e}")).await;
+            Err(SsoError::Provider(e))
+        }
+    }
+}
+
 /// Tries to open `url` in the person's browser; false if no opener ran.
 pub fn open_browser(url: &str) -> bool {
     let tries: &[(&str, &[&str])] = if cfg!(target_os = "macos") {
@@ -197,21 +249,7 @@ pub async fn sign_in(
     else {
         return Err(ClientError::Unexpected.into());
     };
-    let mut listener = None;
-    for port in &ports {
-        if let Ok(l) = TcpListener::bind(("127.0.0.1", *port)).await {
-            listener = Some((l, *port));
-            break;
-        }
-    }
-    let Some((listener, port)) = listener else {
-        let list = ports
-            .iter()
-            .map(u16::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(SsoError::NoFreePort(list));
-    };
+    let (listener, port) = listen_first_free(&ports).await?;
     let Message::SsoAuthorize { url, .. } =
         client::request(conn, &Message::SsoStart { port }).await?
     else {
@@ -221,19 +259,7 @@ pub async fn sign_in(
         return Err(ClientError::Unexpected.into());
     }
     show(&url);
-    let (mut stream, callback) =
-        match tokio::time::timeout(WAIT_FOR_BROWSER, wait_for_callback(&listener)).await {
-            Ok(r) => r?,
-            Err(_) => return Err(SsoError::TimedOut(WAIT_FOR_BROWSER)),
-        };
-    drop(listener);
-    let (code, state_param) = match callback {
-        Callback::Code { code, state } => (code, state),
-        Callback::Error(e) => {
-            answer(&mut stream, "200 OK", &format!("Sign-in refused: {e}")).await;
-            return Err(SsoError::Provider(e));
-        }
-    };
+    let (code, state_param, reply) = wait_for_code(listener).await?;
     let finished = client::request(
         conn,
         &Message::SsoFinish {
@@ -249,12 +275,11 @@ pub async fn sign_in(
             refresh_token,
             expires_in,
         }) => {
-            answer(
-                &mut stream,
-                "200 OK",
-                &format!("Signed in to Lanyard as {username}. You can close this tab."),
-            )
-            .await;
+            reply
+                .say(&format!(
+                    "Signed in to Lanyard as {username}. You can close this tab."
+                ))
+                .await;
             let tokens = store_tokens(
                 state,
                 device,
@@ -268,16 +293,11 @@ pub async fn sign_in(
             Ok(tokens)
         }
         Ok(_) => {
-            answer(
-                &mut stream,
-                "200 OK",
-                "Sign-in failed: an unexpected answer.",
-            )
-            .await;
+            reply.say("Sign-in failed: an unexpected answer.").await;
             Err(ClientError::Unexpected.into())
         }
         Err(e) => {
-            answer(&mut stream, "200 OK", &format!("Sign-in refused: {e}")).await;
+            reply.say(&format!("Sign-in refused: {e}")).await;
             Err(e.into())
         }
     }

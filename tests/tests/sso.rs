@@ -163,9 +163,10 @@ fn up_then_cut(
 /// refused with an audit row.
 #[test]
 fn sso_sign_in_reaches_an_app_by_group_and_a_leaver_is_cut_off() {
-    // Redirect ports of this test's own; the first is taken, so the agent
+    // Redirect ports of this test's own (below the ephemeral range, so no
+    // outgoing connection holds one); the first is taken, so the agent
     // falls back to the second.
-    let ports = [53691u16, 53692];
+    let ports = [29691u16, 29692];
     let Some((provider, w, agent)) = setup("sso end to end", ports) else {
         return;
     };
@@ -233,7 +234,7 @@ fn sso_sign_in_reaches_an_app_by_group_and_a_leaver_is_cut_off() {
 /// the provider refuses its refresh token, and the live tunnel closes.
 #[test]
 fn a_person_disabled_at_the_provider_is_cut_off() {
-    let Some((provider, w, agent)) = setup("sso disabled at the provider", [53695, 53696]) else {
+    let Some((provider, w, agent)) = setup("sso disabled at the provider", [29695, 29696]) else {
         return;
     };
     let (status, out, err) = login_sso(&agent, "f.jones");
@@ -256,7 +257,7 @@ fn a_person_disabled_at_the_provider_is_cut_off() {
 #[test]
 #[ignore]
 fn sso_sign_in_time() {
-    let Some((_provider, w, agent)) = setup("sso sign-in time", [53693, 53694]) else {
+    let Some((_provider, w, agent)) = setup("sso sign-in time", [29693, 29694]) else {
         return;
     };
     for _ in 0..50 {
@@ -296,7 +297,7 @@ fn sso_messages_are_checked_and_refusals_audited() {
     use lanyard_agent::{account, client};
     use lanyard_proto::{ErrorCode, Message};
 
-    let ports = [53697u16, 53698];
+    let ports = [29697u16, 29698];
     let Some((_provider, w, agent)) = setup("sso refusals", ports) else {
         return;
     };
@@ -311,7 +312,7 @@ fn sso_messages_are_checked_and_refusals_audited() {
 
     let (code, message) = refused(ask(Message::SsoStart { port: 8080 }));
     assert_eq!(code, ErrorCode::BadRequest);
-    assert!(message.contains("53697, 53698"), "{message}");
+    assert!(message.contains("29697, 29698"), "{message}");
     let (code, message) = refused(ask(Message::SsoFinish {
         code: "made-up".into(),
         state: "made-up".into(),
@@ -364,4 +365,79 @@ fn sso_messages_are_checked_and_refusals_audited() {
     assert!(message.contains("no [oidc]"), "{message}");
     conn.close(0u32.into(), b"done");
     rt.block_on(endpoint.wait_idle());
+}
+
+/// `lanyard login --sso --no-browser`: the admin CLI signs in through the
+/// provider as the agent does and prints an API token for the person; a
+/// person in no mapped group is refused, audited.
+#[test]
+fn the_admin_cli_signs_in_with_sso() {
+    let ports = [53699u16, 53700];
+    let Some((_provider, w, _agent)) = setup("sso admin CLI", ports) else {
+        return;
+    };
+    let b = &w.broker;
+    let cli_sso = |user: &str| -> (i32, String, String) {
+        let mut child = Command::new(lanyard_e2e::bin("lanyard"))
+            .args(["login", "--sso", "--no-browser"])
+            .env("LANYARD_BROKER", &b.api)
+            .env("LANYARD_CA_CERT", b.data_dir.join("ca.pem"))
+            .env_remove("LANYARD_TOKEN")
+            .env_remove("LANYARD_TOKEN_FILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut url = String::new();
+        let mut said = String::new();
+        for _ in 0..5 {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            said.push_str(&line);
+            if line.starts_with("http://") {
+                url = line.trim().to_owned();
+                break;
+            }
+        }
+        assert!(!url.is_empty(), "no sign-in address: {said}");
+        let callback = browser_sign_in(&url, user, PW).unwrap();
+        let page = Command::new("curl")
+            .args(["-sS", "-m", "30", &callback])
+            .output()
+            .unwrap();
+        let status = child.wait().unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+        (
+            status.code().unwrap_or(-1),
+            out,
+            format!("{}{rest}", String::from_utf8_lossy(&page.stdout)),
+        )
+    };
+    let (code, _, err) = cli_sso("o.other");
+    assert_ne!(code, 0, "a person in no mapped group got a token");
+    assert!(err.contains("no group mapped"), "{err}");
+    let (code, out, err) = cli_sso("f.jones");
+    assert_eq!(code, 0, "{err}");
+    let token = out.trim();
+    assert!(token.starts_with("lyt_"), "{out}");
+    assert!(err.contains("signed in as f.jones"), "{err}");
+    // The token is f.jones's own: a non-admin's, refused admin work.
+    let listed = b.lanyard(&["staff", "list"], Some(token), None);
+    assert_ne!(listed.code, 0);
+    assert!(listed.stderr.contains("admin"), "{}", listed.stderr);
+    let tokens = b
+        .lanyard(
+            &["tokens", "list", "--user", "f.jones", "--json"],
+            None,
+            None,
+        )
+        .ok();
+    assert!(tokens.stdout.contains("f.jones"), "{}", tokens.stdout);
 }

@@ -16,6 +16,8 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/login", post(auth::login))
+        .route("/login/sso/start", post(auth::sso_start))
+        .route("/login/sso/finish", post(auth::sso_finish))
         .route("/me", get(auth::me))
         .merge(groups::router())
         .merge(staff::router())
