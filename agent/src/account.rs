@@ -184,7 +184,7 @@ pub fn spread() -> usize {
     u64::from_le_bytes(b) as usize
 }
 
-fn store_tokens(
+pub(crate) fn store_tokens(
     state: &StateDir,
     device: &Device,
     username: String,

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod logging;
 pub mod pac;
 pub mod proxy;
+pub mod sso;
 pub mod state;
 pub mod udp;
 pub mod up;

@@ -45,11 +45,19 @@ enum Command {
     /// Sign a person in on this device (password, and a TOTP code if they
     /// have one).
     #[command(
-        after_help = "Examples:\n  lanyard-agent login j.smith\n  echo \"$PASSWORD\" | lanyard-agent login j.smith --password-stdin --totp 123456"
+        after_help = "Examples:\n  lanyard-agent login j.smith\n  echo \"$PASSWORD\" | lanyard-agent login j.smith --password-stdin --totp 123456\n  lanyard-agent login --sso\n  lanyard-agent login --sso --no-browser"
     )]
     Login {
-        /// The person signing in (their staff username).
-        username: String,
+        /// The person signing in (their staff username); not with --sso.
+        #[arg(required_unless_present = "sso", conflicts_with = "sso")]
+        username: Option<String>,
+        /// Sign in with the organisation's identity provider in the browser
+        /// (the broker's [oidc]); the provider redirects back to 127.0.0.1.
+        #[arg(long, conflicts_with_all = ["password_stdin", "totp"])]
+        sso: bool,
+        /// With --sso: print the sign-in address instead of opening a browser.
+        #[arg(long, requires = "sso")]
+        no_browser: bool,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
@@ -300,9 +308,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Login {
-            username,
+            username: None,
+            no_browser,
+            ..
+        } => {
+            let state = StateDir::open(&dir)?;
+            let device = state.device()?;
+            let mut addrs = state.addresses(&device.enrolment)?;
+            let (endpoint, conn, addr) =
+                account::connect_any(&device, &addrs.order(account::spread())).await?;
+            if addrs.worked(&addr) {
+                state.save_addresses(&addrs)?;
+            }
+            let show = |url: &str| {
+                if no_browser || !lanyard_agent::sso::open_browser(url) {
+                    eprintln!("Open this address in a browser to sign in:");
+                } else {
+                    eprintln!("Opened your browser to sign in; if it did not, open:");
+                }
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{url}");
+                let _ = out.flush();
+            };
+            let signed = lanyard_agent::sso::sign_in(&state, &device, &conn, show).await;
+            conn.close(0u32.into(), b"signed in");
+            endpoint.wait_idle().await;
+            let tokens = signed?;
+            let _ = state.remove(up::ENDED_FILE);
+            say!("signed in as {}", tokens.username);
+            eprintln!("next: {}", next("up"));
+            Ok(())
+        }
+        Command::Login {
+            username: Some(username),
             password_stdin,
             totp,
+            ..
         } => {
             let state = StateDir::open(&dir)?;
             let device = state.device()?;

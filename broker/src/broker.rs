@@ -237,7 +237,9 @@ impl Broker {
         let max_age = settings.rules_max_age;
         let access_ttl = settings.access_ttl;
         let live = std::sync::RwLock::new(crate::reload::Live::of(&settings));
+        let oidc = settings.oidc.clone().map(crate::auth::oidc::Oidc::new);
         let shared = Arc::new(Shared {
+            oidc,
             live,
             certs,
             store,

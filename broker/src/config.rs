@@ -74,9 +74,178 @@ pub struct FileConfig {
     pub audit: AuditConfig,
     #[serde(default)]
     pub tls: TlsConfig,
+    /// Sign-in with the organisation's OpenID provider; absent: no SSO.
+    pub oidc: Option<OidcConfig>,
     /// What is logged, as in `LANYARD_LOG` (which wins when set), e.g.
     /// "info" or "info,lanyard_broker::quic=debug"; SIGHUP applies a change.
     pub log_level: Option<String>,
+}
+
+/// `[oidc]`: the organisation's OpenID provider, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// Discovery at ISSUER/.well-known/openid-configuration; https (plain
+    /// http only for a loopback issuer).
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    /// Absent: a public client (PKCE alone).
+    pub client_secret_file: Option<PathBuf>,
+    /// The claim that lists the person's groups ("groups", or "roles").
+    pub groups_claim: Option<String>,
+    /// The claim that names the person ("preferred_username" or "email").
+    pub username_claim: Option<String>,
+    /// Create a person at their first sign-in (priority 3) when a mapped
+    /// group matches.
+    pub provision: Option<bool>,
+    /// The agents' loopback ports for the redirect, in the order tried.
+    pub redirect_ports: Option<Vec<u16>>,
+    /// How often a refresh asks the provider again whether the person may
+    /// still sign in.
+    pub recheck_every: Option<String>,
+    /// Scopes asked for besides "openid".
+    pub scopes: Option<Vec<String>>,
+}
+
+/// `[oidc]`, checked.
+#[derive(Clone)]
+pub struct OidcSettings {
+    pub issuer: String,
+    pub client_id: String,
+    /// Read from `client_secret_file` at start.
+    pub client_secret: Option<String>,
+    pub groups_claim: String,
+    pub username_claim: String,
+    pub provision: bool,
+    pub redirect_ports: Vec<u16>,
+    pub recheck_every: Duration,
+    pub scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for OidcSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcSettings")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "…"))
+            .field("groups_claim", &self.groups_claim)
+            .field("username_claim", &self.username_claim)
+            .field("provision", &self.provision)
+            .field("redirect_ports", &self.redirect_ports)
+            .field("recheck_every", &self.recheck_every)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A claim name: ASCII letters, digits, `_`, `-`, `.`, `:`, `/`, at most 128.
+fn claim_name(
+    field: &'static str,
+    v: Option<String>,
+    default: &str,
+) -> Result<String, ConfigError> {
+    let v = v.unwrap_or_else(|| default.to_owned());
+    let ok = !v.is_empty()
+        && v.len() <= 128
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:/".contains(&b));
+    if ok {
+        Ok(v)
+    } else {
+        Err(value_err(field, format!("{v:?} is not a claim name")))
+    }
+}
+
+impl OidcConfig {
+    fn resolve(self) -> Result<OidcSettings, ConfigError> {
+        let issuer = self
+            .issuer
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| value_err("oidc.issuer", "is required in [oidc]"))?;
+        let issuer = issuer.trim().trim_end_matches('/').to_owned();
+        let loopback = ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"]
+            .iter()
+            .any(|p| issuer.starts_with(p));
+        if !(issuer.starts_with("https://") || loopback) || issuer.len() > 512 {
+            return Err(value_err(
+                "oidc.issuer",
+                format!("{issuer:?} must be an https:// URL (plain http only on 127.0.0.1)"),
+            ));
+        }
+        let client_id = self
+            .client_id
+            .filter(|s| !s.trim().is_empty() && s.len() <= 256)
+            .ok_or_else(|| value_err("oidc.client_id", "is required in [oidc]"))?;
+        let client_secret = match self.client_secret_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    value_err(
+                        "oidc.client_secret_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let secret = text.trim().to_owned();
+                if secret.is_empty() {
+                    return Err(value_err(
+                        "oidc.client_secret_file",
+                        format!("{} is empty", path.display()),
+                    ));
+                }
+                Some(secret)
+            }
+        };
+        let redirect_ports = self
+            .redirect_ports
+            .unwrap_or_else(|| vec![53682, 53683, 53684]);
+        if redirect_ports.is_empty() || redirect_ports.len() > 16 || redirect_ports.contains(&0) {
+            return Err(value_err(
+                "oidc.redirect_ports",
+                "needs 1 to 16 ports, none of them 0",
+            ));
+        }
+        let recheck_every = duration(
+            "oidc.recheck_every",
+            self.recheck_every.as_deref(),
+            Duration::from_secs(3600),
+        )?;
+        if recheck_every < Duration::from_secs(1) || recheck_every > Duration::from_secs(24 * 3600)
+        {
+            return Err(value_err(
+                "oidc.recheck_every",
+                "must be between 1s and 24h",
+            ));
+        }
+        let scopes = self.scopes.unwrap_or_else(|| {
+            ["profile", "email", "offline_access"]
+                .map(str::to_owned)
+                .to_vec()
+        });
+        for s in &scopes {
+            if s.is_empty()
+                || s.len() > 128
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+            {
+                return Err(value_err("oidc.scopes", format!("{s:?} is not a scope")));
+            }
+        }
+        Ok(OidcSettings {
+            issuer,
+            client_id,
+            client_secret,
+            groups_claim: claim_name("oidc.groups_claim", self.groups_claim, "groups")?,
+            username_claim: claim_name(
+                "oidc.username_claim",
+                self.username_claim,
+                "preferred_username",
+            )?,
+            provision: self.provision.unwrap_or(false),
+            redirect_ports,
+            recheck_every,
+            scopes,
+        })
+    }
 }
 
 /// The broker's own server certificate.
@@ -231,6 +400,8 @@ pub struct Settings {
     pub server_cert_ttl: Duration,
     /// The file's `log_level`, checked.
     pub log_level: Option<String>,
+    /// `[oidc]`, when present.
+    pub oidc: Option<OidcSettings>,
 }
 
 /// Values from flags and the environment (clap fills these).
@@ -439,9 +610,11 @@ impl Settings {
                 ));
             }
         }
+        let oidc = file.oidc.map(OidcConfig::resolve).transpose()?;
         let settings = Settings {
             server_cert_ttl,
             log_level,
+            oidc,
             node,
             data_dir: over
                 .data_dir
@@ -642,6 +815,12 @@ mod tests {
             s.metrics_listen.map(|a| a.to_string()).as_deref(),
             Some("127.0.0.1:9464")
         );
+        let oidc = s.oidc.expect("[oidc] in the fixture");
+        assert_eq!(oidc.redirect_ports, vec![53682, 53683, 53684]);
+        assert_eq!(oidc.recheck_every, Duration::from_secs(3600));
+        assert!(oidc.provision);
+        assert!(oidc.client_secret.is_none());
+        assert!(resolve("").unwrap().oidc.is_none());
     }
 
     #[test]
@@ -670,6 +849,13 @@ mod tests {
             ("[limits]\nhttp_connections = 0", "limits.http_connections"),
             ("[tls]\nserver_cert_ttl = '1s'", "tls.server_cert_ttl"),
             ("log_level = 'info,=x=y'", "log_level"),
+            ("[oidc]\nclient_id = 'x'", "oidc.issuer"),
+            ("[oidc]\nissuer = 'http://login.example'\nclient_id = 'x'", "oidc.issuer"),
+            ("[oidc]\nissuer = 'https://login.example'", "oidc.client_id"),
+            ("[oidc]\nissuer = 'https://l.example'\nclient_id = 'x'\nredirect_ports = []", "oidc.redirect_ports"),
+            ("[oidc]\nissuer = 'https://l.example'\nclient_id = 'x'\ngroups_claim = 'a b'", "oidc.groups_claim"),
+            ("[oidc]\nissuer = 'https://l.example'\nclient_id = 'x'\nrecheck_every = '0s'", "oidc.recheck_every"),
+            ("[oidc]\nissuer = 'https://l.example'\nclient_id = 'x'\nclient_secret_file = '/nonexistent/s'", "oidc.client_secret_file"),
         ] {
             let err = resolve(text).unwrap_err().to_string();
             assert!(err.contains(field), "{text:?}: {err}");

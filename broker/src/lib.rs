@@ -28,6 +28,8 @@ pub mod store;
 pub mod systemd;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit_oidc;
 pub mod tls;
 pub mod tunnel;
 

@@ -48,6 +48,8 @@ pub struct Shared {
     pub live: std::sync::RwLock<crate::reload::Live>,
     /// The server certificates the API and QUIC serve.
     pub certs: crate::tls::ServerCerts,
+    /// The organisation's OpenID provider (`[oidc]`), when configured.
+    pub oidc: Option<crate::auth::oidc::Oidc>,
 }
 
 impl Shared {

@@ -24,6 +24,15 @@ const EXAMPLES: &[&str] = &[
     "audit.checkpoint_file",
     "metrics_listen",
     "log_level",
+    "oidc.issuer",
+    "oidc.client_id",
+    "oidc.client_secret_file",
+    "oidc.groups_claim",
+    "oidc.username_claim",
+    "oidc.provision",
+    "oidc.redirect_ports",
+    "oidc.recheck_every",
+    "oidc.scopes",
 ];
 
 fn settings(text: &str) -> Settings {
@@ -32,31 +41,36 @@ fn settings(text: &str) -> Settings {
 }
 
 /// `table.key` for each `key = value` line, commented out or not, with the
-/// line's index.
-fn keys(text: &str) -> Vec<(String, usize)> {
+/// line's index, and that of its table's header when the whole table is
+/// commented out (a section that is off unless set).
+fn keys(text: &str) -> Vec<(String, usize, Option<usize>)> {
     let mut table = String::new();
+    let mut header = None;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            table = format!("{name}.");
-            continue;
-        }
         let body = line.strip_prefix('#').unwrap_or(line).trim();
+        if let Some(name) = body.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            if name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                table = format!("{name}.");
+                header = line.starts_with('#').then_some(i);
+                continue;
+            }
+        }
         if let Some((key, _)) = body.split_once(" = ") {
             if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-                out.push((format!("{table}{key}"), i));
+                out.push((format!("{table}{key}"), i, header));
             }
         }
     }
     out
 }
 
-fn uncomment(text: &str, line: usize) -> String {
+fn uncomment(text: &str, lines: &[usize]) -> String {
     text.lines()
         .enumerate()
         .map(|(i, l)| {
-            if i == line {
+            if lines.contains(&i) {
                 l.trim_start_matches('#').trim_start()
             } else {
                 l
@@ -68,8 +82,8 @@ fn uncomment(text: &str, line: usize) -> String {
 
 #[test]
 fn the_sample_names_every_key_the_broker_accepts() {
-    let sample: BTreeSet<String> = keys(SAMPLE).into_iter().map(|(k, _)| k).collect();
-    let every: BTreeSet<String> = keys(EVERY_KEY).into_iter().map(|(k, _)| k).collect();
+    let sample: BTreeSet<String> = keys(SAMPLE).into_iter().map(|(k, ..)| k).collect();
+    let every: BTreeSet<String> = keys(EVERY_KEY).into_iter().map(|(k, ..)| k).collect();
     let missing: Vec<_> = every.difference(&sample).collect();
     assert!(missing.is_empty(), "the sample config lacks {missing:?}");
     let unknown: Vec<_> = sample.difference(&every).collect();
@@ -82,7 +96,8 @@ fn the_sample_names_every_key_the_broker_accepts() {
 #[test]
 fn the_sample_parses_and_each_commented_key_shows_its_default() {
     let as_installed = format!("{:?}", settings(SAMPLE));
-    for (key, line) in keys(SAMPLE) {
+    let all = keys(SAMPLE);
+    for (key, line, header) in all.iter().cloned() {
         if !SAMPLE
             .lines()
             .nth(line)
@@ -92,7 +107,15 @@ fn the_sample_parses_and_each_commented_key_shows_its_default() {
         {
             continue;
         }
-        let text = uncomment(SAMPLE, line);
+        // A key of a commented-out table is read with its whole table.
+        let text = match header {
+            Some(h) => {
+                let mut lines = vec![h];
+                lines.extend(all.iter().filter(|k| k.2 == Some(h)).map(|k| k.1));
+                uncomment(SAMPLE, &lines)
+            }
+            None => uncomment(SAMPLE, &[line]),
+        };
         if EXAMPLES.contains(&key.as_str()) {
             // An example must still be a key and value the broker reads.
             FileConfig::parse(&text).unwrap_or_else(|e| panic!("{key}: {e}"));

@@ -347,6 +347,25 @@ mod tests {
             d.push(&[0, 0, 0, 3, 0x22, 0xff, 0xff]),
             Err(FrameError::Decode(DecodeError::TooLong { .. }))
         ));
+        // An SSO URL answer claiming more redirect ports than allowed
+        // (empty URL, then 17 ports).
+        let mut d = FrameDecoder::new();
+        assert!(matches!(
+            d.push(&[0, 0, 0, 5, 0x16, 0, 0, 0, 17]),
+            Err(FrameError::Decode(DecodeError::TooLong {
+                len: 17,
+                max: 16
+            }))
+        ));
+        // An SSO code longer than its limit.
+        let mut long = vec![0, 0, 0x10, 0x06, 0x17, 0x10, 0x01];
+        long.extend(std::iter::repeat_n(b'a', 0x1001));
+        long.extend([0, 0]);
+        let mut d = FrameDecoder::new();
+        assert!(matches!(
+            d.push(&long),
+            Err(FrameError::Decode(DecodeError::TooLong { .. }))
+        ));
         // A refusal with an unknown code.
         let mut d = FrameDecoder::new();
         assert!(matches!(

@@ -27,6 +27,13 @@ pub mod limits {
     /// An app's host names, and the length of each.
     pub const HOSTS: usize = crate::host::MAX_HOSTS_PER_APP;
     pub const HOST: usize = crate::host::MAX_HOST_LEN;
+    /// The provider's sign-in URL in an `SsoAuthorize`.
+    pub const URL: usize = 8 * 1024;
+    /// The authorization code and `state` in an `SsoFinish`.
+    pub const CODE: usize = 4 * 1024;
+    pub const STATE: usize = 256;
+    /// Loopback redirect ports in an `SsoAuthorize`.
+    pub const PORTS: usize = 16;
 }
 
 /// The device key's algorithm.
@@ -175,6 +182,30 @@ pub enum Message {
         refresh_token: String,
         expires_in: u32,
     },
+    /// Agent → broker: start a sign-in with the organisation's identity
+    /// provider, whose redirect comes back to 127.0.0.1:`port`. Port 0
+    /// asks only for the broker's redirect ports.
+    SsoStart {
+        port: u16,
+    },
+    /// Broker → agent: the provider's URL to open (empty when the agent
+    /// asked with port 0) and the redirect ports it may listen on, in order.
+    SsoAuthorize {
+        url: String,
+        ports: Vec<u16>,
+    },
+    /// Agent → broker: the code and `state` the provider redirected with.
+    SsoFinish {
+        code: String,
+        state: String,
+    },
+    /// Broker → agent: tokens after an SSO sign-in, and who signed in.
+    SsoTokens {
+        username: String,
+        access_token: String,
+        refresh_token: String,
+        expires_in: u32,
+    },
     /// Agent → broker: exchange a refresh token.
     Refresh {
         refresh_token: String,
@@ -269,6 +300,21 @@ impl std::fmt::Debug for Message {
                 .debug_struct("Tokens")
                 .field("expires_in", expires_in)
                 .finish_non_exhaustive(),
+            Message::SsoStart { port } => f.debug_struct("SsoStart").field("port", port).finish(),
+            Message::SsoAuthorize { ports, .. } => f
+                .debug_struct("SsoAuthorize")
+                .field("ports", ports)
+                .finish_non_exhaustive(),
+            Message::SsoFinish { .. } => f.write_str("SsoFinish"),
+            Message::SsoTokens {
+                username,
+                expires_in,
+                ..
+            } => f
+                .debug_struct("SsoTokens")
+                .field("username", username)
+                .field("expires_in", expires_in)
+                .finish_non_exhaustive(),
             Message::Refresh { .. } => f.write_str("Refresh"),
             Message::SignOut { .. } => f.write_str("SignOut"),
             Message::SignedOut => f.write_str("SignedOut"),
@@ -328,6 +374,10 @@ mod tag {
     pub const REFRESH: u8 = 0x12;
     pub const SIGN_OUT: u8 = 0x13;
     pub const SIGNED_OUT: u8 = 0x14;
+    pub const SSO_START: u8 = 0x15;
+    pub const SSO_AUTHORIZE: u8 = 0x16;
+    pub const SSO_FINISH: u8 = 0x17;
+    pub const SSO_TOKENS: u8 = 0x18;
     pub const HELLO: u8 = 0x20;
     pub const WELCOME: u8 = 0x21;
     pub const APPS_CHANGED: u8 = 0x22;
@@ -459,6 +509,10 @@ impl Message {
             Message::Renew => "Renew",
             Message::SignIn { .. } => "SignIn",
             Message::Tokens { .. } => "Tokens",
+            Message::SsoStart { .. } => "SsoStart",
+            Message::SsoAuthorize { .. } => "SsoAuthorize",
+            Message::SsoFinish { .. } => "SsoFinish",
+            Message::SsoTokens { .. } => "SsoTokens",
             Message::Refresh { .. } => "Refresh",
             Message::SignOut { .. } => "SignOut",
             Message::SignedOut => "SignedOut",
@@ -482,6 +536,10 @@ impl Message {
             Message::Renew => tag::RENEW,
             Message::SignIn { .. } => tag::SIGN_IN,
             Message::Tokens { .. } => tag::TOKENS,
+            Message::SsoStart { .. } => tag::SSO_START,
+            Message::SsoAuthorize { .. } => tag::SSO_AUTHORIZE,
+            Message::SsoFinish { .. } => tag::SSO_FINISH,
+            Message::SsoTokens { .. } => tag::SSO_TOKENS,
             Message::Refresh { .. } => tag::REFRESH,
             Message::SignOut { .. } => tag::SIGN_OUT,
             Message::SignedOut => tag::SIGNED_OUT,
@@ -543,6 +601,30 @@ impl Message {
                 refresh_token,
                 expires_in,
             } => {
+                w.string(access_token);
+                w.string(refresh_token);
+                w.u32(*expires_in);
+            }
+            Message::SsoStart { port } => w.u16(*port),
+            Message::SsoAuthorize { url, ports } => {
+                w.string(url);
+                let ports = &ports[..ports.len().min(limits::PORTS)];
+                w.u16(ports.len() as u16);
+                for p in ports {
+                    w.u16(*p);
+                }
+            }
+            Message::SsoFinish { code, state } => {
+                w.string(code);
+                w.string(state);
+            }
+            Message::SsoTokens {
+                username,
+                access_token,
+                refresh_token,
+                expires_in,
+            } => {
+                w.string(username);
                 w.string(access_token);
                 w.string(refresh_token);
                 w.u32(*expires_in);
@@ -645,6 +727,29 @@ impl Message {
                 }
             }
             tag::TOKENS => Message::Tokens {
+                access_token: r.string(limits::TOKEN)?,
+                refresh_token: r.string(limits::TOKEN)?,
+                expires_in: r.u32()?,
+            },
+            tag::SSO_START => Message::SsoStart { port: r.u16()? },
+            tag::SSO_AUTHORIZE => {
+                let url = r.string(limits::URL)?;
+                let n = usize::from(r.u16()?);
+                if n > limits::PORTS {
+                    return Err(DecodeError::TooLong {
+                        len: n,
+                        max: limits::PORTS,
+                    });
+                }
+                let ports = (0..n).map(|_| r.u16()).collect::<Result<_, _>>()?;
+                Message::SsoAuthorize { url, ports }
+            }
+            tag::SSO_FINISH => Message::SsoFinish {
+                code: r.string(limits::CODE)?,
+                state: r.string(limits::STATE)?,
+            },
+            tag::SSO_TOKENS => Message::SsoTokens {
+                username: r.string(limits::NAME)?,
                 access_token: r.string(limits::TOKEN)?,
                 refresh_token: r.string(limits::TOKEN)?,
                 expires_in: r.u32()?,

@@ -116,6 +116,21 @@ fn messages() -> Vec<Message> {
             refresh_token: "lyr_x".into(),
             expires_in: 900,
         },
+        Message::SsoStart { port: 53682 },
+        Message::SsoAuthorize {
+            url: "https://login.example/authorize?client_id=x&state=s".into(),
+            ports: vec![53682, 53683, 53684],
+        },
+        Message::SsoFinish {
+            code: "code-from-the-provider".into(),
+            state: "state-from-the-broker".into(),
+        },
+        Message::SsoTokens {
+            username: "j.smith".into(),
+            access_token: "a.b.c".into(),
+            refresh_token: "lyr_x".into(),
+            expires_in: 900,
+        },
         Message::Refresh {
             refresh_token: "lyr_x".into(),
         },

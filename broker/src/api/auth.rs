@@ -204,3 +204,169 @@ pub async fn me(Authenticated(caller): Authenticated) -> Json<Me> {
         admin: caller.admin,
     })
 }
+
+/// `POST /api/v1/login/sso/start`: the identity provider's URL for an
+/// admin CLI sign-in whose redirect comes back to 127.0.0.1:`port` (port
+/// 0: only the redirect ports), and the handle that `finish` must bring.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsoStartRequest {
+    port: u16,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SsoStartResponse {
+    url: String,
+    ports: Vec<u16>,
+    handle: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsoFinishRequest {
+    handle: String,
+    code: String,
+    state: String,
+}
+
+fn oidc_of(state: &AppState) -> Result<&crate::auth::oidc::Oidc, ApiError> {
+    state
+        .oidc
+        .as_ref()
+        .ok_or_else(|| ApiError::NotFound(crate::auth::oidc::OidcError::NotConfigured.to_string()))
+}
+
+/// The binding of a CLI sign-in: never the handle itself.
+fn cli_binding(handle: &str) -> String {
+    format!("cli:{}", crate::secrets::hash_secret(handle.as_bytes()))
+}
+
+/// A refused step before anyone is known: counted and audited in
+/// aggregate per source address, as other unauthenticated failures are.
+fn sso_refused(
+    state: &AppState,
+    from: Option<std::net::IpAddr>,
+    e: &crate::auth::oidc::OidcError,
+) -> ApiError {
+    use crate::auth::oidc::OidcError;
+    state
+        .metrics
+        .api_logins_failed
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    state.failures.note(from, "sso", e.kind(), "", now_ms());
+    match e {
+        OidcError::NotConfigured => ApiError::NotFound(e.to_string()),
+        OidcError::PortNotConfigured(..) => ApiError::BadRequest(e.to_string()),
+        OidcError::Provider(_) => ApiError::Unavailable(e.to_string()),
+        _ => ApiError::Unauthorized(e.to_string()),
+    }
+}
+
+pub async fn sso_start(
+    State(state): State<AppState>,
+    client: Option<axum::Extension<ClientAddr>>,
+    JsonBody(req): JsonBody<SsoStartRequest>,
+) -> ApiResult<Json<SsoStartResponse>> {
+    let oidc = oidc_of(&state)?;
+    let ports = oidc.settings().redirect_ports.clone();
+    if req.port == 0 {
+        return Ok(Json(SsoStartResponse {
+            url: String::new(),
+            ports,
+            handle: String::new(),
+        }));
+    }
+    let handle = crate::secrets::new_token("lys_");
+    match oidc.begin(&cli_binding(&handle), req.port).await {
+        Ok(url) => Ok(Json(SsoStartResponse { url, ports, handle })),
+        Err(e) => Err(sso_refused(
+            &state,
+            client.map(|axum::Extension(ClientAddr(a))| a.ip()),
+            &e,
+        )),
+    }
+}
+
+/// `POST /api/v1/login/sso/finish`: the code and state the provider
+/// redirected with, for an API token as `POST /api/v1/login` gives.
+pub async fn sso_finish(
+    State(state): State<AppState>,
+    client: Option<axum::Extension<ClientAddr>>,
+    note: Option<axum::Extension<std::sync::Arc<super::middleware::AccessNote>>>,
+    JsonBody(req): JsonBody<SsoFinishRequest>,
+) -> ApiResult<Json<LoginResponse>> {
+    use crate::store::oidc::Admission;
+    let oidc = oidc_of(&state)?;
+    if req.handle.is_empty() || req.handle.len() > 128 {
+        return Err(ApiError::bad(
+            "bad handle: start with /api/v1/login/sso/start",
+        ));
+    }
+    let id = match oidc
+        .finish(&cli_binding(&req.handle), &req.code, &req.state)
+        .await
+    {
+        Ok(id) => id,
+        Err(e) => {
+            return Err(sso_refused(
+                &state,
+                client.map(|axum::Extension(ClientAddr(a))| a.ip()),
+                &e,
+            ))
+        }
+    };
+    let now = now_ms();
+    let why = match state
+        .store
+        .sso_admit(&id.username, &id.groups, oidc.settings().provision, now)
+        .await?
+    {
+        Admission::Admitted { .. } => None,
+        Admission::NoMappedGroup => Some(format!(
+            "{} is in no group mapped to Lanyard (lanyard groups add NAME --idp-group VALUE)",
+            id.username
+        )),
+        Admission::Unknown => Some(format!(
+            "{} is not a Lanyard user (and [oidc] provision is off)",
+            id.username
+        )),
+        Admission::Disabled => Some("this account is disabled; contact ICT".to_owned()),
+    };
+    if let Some(why) = why {
+        state
+            .metrics
+            .api_logins_failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state
+            .store
+            .audit_denial(&id.username, "api.login", "sso", &why)
+            .await;
+        return Err(ApiError::Forbidden(why));
+    }
+    let person = state.store.staff_get(&id.username).await?;
+    if let Some(axum::Extension(note)) = &note {
+        note.set_actor(&person.username);
+    }
+    let token = crate::secrets::new_token("lyt_");
+    let ttl = duration_ms(state.live().api_token_ttl);
+    state
+        .store
+        .api_token_create(
+            &person.username,
+            person.admin,
+            &crate::secrets::hash_secret(token.as_bytes()),
+            ttl,
+            now,
+        )
+        .await?;
+    state
+        .metrics
+        .api_logins_ok
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(Json(LoginResponse {
+        token,
+        username: person.username,
+        admin: person.admin,
+        expires_at: rfc3339(now + ttl),
+    }))
+}

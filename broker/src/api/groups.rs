@@ -27,6 +27,9 @@ struct NewGroup {
     name: String,
     #[serde(default)]
     description: String,
+    /// Provider groups (SSO) that make a person a member.
+    #[serde(default)]
+    idp_groups: Vec<String>,
 }
 
 async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Vec<Group>>> {
@@ -42,7 +45,7 @@ async fn add(
     let description = parse_text("description", &req.description, 200, false)?;
     state
         .store
-        .group_add(&caller.name, &name, &description, now_ms())
+        .group_add_mapped(&caller.name, &name, &description, &req.idp_groups, now_ms())
         .await?;
     let group = state
         .store

@@ -64,6 +64,8 @@ impl Routes {
 fn v1() -> Routes {
     let r = Routes::new()
         .post("/login", auth::login)
+        .post("/login/sso/start", auth::sso_start)
+        .post("/login/sso/finish", auth::sso_finish)
         .get("/me", auth::me)
         .get("/openapi.json", openapi::document);
     [

@@ -3,6 +3,7 @@
 pub mod ca;
 pub mod device;
 pub mod failures;
+pub mod oidc;
 pub mod password;
 pub mod sealed;
 pub mod signin;

@@ -251,6 +251,8 @@ async fn request(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, first: Messa
                 totp,
             } => signin::sign_in(&ctx, &username, &password, totp.as_deref()).await,
             Message::Refresh { refresh_token } => signin::refresh(&ctx, &refresh_token).await,
+            Message::SsoStart { port } => signin::sso_start(&ctx, port).await,
+            Message::SsoFinish { code, state } => signin::sso_finish(&ctx, &code, &state).await,
             Message::SignOut { refresh_token } => signin::sign_out(&ctx, &refresh_token).await,
             Message::Renew => enrol::renew(&ctx).await,
             other => {

@@ -12,7 +12,14 @@ pub struct Group {
     pub description: String,
     pub members: i64,
     pub apps: i64,
+    /// Provider groups (SSO) whose members are made members of this one.
+    pub idp_groups: Vec<String>,
 }
+
+/// Longest provider group value kept.
+pub const MAX_IDP_GROUP: usize = 256;
+/// Provider groups mapped to one group at most.
+pub const MAX_IDP_GROUPS: usize = 64;
 
 impl Store {
     pub async fn group_add(
@@ -22,6 +29,33 @@ impl Store {
         description: &str,
         now: Millis,
     ) -> Result<()> {
+        self.group_add_mapped(actor, name, description, &[], now)
+            .await
+    }
+
+    /// Adds a group whose members are, at SSO sign-in, whoever the
+    /// provider says is in one of `idp_groups` (names or object ids, as
+    /// the provider sends them).
+    pub async fn group_add_mapped(
+        &self,
+        actor: &str,
+        name: &GroupName,
+        description: &str,
+        idp_groups: &[String],
+        now: Millis,
+    ) -> Result<()> {
+        if idp_groups.len() > MAX_IDP_GROUPS {
+            return Err(StoreError::Invalid(format!(
+                "at most {MAX_IDP_GROUPS} --idp-group values"
+            )));
+        }
+        for g in idp_groups {
+            if g.trim().is_empty() || g.len() > MAX_IDP_GROUP || g.chars().any(char::is_control) {
+                return Err(StoreError::Invalid(format!(
+                    "bad --idp-group {g:?}: 1 to {MAX_IDP_GROUP} characters, no control characters"
+                )));
+            }
+        }
         let mut tx = self.begin_audited(now).await?;
         let inserted = sqlx::query(
             "INSERT INTO access_groups (name, description, created_at) VALUES ($1, $2, $3)",
@@ -38,8 +72,23 @@ impl Store {
             }
             other => other?,
         };
-        tx.audit(AuditEntry::ok(actor, "group.add", name.as_str()))
-            .await?;
+        let mut mapped: Vec<&str> = idp_groups.iter().map(|g| g.trim()).collect();
+        mapped.sort_unstable();
+        mapped.dedup();
+        for g in &mapped {
+            sqlx::query("INSERT INTO group_idp_groups (group_name, idp_group) VALUES ($1, $2)")
+                .bind(name.as_str())
+                .bind(*g)
+                .execute(tx.conn())
+                .await?;
+        }
+        let entry = AuditEntry::ok(actor, "group.add", name.as_str());
+        let entry = if mapped.is_empty() {
+            entry
+        } else {
+            entry.with_detail(serde_json::json!({ "idp_groups": mapped }))
+        };
+        tx.audit(entry).await?;
         tx.commit().await
     }
 
@@ -52,9 +101,15 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
+        let mappings = self.idp_group_mappings().await?;
         Ok(rows
             .into_iter()
             .map(|(name, description, members, apps)| Group {
+                idp_groups: mappings
+                    .iter()
+                    .filter(|(g, _)| *g == name)
+                    .map(|(_, idp)| idp.clone())
+                    .collect(),
                 name,
                 description,
                 members,
@@ -79,6 +134,10 @@ impl Store {
                 "group {name} is still used by {members} staff, {apps} apps and {pools} pool laptops; take them out of it first"
             )));
         }
+        sqlx::query("DELETE FROM group_idp_groups WHERE group_name = $1")
+            .bind(name.as_str())
+            .execute(tx.conn())
+            .await?;
         let done = sqlx::query("DELETE FROM access_groups WHERE name = $1")
             .bind(name.as_str())
             .execute(tx.conn())

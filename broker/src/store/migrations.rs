@@ -47,6 +47,10 @@ const FILES: &[(&str, &str)] = &[
         "0009_app_hosts.sql",
         include_str!("../../../migrations/0009_app_hosts.sql"),
     ),
+    file(
+        "0010_oidc.sql",
+        include_str!("../../../migrations/0010_oidc.sql"),
+    ),
 ];
 
 const fn file(name: &'static str, sql: &'static str) -> (&'static str, &'static str) {

@@ -25,6 +25,7 @@ pub mod laptops;
 pub mod load;
 mod migrations;
 pub mod nodes;
+pub mod oidc;
 pub mod refresh;
 pub mod requests;
 pub mod staff;

@@ -22,13 +22,16 @@ use crate::{Cli, CliError};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Sign in with a staff member's password and print an API token.
+    /// Sign in with a staff member's password, or with the organisation's
+    /// identity provider (--sso), and print an API token.
     ///
     /// The first sign-in by a person with admin rights expires the
     /// bootstrap token (the data dir's `admin-token`): it is for setting up.
     #[command(after_help = "Examples:
   lanyard login a.patel
-  echo \"$PASSWORD\" | lanyard login a.patel --password-stdin --totp 123456")]
+  echo \"$PASSWORD\" | lanyard login a.patel --password-stdin --totp 123456
+  lanyard login --sso
+  lanyard login --sso --no-browser")]
     Login(login::LoginArgs),
     /// API tokens: list them, revoke one.
     ///

@@ -1,0 +1,238 @@
+//! SSO: provider groups mapped to Lanyard groups, the person admitted at
+//! each sign-in, and the provider's refresh token kept per sign-in.
+
+use std::collections::BTreeSet;
+
+use super::{AuditEntry, Result, Store};
+use crate::clock::Millis;
+
+/// What the store decided about a person the provider signed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// May sign in; `provisioned` when made just now, `changed` when their
+    /// groups (or they) were written.
+    Admitted {
+        provisioned: bool,
+        changed: bool,
+    },
+    /// None of the provider's groups is mapped to a Lanyard group.
+    NoMappedGroup,
+    /// Not a Lanyard person, and `provision` is off.
+    Unknown,
+    Disabled,
+}
+
+/// An SSO sign-in's provider state.
+#[derive(Debug, Clone)]
+pub struct OidcSignIn {
+    pub username: String,
+    pub subject: String,
+    pub refresh_sealed: Option<String>,
+    pub checked_at: Millis,
+}
+
+impl Store {
+    /// The provider groups mapped to each Lanyard group: (group, provider group).
+    pub async fn idp_group_mappings(&self) -> Result<Vec<(String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT group_name, idp_group FROM group_idp_groups ORDER BY group_name, idp_group",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Admits `username`, whom the provider says is in `idp_groups`: the
+    /// person must be in at least one mapped group; with `provision` an
+    /// unknown person is made (priority 3). Their membership of every
+    /// mapped group is set from `idp_groups`, audited, as an access change.
+    pub async fn sso_admit(
+        &self,
+        username: &str,
+        idp_groups: &[String],
+        provision: bool,
+        now: Millis,
+    ) -> Result<Admission> {
+        let mut tx = self.begin_audited(now).await?;
+        let mappings: Vec<(String, String)> =
+            sqlx::query_as("SELECT group_name, idp_group FROM group_idp_groups")
+                .fetch_all(tx.conn())
+                .await?;
+        let theirs: BTreeSet<&str> = idp_groups.iter().map(String::as_str).collect();
+        let mapped: BTreeSet<&str> = mappings.iter().map(|(g, _)| g.as_str()).collect();
+        let wanted: BTreeSet<&str> = mappings
+            .iter()
+            .filter(|(_, idp)| theirs.contains(idp.as_str()))
+            .map(|(g, _)| g.as_str())
+            .collect();
+        if wanted.is_empty() {
+            tx.rollback().await?;
+            return Ok(Admission::NoMappedGroup);
+        }
+        let person: Option<(i64,)> = sqlx::query_as("SELECT active FROM staff WHERE username = $1")
+            .bind(username)
+            .fetch_optional(tx.conn())
+            .await?;
+        let provisioned = match person {
+            Some((0,)) => {
+                tx.rollback().await?;
+                return Ok(Admission::Disabled);
+            }
+            Some(_) => false,
+            None if !provision => {
+                tx.rollback().await?;
+                return Ok(Admission::Unknown);
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO staff (username, name, priority, created_at, updated_at)
+                     VALUES ($1, $1, 3, $2, $2)",
+                )
+                .bind(username)
+                .bind(now)
+                .execute(tx.conn())
+                .await?;
+                tx.audit(
+                    AuditEntry::ok(username, "staff.provision", username)
+                        .with_detail(serde_json::json!({ "priority": 3, "by": "sso" })),
+                )
+                .await?;
+                true
+            }
+        };
+        let current: Vec<(String,)> =
+            sqlx::query_as("SELECT group_name FROM staff_groups WHERE username = $1")
+                .bind(username)
+                .fetch_all(tx.conn())
+                .await?;
+        let current: BTreeSet<String> = current.into_iter().map(|(g,)| g).collect();
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        for g in &mapped {
+            let has = current.contains(*g);
+            let wants = wanted.contains(g);
+            if wants && !has {
+                sqlx::query("INSERT INTO staff_groups (username, group_name) VALUES ($1, $2)")
+                    .bind(username)
+                    .bind(*g)
+                    .execute(tx.conn())
+                    .await?;
+                added.push(*g);
+            } else if !wants && has {
+                sqlx::query("DELETE FROM staff_groups WHERE username = $1 AND group_name = $2")
+                    .bind(username)
+                    .bind(*g)
+                    .execute(tx.conn())
+                    .await?;
+                removed.push(*g);
+            }
+        }
+        let changed = !(added.is_empty() && removed.is_empty() && !provisioned);
+        if !changed {
+            tx.rollback().await?;
+        } else {
+            tx.access_changed();
+            tx.audit(
+                AuditEntry::ok(username, "staff.groups_from_idp", username)
+                    .with_detail(serde_json::json!({ "added": added, "removed": removed })),
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(Admission::Admitted {
+            provisioned,
+            changed,
+        })
+    }
+
+    /// Keeps the provider's state for the SSO sign-in `family_id`.
+    pub async fn oidc_sign_in_record(
+        &self,
+        family_id: &str,
+        username: &str,
+        subject: &str,
+        refresh_sealed: Option<&str>,
+        now: Millis,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO oidc_sign_ins (family_id, username, subject, refresh_sealed, checked_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(family_id)
+        .bind(username)
+        .bind(subject)
+        .bind(refresh_sealed)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The provider's state for a sign-in, if it was an SSO one.
+    pub async fn oidc_sign_in(&self, family_id: &str) -> Result<Option<OidcSignIn>> {
+        let row: Option<(String, String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT username, subject, refresh_sealed, checked_at FROM oidc_sign_ins WHERE family_id = $1",
+        )
+        .bind(family_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(
+            |(username, subject, refresh_sealed, checked_at)| OidcSignIn {
+                username,
+                subject,
+                refresh_sealed,
+                checked_at,
+            },
+        ))
+    }
+
+    /// After a re-check at the provider: its next refresh token, and when.
+    pub async fn oidc_sign_in_checked(
+        &self,
+        family_id: &str,
+        refresh_sealed: Option<&str>,
+        now: Millis,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE oidc_sign_ins SET refresh_sealed = COALESCE($1, refresh_sealed), checked_at = $2
+             WHERE family_id = $3",
+        )
+        .bind(refresh_sealed)
+        .bind(now)
+        .bind(family_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends an SSO sign-in the provider no longer allows: the family is
+    /// revoked (its live session closes, as an access change), audited.
+    pub async fn oidc_sign_in_end(
+        &self,
+        family_id: &str,
+        username: &str,
+        device_label: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<()> {
+        let mut tx = self.begin_audited(now).await?;
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(family_id)
+        .execute(tx.conn())
+        .await?;
+        sqlx::query("DELETE FROM oidc_sign_ins WHERE family_id = $1")
+            .bind(family_id)
+            .execute(tx.conn())
+            .await?;
+        tx.access_changed();
+        tx.audit(
+            AuditEntry::denied(username, "agent.refresh", device_label, reason).with_detail(
+                serde_json::json!({ "reason": reason, "sign_in": family_id, "by": "sso recheck" }),
+            ),
+        )
+        .await?;
+        tx.commit().await
+    }
+}
