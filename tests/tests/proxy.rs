@@ -1,7 +1,8 @@
 //! The agent's local proxy with a real client (curl): an app reached by its
 //! usual name over HTTP CONNECT, plain HTTP and SOCKS5 (the name resolved
 //! through the broker's app list, never by DNS); the PAC file, made again
-//! when an app's names change; and each refusal with its reason.
+//! when an app's names change; each refusal with its reason; and a real
+//! browser (headless Chromium) set up with nothing but the PAC file.
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
@@ -43,6 +44,11 @@ fn curl_run(args: &[&str]) -> Run {
 /// An HTTP server on 127.0.0.1 that answers each request with what it was
 /// asked: the request line, then the headers, lowercased.
 fn reporting_http_server() -> u16 {
+    reporting_http_server_saying("hello from hr")
+}
+
+/// As [`reporting_http_server`], its answers starting with `greeting`.
+fn reporting_http_server_saying(greeting: &'static str) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -62,7 +68,7 @@ fn reporting_http_server() -> u16 {
                     }
                     head.push_str(&line.to_ascii_lowercase());
                 }
-                let body = format!("hello from hr\n{head}");
+                let body = format!("{greeting}\n{head}");
                 let _ = write!(
                     conn,
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -370,4 +376,103 @@ fn a_bad_client_gets_a_clear_answer_and_the_proxy_goes_on() {
     let closed = lanyard_e2e::world::closed_at(silent, Duration::from_secs(20));
     let after = lanyard_e2e::world::ended_after(closed, started, "a silent client");
     assert!(after <= Duration::from_secs(11), "{after:?}");
+}
+
+/// Debian's Chromium, or `None` (and a line saying the test was skipped)
+/// without it.
+fn chromium() -> Option<&'static str> {
+    let found = Command::new("chromium")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!(
+            "SKIPPED: chromium is not installed (.ci/run installs it: apt-get install chromium)"
+        );
+    }
+    found.then_some("chromium")
+}
+
+/// Headless Chromium, its only proxy setting the PAC file at `pac_url`,
+/// loads `url` and prints the page's DOM. `extra` are more switches.
+fn chromium_dump_dom(profile: &std::path::Path, pac_url: &str, extra: &[&str], url: &str) -> Run {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--kill-after=5", "60", "chromium"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--disable-features=HttpsUpgrades",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--proxy-pac-url={pac_url}"))
+        .args(extra)
+        .args(["--dump-dom", url])
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("all_proxy")
+        .env_remove("no_proxy");
+    run(cmd, None)
+}
+
+#[test]
+fn chromium_with_the_pac_file_reaches_an_app_by_name_and_goes_direct_elsewhere() {
+    let Some(_) = chromium() else { return };
+    let w = World::new();
+    w.person("a.patel", "hr");
+    let hr = reporting_http_server();
+    add_app(&w, "hr-web", hr, "hr.council.internal", "hr");
+    // A page that is no app: the broker's list does not have it, so the
+    // proxy would refuse it (403, "not a Lanyard app").
+    let direct = reporting_http_server_saying("hello direct");
+    let agent = w.agent("laptop", "a.patel", None);
+    let mut up = agent.up(&["--proxy", "127.0.0.1:0"]);
+    let (_, proxy) = parse_up_line(&up.wait_ready_line(READY));
+    let (_, pac_url) = proxy.unwrap();
+    let profile = tempfile::tempdir_in(w.tmp.path()).unwrap();
+
+    // The app by its name: no DNS knows hr.council.internal, so the page
+    // can only come through the agent's proxy, which the PAC file names.
+    let hr_url = format!("http://hr.council.internal:{hr}/from-chromium");
+    let got = chromium_dump_dom(profile.path(), &pac_url, &[], &hr_url);
+    assert!(
+        got.stdout.contains("hello from hr") && got.stdout.contains("get /from-chromium http/1.1"),
+        "{got:?}"
+    );
+    assert!(
+        got.stdout
+            .contains(&format!("host: hr.council.internal:{hr}")),
+        "{got:?}"
+    );
+    let streams = w.broker.metric("lanyard_streams_allowed_total");
+    assert!(streams.is_some_and(|n| n >= 1.0), "{streams:?}");
+
+    // A name not in the PAC file's list goes DIRECT. Chromium never asks a
+    // PAC file about loopback names and addresses (it always connects to
+    // them directly), so the page has a name of its own, which the
+    // browser's resolver (not the proxy) maps to 127.0.0.1.
+    let direct_url = format!("http://direct.test:{direct}/not-an-app");
+    let got = chromium_dump_dom(
+        profile.path(),
+        &pac_url,
+        &["--host-resolver-rules=MAP direct.test 127.0.0.1"],
+        &direct_url,
+    );
+    assert!(
+        got.stdout.contains("hello direct") && got.stdout.contains("get /not-an-app http/1.1"),
+        "{got:?}"
+    );
+    assert!(!got.stdout.contains("not a Lanyard app"), "{got:?}");
+    // The broker carried the app's page and nothing more.
+    assert_eq!(
+        w.broker.metric("lanyard_streams_allowed_total"),
+        streams,
+        "the direct page made no tunnel stream"
+    );
 }

@@ -2,7 +2,8 @@
 //! tunnel to a UDP echo app and back, each peer its own flow; a datagram
 //! too large for the connection is dropped and counted, never split; a
 //! flow ends after the app's idle timeout (the next datagram opens a new
-//! one); a rule change ends a live flow and refuses the next, saying why.
+//! one); a rule change ends a live flow and refuses the next, saying why;
+//! and a real SIP user agent's calls, RTP included, through two UDP apps.
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
@@ -159,8 +160,23 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
+/// sipp's built-in scenario `name`, with each `(from, to)` replaced (each
+/// must be there).
+fn sipp_scenario(name: &str, edits: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new("sipp")
+        .args(["-sd", name])
+        .output()
+        .unwrap();
+    let mut xml = String::from_utf8(out.stdout).unwrap();
+    for (from, to) in edits {
+        assert!(xml.contains(from), "sipp's {name} scenario has no {from:?}");
+        xml = xml.replacen(from, to, 1);
+    }
+    xml
+}
+
 #[test]
-fn sip_calls_from_a_real_user_agent_complete_through_a_udp_app() {
+fn sip_calls_with_rtp_from_a_real_user_agent_complete_through_udp_apps() {
     let found = std::process::Command::new("sipp")
         .arg("-v")
         .output()
@@ -171,20 +187,59 @@ fn sip_calls_from_a_real_user_agent_complete_through_a_udp_app() {
         );
         return;
     }
+    const CALLS: u64 = 20;
+    // Each call's RTP: one second of G.711 A-law silence, 50 packets of 172
+    // bytes (a 12-byte RTP header and 20 ms of audio).
+    const RTP_BYTES: u64 = CALLS * 50 * 172;
     let w = World::new();
     w.person("a.patel", "hr");
-    // A SIP server (sipp's answering scenario) behind the broker.
-    let server_port = free_udp_port();
+    // The PBX: SIP on one port, RTP echoed on another (sipp's -rtp_echo),
+    // each a UDP app.
+    let sip_port = free_udp_port();
+    let rtp_port = free_udp_port();
+    for (app, port) in [("pbx", sip_port), ("pbx-media", rtp_port)] {
+        let target = format!("127.0.0.1:{port}");
+        w.broker
+            .lanyard(
+                &[
+                    "apps",
+                    "add",
+                    app,
+                    "--target",
+                    &target,
+                    "--protocol",
+                    "udp",
+                    "--allow-group",
+                    "hr",
+                ],
+                None,
+                None,
+            )
+            .ok();
+    }
+    let agent = w.agent("laptop", "a.patel", None);
+    let mut up = agent.up(&["--no-proxy"]);
+    let forwards = up.wait_ready(READY);
+    let (sip_forward, rtp_forward) = (forwards["pbx"], forwards["pbx-media"]);
+    // The PBX answers each call with its media address as the softphone
+    // reaches it: the media app's forward (the address the softphone is
+    // given for RTP).
+    let uas = sipp_scenario(
+        "uas",
+        &[
+            ("c=IN IP[media_ip_type] [media_ip]", "c=IN IP4 127.0.0.1"),
+            (
+                "m=audio [media_port] RTP/AVP 0\n      a=rtpmap:0 PCMU/8000",
+                &format!("m=audio {rtp_forward} RTP/AVP 8\n      a=rtpmap:8 PCMA/8000"),
+            ),
+        ],
+    );
+    std::fs::write(w.tmp.path().join("pbx.xml"), uas).unwrap();
     let _server = Child(
         std::process::Command::new("sipp")
-            .args([
-                "-sn",
-                "uas",
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &server_port.to_string(),
-            ])
+            .args(["-sf", "pbx.xml", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args(["-p", &sip_port.to_string()])
+            .args(["-rtp_echo", "-mp", &rtp_port.to_string()])
             .arg("-nostdin")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -193,35 +248,32 @@ fn sip_calls_from_a_real_user_agent_complete_through_a_udp_app() {
             .spawn()
             .unwrap(),
     );
-    let target = format!("127.0.0.1:{server_port}");
-    w.broker
-        .lanyard(
-            &[
-                "apps",
-                "add",
-                "pbx",
-                "--target",
-                &target,
-                "--protocol",
-                "udp",
-                "--allow-group",
-                "hr",
-            ],
-            None,
-            None,
-        )
-        .ok();
-    let agent = w.agent("laptop", "a.patel", None);
-    let mut up = agent.up(&["--no-proxy"]);
-    let forward = up.wait_ready(READY)["pbx"];
-    // The softphone: 20 calls (INVITE, 100, 180, 200, ACK, a pause, BYE,
-    // 200) to the local forward, 10 a second.
+    // The softphone: each call (INVITE, 100, 180, 200, ACK, BYE, 200)
+    // sends its second of audio to the media address in the PBX's answer
+    // while the call is up.
+    std::fs::write(w.tmp.path().join("silence.pcma"), [0xd5u8; 8000]).unwrap();
+    let uac = sipp_scenario(
+        "uac",
+        &[
+            (
+                "m=audio [media_port] RTP/AVP 0\n      a=rtpmap:0 PCMU/8000",
+                "m=audio [auto_media_port] RTP/AVP 8\n      a=rtpmap:8 PCMA/8000",
+            ),
+            (
+                "<pause/>",
+                "<nop><action><exec rtp_stream=\"silence.pcma,1,8\"/></action></nop>\n  \
+                 <pause milliseconds=\"1300\"/>",
+            ),
+        ],
+    );
+    std::fs::write(w.tmp.path().join("phone.xml"), uac).unwrap();
     let mut phone = std::process::Command::new("sipp");
     phone
-        .args(["-sn", "uac", "-i", "127.0.0.1", "-p"])
-        .arg(free_udp_port().to_string())
-        .arg(format!("127.0.0.1:{forward}"))
-        .args(["-m", "20", "-r", "10", "-d", "100", "-nostdin"])
+        .args(["-sf", "phone.xml", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args(["-p", &free_udp_port().to_string()])
+        .args(["-mp", &free_udp_port().to_string()])
+        .arg(format!("127.0.0.1:{sip_forward}"))
+        .args(["-m", &CALLS.to_string(), "-r", "10", "-nostdin"])
         .args(["-timeout", "30s", "-timeout_error"])
         .current_dir(w.tmp.path());
     let out = lanyard_e2e::run(phone, None);
@@ -230,11 +282,23 @@ fn sip_calls_from_a_real_user_agent_complete_through_a_udp_app() {
             .lines()
             .rfind(|l| l.trim_start().starts_with(what))
             .and_then(|l| l.rsplit('|').next())
-            .and_then(|n| n.trim().parse::<u32>().ok())
+            .and_then(|n| n.trim().parse::<u64>().ok())
     };
     assert_eq!(out.code, 0, "sipp failed: {}\n{}", out.stderr, out.stdout);
-    assert_eq!(calls("Successful call"), Some(20), "{}", out.stdout);
+    assert_eq!(calls("Successful call"), Some(CALLS), "{}", out.stdout);
     assert_eq!(calls("Failed call"), Some(0), "{}", out.stdout);
-    // Through the tunnel: one flow, the softphone's socket.
-    assert_eq!(w.broker.metric("lanyard_udp_flows_opened_total"), Some(1.0));
+    // Through the tunnel: the softphone's SIP socket and its RTP socket(s),
+    // each a flow; the audio went up and its echo came back down (SIP adds
+    // a little either way; loss on loopback is allowed up to 5%).
+    let flows = w.broker.metric("lanyard_udp_flows_opened_total").unwrap();
+    assert!(flows >= 2.0, "{flows}");
+    let up_bytes = w.broker.metric("lanyard_tunnel_bytes_up_total").unwrap();
+    let down_bytes = w.broker.metric("lanyard_tunnel_bytes_down_total").unwrap();
+    eprintln!("through the tunnel: {flows} flows, {up_bytes} bytes up, {down_bytes} down");
+    let floor = RTP_BYTES as f64 * 0.95;
+    assert!(up_bytes >= floor, "RTP up: {up_bytes} < {floor}");
+    assert!(
+        down_bytes >= floor,
+        "RTP echoed back: {down_bytes} < {floor}"
+    );
 }
