@@ -164,31 +164,7 @@ pub async fn login(
             return Err(e.into());
         }
     };
-    if let Some(axum::Extension(note)) = &note {
-        note.set_actor(&person.username);
-    }
-    let token = crate::secrets::new_token("lyt_");
-    let ttl = duration_ms(state.live().api_token_ttl);
-    state
-        .store
-        .api_token_create(
-            &person.username,
-            person.admin,
-            &crate::secrets::hash_secret(token.as_bytes()),
-            ttl,
-            now,
-        )
-        .await?;
-    state
-        .metrics
-        .api_logins_ok
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok(Json(LoginResponse {
-        token,
-        username: person.username,
-        admin: person.admin,
-        expires_at: rfc3339(now + ttl),
-    }))
+    issue_api_token(&state, note.as_ref(), person.username, person.admin, now).await
 }
 
 #[derive(Debug, Serialize)]
@@ -344,16 +320,28 @@ pub async fn sso_finish(
         return Err(ApiError::Forbidden(why));
     }
     let person = state.store.staff_get(&id.username).await?;
-    if let Some(axum::Extension(note)) = &note {
-        note.set_actor(&person.username);
+    issue_api_token(&state, note.as_ref(), person.username, person.admin, now).await
+}
+
+/// The API token a sign-in (password or SSO) ends with: stored hashed,
+/// counted, and the person named as the request's actor.
+async fn issue_api_token(
+    state: &AppState,
+    note: Option<&axum::Extension<std::sync::Arc<super::middleware::AccessNote>>>,
+    username: String,
+    admin: bool,
+    now: crate::clock::Millis,
+) -> ApiResult<Json<LoginResponse>> {
+    if let Some(axum::Extension(note)) = note {
+        note.set_actor(&username);
     }
     let token = crate::secrets::new_token("lyt_");
     let ttl = duration_ms(state.live().api_token_ttl);
     state
         .store
         .api_token_create(
-            &person.username,
-            person.admin,
+            &username,
+            admin,
             &crate::secrets::hash_secret(token.as_bytes()),
             ttl,
             now,
@@ -365,8 +353,8 @@ pub async fn sso_finish(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(Json(LoginResponse {
         token,
-        username: person.username,
-        admin: person.admin,
+        username,
+        admin,
         expires_at: rfc3339(now + ttl),
     }))
 }
