@@ -100,6 +100,61 @@ impl Default for Priority {
     }
 }
 
+/// What a person may do with the admin API and the console. Each role
+/// can do all that the ones below it can: `admin` everything; `ict`
+/// laptops, requests, enrolment codes and sessions, but no access rules
+/// (staff, groups, apps, tokens); `viewer` read the dashboard and the
+/// lists; `staff` only their own page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Staff,
+    Viewer,
+    Ict,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Ict, Role::Viewer, Role::Staff];
+
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        match s.trim() {
+            "admin" => Ok(Self::Admin),
+            "ict" => Ok(Self::Ict),
+            "viewer" => Ok(Self::Viewer),
+            "staff" => Ok(Self::Staff),
+            other => Err(invalid(format!(
+                "bad role {other:?}: use admin, ict, viewer or staff"
+            ))),
+        }
+    }
+
+    /// As stored; an unknown value (which the store's check forbids) reads
+    /// as the least role.
+    pub fn from_stored(s: &str) -> Self {
+        Self::parse(s).unwrap_or(Self::Staff)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Ict => "ict",
+            Self::Viewer => "viewer",
+            Self::Staff => "staff",
+        }
+    }
+
+    pub fn is_admin(self) -> bool {
+        self == Self::Admin
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Which devices an app may be reached from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -33,7 +33,7 @@ async fn person(store: &Store, username: &str, priority: &str, department: &str)
         department: department.into(),
         priority: Priority::parse(priority).unwrap(),
         groups: vec![],
-        admin: false,
+        role: lanyard_broker::model::Role::Staff,
         password_hash: None,
     };
     store.staff_add("ict", &new, NOW).await.unwrap();

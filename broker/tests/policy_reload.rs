@@ -31,7 +31,7 @@ async fn reloads_follow_the_store_and_wake_sessions_only_on_change() {
                     department: String::new(),
                     priority: Priority::parse("1").unwrap(),
                     groups: vec![GroupName::parse("hr").unwrap()],
-                    admin: false,
+                    role: lanyard_broker::model::Role::Staff,
                     password_hash: None,
                 },
                 NOW,

@@ -28,7 +28,11 @@ async fn person(store: &Store, username: &str, group: &str, admin: bool) {
         department: "Revenues".into(),
         priority: Priority::parse("3").unwrap(),
         groups: vec![GroupName::parse(group).unwrap()],
-        admin,
+        role: if admin {
+            lanyard_broker::model::Role::Admin
+        } else {
+            lanyard_broker::model::Role::Staff
+        },
         password_hash: None,
     };
     store.staff_add("ict", &new, NOW).await.unwrap();

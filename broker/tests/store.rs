@@ -30,7 +30,7 @@ fn person(username: &str, groups: &[&str]) -> NewStaff {
             .iter()
             .map(|g| GroupName::parse(g).unwrap())
             .collect(),
-        admin: false,
+        role: lanyard_broker::model::Role::Staff,
         password_hash: None,
     }
 }
@@ -554,7 +554,7 @@ async fn api_tokens_expire_and_follow_their_owner() {
         );
 
         let mut admin = person("boss", &[]);
-        admin.admin = true;
+        admin.role = lanyard_broker::model::Role::Admin;
         store.staff_add("bootstrap", &admin, NOW).await.unwrap();
         store
             .api_token_create("boss", true, "t-boss", 1000, NOW)

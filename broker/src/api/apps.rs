@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
-use super::auth::Admin;
+use super::auth::{Admin, Viewer};
 use super::error::ApiResult;
 use super::router::Routes;
 use super::JsonBody;
@@ -45,7 +45,7 @@ struct AppRequest {
     flow_idle_secs: Option<u64>,
 }
 
-async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Vec<App>>> {
+async fn list(State(state): State<AppState>, _viewer: Viewer) -> ApiResult<Json<Vec<App>>> {
     Ok(Json(state.store.app_list().await?))
 }
 

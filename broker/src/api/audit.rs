@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::auth::Admin;
+use super::auth::Viewer;
 use super::error::{ApiError, ApiResult};
 use super::router::Routes;
 use super::QueryParams;
@@ -73,7 +73,7 @@ fn parse_since(s: &str) -> Result<i64, ApiError> {
 
 async fn list(
     State(state): State<AppState>,
-    _admin: Admin,
+    _viewer: Viewer,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Vec<Entry>>> {
     let limit = q.limit.unwrap_or(100);
@@ -93,7 +93,7 @@ async fn list(
 /// The chain, checked against itself and against the signed checkpoints
 /// in this node's checkpoint file (a line there that is not signed by this
 /// deployment's key fails the check too).
-async fn verify(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<VerifyReport>> {
+async fn verify(State(state): State<AppState>, _viewer: Viewer) -> ApiResult<Json<VerifyReport>> {
     let read = state.checkpoints.read().map_err(|e| {
         tracing::error!(error = %e, "cannot read the audit checkpoints");
         ApiError::Unavailable(format!(

@@ -9,6 +9,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::ClientAddr;
 use super::JsonBody;
 use crate::clock::{duration_ms, now_ms, rfc3339};
+use crate::model::Role;
 use crate::state::AppState;
 use crate::store::api_tokens::{Caller, TokenLookup};
 use crate::store::AuditEntry;
@@ -20,6 +21,16 @@ pub struct Authenticated(pub Caller);
 /// A caller with admin rights; anyone else gets 403 and an audit row.
 #[derive(Debug, Clone)]
 pub struct Admin(pub Caller);
+
+/// A caller with the role `ict` or `admin` (laptops, requests, enrolment
+/// codes, sessions).
+#[derive(Debug, Clone)]
+pub struct Ict(pub Caller);
+
+/// A caller who may read the dashboard and the lists: `viewer`, `ict` or
+/// `admin`.
+#[derive(Debug, Clone)]
+pub struct Viewer(pub Caller);
 
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts
@@ -88,34 +99,61 @@ impl FromRequestParts<AppState> for Authenticated {
     }
 }
 
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
+/// Lets `caller` through when their role is at least `needed`; anyone
+/// else gets 403 and an audit row.
+pub async fn require_role(
+    state: &AppState,
+    caller: Caller,
+    needed: Role,
+    what: &str,
+) -> Result<Caller, ApiError> {
+    if caller.role >= needed {
+        return Ok(caller);
+    }
+    state
+        .metrics
+        .api_forbidden
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let why = needs_text(needed);
+    let entry = AuditEntry::denied(&caller.name, "api.forbidden", what, why);
+    state.store.audit_only(now_ms(), entry).await?;
+    Err(ApiError::Forbidden(format!(
+        "{} has the role {}; this needs {why}",
+        caller.name, caller.role
+    )))
+}
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let Authenticated(caller) = Authenticated::from_request_parts(parts, state).await?;
-        if caller.admin {
-            return Ok(Admin(caller));
-        }
-        state
-            .metrics
-            .api_forbidden
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let entry = AuditEntry::denied(
-            &caller.name,
-            "api.forbidden",
-            &what(parts),
-            "admin rights required",
-        );
-        state.store.audit_only(now_ms(), entry).await?;
-        Err(ApiError::Forbidden(format!(
-            "{} is not an admin; this needs admin rights",
-            caller.name
-        )))
+/// What a role's routes need, in words.
+pub fn needs_text(needed: Role) -> &'static str {
+    match needed {
+        Role::Admin => "admin rights",
+        Role::Ict => "the role ict or admin",
+        Role::Viewer => "the role viewer, ict or admin",
+        Role::Staff => "a signed-in person",
     }
 }
+
+macro_rules! role_extractor {
+    ($name:ident, $role:expr) => {
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &AppState,
+            ) -> Result<Self, Self::Rejection> {
+                let Authenticated(caller) = Authenticated::from_request_parts(parts, state).await?;
+                require_role(state, caller, $role, &what(parts))
+                    .await
+                    .map($name)
+            }
+        }
+    };
+}
+
+role_extractor!(Admin, Role::Admin);
+role_extractor!(Ict, Role::Ict);
+role_extractor!(Viewer, Role::Viewer);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,6 +169,7 @@ pub struct LoginResponse {
     pub token: String,
     pub username: String,
     pub admin: bool,
+    pub role: Role,
     pub expires_at: String,
 }
 
@@ -164,13 +203,14 @@ pub async fn login(
             return Err(e.into());
         }
     };
-    issue_api_token(&state, note.as_ref(), person.username, person.admin, now).await
+    issue_api_token(&state, note.as_ref(), person.username, person.role, now).await
 }
 
 #[derive(Debug, Serialize)]
 pub struct Me {
     pub name: String,
     pub admin: bool,
+    pub role: Role,
 }
 
 /// `GET /api/v1/me`: who this token is.
@@ -178,6 +218,7 @@ pub async fn me(Authenticated(caller): Authenticated) -> Json<Me> {
     Json(Me {
         name: caller.name,
         admin: caller.admin,
+        role: caller.role,
     })
 }
 
@@ -320,7 +361,7 @@ pub async fn sso_finish(
         return Err(ApiError::Forbidden(why));
     }
     let person = state.store.staff_get(&id.username).await?;
-    issue_api_token(&state, note.as_ref(), person.username, person.admin, now).await
+    issue_api_token(&state, note.as_ref(), person.username, person.role, now).await
 }
 
 /// The API token a sign-in (password or SSO) ends with: stored hashed,
@@ -329,9 +370,10 @@ async fn issue_api_token(
     state: &AppState,
     note: Option<&axum::Extension<std::sync::Arc<super::middleware::AccessNote>>>,
     username: String,
-    admin: bool,
+    role: Role,
     now: crate::clock::Millis,
 ) -> ApiResult<Json<LoginResponse>> {
+    let admin = role.is_admin();
     if let Some(axum::Extension(note)) = note {
         note.set_actor(&username);
     }
@@ -355,6 +397,7 @@ async fn issue_api_token(
         token,
         username,
         admin,
+        role,
         expires_at: rfc3339(now + ttl),
     }))
 }

@@ -6,7 +6,7 @@ use axum::Json;
 use lanyard_proto::enrol::{EnrolmentCode, SECRET_LEN};
 use serde::{Deserialize, Serialize};
 
-use super::auth::Admin;
+use super::auth::{Ict, Viewer};
 use super::error::{ApiError, ApiResult};
 use super::router::Routes;
 use super::{JsonBody, QueryParams};
@@ -32,7 +32,7 @@ struct ListQuery {
 
 async fn list(
     State(state): State<AppState>,
-    _admin: Admin,
+    _viewer: Viewer,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Vec<CodeView>>> {
     Ok(Json(state.store.enrol_code_list(q.open, now_ms()).await?))
@@ -41,7 +41,7 @@ async fn list(
 /// Cancels an open code: it enrols nothing from then on.
 async fn cancel(
     State(state): State<AppState>,
-    Admin(caller): Admin,
+    Ict(caller): Ict,
     Path(id): Path<String>,
 ) -> ApiResult<Json<CodeView>> {
     Ok(Json(
@@ -78,7 +78,7 @@ struct CodeResponse {
 
 async fn create(
     State(state): State<AppState>,
-    Admin(caller): Admin,
+    Ict(caller): Ict,
     JsonBody(req): JsonBody<CodeRequest>,
 ) -> ApiResult<(StatusCode, Json<CodeResponse>)> {
     let what = match (req.device.as_deref(), req.personal.as_deref()) {

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
-use super::auth::Admin;
+use super::auth::{Admin, Viewer};
 use super::error::ApiResult;
 use super::router::Routes;
 use super::JsonBody;
@@ -32,7 +32,7 @@ struct NewGroup {
     idp_groups: Vec<String>,
 }
 
-async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Vec<Group>>> {
+async fn list(State(state): State<AppState>, _viewer: Viewer) -> ApiResult<Json<Vec<Group>>> {
     Ok(Json(state.store.group_list().await?))
 }
 

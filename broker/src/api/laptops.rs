@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::auth::Admin;
+use super::auth::{Ict, Viewer};
 use super::error::{header_refused, ApiError, ApiResult, Imported};
 use super::router::Routes;
 use super::{JsonBody, QueryParams};
@@ -142,7 +142,7 @@ fn nonempty(s: Option<String>) -> Option<String> {
 
 async fn list(
     State(state): State<AppState>,
-    _admin: Admin,
+    _viewer: Viewer,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Vec<DeviceRow>>> {
     let status = nonempty(q.status)
@@ -173,7 +173,7 @@ async fn list(
 
 async fn add(
     State(state): State<AppState>,
-    Admin(caller): Admin,
+    Ict(caller): Ict,
     JsonBody(req): JsonBody<LaptopRequest>,
 ) -> ApiResult<(StatusCode, Json<DeviceRow>)> {
     let row = parse_laptop(
@@ -208,7 +208,7 @@ async fn add(
 /// serials) is named in one answer, by line.
 async fn import(
     State(state): State<AppState>,
-    Admin(caller): Admin,
+    Ict(caller): Ict,
     body: String,
 ) -> ApiResult<Json<Imported>> {
     let (rows, unreadable) =
@@ -243,7 +243,7 @@ async fn import(
 
 async fn show(
     State(state): State<AppState>,
-    _admin: Admin,
+    _viewer: Viewer,
     Path(tag): Path<String>,
 ) -> ApiResult<Json<LaptopDetail>> {
     Ok(Json(state.store.laptop_detail(&tag).await?))
@@ -259,7 +259,7 @@ struct AssignRequest {
 
 async fn assign(
     State(state): State<AppState>,
-    Admin(caller): Admin,
+    Ict(caller): Ict,
     Path(tag): Path<String>,
     JsonBody(req): JsonBody<AssignRequest>,
 ) -> ApiResult<Json<DeviceRow>> {
@@ -285,7 +285,7 @@ struct ReturnRequest {
 
 async fn give_back(
     State(state): State<AppState>,
-    Admin(caller): Admin,
+    Ict(caller): Ict,
     Path(tag): Path<String>,
     JsonBody(req): JsonBody<ReturnRequest>,
 ) -> ApiResult<Json<DeviceRow>> {
@@ -322,7 +322,7 @@ struct Marked {
 
 async fn mark(
     State(state): State<AppState>,
-    Admin(caller): Admin,
+    Ict(caller): Ict,
     Path(tag): Path<String>,
     JsonBody(req): JsonBody<MarkRequest>,
 ) -> ApiResult<Json<Marked>> {
@@ -369,7 +369,7 @@ struct RevokeRequest {
 
 async fn revoke(
     State(state): State<AppState>,
-    Admin(caller): Admin,
+    Ict(caller): Ict,
     Path(tag): Path<String>,
     JsonBody(req): JsonBody<RevokeRequest>,
 ) -> ApiResult<Json<serde_json::Value>> {
@@ -392,7 +392,7 @@ async fn revoke(
 /// Revokes one personal device; its owner and their other devices go on.
 async fn revoke_personal(
     State(state): State<AppState>,
-    Admin(caller): Admin,
+    Ict(caller): Ict,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<RevokeRequest>,
 ) -> ApiResult<Json<serde_json::Value>> {
@@ -422,7 +422,7 @@ struct HistoryEntry {
 
 async fn history(
     State(state): State<AppState>,
-    _admin: Admin,
+    _viewer: Viewer,
     Path(tag): Path<String>,
 ) -> ApiResult<Json<Vec<HistoryEntry>>> {
     let rows = state.store.laptop_history(&tag).await?;

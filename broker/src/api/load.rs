@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 
-use super::auth::Admin;
+use super::auth::Viewer;
 use super::error::ApiResult;
 use super::router::Routes;
 use crate::load::LoadReport;
@@ -14,6 +14,6 @@ pub fn routes(r: Routes) -> Routes {
     r.get("/load", load)
 }
 
-async fn load(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<LoadReport>> {
+async fn load(State(state): State<AppState>, _viewer: Viewer) -> ApiResult<Json<LoadReport>> {
     Ok(Json(crate::load::report(state.load_sources()).await?))
 }

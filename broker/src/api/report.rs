@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::auth::Admin;
+use super::auth::Viewer;
 use super::error::{ApiError, ApiResult};
 use super::router::Routes;
 use super::QueryParams;
@@ -44,7 +44,7 @@ struct ReportQuery {
 
 async fn inventory(
     State(state): State<AppState>,
-    _admin: Admin,
+    _viewer: Viewer,
     QueryParams(q): QueryParams<ReportQuery>,
 ) -> ApiResult<Response> {
     let filter = LaptopFilter {

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
-use super::auth::Admin;
+use super::auth::{Ict, Viewer};
 use super::error::{ApiError, ApiResult};
 use super::router::Routes;
 use super::{JsonBody, QueryParams};
@@ -46,7 +46,7 @@ struct FulfilRequest {
 
 async fn list(
     State(state): State<AppState>,
-    _admin: Admin,
+    _viewer: Viewer,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Vec<RequestView>>> {
     Ok(Json(state.store.request_list(q.open).await?))
@@ -54,7 +54,7 @@ async fn list(
 
 async fn add(
     State(state): State<AppState>,
-    Admin(caller): Admin,
+    Ict(caller): Ict,
     JsonBody(req): JsonBody<NewRequest>,
 ) -> ApiResult<(StatusCode, Json<RequestView>)> {
     let username = Username::parse(&req.username)?;
@@ -72,7 +72,7 @@ async fn add(
 
 async fn fulfil(
     State(state): State<AppState>,
-    Admin(caller): Admin,
+    Ict(caller): Ict,
     JsonBody(req): JsonBody<FulfilRequest>,
 ) -> ApiResult<Json<FulfilReport>> {
     if req.limit == Some(0) {
@@ -88,7 +88,7 @@ async fn fulfil(
 
 async fn cancel(
     State(state): State<AppState>,
-    Admin(caller): Admin,
+    Ict(caller): Ict,
     Path(username): Path<String>,
 ) -> ApiResult<StatusCode> {
     state

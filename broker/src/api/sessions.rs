@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
 
-use super::auth::Admin;
+use super::auth::{Ict, Viewer};
 use super::error::{ApiError, ApiResult};
 use super::extract::QueryParams;
 use super::router::Routes;
@@ -32,7 +32,7 @@ struct ListQuery {
 /// as the store records them; oldest first.
 async fn list(
     State(state): State<AppState>,
-    _admin: Admin,
+    _viewer: Viewer,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Vec<SessionView>>> {
     let mut all: Vec<SessionView> = state
@@ -57,7 +57,7 @@ async fn list(
 /// it: its tunnels close at once and its agent must sign in again.
 async fn kill(
     State(state): State<AppState>,
-    Admin(caller): Admin,
+    Ict(caller): Ict,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let not_found =
@@ -108,7 +108,7 @@ struct NodeView {
     streams: i64,
 }
 
-async fn nodes(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Vec<NodeView>>> {
+async fn nodes(State(state): State<AppState>, _viewer: Viewer) -> ApiResult<Json<Vec<NodeView>>> {
     let now = now_ms();
     let rows = state.store.nodes_list().await?;
     Ok(Json(

@@ -5,14 +5,14 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::auth::Admin;
+use super::auth::{Admin, Viewer};
 use super::error::{header_refused, ApiError, ApiResult, Imported};
 use super::router::Routes;
 use super::JsonBody;
 use crate::auth::{password, totp};
 use crate::clock::now_ms;
 use crate::csv_import::FieldProblems;
-use crate::model::{parse_email, parse_text, GroupName, Priority, Username};
+use crate::model::{parse_email, parse_text, GroupName, Priority, Role, Username};
 use crate::state::AppState;
 use crate::store::staff::{NewStaff, Staff, StaffImportRow};
 
@@ -51,8 +51,11 @@ pub struct StaffRequest {
     pub priority: Option<u8>,
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Kept for scripts written before roles: `true` is `role: admin`.
     #[serde(default)]
     pub admin: bool,
+    #[serde(default)]
+    pub role: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
 }
@@ -93,7 +96,7 @@ fn parse_staff<'a>(
                 department,
                 priority,
                 groups: parsed_groups.clone(),
-                admin: false,
+                role: Role::Staff,
                 password_hash: None,
             })
         }
@@ -136,7 +139,19 @@ async fn add(
     let Some(mut new) = row.staff else {
         return Err(ApiError::bad(row.problems.join("; ")));
     };
-    new.admin = req.admin;
+    new.role = match (req.role.as_deref(), req.admin) {
+        (Some(r), admin) => {
+            let role = Role::parse(r)?;
+            if admin && role != Role::Admin {
+                return Err(ApiError::bad(format!(
+                    "admin: true and role: {role} disagree; give only the role"
+                )));
+            }
+            role
+        }
+        (None, true) => Role::Admin,
+        (None, false) => Role::Staff,
+    };
     if let Some(pw) = req.password {
         new.password_hash = Some(hash_password(pw).await?);
     }
@@ -182,13 +197,13 @@ async fn import(
     Ok(Json(Imported { imported }))
 }
 
-async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Vec<Staff>>> {
+async fn list(State(state): State<AppState>, _viewer: Viewer) -> ApiResult<Json<Vec<Staff>>> {
     Ok(Json(state.store.staff_list().await?))
 }
 
 async fn show(
     State(state): State<AppState>,
-    _admin: Admin,
+    _viewer: Viewer,
     Path(username): Path<String>,
 ) -> ApiResult<Json<Staff>> {
     Ok(Json(state.store.staff_get(&username).await?))

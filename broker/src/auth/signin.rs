@@ -38,6 +38,7 @@ pub const MAX_PASSWORD: usize = 1024;
 pub struct Person {
     pub username: String,
     pub admin: bool,
+    pub role: crate::model::Role,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -262,6 +263,7 @@ async fn check(
     Ok(Person {
         username: creds.username,
         admin: creds.admin,
+        role: creds.role,
     })
 }
 
@@ -315,7 +317,7 @@ mod tests {
             department: String::new(),
             priority: Priority::parse("3").unwrap(),
             groups: vec![],
-            admin: false,
+            role: crate::model::Role::Staff,
             password_hash: Some(super::super::password::hash(password).unwrap()),
         };
         store.staff_add("test", &new, NOW).await.unwrap();

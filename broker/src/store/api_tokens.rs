@@ -78,6 +78,8 @@ pub struct Caller {
     /// The staff member, or `bootstrap` for the data dir's token.
     pub name: String,
     pub admin: bool,
+    /// The owner's role, read live (the bootstrap token is an admin's).
+    pub role: crate::model::Role,
     pub token_id: String,
 }
 
@@ -101,6 +103,7 @@ from_row! {
         created_at: i64,
         owner_active: Option<i64>,
         owner_admin: Option<i64>,
+        owner_role: Option<String>,
         tokens_valid_after: Option<i64>,
     }
 }
@@ -211,7 +214,8 @@ impl Store {
     pub async fn api_token_lookup(&self, token_hash: &str, now: Millis) -> Result<TokenLookup> {
         let row: Option<TokenRow> = sqlx::query_as(
             "SELECT t.id, t.username, t.is_admin, t.expires_at, t.revoked_at, t.created_at,
-                    s.active AS owner_active, s.is_admin AS owner_admin, s.tokens_valid_after
+                    s.active AS owner_active, s.is_admin AS owner_admin, s.role AS owner_role,
+                    s.tokens_valid_after
              FROM api_tokens t LEFT JOIN staff s ON s.username = t.username
              WHERE t.token_hash = $1",
         )
@@ -227,6 +231,7 @@ impl Store {
             created_at,
             owner_active: active,
             owner_admin: staff_admin,
+            owner_role,
             tokens_valid_after,
         }) = row
         else {
@@ -244,6 +249,11 @@ impl Store {
             None => TokenLookup::Valid(Caller {
                 name: BOOTSTRAP.into(),
                 admin: token_admin == 1,
+                role: if token_admin == 1 {
+                    crate::model::Role::Admin
+                } else {
+                    crate::model::Role::Staff
+                },
                 token_id: id,
             }),
             Some(_) if active != Some(1) => TokenLookup::Disabled,
@@ -251,6 +261,7 @@ impl Store {
                 name,
                 // Admin rights are read live from the person, not frozen in the token.
                 admin: staff_admin == Some(1),
+                role: crate::model::Role::from_stored(owner_role.as_deref().unwrap_or("staff")),
                 token_id: id,
             }),
         })

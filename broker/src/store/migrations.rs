@@ -51,6 +51,10 @@ const FILES: &[(&str, &str)] = &[
         "0010_oidc.sql",
         include_str!("../../../migrations/0010_oidc.sql"),
     ),
+    file(
+        "0011_roles.sql",
+        include_str!("../../../migrations/0011_roles.sql"),
+    ),
 ];
 
 const fn file(name: &'static str, sql: &'static str) -> (&'static str, &'static str) {

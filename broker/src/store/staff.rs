@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::groups::{group_exists, require_groups};
 use super::{flag, AuditEntry, AuditedTx, Result, Store, StoreError};
 use crate::clock::{rfc3339, Millis};
-use crate::model::{GroupName, Priority, Username};
+use crate::model::{GroupName, Priority, Role, Username};
 
 /// A new staff member, already validated.
 #[derive(Debug, Clone)]
@@ -18,7 +18,7 @@ pub struct NewStaff {
     pub department: String,
     pub priority: Priority,
     pub groups: Vec<GroupName>,
-    pub admin: bool,
+    pub role: Role,
     /// An argon2id PHC string, never the password itself.
     pub password_hash: Option<String>,
 }
@@ -32,7 +32,9 @@ pub struct Staff {
     pub department: String,
     pub priority: i64,
     pub groups: Vec<String>,
+    /// `role == admin`, kept for scripts written before roles.
     pub admin: bool,
+    pub role: Role,
     pub active: bool,
     pub has_password: bool,
     pub totp: bool,
@@ -45,6 +47,7 @@ pub struct Credentials {
     pub username: String,
     pub active: bool,
     pub admin: bool,
+    pub role: Role,
     pub password_hash: Option<String>,
     pub totp_sealed: Option<String>,
 }
@@ -131,6 +134,7 @@ from_row! {
         department: String,
         priority: i64,
         is_admin: i64,
+        role: String,
         active: i64,
         password_hash: Option<String>,
         totp_secret: Option<String>,
@@ -139,7 +143,7 @@ from_row! {
 }
 
 const STAFF_COLUMNS: &str =
-    "username, name, email, department, priority, is_admin, active, password_hash, totp_secret, created_at";
+    "username, name, email, department, priority, is_admin, role, active, password_hash, totp_secret, created_at";
 
 impl StaffRow {
     fn into_staff(self, groups: Vec<String>) -> Staff {
@@ -151,6 +155,7 @@ impl StaffRow {
             priority: self.priority,
             groups,
             admin: self.is_admin == 1,
+            role: Role::from_stored(&self.role),
             active: self.active == 1,
             has_password: self.password_hash.is_some(),
             totp: self.totp_secret.is_some(),
@@ -162,16 +167,17 @@ impl StaffRow {
 async fn insert_staff(tx: &mut AuditedTx, s: &NewStaff) -> Result<()> {
     let now = tx.now();
     let inserted = sqlx::query(
-        "INSERT INTO staff (username, name, email, department, priority, is_admin, active,
+        "INSERT INTO staff (username, name, email, department, priority, is_admin, role, active,
                             password_hash, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $8)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $9)",
     )
     .bind(s.username.as_str())
     .bind(&s.name)
     .bind(&s.email)
     .bind(&s.department)
     .bind(i64::from(s.priority.get()))
-    .bind(flag(s.admin))
+    .bind(flag(s.role.is_admin()))
+    .bind(s.role.as_str())
     .bind(s.password_hash.clone())
     .bind(now)
     .execute(tx.conn())
@@ -208,7 +214,7 @@ fn audit_detail(s: &NewStaff) -> serde_json::Value {
     serde_json::json!({
         "priority": s.priority.get(),
         "groups": s.groups,
-        "admin": s.admin,
+        "role": s.role,
         "department": s.department,
     })
 }
@@ -470,6 +476,7 @@ impl Store {
             username: r.username,
             active: r.active == 1,
             admin: r.is_admin == 1,
+            role: Role::from_stored(&r.role),
             password_hash: r.password_hash,
             totp_sealed: r.totp_secret,
         }))
