@@ -39,7 +39,7 @@ const COMMAND_LIMIT: Duration = Duration::from_secs(90);
 pub enum Error {
     /// Chromium or chromedriver is not installed; the reason.
     Unavailable(String),
-    /// chromedriver did not start or become ready; what was seen.
+    /// chromedriver or the browser did not start; what was seen.
     Start(String),
     /// Talking to chromedriver failed (connect, write, read, bad HTTP).
     Transport(String),
@@ -66,7 +66,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Unavailable(why) => write!(f, "no browser: {why}"),
-            Error::Start(why) => write!(f, "chromedriver did not start: {why}"),
+            Error::Start(why) => write!(f, "the browser did not start: {why}"),
             Error::Transport(why) => write!(f, "talking to chromedriver: {why}"),
             Error::WebDriver {
                 command,
