@@ -85,6 +85,16 @@ impl std::error::Error for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Keys for [`Browser::send_keys`] and [`Browser::press`] (WebDriver's
+/// code points for them).
+pub mod keys {
+    pub const TAB: &str = "\u{E004}";
+    pub const ENTER: &str = "\u{E007}";
+    pub const ESCAPE: &str = "\u{E00C}";
+    pub const SPACE: &str = "\u{E00D}";
+    pub const BACKSPACE: &str = "\u{E003}";
+}
+
 /// An element in the current page, as WebDriver names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Element {
@@ -544,6 +554,36 @@ impl Browser {
             &format!("/element/{}/property/{name}", element.id),
             None,
         )
+    }
+
+    /// Whether the element is shown (WebDriver's visibility rules).
+    pub fn displayed(&self, element: &Element) -> Result<bool> {
+        let value = self.cmd("GET", &format!("/element/{}/displayed", element.id), None)?;
+        value
+            .as_bool()
+            .ok_or_else(|| Error::Protocol(format!("displayed: {value}")))
+    }
+
+    /// The element's computed CSS `property` (e.g. `outline-style`).
+    pub fn css_value(&self, element: &Element, property: &str) -> Result<String> {
+        self.cmd_string(
+            "GET",
+            &format!("/element/{}/css/{property}", element.id),
+            None,
+        )
+    }
+
+    /// The element that has the keyboard focus.
+    pub fn active_element(&self) -> Result<Element> {
+        let value = self.cmd("GET", "/element/active", None)?;
+        Element::from_json(&value)
+    }
+
+    /// Types `keys` (text or [`keys`](crate::webdriver::keys)) into the
+    /// element that has the focus, as a person at the keyboard would.
+    pub fn press(&self, keys: &str) -> Result<()> {
+        let focused = self.active_element()?;
+        self.send_keys(&focused, keys)
     }
 
     /// Submits the form matching `form_css` by clicking its submit button

@@ -9,7 +9,7 @@
 
 use lanyard_e2e::axe::{format_violations, Axe};
 use lanyard_e2e::screenshots::{png_size, screenshot_both_widths};
-use lanyard_e2e::webdriver::{Browser, Error};
+use lanyard_e2e::webdriver::{keys, Browser, Error};
 
 /// A policy as strict as the console's: scripts from the origin only (none
 /// inline), no inline styles, Trusted Types required. `default-src 'self'`
@@ -129,6 +129,18 @@ fn a_form_is_filled_and_sent_and_the_page_screenshotted_at_two_widths() {
     assert!(cookie.http_only, "{cookie:?}");
     assert_eq!(cookie.same_site.as_deref(), Some("Strict"), "{cookie:?}");
     assert!(!cookie.secure, "{cookie:?}");
+
+    // The keyboard: Tab moves the focus from the field to its button.
+    browser.click(&field).unwrap();
+    assert_eq!(browser.active_element().unwrap(), field);
+    browser.press(keys::TAB).unwrap();
+    let button = browser.find("#find button").unwrap();
+    assert_eq!(browser.active_element().unwrap(), button);
+    assert!(browser.displayed(&button).unwrap());
+    assert_eq!(
+        browser.css_value(&button, "display").unwrap(),
+        "inline-block"
+    );
 
     browser.submit_form("#find").unwrap();
     let url = browser
