@@ -297,7 +297,7 @@ impl Browser {
     fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + STARTUP_LIMIT;
         loop {
-            let last = match self.http("GET", "/status", None) {
+            let last = match self.http_within(Duration::from_secs(2), "GET", "/status", None) {
                 Ok(value) if value.get("ready").and_then(Value::as_bool) == Some(true) => {
                     return Ok(())
                 }
@@ -748,13 +748,23 @@ impl Browser {
     /// One HTTP request to chromedriver; the answer's `value`, or its
     /// WebDriver error.
     fn http(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        self.http_within(COMMAND_LIMIT, method, path, body)
+    }
+
+    /// As [`http`](Self::http), giving up when a read or write waits
+    /// longer than `limit`.
+    fn http_within(
+        &self,
+        limit: Duration,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value> {
         let command = format!("{method} {path}");
         let transport = |e: std::io::Error| Error::Transport(format!("{command}: {e}"));
         let mut conn = TcpStream::connect(("127.0.0.1", self.port)).map_err(transport)?;
-        conn.set_read_timeout(Some(COMMAND_LIMIT))
-            .map_err(transport)?;
-        conn.set_write_timeout(Some(COMMAND_LIMIT))
-            .map_err(transport)?;
+        conn.set_read_timeout(Some(limit)).map_err(transport)?;
+        conn.set_write_timeout(Some(limit)).map_err(transport)?;
         let body = body.map(Value::to_string).unwrap_or_default();
         let mut request = format!(
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n",
@@ -804,7 +814,8 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         if !self.session.is_empty() {
-            let _ = self.http("DELETE", &format!("/session/{}", self.session), None);
+            let path = format!("/session/{}", self.session);
+            let _ = self.http_within(Duration::from_secs(10), "DELETE", &path, None);
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
