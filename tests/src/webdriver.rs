@@ -7,7 +7,7 @@
 //!
 //! ```no_run
 //! use lanyard_e2e::webdriver::Browser;
-//! let Some(mut browser) = Browser::for_test() else { return };
+//! let Some(browser) = Browser::for_test() else { return };
 //! browser.goto("https://127.0.0.1:8443/console/").unwrap();
 //! let name = browser.find("input[name=username]").unwrap();
 //! browser.send_keys(&name, "a.person").unwrap();
