@@ -98,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .nest("/api/v1", v1().router)
+        .merge(crate::console::router())
         .route_layer(middleware::from_fn(note_route))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.settings.http_body_bytes))
