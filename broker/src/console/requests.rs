@@ -74,7 +74,7 @@ async fn render(
                     &session.csrf,
                     &format!("/requests/{}/cancel", url(&r.row.username)),
                     "Cancel",
-                    &format!("Cancel {}'s request", r.row.username),
+                    &format!("{}'s request", r.row.username),
                     false,
                 ));
             }
