@@ -271,4 +271,7 @@ fn the_inventory_tour_in_the_console() {
     b.goto(&format!("{base}/laptops")).unwrap();
     assert!(b.title().unwrap().contains("You cannot do this"));
     look(&b, &axe, "forbidden");
+    b.goto(&format!("{base}/no-such-page")).unwrap();
+    assert!(b.title().unwrap().contains("Page not found"));
+    look(&b, &axe, "not-found");
 }
