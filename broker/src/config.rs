@@ -105,6 +105,10 @@ pub struct OidcConfig {
     pub recheck_every: Option<String>,
     /// Scopes asked for besides "openid".
     pub scopes: Option<Vec<String>>,
+    /// The web console's redirect URL as registered at the provider,
+    /// `https://HOST[:PORT]/login/sso/callback`; absent: the console's
+    /// sign-in page offers no provider button.
+    pub console_redirect_url: Option<String>,
 }
 
 /// `[oidc]`, checked.
@@ -120,6 +124,7 @@ pub struct OidcSettings {
     pub redirect_ports: Vec<u16>,
     pub recheck_every: Duration,
     pub scopes: Vec<String>,
+    pub console_redirect_url: Option<String>,
 }
 
 impl std::fmt::Debug for OidcSettings {
@@ -133,6 +138,7 @@ impl std::fmt::Debug for OidcSettings {
             .field("provision", &self.provision)
             .field("redirect_ports", &self.redirect_ports)
             .field("recheck_every", &self.recheck_every)
+            .field("console_redirect_url", &self.console_redirect_url)
             .finish_non_exhaustive()
     }
 }
@@ -230,7 +236,27 @@ impl OidcConfig {
                 return Err(value_err("oidc.scopes", format!("{s:?} is not a scope")));
             }
         }
+        let console_redirect_url = match self.console_redirect_url {
+            None => None,
+            Some(u) => {
+                let u = u.trim().to_owned();
+                let loopback =
+                    u.starts_with("http://127.0.0.1:") || u.starts_with("http://localhost:");
+                if !(u.starts_with("https://") || loopback)
+                    || !u.ends_with("/login/sso/callback")
+                    || u.len() > 512
+                    || u.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(value_err(
+                        "oidc.console_redirect_url",
+                        "must be https://HOST[:PORT]/login/sso/callback (the console's address as the provider knows it)",
+                    ));
+                }
+                Some(u)
+            }
+        };
         Ok(OidcSettings {
+            console_redirect_url,
             issuer,
             client_id,
             client_secret,

@@ -49,6 +49,8 @@ pub struct ProviderOptions {
     /// 0: any free port.
     pub port: u16,
     pub id_token_ttl_secs: u32,
+    /// More redirect URIs for the client (the web console's callback).
+    pub extra_redirects: Vec<String>,
 }
 
 impl ProviderOptions {
@@ -58,6 +60,7 @@ impl ProviderOptions {
             redirect_ports: vec![53682, 53683, 53684],
             port: 0,
             id_token_ttl_secs: 300,
+            extra_redirects: Vec::new(),
         }
     }
 }
@@ -90,6 +93,7 @@ impl Provider {
             .env("OIDC_USERS", options.users.to_string())
             .env("OIDC_REDIRECT_PORTS", ports)
             .env("OIDC_ID_TOKEN_TTL", options.id_token_ttl_secs.to_string())
+            .env("OIDC_EXTRA_REDIRECTS", options.extra_redirects.join(","))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

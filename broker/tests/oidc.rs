@@ -28,6 +28,7 @@ fn settings(issuer: &str, client_id: &str) -> OidcSettings {
         redirect_ports: vec![53682, 53683, 53684],
         recheck_every: Duration::from_secs(3600),
         scopes: vec!["profile".into(), "email".into(), "offline_access".into()],
+        console_redirect_url: None,
     }
 }
 

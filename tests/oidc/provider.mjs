@@ -9,6 +9,7 @@
 //                      _claim_names/_claim_sources pointer) or "disabled": true
 //   OIDC_REDIRECT_PORTS  comma-separated loopback ports for the client's redirect URIs
 //   OIDC_ID_TOKEN_TTL  ID token lifetime in seconds (default 300)
+//   OIDC_EXTRA_REDIRECTS  comma-separated redirect URIs added to the client (the console's callback)
 //
 // Prints one JSON line {"issuer": "..."} on stdout once it listens.
 //
@@ -31,6 +32,8 @@ const users = JSON.parse(process.env.OIDC_USERS || '{}');
 const ports = (process.env.OIDC_REDIRECT_PORTS || '53682,53683,53684')
   .split(',').map((p) => p.trim()).filter(Boolean);
 const idTokenTtl = Number(process.env.OIDC_ID_TOKEN_TTL || 300);
+// More redirect URIs for the client, e.g. the web console's callback.
+const extraRedirects = (process.env.OIDC_EXTRA_REDIRECTS || '').split(',').filter(Boolean);
 
 const { privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const jwk = privateKey.export({ format: 'jwk' });
@@ -120,7 +123,7 @@ server.listen(Number(process.env.OIDC_PORT || 0), '127.0.0.1', () => {
         id_token_signed_response_alg: 'ES256',
         grant_types: ['authorization_code', 'refresh_token'],
         response_types: ['code'],
-        redirect_uris: ports.map((p) => `http://127.0.0.1:${p}/callback`),
+        redirect_uris: ports.map((p) => `http://127.0.0.1:${p}/callback`).concat(extraRedirects),
       },
       {
         // Signs its ID tokens with HS256 (the client secret): a relying

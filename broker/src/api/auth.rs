@@ -312,7 +312,6 @@ pub async fn sso_finish(
     note: Option<axum::Extension<std::sync::Arc<super::middleware::AccessNote>>>,
     JsonBody(req): JsonBody<SsoFinishRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
-    use crate::store::oidc::Admission;
     let oidc = oidc_of(&state)?;
     if req.handle.is_empty() || req.handle.len() > 128 {
         return Err(ApiError::bad(
@@ -333,6 +332,20 @@ pub async fn sso_finish(
         }
     };
     let now = now_ms();
+    let person = sso_admit_person(&state, oidc, &id, now).await?;
+    issue_api_token(&state, note.as_ref(), person.username, person.role, now).await
+}
+
+/// Whether the person the provider vouched for may sign in (mapped groups
+/// taken from the claim, provisioned when configured): the person, or a
+/// refusal that says why (audited).
+pub async fn sso_admit_person(
+    state: &AppState,
+    oidc: &crate::auth::oidc::Oidc,
+    id: &crate::auth::oidc::Identity,
+    now: crate::clock::Millis,
+) -> ApiResult<crate::store::staff::Staff> {
+    use crate::store::oidc::Admission;
     let why = match state
         .store
         .sso_admit(&id.username, &id.groups, oidc.settings().provision, now)
@@ -360,8 +373,7 @@ pub async fn sso_finish(
             .await;
         return Err(ApiError::Forbidden(why));
     }
-    let person = state.store.staff_get(&id.username).await?;
-    issue_api_token(&state, note.as_ref(), person.username, person.role, now).await
+    Ok(state.store.staff_get(&id.username).await?)
 }
 
 /// The API token a sign-in (password or SSO) ends with: stored hashed,

@@ -509,8 +509,16 @@ impl Oidc {
         if !self.settings.redirect_ports.contains(&port) {
             return Err(OidcError::PortNotConfigured(port, self.ports_text()));
         }
+        self.begin_at(device, &format!("http://127.0.0.1:{port}/callback"))
+            .await
+    }
+
+    /// Starts a sign-in bound to `device` (an agent, the CLI's handle, or
+    /// a console sign-in's cookie) whose redirect comes back to `redirect`,
+    /// one of the configured ones.
+    pub async fn begin_at(&self, device: &str, redirect: &str) -> Result<String, OidcError> {
         let d = self.discovered(false).await?;
-        let redirect = RedirectUrl::new(format!("http://127.0.0.1:{port}/callback"))
+        let redirect = RedirectUrl::new(redirect.to_owned())
             .map_err(|e| OidcError::Provider(format!("redirect URL: {e}")))?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let client = self.client(&d).set_redirect_uri(redirect.clone());

@@ -38,6 +38,15 @@ fn next_path(next: Option<&str>) -> String {
     }
 }
 
+/// Whether the console offers the organisation's provider.
+fn sso_offered(state: &AppState) -> bool {
+    state
+        .oidc
+        .as_ref()
+        .is_some_and(|o| o.settings().console_redirect_url.is_some())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn login_page(
     csrf: &str,
     next: &str,
@@ -45,14 +54,21 @@ fn login_page(
     errors: &[FieldError],
     status: StatusCode,
     login_secret: Option<&str>,
+    sso: bool,
 ) -> Response {
+    let sso = if sso {
+        "<h2>Or</h2><p><a class=\"button secondary\" href=\"/login/sso\">Sign in with your \
+         organisation account</a></p>"
+    } else {
+        ""
+    };
     let body = format!(
         "<p>Sign in with your Lanyard username and password. If your account has a second \
          factor, enter the 6-digit code from your authenticator app.</p>\
          <form method=\"post\" action=\"/login\" novalidate>\
          <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
          <input type=\"hidden\" name=\"next\" value=\"{}\">{}{}{}\
-         <button type=\"submit\" class=\"button\">Sign in</button></form>",
+         <button type=\"submit\" class=\"button\">Sign in</button></form>{sso}",
         esc(csrf),
         esc(next),
         Field::text("username", "Username", username)
@@ -89,7 +105,7 @@ fn login_page(
 }
 
 /// The sign-in form, with a fresh CSRF secret in its own cookie.
-pub async fn form(Query(q): Query<LoginQuery>) -> Response {
+pub async fn form(State(state): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
     let secret = crate::secrets::new_token("lyl_");
     login_page(
         &csrf_for(&secret),
@@ -98,6 +114,7 @@ pub async fn form(Query(q): Query<LoginQuery>) -> Response {
         &[],
         StatusCode::OK,
         Some(&secret),
+        sso_offered(&state),
     )
 }
 
@@ -140,6 +157,7 @@ pub async fn submit(
             &errors,
             StatusCode::BAD_REQUEST,
             None,
+            sso_offered(&state),
         );
     }
     let now = now_ms();
@@ -163,7 +181,15 @@ pub async fn submit(
                 field: "username".into(),
                 message: text,
             }];
-            return login_page(&csrf, &next, &shown_name, &errors, status, None);
+            return login_page(
+                &csrf,
+                &next,
+                &shown_name,
+                &errors,
+                status,
+                None,
+                sso_offered(&state),
+            );
         }
         Err(e) => {
             state
@@ -181,6 +207,7 @@ pub async fn submit(
                 &errors,
                 StatusCode::UNAUTHORIZED,
                 None,
+                sso_offered(&state),
             );
         }
     };
@@ -202,25 +229,209 @@ pub async fn submit(
             field: "username".into(),
             message: text,
         }];
-        return login_page(&csrf, &next, &shown_name, &errors, status, None);
+        return login_page(
+            &csrf,
+            &next,
+            &shown_name,
+            &errors,
+            status,
+            None,
+            sso_offered(&state),
+        );
     }
     state
         .metrics
         .api_logins_ok
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    // Staff land on their own page.
-    let to = if person.role == crate::model::Role::Staff && next == "/" {
-        "/me".to_owned()
-    } else {
-        next
-    };
-    let mut r = Redirect::to(&to).into_response();
+    let mut r = Redirect::to(&landing(person.role, next)).into_response();
     r.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(SESSION_COOKIE, &token, ttl / 1000),
     );
     r.headers_mut()
         .append(header::SET_COOKIE, clear_cookie(LOGIN_COOKIE));
+    r
+}
+
+/// Where a sign-in lands: staff on their own page.
+fn landing(role: crate::model::Role, next: String) -> String {
+    if role == crate::model::Role::Staff && next == "/" {
+        "/me".to_owned()
+    } else {
+        next
+    }
+}
+
+/// The cookie binding a console SSO sign-in to this browser. `Lax`, not
+/// `Strict`: the provider's redirect back is a navigation from its site.
+const SSO_COOKIE: &str = "__Host-lanyard-sso";
+
+fn sso_binding(handle: &str) -> String {
+    format!("console:{}", crate::secrets::hash_secret(handle.as_bytes()))
+}
+
+/// A sign-in page that says why the provider's sign-in did not work.
+fn sso_problem(state: &AppState, status: StatusCode, message: String) -> Response {
+    let secret = crate::secrets::new_token("lyl_");
+    let errors = [FieldError {
+        field: "username".into(),
+        message,
+    }];
+    login_page(
+        &csrf_for(&secret),
+        "/",
+        "",
+        &errors,
+        status,
+        Some(&secret),
+        sso_offered(state),
+    )
+}
+
+/// `GET /login/sso`: off to the provider, with this browser bound to the
+/// sign-in by a cookie.
+pub async fn sso_start(
+    State(state): State<AppState>,
+    client: Option<axum::Extension<ClientAddr>>,
+) -> Response {
+    let (Some(oidc), true) = (state.oidc.as_ref(), sso_offered(&state)) else {
+        return super::not_found_page();
+    };
+    let redirect = oidc
+        .settings()
+        .console_redirect_url
+        .clone()
+        .unwrap_or_default();
+    let handle = crate::secrets::new_token("lyc_");
+    match oidc.begin_at(&sso_binding(&handle), &redirect).await {
+        Ok(url) => {
+            let mut r = Redirect::to(&url).into_response();
+            let cookie = format!(
+                "{SSO_COOKIE}={handle}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=600"
+            );
+            if let Ok(v) = axum::http::HeaderValue::from_str(&cookie) {
+                r.headers_mut().append(header::SET_COOKIE, v);
+            }
+            r
+        }
+        Err(e) => {
+            let from = client.map(|axum::Extension(ClientAddr(a))| a.ip());
+            state
+                .failures
+                .note(from, "sso", e.kind(), "console", now_ms());
+            sso_problem(&state, StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct SsoCallback {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// `GET /login/sso/callback`: the provider's answer. The code is redeemed
+/// and the ID token checked as for the agent; the person admitted by the
+/// same rules; then a console session. The session cookie is `Strict`,
+/// and this request came from the provider's site, so the page sends the
+/// browser on with a same-site link of its own.
+pub async fn sso_callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    client: Option<axum::Extension<ClientAddr>>,
+    Query(q): Query<SsoCallback>,
+) -> Response {
+    let Some(oidc) = state.oidc.as_ref() else {
+        return super::not_found_page();
+    };
+    let from = client.map(|axum::Extension(ClientAddr(a))| a.ip());
+    if let Some(error) = q.error {
+        let error: String = error
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(64)
+            .collect();
+        state
+            .failures
+            .note(from, "sso", "provider_error", "console", now_ms());
+        return sso_problem(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            format!("The organisation's sign-in did not complete ({error}); try again"),
+        );
+    }
+    let Some(handle) = cookie(&headers, SSO_COOKIE) else {
+        return sso_problem(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "This sign-in was not started in this browser (or took longer than 10 minutes); try again".into(),
+        );
+    };
+    let id = match oidc.finish(&sso_binding(handle), &q.code, &q.state).await {
+        Ok(id) => id,
+        Err(e) => {
+            state
+                .failures
+                .note(from, "sso", e.kind(), "console", now_ms());
+            state
+                .metrics
+                .api_logins_failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return sso_problem(&state, StatusCode::UNAUTHORIZED, e.to_string());
+        }
+    };
+    let now = now_ms();
+    let person = match crate::api::auth::sso_admit_person(&state, oidc, &id, now).await {
+        Ok(p) => p,
+        Err(e) => return sso_problem(&state, StatusCode::FORBIDDEN, e.message().to_owned()),
+    };
+    let token = crate::secrets::new_token("lyt_");
+    let ttl = duration_ms(state.live().api_token_ttl);
+    if let Err(e) = state
+        .store
+        .api_token_create(
+            &person.username,
+            person.role.is_admin(),
+            &crate::secrets::hash_secret(token.as_bytes()),
+            ttl,
+            now,
+        )
+        .await
+    {
+        let (status, text) = super::store_problem(e);
+        return sso_problem(&state, status, text);
+    }
+    state
+        .metrics
+        .api_logins_ok
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let to = landing(person.role, "/".into());
+    let mut r = respond(
+        StatusCode::OK,
+        Page {
+            title: "Signed in",
+            viewer: None,
+            current: "",
+            notice: None,
+            errors: &[],
+            live: false,
+            body: format!(
+                "<p>You are signed in as {}.</p><p><a class=\"button\" id=\"continue\" href=\"{}\">Continue</a></p>",
+                esc(&person.username),
+                esc(&to)
+            ),
+        },
+    );
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(SESSION_COOKIE, &token, ttl / 1000),
+    );
+    r.headers_mut()
+        .append(header::SET_COOKIE, clear_cookie(SSO_COOKIE));
     r
 }
 

@@ -237,6 +237,8 @@ pub fn router() -> Router<AppState> {
         .route("/live.json", get(dashboard::live))
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
+        .route("/login/sso", get(login::sso_start))
+        .route("/login/sso/callback", get(login::sso_callback))
         .route("/assets/console.css", get(css))
         .route("/assets/console.js", get(js))
         .merge(laptops::routes())
