@@ -55,6 +55,10 @@ const FILES: &[(&str, &str)] = &[
         "0011_roles.sql",
         include_str!("../../../migrations/0011_roles.sql"),
     ),
+    file(
+        "0012_idp_roles.sql",
+        include_str!("../../../migrations/0012_idp_roles.sql"),
+    ),
 ];
 
 const fn file(name: &'static str, sql: &'static str) -> (&'static str, &'static str) {

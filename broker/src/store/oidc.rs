@@ -5,6 +5,29 @@ use std::collections::BTreeSet;
 
 use super::{AuditEntry, Result, Store};
 use crate::clock::Millis;
+use crate::model::Role;
+
+/// The role a person has after an SSO sign-in, from their role now, the
+/// role they had before the provider raised it (`None`: their role is
+/// their own, set by hand or the default) and the highest role their
+/// mapped groups grant: `Some((role, role_before_idp))` when either
+/// changes. A granted role higher than their own is taken; a role from
+/// the provider follows what it grants, back down to their own role; a
+/// role of their own is never lowered.
+pub fn role_after_sign_in(
+    current: Role,
+    before_idp: Option<Role>,
+    granted: Option<Role>,
+) -> Option<(Role, Option<Role>)> {
+    let own = before_idp.unwrap_or(current);
+    let granted = granted.unwrap_or(Role::Staff);
+    let next = if granted > own {
+        (granted, Some(own))
+    } else {
+        (own, None)
+    };
+    (next != (current, before_idp)).then_some(next)
+}
 
 /// What the store decided about a person the provider signed in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +55,17 @@ pub struct OidcSignIn {
 }
 
 impl Store {
+    /// A person's role, and the role of their own under it when it came
+    /// from the provider.
+    pub async fn staff_role_source(&self, username: &str) -> Result<Option<(Role, Option<Role>)>> {
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT role, role_before_idp FROM staff WHERE username = $1")
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(r, b)| (Role::from_stored(&r), b.as_deref().map(Role::from_stored))))
+    }
+
     /// The provider groups mapped to each Lanyard group: (group, provider group).
     pub async fn idp_group_mappings(&self) -> Result<Vec<(String, String)>> {
         Ok(sqlx::query_as(
@@ -44,7 +78,9 @@ impl Store {
     /// Admits `username`, whom the provider says is in `idp_groups`: the
     /// person must be in at least one mapped group; with `provision` an
     /// unknown person is made (priority 3). Their membership of every
-    /// mapped group is set from `idp_groups`, audited, as an access change.
+    /// mapped group is set from `idp_groups`, audited, as an access change;
+    /// their role from what the groups grant ([`role_after_sign_in`]),
+    /// audited.
     pub async fn sso_admit(
         &self,
         username: &str,
@@ -68,12 +104,17 @@ impl Store {
             tx.rollback().await?;
             return Ok(Admission::NoMappedGroup);
         }
-        let person: Option<(i64,)> = sqlx::query_as("SELECT active FROM staff WHERE username = $1")
-            .bind(username)
-            .fetch_optional(tx.conn())
-            .await?;
+        let person: Option<(i64, String, Option<String>)> =
+            sqlx::query_as("SELECT active, role, role_before_idp FROM staff WHERE username = $1")
+                .bind(username)
+                .fetch_optional(tx.conn())
+                .await?;
+        let (role_now, role_before_idp) = person
+            .as_ref()
+            .map(|(_, r, b)| (Role::from_stored(r), b.as_deref().map(Role::from_stored)))
+            .unwrap_or((Role::Staff, None));
         let provisioned = match person {
-            Some((0,)) => {
+            Some((0, _, _)) => {
                 tx.rollback().await?;
                 return Ok(Admission::Disabled);
             }
@@ -126,16 +167,51 @@ impl Store {
                 removed.push(*g);
             }
         }
-        let changed = !(added.is_empty() && removed.is_empty() && !provisioned);
+        let grants: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, grants_role FROM access_groups WHERE grants_role IS NOT NULL",
+        )
+        .fetch_all(tx.conn())
+        .await?;
+        let granted = grants
+            .iter()
+            .filter(|(g, _)| wanted.contains(g.as_str()))
+            .map(|(_, r)| Role::from_stored(r))
+            .max();
+        let role_changed = role_after_sign_in(role_now, role_before_idp, granted);
+        if let Some((role, before_idp)) = role_changed {
+            sqlx::query(
+                "UPDATE staff SET role = $1, is_admin = $2, role_before_idp = $3, updated_at = $4
+                 WHERE username = $5",
+            )
+            .bind(role.as_str())
+            .bind(i64::from(role.is_admin()))
+            .bind(before_idp.map(Role::as_str))
+            .bind(now)
+            .bind(username)
+            .execute(tx.conn())
+            .await?;
+            if role != role_now {
+                tx.audit(
+                    AuditEntry::ok(username, "staff.role_from_idp", username).with_detail(
+                        serde_json::json!({ "role": role, "was": role_now, "by": "sso" }),
+                    ),
+                )
+                .await?;
+            }
+        }
+        let groups_changed = !(added.is_empty() && removed.is_empty() && !provisioned);
+        let changed = groups_changed || role_changed.is_some();
         if !changed {
             tx.rollback().await?;
         } else {
-            tx.access_changed();
-            tx.audit(
-                AuditEntry::ok(username, "staff.groups_from_idp", username)
-                    .with_detail(serde_json::json!({ "added": added, "removed": removed })),
-            )
-            .await?;
+            if groups_changed {
+                tx.access_changed();
+                tx.audit(
+                    AuditEntry::ok(username, "staff.groups_from_idp", username)
+                        .with_detail(serde_json::json!({ "added": added, "removed": removed })),
+                )
+                .await?;
+            }
             tx.commit().await?;
         }
         Ok(Admission::Admitted {
@@ -234,5 +310,47 @@ impl Store {
         )
         .await?;
         tx.commit().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_granted_role_raises_and_only_a_provider_role_drops() {
+        use Role::*;
+        // Higher than their own: taken, over their own.
+        assert_eq!(
+            role_after_sign_in(Staff, None, Some(Ict)),
+            Some((Ict, Some(Staff)))
+        );
+        assert_eq!(
+            role_after_sign_in(Viewer, None, Some(Admin)),
+            Some((Admin, Some(Viewer)))
+        );
+        // Not higher than their own: nothing.
+        assert_eq!(role_after_sign_in(Admin, None, Some(Viewer)), None);
+        assert_eq!(role_after_sign_in(Ict, None, None), None);
+        assert_eq!(role_after_sign_in(Ict, None, Some(Ict)), None);
+        assert_eq!(role_after_sign_in(Staff, None, None), None);
+        // A provider role follows the provider, down to their own.
+        assert_eq!(
+            role_after_sign_in(Admin, Some(Staff), Some(Ict)),
+            Some((Ict, Some(Staff)))
+        );
+        assert_eq!(
+            role_after_sign_in(Admin, Some(Staff), None),
+            Some((Staff, None))
+        );
+        assert_eq!(
+            role_after_sign_in(Ict, Some(Viewer), None),
+            Some((Viewer, None))
+        );
+        assert_eq!(role_after_sign_in(Ict, Some(Viewer), Some(Ict)), None);
+        assert_eq!(
+            role_after_sign_in(Admin, Some(Viewer), Some(Viewer)),
+            Some((Viewer, None))
+        );
     }
 }
