@@ -7,7 +7,7 @@
 
 use lanyard_broker::model::{GroupName, Role};
 use lanyard_broker::store::groups::GroupMappingChange;
-use lanyard_broker::store::oidc::Admission;
+use lanyard_broker::store::oidc::{Admission, IdpRole};
 use lanyard_broker::store::{Store, StoreError};
 use lanyard_broker::testkit::stores;
 
@@ -290,7 +290,13 @@ async fn a_role_comes_from_a_mapped_group_and_goes_with_it() {
         assert_eq!((p.role, p.admin), (Role::Admin, true), "{ts:?}");
         assert_eq!(
             store.staff_role_source("f.jones").await.unwrap(),
-            Some((Role::Admin, Some(Role::Staff)))
+            Some((
+                Role::Admin,
+                Some(IdpRole {
+                    gave: Role::Admin,
+                    before: Role::Staff
+                })
+            ))
         );
         let rows = audited(store, "staff.role_from_idp", "f.jones").await;
         assert_eq!(rows.len(), 1, "{ts:?}: {rows:?}");
@@ -355,6 +361,28 @@ async fn a_role_comes_from_a_mapped_group_and_goes_with_it() {
         assert_eq!(
             store.staff_role_source("f.jones").await.unwrap(),
             Some((Role::Viewer, None)),
+            "{ts:?}"
+        );
+        // Made admin by hand over a role the provider gave (as `lanyard
+        // staff set --role` does): theirs now, kept when the provider
+        // grants less.
+        store
+            .sso_admit("f.jones", &groups(&["grp-ict"]), true, NOW + 5)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE staff SET role = 'admin', is_admin = 1 WHERE username = 'f.jones'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        store
+            .sso_admit("f.jones", &groups(&["grp-fin"]), true, NOW + 6)
+            .await
+            .unwrap();
+        let p = store.staff_get("f.jones").await.unwrap();
+        assert_eq!((p.role, p.admin), (Role::Admin, true), "{ts:?}");
+        assert_eq!(
+            store.staff_role_source("f.jones").await.unwrap(),
+            Some((Role::Admin, None)),
             "{ts:?}"
         );
     }

@@ -7,26 +7,42 @@ use super::{AuditEntry, Result, Store};
 use crate::clock::Millis;
 use crate::model::Role;
 
-/// The role a person has after an SSO sign-in, from their role now, the
-/// role they had before the provider raised it (`None`: their role is
-/// their own, set by hand or the default) and the highest role their
-/// mapped groups grant: `Some((role, role_before_idp))` when either
-/// changes. A granted role higher than their own is taken; a role from
-/// the provider follows what it grants, back down to their own role; a
-/// role of their own is never lowered.
+/// Where a person's role came from, when the provider gave it: the role
+/// it gave and the person's own role before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdpRole {
+    pub gave: Role,
+    pub before: Role,
+}
+
+/// The role a person has after an SSO sign-in, from their role now, what
+/// the provider gave before (if it did) and the highest role their mapped
+/// groups grant now: `Some((role, idp))` when either changes. A granted
+/// role higher than their own is taken; a role from the provider follows
+/// what it grants, back down to their own role; a role of their own (set
+/// by hand, even over one the provider gave) is never lowered.
 pub fn role_after_sign_in(
     current: Role,
-    before_idp: Option<Role>,
+    idp: Option<IdpRole>,
     granted: Option<Role>,
-) -> Option<(Role, Option<Role>)> {
-    let own = before_idp.unwrap_or(current);
+) -> Option<(Role, Option<IdpRole>)> {
+    let own = match idp {
+        Some(i) if i.gave == current => i.before,
+        _ => current,
+    };
     let granted = granted.unwrap_or(Role::Staff);
     let next = if granted > own {
-        (granted, Some(own))
+        (
+            granted,
+            Some(IdpRole {
+                gave: granted,
+                before: own,
+            }),
+        )
     } else {
         (own, None)
     };
-    (next != (current, before_idp)).then_some(next)
+    (next != (current, idp)).then_some(next)
 }
 
 /// What the store decided about a person the provider signed in.
@@ -54,16 +70,26 @@ pub struct OidcSignIn {
     pub checked_at: Millis,
 }
 
+fn idp_role(gave: &Option<String>, before: &Option<String>) -> Option<IdpRole> {
+    Some(IdpRole {
+        gave: Role::from_stored(gave.as_deref()?),
+        before: Role::from_stored(before.as_deref()?),
+    })
+}
+
 impl Store {
-    /// A person's role, and the role of their own under it when it came
-    /// from the provider.
-    pub async fn staff_role_source(&self, username: &str) -> Result<Option<(Role, Option<Role>)>> {
-        let row: Option<(String, Option<String>)> =
-            sqlx::query_as("SELECT role, role_before_idp FROM staff WHERE username = $1")
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|(r, b)| (Role::from_stored(&r), b.as_deref().map(Role::from_stored))))
+    /// A person's role, and where it came from when the provider gave it.
+    pub async fn staff_role_source(
+        &self,
+        username: &str,
+    ) -> Result<Option<(Role, Option<IdpRole>)>> {
+        let row: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT role, role_from_idp, role_before_idp FROM staff WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(r, gave, before)| (Role::from_stored(&r), idp_role(&gave, &before))))
     }
 
     /// The provider groups mapped to each Lanyard group: (group, provider group).
@@ -104,17 +130,18 @@ impl Store {
             tx.rollback().await?;
             return Ok(Admission::NoMappedGroup);
         }
-        let person: Option<(i64, String, Option<String>)> =
-            sqlx::query_as("SELECT active, role, role_before_idp FROM staff WHERE username = $1")
-                .bind(username)
-                .fetch_optional(tx.conn())
-                .await?;
-        let (role_now, role_before_idp) = person
+        let person: Option<(i64, String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT active, role, role_from_idp, role_before_idp FROM staff WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(tx.conn())
+        .await?;
+        let (role_now, idp_role) = person
             .as_ref()
-            .map(|(_, r, b)| (Role::from_stored(r), b.as_deref().map(Role::from_stored)))
+            .map(|(_, r, gave, before)| (Role::from_stored(r), idp_role(gave, before)))
             .unwrap_or((Role::Staff, None));
         let provisioned = match person {
-            Some((0, _, _)) => {
+            Some((0, _, _, _)) => {
                 tx.rollback().await?;
                 return Ok(Admission::Disabled);
             }
@@ -177,15 +204,17 @@ impl Store {
             .filter(|(g, _)| wanted.contains(g.as_str()))
             .map(|(_, r)| Role::from_stored(r))
             .max();
-        let role_changed = role_after_sign_in(role_now, role_before_idp, granted);
-        if let Some((role, before_idp)) = role_changed {
+        let role_changed = role_after_sign_in(role_now, idp_role, granted);
+        if let Some((role, idp)) = role_changed {
             sqlx::query(
-                "UPDATE staff SET role = $1, is_admin = $2, role_before_idp = $3, updated_at = $4
-                 WHERE username = $5",
+                "UPDATE staff SET role = $1, is_admin = $2, role_from_idp = $3,
+                        role_before_idp = $4, updated_at = $5
+                 WHERE username = $6",
             )
             .bind(role.as_str())
             .bind(i64::from(role.is_admin()))
-            .bind(before_idp.map(Role::as_str))
+            .bind(idp.map(|i| i.gave.as_str()))
+            .bind(idp.map(|i| i.before.as_str()))
             .bind(now)
             .bind(username)
             .execute(tx.conn())
@@ -320,14 +349,15 @@ mod tests {
     #[test]
     fn a_granted_role_raises_and_only_a_provider_role_drops() {
         use Role::*;
+        let idp = |gave, before| Some(IdpRole { gave, before });
         // Higher than their own: taken, over their own.
         assert_eq!(
             role_after_sign_in(Staff, None, Some(Ict)),
-            Some((Ict, Some(Staff)))
+            Some((Ict, idp(Ict, Staff)))
         );
         assert_eq!(
             role_after_sign_in(Viewer, None, Some(Admin)),
-            Some((Admin, Some(Viewer)))
+            Some((Admin, idp(Admin, Viewer)))
         );
         // Not higher than their own: nothing.
         assert_eq!(role_after_sign_in(Admin, None, Some(Viewer)), None);
@@ -336,21 +366,30 @@ mod tests {
         assert_eq!(role_after_sign_in(Staff, None, None), None);
         // A provider role follows the provider, down to their own.
         assert_eq!(
-            role_after_sign_in(Admin, Some(Staff), Some(Ict)),
-            Some((Ict, Some(Staff)))
+            role_after_sign_in(Admin, idp(Admin, Staff), Some(Ict)),
+            Some((Ict, idp(Ict, Staff)))
         );
         assert_eq!(
-            role_after_sign_in(Admin, Some(Staff), None),
+            role_after_sign_in(Admin, idp(Admin, Staff), None),
             Some((Staff, None))
         );
         assert_eq!(
-            role_after_sign_in(Ict, Some(Viewer), None),
+            role_after_sign_in(Ict, idp(Ict, Viewer), None),
             Some((Viewer, None))
         );
-        assert_eq!(role_after_sign_in(Ict, Some(Viewer), Some(Ict)), None);
+        assert_eq!(role_after_sign_in(Ict, idp(Ict, Viewer), Some(Ict)), None);
         assert_eq!(
-            role_after_sign_in(Admin, Some(Viewer), Some(Viewer)),
+            role_after_sign_in(Admin, idp(Admin, Viewer), Some(Viewer)),
             Some((Viewer, None))
+        );
+        // Set by hand over a provider role: their own now, never lowered.
+        assert_eq!(
+            role_after_sign_in(Admin, idp(Ict, Staff), None),
+            Some((Admin, None))
+        );
+        assert_eq!(
+            role_after_sign_in(Viewer, idp(Ict, Staff), Some(Ict)),
+            Some((Ict, idp(Ict, Viewer)))
         );
     }
 }
