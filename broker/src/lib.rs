@@ -10,6 +10,7 @@ pub mod broker;
 pub mod checkpoint;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod csv_import;
 pub mod datadir;
 pub mod histogram;

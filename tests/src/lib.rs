@@ -2,11 +2,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod axe;
 pub mod help_check;
 pub mod impair;
 pub mod promql;
+pub mod screenshots;
 pub mod store_link;
 pub mod trend;
+pub mod webdriver;
 pub mod world;
 
 use std::io::{BufRead, BufReader, Write};
@@ -419,6 +422,55 @@ pub fn http_server(body: &'static str) -> std::net::SocketAddr {
                 }
                 let response = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(response.as_bytes());
+            });
+        }
+    });
+    addr
+}
+
+/// A small HTTP/1.1 server on 127.0.0.1 serving HTML `pages` by path (the
+/// query string ignored; 404 for any other path), each answer with the
+/// extra `headers` (a Content-Security-Policy, say), then closing.
+pub fn http_site(headers: &[(&str, &str)], pages: &[(&str, &str)]) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind http");
+    let addr = listener.local_addr().expect("http addr");
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    let pages: std::sync::Arc<std::collections::HashMap<String, String>> = std::sync::Arc::new(
+        pages
+            .iter()
+            .map(|(path, body)| ((*path).to_owned(), (*body).to_owned()))
+            .collect(),
+    );
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let (extra, pages) = (extra.clone(), pages.clone());
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                use std::io::Read;
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) if request.len() + n > 64 * 1024 => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let request = String::from_utf8_lossy(&request);
+                let target = request.split_whitespace().nth(1).unwrap_or("/");
+                let path = target.split('?').next().unwrap_or(target);
+                let (status, body) = match pages.get(path) {
+                    Some(body) => ("200 OK", body.as_str()),
+                    None => ("404 Not Found", "<!doctype html><title>Not found</title>"),
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = conn.write_all(response.as_bytes());

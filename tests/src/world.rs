@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,74 @@ impl World {
         agent.enrol_and_login(&code, username, PASSWORD);
         agent
     }
+}
+
+/// One HTTPS request to the API; the status and the body.
+pub fn api(w: &World, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    api_with(w, method, path, token, None)
+}
+
+/// As [`api`], with a JSON body.
+pub fn api_with(
+    w: &World,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&serde_json::Value>,
+) -> (u16, String) {
+    let tcp = TcpStream::connect(w.broker.api_addr()).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut tls = w.broker.tls_over(tcp);
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let body = json.map(serde_json::Value::to_string).unwrap_or_default();
+    let kind = if json.is_some() {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
+    write!(
+        tls,
+        "{method} {path} HTTP/1.1\r\nHost: lanyard\r\n{auth}{kind}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {raw:?}"));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        status,
+        if chunked {
+            unchunk(body)
+        } else {
+            body.to_owned()
+        },
+    )
+}
+
+/// A chunked body's data.
+fn unchunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
 }
 
 /// Reads from a live tunnel connection until it ends: the instant it did,

@@ -7,79 +7,9 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
-use std::io::{Read, Write};
-
 use serde_json::Value;
 
-use lanyard_e2e::world::{World, READY};
-
-/// One HTTPS request to the API; the status and the body.
-fn api(w: &World, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    api_with(w, method, path, token, None)
-}
-
-/// As [`api`], with a JSON body.
-fn api_with(
-    w: &World,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    json: Option<&Value>,
-) -> (u16, String) {
-    let tcp = std::net::TcpStream::connect(w.broker.api_addr()).unwrap();
-    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
-        .unwrap();
-    let mut tls = w.broker.tls_over(tcp);
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let body = json.map(Value::to_string).unwrap_or_default();
-    let kind = if json.is_some() {
-        "Content-Type: application/json\r\n"
-    } else {
-        ""
-    };
-    write!(
-        tls,
-        "{method} {path} HTTP/1.1\r\nHost: lanyard\r\n{auth}{kind}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    let _ = tls.read_to_end(&mut raw);
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {raw:?}"));
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    (
-        status,
-        if chunked {
-            unchunk(body)
-        } else {
-            body.to_owned()
-        },
-    )
-}
-
-/// A chunked body's data.
-fn unchunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
-    }
-    out
-}
+use lanyard_e2e::world::{api, api_with, World, READY};
 
 /// Where the schema `s` (maybe a `$ref`) points in `doc`.
 fn resolve<'a>(doc: &'a Value, s: &'a Value) -> &'a Value {

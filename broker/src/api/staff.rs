@@ -14,7 +14,7 @@ use crate::clock::now_ms;
 use crate::csv_import::FieldProblems;
 use crate::model::{parse_email, parse_text, GroupName, Priority, Role, Username};
 use crate::state::AppState;
-use crate::store::staff::{NewStaff, Staff, StaffImportRow};
+use crate::store::staff::{NewStaff, Staff, StaffChange, StaffImportRow};
 
 pub const CSV_COLUMNS: [&str; 6] = [
     "username",
@@ -31,6 +31,7 @@ pub fn routes(r: Routes) -> Routes {
         .post("/staff", add)
         .post("/staff/import", import)
         .get("/staff/{username}", show)
+        .patch("/staff/{username}", set)
         .post("/staff/{username}/disable", disable)
         .post("/staff/{username}/enable", enable)
         .post("/staff/{username}/password", set_password)
@@ -207,6 +208,80 @@ async fn show(
     Path(username): Path<String>,
 ) -> ApiResult<Json<Staff>> {
     Ok(Json(state.store.staff_get(&username).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffSetRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub department: Option<String>,
+    #[serde(default)]
+    pub priority: Option<u8>,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
+}
+
+/// Reads a change to a person, naming every bad field at once.
+pub fn parse_staff_change(req: &StaffSetRequest) -> Result<StaffChange, ApiError> {
+    let mut p = FieldProblems::default();
+    let change = StaffChange {
+        name: req
+            .name
+            .as_deref()
+            .and_then(|v| p.check(parse_text("name", v, 200, true))),
+        email: req.email.as_deref().and_then(|v| p.check(parse_email(v))),
+        department: req
+            .department
+            .as_deref()
+            .and_then(|v| p.check(parse_text("department", v, 100, false))),
+        priority: req
+            .priority
+            .and_then(|v| p.check(Priority::parse(&v.to_string()))),
+        role: req.role.as_deref().and_then(|v| p.check(Role::parse(v))),
+        groups: req.groups.as_ref().map(|gs| {
+            let mut out: Vec<GroupName> = Vec::new();
+            for g in gs {
+                if let Some(g) = p.check(GroupName::parse(g)) {
+                    if !out.contains(&g) {
+                        out.push(g);
+                    }
+                }
+            }
+            out
+        }),
+    };
+    if p.0.is_empty() {
+        Ok(change)
+    } else {
+        Err(ApiError::bad(p.0.join("; ")))
+    }
+}
+
+/// Changes a person's name, email, department, priority, role or groups.
+async fn set(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(username): Path<String>,
+    JsonBody(req): JsonBody<StaffSetRequest>,
+) -> ApiResult<Json<Staff>> {
+    let change = parse_staff_change(&req)?;
+    if change.role.is_some() && caller.name == username {
+        return Err(ApiError::bad(
+            "you cannot change your own role; ask another admin",
+        ));
+    }
+    Ok(Json(
+        state
+            .store
+            .staff_set(&caller.name, &username, &change, now_ms())
+            .await?,
+    ))
 }
 
 async fn disable(

@@ -1,4 +1,6 @@
-//! Removing people for good, and the personal devices they enrolled:
+//! Leavers (`POST /api/v1/staff/{username}/leave`: everything a person
+//! held ends in one audited step), and removing people for good with the
+//! personal devices they enrolled:
 //! `DELETE /api/v1/staff/{username}/devices`, then
 //! `DELETE /api/v1/staff/{username}`. For leavers and for test identities
 //! (`lanyard stress` removes what it made this way).
@@ -18,11 +20,33 @@ use super::router::Routes;
 use crate::clock::now_ms;
 use crate::model::Username;
 use crate::state::AppState;
+use crate::store::leavers::Leaver;
 
 /// This module's routes under `/api/v1`.
 pub fn routes(r: Routes) -> Routes {
-    r.delete("/staff/{username}", remove_person)
+    r.post("/staff/{username}/leave", leave)
+        .delete("/staff/{username}", remove_person)
         .delete("/staff/{username}/devices", remove_devices)
+}
+
+/// The leaver action: disabled, sign-ins and tunnels ended, codes
+/// cancelled, personal devices revoked, laptop request cancelled, laptops
+/// recalled; one audit entry.
+async fn leave(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(username): Path<String>,
+) -> ApiResult<Json<Leaver>> {
+    let username = Username::parse(&username)?;
+    if caller.name == username.as_str() {
+        return Err(ApiError::bad("you cannot mark yourself as a leaver"));
+    }
+    Ok(Json(
+        state
+            .store
+            .staff_leave(&caller.name, &username, now_ms())
+            .await?,
+    ))
 }
 
 #[derive(Debug, Serialize)]

@@ -80,6 +80,8 @@ pub struct DeviceRow {
     pub allocated_since: Option<String>,
     /// A pool laptop's group: any active member may use it.
     pub pool: Option<String>,
+    /// Since when the laptop is to come back (its holder left).
+    pub recall_since: Option<String>,
     pub notes: String,
     pub purchase_date: Option<String>,
     pub warranty_end: Option<String>,
@@ -116,6 +118,7 @@ from_row! {
         department: Option<String>,
         allocated_at: Option<i64>,
         pool: Option<String>,
+        recall_at: Option<i64>,
     }
 }
 
@@ -132,6 +135,7 @@ impl From<LaptopRow> for DeviceRow {
             department: r.department,
             allocated_since: r.allocated_at.map(rfc3339),
             pool: r.pool,
+            recall_since: r.recall_at.map(rfc3339),
             notes: r.notes,
             purchase_date: r.purchase_date,
             warranty_end: r.warranty_end,
@@ -269,7 +273,7 @@ pub fn search_key(tag: &str, serial: &str, model: &str) -> String {
 const LAPTOP_SELECT: &str =
     "SELECT l.asset_tag, l.serial, l.model, l.status, l.notes, l.purchase_date, l.warranty_end,
             a.username AS holder, s.name AS holder_name, s.department AS department, a.allocated_at,
-            l.pool_group AS pool
+            l.pool_group AS pool, a.recall_at
      FROM laptops l
      LEFT JOIN allocations a ON a.asset_tag = l.asset_tag AND a.returned_at IS NULL
      LEFT JOIN staff s ON s.username = a.username";
@@ -682,6 +686,7 @@ impl Store {
                     holder_name: Some(p.name),
                     department: Some(p.department),
                     pool: None,
+                    recall_since: None,
                     allocated_since: Some(rfc3339(p.enrolled_at)),
                     notes: String::new(),
                     purchase_date: None,

@@ -59,6 +59,10 @@ const FILES: &[(&str, &str)] = &[
         "0012_idp_roles.sql",
         include_str!("../../../migrations/0012_idp_roles.sql"),
     ),
+    file(
+        "0013_leavers.sql",
+        include_str!("../../../migrations/0013_leavers.sql"),
+    ),
 ];
 
 const fn file(name: &'static str, sql: &'static str) -> (&'static str, &'static str) {

@@ -22,6 +22,7 @@ pub mod devices;
 pub mod enrol;
 pub mod groups;
 pub mod laptops;
+pub mod leavers;
 pub mod load;
 mod migrations;
 pub mod nodes;

@@ -41,6 +41,18 @@ pub struct Staff {
     pub created_at: String,
 }
 
+/// A change to a person's details: `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct StaffChange {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub department: Option<String>,
+    pub priority: Option<Priority>,
+    pub role: Option<Role>,
+    /// Replaces every group when given.
+    pub groups: Option<Vec<GroupName>>,
+}
+
 /// What sign-in needs to know about a person.
 #[derive(Debug, Clone)]
 pub struct Credentials {
@@ -359,6 +371,102 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(row.into_staff(groups))
+    }
+
+    /// Changes a person's details: each field given is set, the others
+    /// stay. `groups`, when given, replaces their groups. One audit row
+    /// with what changed; nothing is written when nothing changes.
+    pub async fn staff_set(
+        &self,
+        actor: &str,
+        username: &str,
+        change: &StaffChange,
+        now: Millis,
+    ) -> Result<Staff> {
+        let before = self.staff_get(username).await?;
+        let mut tx = self.begin_audited(now).await?;
+        let mut changed = serde_json::Map::new();
+        let set_text = |column: &'static str, new: &Option<String>, old: &str| {
+            new.as_ref()
+                .filter(|v| v.as_str() != old)
+                .map(|v| (column, v.clone()))
+        };
+        let texts: Vec<(&'static str, String)> = [
+            set_text("name", &change.name, &before.name),
+            set_text("email", &change.email, &before.email),
+            set_text("department", &change.department, &before.department),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for (column, value) in &texts {
+            // `column` is one of three names written above, never input.
+            sqlx::query(&format!(
+                "UPDATE staff SET {column} = $1, updated_at = $2 WHERE username = $3"
+            ))
+            .bind(value)
+            .bind(now)
+            .bind(username)
+            .execute(tx.conn())
+            .await?;
+            changed.insert((*column).into(), serde_json::json!(value));
+        }
+        if let Some(p) = change
+            .priority
+            .filter(|p| i64::from(p.get()) != before.priority)
+        {
+            tx.access_changed();
+            sqlx::query("UPDATE staff SET priority = $1, updated_at = $2 WHERE username = $3")
+                .bind(i64::from(p.get()))
+                .bind(now)
+                .bind(username)
+                .execute(tx.conn())
+                .await?;
+            changed.insert("priority".into(), serde_json::json!(p.get()));
+        }
+        if let Some(role) = change.role.filter(|r| *r != before.role) {
+            tx.access_changed();
+            sqlx::query(
+                "UPDATE staff SET role = $1, is_admin = $2, updated_at = $3 WHERE username = $4",
+            )
+            .bind(role.as_str())
+            .bind(flag(role.is_admin()))
+            .bind(now)
+            .bind(username)
+            .execute(tx.conn())
+            .await?;
+            changed.insert("role".into(), serde_json::json!(role));
+        }
+        if let Some(groups) = &change.groups {
+            let old: BTreeSet<&str> = before.groups.iter().map(String::as_str).collect();
+            let new: BTreeSet<&str> = groups.iter().map(GroupName::as_str).collect();
+            if old != new {
+                require_groups(&mut tx, groups).await?;
+                tx.access_changed();
+                sqlx::query("DELETE FROM staff_groups WHERE username = $1")
+                    .bind(username)
+                    .execute(tx.conn())
+                    .await?;
+                for g in &new {
+                    sqlx::query("INSERT INTO staff_groups (username, group_name) VALUES ($1, $2)")
+                        .bind(username)
+                        .bind(*g)
+                        .execute(tx.conn())
+                        .await?;
+                }
+                changed.insert("groups".into(), serde_json::json!(new));
+            }
+        }
+        if changed.is_empty() {
+            return Ok(before);
+        }
+        tx.audit(
+            AuditEntry::ok(actor, "staff.set", username)
+                .with_detail(serde_json::Value::Object(changed)),
+        )
+        .await?;
+        tx.commit().await?;
+        self.staff_get(username).await
     }
 
     /// Disables or re-enables a person. Disabling also revokes their API

@@ -35,12 +35,61 @@ pub enum StaffCommand {
         /// An access group (repeatable); the group must exist.
         #[arg(long = "group", value_name = "G")]
         groups: Vec<String>,
-        /// Give admin rights over the API.
-        #[arg(long)]
+        /// What they may do: admin (everything), ict (laptops, requests,
+        /// enrolment codes, sessions), viewer (read the dashboard and
+        /// lists), staff (only their own page).
+        #[arg(long, default_value = "staff", value_parser = ["admin", "ict", "viewer", "staff"])]
+        role: String,
+        /// The same as --role admin.
+        #[arg(long, conflicts_with = "role")]
         admin: bool,
         /// Read an initial password from stdin (at least 10 characters).
         #[arg(long)]
         password_stdin: bool,
+    },
+    /// Change a staff member's details, priority, role or groups; what is
+    /// not given stays as it is. Changing someone's role or groups holds
+    /// for their tunnels at once.
+    #[command(after_help = "Examples:
+  lanyard staff set j.smith --priority 1
+  lanyard staff set a.patel --role ict
+  lanyard staff set k.lee --group hr --group contact-centre
+  lanyard staff set k.lee --no-groups")]
+    Set {
+        /// The staff member's username.
+        username: String,
+        /// Full name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Email address ('' for none).
+        #[arg(long)]
+        email: Option<String>,
+        /// Department.
+        #[arg(long)]
+        department: Option<String>,
+        /// 1 = must keep working whatever happens (served first), 3 = least urgent.
+        #[arg(long, value_parser = super::parse_priority)]
+        priority: Option<u8>,
+        /// admin, ict, viewer or staff (not your own).
+        #[arg(long, value_parser = ["admin", "ict", "viewer", "staff"])]
+        role: Option<String>,
+        /// Their access groups from now on, replacing the ones they have
+        /// (repeatable); each must exist.
+        #[arg(long = "group", value_name = "G", conflicts_with = "no_groups")]
+        groups: Vec<String>,
+        /// Take them out of every group.
+        #[arg(long)]
+        no_groups: bool,
+    },
+    /// A leaver, in one step: disable them, end their sign-ins and live
+    /// tunnels, cancel their enrolment codes and laptop request, revoke
+    /// their personal devices and recall the laptop they hold. One audit
+    /// entry. Their record and history stay.
+    #[command(after_help = "Example:
+  lanyard staff leave j.smith")]
+    Leave {
+        /// The staff member's username.
+        username: String,
     },
     /// Import staff from CSV with the header username,name,email,department,priority,groups.
     ///
@@ -130,6 +179,8 @@ pub struct Staff {
     pub priority: i64,
     pub groups: Vec<String>,
     pub admin: bool,
+    #[serde(default)]
+    pub role: String,
     pub active: bool,
     pub has_password: bool,
     pub totp: bool,
@@ -146,7 +197,7 @@ fn show(out: &mut Out<'_>, s: &Staff) -> Result<(), CliError> {
     out.line(format!("department  {}", s.department))?;
     out.line(format!("priority    {}", s.priority))?;
     out.line(format!("groups      {}", join(&s.groups)))?;
-    out.line(format!("admin       {}", yes_no(s.admin)))?;
+    out.line(format!("role        {}", s.role))?;
     out.line(format!("active      {}", yes_no(s.active)))?;
     out.line(format!(
         "password    {}",
@@ -167,9 +218,11 @@ pub async fn run(cli: &Cli, cmd: &StaffCommand, out: &mut Out<'_>) -> Result<(),
             department,
             priority,
             groups,
+            role,
             admin,
             password_stdin,
         } => {
+            let role = if *admin { "admin" } else { role.as_str() };
             let password = if *password_stdin {
                 Some(super::read_secret("Password: ", true)?)
             } else {
@@ -177,7 +230,7 @@ pub async fn run(cli: &Cli, cmd: &StaffCommand, out: &mut Out<'_>) -> Result<(),
             };
             let body = json!({
                 "username": username, "name": name, "email": email, "department": department,
-                "priority": priority, "groups": groups, "admin": admin, "password": password,
+                "priority": priority, "groups": groups, "role": role, "password": password,
             });
             let s: Staff = client.post("/api/v1/staff", &body).await?;
             if out.json {
@@ -189,6 +242,87 @@ pub async fn run(cli: &Cli, cmd: &StaffCommand, out: &mut Out<'_>) -> Result<(),
                 s.name,
                 s.priority,
                 join(&s.groups)
+            ))?;
+        }
+        StaffCommand::Set {
+            username,
+            name,
+            email,
+            department,
+            priority,
+            role,
+            groups,
+            no_groups,
+        } => {
+            let mut body = serde_json::Map::new();
+            let mut put = |k: &str, v: serde_json::Value| {
+                body.insert(k.into(), v);
+            };
+            if let Some(v) = name {
+                put("name", json!(v));
+            }
+            if let Some(v) = email {
+                put("email", json!(v));
+            }
+            if let Some(v) = department {
+                put("department", json!(v));
+            }
+            if let Some(v) = priority {
+                put("priority", json!(v));
+            }
+            if let Some(v) = role {
+                put("role", json!(v));
+            }
+            if *no_groups || !groups.is_empty() {
+                put("groups", json!(groups));
+            }
+            if body.is_empty() {
+                return Err(CliError::Usage(
+                    "nothing to change: give --name, --email, --department, --priority, --role, --group or --no-groups".into(),
+                ));
+            }
+            let s: Staff = client
+                .call(
+                    Method::PATCH,
+                    &format!("/api/v1/staff/{}", encode(username)),
+                    Some((
+                        "application/json",
+                        serde_json::to_vec(&serde_json::Value::Object(body))
+                            .map_err(|e| CliError::Failed(e.to_string()))?,
+                    )),
+                )
+                .await?;
+            show(out, &s)?;
+        }
+        StaffCommand::Leave { username } => {
+            let r: serde_json::Value = client
+                .post(
+                    &format!("/api/v1/staff/{}/leave", encode(username)),
+                    &json!({}),
+                )
+                .await?;
+            if out.json {
+                return Ok(out.json(&r)?);
+            }
+            let list = |v: &serde_json::Value| {
+                let items: Vec<&str> = v
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+                    .unwrap_or_default();
+                if items.is_empty() {
+                    "none".to_owned()
+                } else {
+                    items.join(", ")
+                }
+            };
+            out.line(format!(
+                "{username} has left: {}; {} sign-in(s) ended; {} enrolment code(s) cancelled; personal devices revoked: {}; laptop request {}; laptops recalled: {}",
+                if r["disabled"] == json!(true) { "disabled" } else { "was disabled already" },
+                r["sign_ins_ended"],
+                r["codes_cancelled"],
+                list(&r["devices_revoked"]),
+                if r["request_cancelled"] == json!(true) { "cancelled" } else { "none open" },
+                list(&r["laptops_recalled"]),
             ))?;
         }
         StaffCommand::Import { file } => {
@@ -225,7 +359,7 @@ pub async fn run(cli: &Cli, cmd: &StaffCommand, out: &mut Out<'_>) -> Result<(),
                         s.priority.to_string(),
                         join(&s.groups),
                         if s.active { "active" } else { "disabled" }.into(),
-                        if s.admin { "admin" } else { "" }.into(),
+                        s.role.clone(),
                     ]
                 })
                 .collect::<Vec<_>>();
