@@ -103,22 +103,25 @@ fn main() {
     let loads = env_usize("LANYARD_CONSOLE_LOADS", 100).max(1);
     let held = (laptops / 10).min(1_000);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let broker = BrokerProcess::start(
-        &tmp.path().join("data"),
-        &[],
-        &[("LANYARD_LOG", "warn")],
-    );
+    let broker = BrokerProcess::start(&tmp.path().join("data"), &[], &[("LANYARD_LOG", "warn")]);
     eprintln!("console bench: {laptops} laptops, {held} staff holding one, {loads} loads a page");
     let started = Instant::now();
     broker.lanyard(&["groups", "add", "hr"], None, None).ok();
     let mut csv = String::from("asset_tag,serial,model,status\n");
     for i in 0..laptops {
-        csv.push_str(&format!("LT-{i:05},SN{i:07},Latitude 54{:02},in-stock\n", i % 40));
+        csv.push_str(&format!(
+            "LT-{i:05},SN{i:07},Latitude 54{:02},in-stock\n",
+            i % 40
+        ));
     }
     let file = tmp.path().join("laptops.csv");
     std::fs::write(&file, csv).expect("write csv");
     broker
-        .lanyard(&["devices", "import", file.to_str().expect("path")], None, None)
+        .lanyard(
+            &["devices", "import", file.to_str().expect("path")],
+            None,
+            None,
+        )
         .ok();
     let mut staff = String::from("username,name,email,department,priority,groups\n");
     for i in 0..held + 200 {
@@ -131,7 +134,11 @@ fn main() {
     let file = tmp.path().join("staff.csv");
     std::fs::write(&file, staff).expect("write csv");
     broker
-        .lanyard(&["staff", "import", file.to_str().expect("path")], None, None)
+        .lanyard(
+            &["staff", "import", file.to_str().expect("path")],
+            None,
+            None,
+        )
         .ok();
     for i in 0..held + 200 {
         broker

@@ -153,19 +153,30 @@ async fn render_list(
             LaptopFilter::default()
         }
     };
-    let rows = match state.store.device_list(&filter).await {
+    let page_no = q.page.unwrap_or(1).max(1);
+    let (rows, total) = match state
+        .store
+        .device_page(&filter, (page_no - 1).saturating_mul(PAGE_SIZE), PAGE_SIZE)
+        .await
+    {
         Ok(r) => r,
         Err(e) => return problem(&viewer, "Laptops", "/laptops", e),
     };
-    let total = rows.len();
     let pages = total.div_ceil(PAGE_SIZE).max(1);
-    let page_no = q.page.unwrap_or(1).clamp(1, pages);
-    let shown: Vec<Vec<String>> = rows
-        .iter()
-        .skip((page_no - 1) * PAGE_SIZE)
-        .take(PAGE_SIZE)
-        .map(device_cells)
-        .collect();
+    // Past the last page (the list shrank, or a typed address): the last.
+    let (rows, page_no) = if page_no > pages {
+        match state
+            .store
+            .device_page(&filter, (pages - 1) * PAGE_SIZE, PAGE_SIZE)
+            .await
+        {
+            Ok((r, _)) => (r, pages),
+            Err(e) => return problem(&viewer, "Laptops", "/laptops", e),
+        }
+    } else {
+        (rows, page_no)
+    };
+    let shown: Vec<Vec<String>> = rows.iter().map(device_cells).collect();
     let query = format!(
         "status={}&kind={}&q={}",
         url(q.status.trim()),
