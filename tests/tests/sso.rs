@@ -640,10 +640,23 @@ fn a_role_comes_from_a_mapped_provider_group() {
         .stdout;
     assert!(!person.contains("it-admins"), "{person}");
 
+    // A role set by hand over one the provider gave is the person's own:
+    // the provider granting less leaves it.
+    provider.change_user("f.jones", json!({"groups": ["grp-fin", "grp-it"]}));
+    let (status, out, err) = login_sso(&agent, "f.jones");
+    assert_eq!(status, 0, "{out} {err}");
+    assert_eq!(role_of("f.jones"), "viewer/false");
+    b.lanyard(&["staff", "set", "f.jones", "--role", "admin"], None, None)
+        .ok();
+    provider.change_user("f.jones", json!({"groups": ["grp-fin"]}));
+    let (status, out, err) = login_sso(&agent, "f.jones");
+    assert_eq!(status, 0, "{out} {err}");
+    assert_eq!(role_of("f.jones"), "admin/true");
+
     let audit: Vec<serde_json::Value> =
         serde_json::from_str(&b.audit_json("staff.role_from_idp")).unwrap();
     let changes = audit.iter().filter(|r| r["target"] == "f.jones").count();
-    assert_eq!(changes, 3, "admin, viewer, staff: {audit:?}");
+    assert_eq!(changes, 4, "admin, viewer, staff, viewer: {audit:?}");
     let audit = b.audit_json("group.set");
     assert!(
         audit.contains("grp-it") && audit.contains("grp-admins"),

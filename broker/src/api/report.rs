@@ -130,6 +130,7 @@ mod tests {
             holder_name: None,
             department: None,
             allocated_since: None,
+            recall_since: None,
             pool: None,
             notes: String::new(),
             purchase_date: Some("2025-01-31".into()),
