@@ -314,11 +314,21 @@ async fn connect_within(
 /// A `Refused` answer becomes [`ClientError::Refused`]; a connection the
 /// broker closed before answering, [`ClientError::Closed`] with its reason.
 pub async fn request(conn: &quinn::Connection, msg: &Message) -> Result<Message, ClientError> {
+    request_within(conn, msg, ANSWER_TIMEOUT).await
+}
+
+/// As [`request`], waiting up to `within` for the answer (a device code
+/// sign-in waits for the person).
+pub async fn request_within(
+    conn: &quinn::Connection,
+    msg: &Message,
+    within: Duration,
+) -> Result<Message, ClientError> {
     let answer = async {
         let (mut send, mut recv) = conn.open_bi().await?;
         write_frame(&mut send, msg).await?;
         let _ = send.finish();
-        Ok::<_, ClientError>(read_frame(&mut recv, ANSWER_TIMEOUT).await?)
+        Ok::<_, ClientError>(read_frame(&mut recv, within).await?)
     };
     match (answer.await, conn.close_reason()) {
         (Ok(Message::Refused { code, message }), _) => Err(ClientError::Refused { code, message }),

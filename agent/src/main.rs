@@ -45,11 +45,15 @@ enum Command {
     /// Sign a person in on this device (password, and a TOTP code if they
     /// have one).
     #[command(
-        after_help = "Examples:\n  lanyard-agent login j.smith\n  echo \"$PASSWORD\" | lanyard-agent login j.smith --password-stdin --totp 123456\n  lanyard-agent login --sso\n  lanyard-agent login --sso --no-browser"
+        after_help = "Examples:\n  lanyard-agent login j.smith\n  echo \"$PASSWORD\" | lanyard-agent login j.smith --password-stdin --totp 123456\n  lanyard-agent login --sso\n  lanyard-agent login --sso --no-browser\n  lanyard-agent login --device-code"
     )]
     Login {
-        /// The person signing in (their staff username); not with --sso.
-        #[arg(required_unless_present = "sso", conflicts_with = "sso")]
+        /// The person signing in (their staff username); not with --sso
+        /// or --device-code.
+        #[arg(
+            required_unless_present_any = ["sso", "device_code"],
+            conflicts_with_all = ["sso", "device_code"]
+        )]
         username: Option<String>,
         /// Sign in with the organisation's identity provider in the browser
         /// (the broker's [oidc]); the provider redirects back to 127.0.0.1.
@@ -58,6 +62,11 @@ enum Command {
         /// With --sso: print the sign-in address instead of opening a browser.
         #[arg(long, requires = "sso")]
         no_browser: bool,
+        /// Sign in with the organisation's identity provider on another
+        /// device (RFC 8628 device code): open the address shown, enter
+        /// the code, sign in there. Where the provider allows it.
+        #[arg(long, conflicts_with_all = ["sso", "password_stdin", "totp"])]
+        device_code: bool,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
@@ -305,6 +314,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 when(done.cert_expires_at)
             );
             eprintln!("next: {}", next("login USERNAME"));
+            Ok(())
+        }
+        Command::Login {
+            username: None,
+            device_code: true,
+            ..
+        } => {
+            let state = StateDir::open(&dir)?;
+            let device = state.device()?;
+            let mut addrs = state.addresses(&device.enrolment)?;
+            let (endpoint, conn, addr) =
+                account::connect_any(&device, &addrs.order(account::spread())).await?;
+            if addrs.worked(&addr) {
+                state.save_addresses(&addrs)?;
+            }
+            let show = |p: &lanyard_agent::sso::DeviceCodePrompt| {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "To sign in, open {} on any device", p.verification_uri);
+                let _ = writeln!(out, "and enter the code: {}", p.user_code);
+                if let Some(complete) = &p.verification_uri_complete {
+                    let _ = writeln!(out, "(or open {complete}, which has the code in it)");
+                }
+                let _ = out.flush();
+                eprintln!(
+                    "waiting up to {} minutes for the sign-in...",
+                    p.expires_in.as_secs().div_ceil(60)
+                );
+            };
+            let signed = lanyard_agent::sso::device_sign_in(&state, &device, &conn, show).await;
+            conn.close(0u32.into(), b"signed in");
+            endpoint.wait_idle().await;
+            let tokens = signed?;
+            let _ = state.remove(up::ENDED_FILE);
+            say!("signed in as {}", tokens.username);
+            eprintln!("next: {}", next("up"));
             Ok(())
         }
         Command::Login {

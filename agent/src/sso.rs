@@ -7,6 +7,11 @@
 //! (`GET /callback?code=…&state=…`) and hands code and state to the broker
 //! over the device's own connection; the broker answers with tokens as a
 //! password sign-in does. The code is never logged.
+//!
+//! `lanyard-agent login --device-code`: the device authorization grant
+//! (RFC 8628) for a laptop whose browser cannot reach the loopback
+//! redirect: the person opens the provider's address on any device and
+//! enters the code shown; the broker polls the provider.
 
 use std::time::Duration;
 
@@ -300,6 +305,72 @@ pub async fn sign_in(
             reply.say(&format!("Sign-in refused: {e}")).await;
             Err(e.into())
         }
+    }
+}
+
+/// What the person is told to do for a device code sign-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCodePrompt {
+    /// Where to go, on any device with a browser.
+    pub verification_uri: String,
+    /// The address with the code in it, when the provider gives one.
+    pub verification_uri_complete: Option<String>,
+    /// The code to enter there.
+    pub user_code: String,
+    pub expires_in: Duration,
+}
+
+/// Signs a person in with a device code (RFC 8628): the broker starts it
+/// at the identity provider; `show` is given what to open and the code
+/// to enter; the broker then waits for the person (polling the provider)
+/// and answers with tokens as a password sign-in does.
+pub async fn device_sign_in(
+    state: &StateDir,
+    device: &Device,
+    conn: &quinn::Connection,
+    show: impl FnOnce(&DeviceCodePrompt),
+) -> Result<Tokens, SsoError> {
+    let Message::DeviceAuthorize {
+        handle,
+        user_code,
+        verification_uri,
+        verification_uri_complete,
+        expires_in,
+        ..
+    } = client::request(conn, &Message::DeviceStart).await?
+    else {
+        return Err(ClientError::Unexpected.into());
+    };
+    if user_code.is_empty() || verification_uri.is_empty() {
+        return Err(ClientError::Unexpected.into());
+    }
+    let expires_in = Duration::from_secs(u64::from(expires_in));
+    show(&DeviceCodePrompt {
+        verification_uri,
+        verification_uri_complete: Some(verification_uri_complete).filter(|u| !u.is_empty()),
+        user_code,
+        expires_in,
+    });
+    // The broker answers within the code's life (it stops polling then);
+    // a minute more for the answer to come back.
+    let within = expires_in + Duration::from_secs(60);
+    match client::request_within(conn, &Message::DevicePoll { handle }, within).await? {
+        Message::SsoTokens {
+            username,
+            access_token,
+            refresh_token,
+            expires_in,
+        } => Ok(store_tokens(
+            state,
+            device,
+            username,
+            Message::Tokens {
+                access_token,
+                refresh_token,
+                expires_in,
+            },
+        )?),
+        _ => Err(ClientError::Unexpected.into()),
     }
 }
 

@@ -51,6 +51,9 @@ pub struct ProviderOptions {
     pub id_token_ttl_secs: u32,
     /// More redirect URIs for the client (the web console's callback).
     pub extra_redirects: Vec<String>,
+    /// Offer the device authorization grant (RFC 8628).
+    pub device_flow: bool,
+    pub device_code_ttl_secs: u32,
 }
 
 impl ProviderOptions {
@@ -61,6 +64,8 @@ impl ProviderOptions {
             port: 0,
             id_token_ttl_secs: 300,
             extra_redirects: Vec::new(),
+            device_flow: true,
+            device_code_ttl_secs: 600,
         }
     }
 }
@@ -94,6 +99,14 @@ impl Provider {
             .env("OIDC_REDIRECT_PORTS", ports)
             .env("OIDC_ID_TOKEN_TTL", options.id_token_ttl_secs.to_string())
             .env("OIDC_EXTRA_REDIRECTS", options.extra_redirects.join(","))
+            .env(
+                "OIDC_DEVICE_FLOW",
+                if options.device_flow { "1" } else { "0" },
+            )
+            .env(
+                "OIDC_DEVICE_CODE_TTL",
+                options.device_code_ttl_secs.to_string(),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -213,6 +226,117 @@ pub fn browser_sign_in(auth_url: &str, user: &str, password: &str) -> Result<Str
                 page.trim(),
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
+        }
+        Err("too many redirects".into())
+    })();
+    let _ = std::fs::remove_file(&jar);
+    let _ = std::fs::remove_file(&body);
+    result
+}
+
+/// The value of the hidden input `name` in an HTML page.
+fn hidden_value(page: &str, name: &str) -> Option<String> {
+    let at = page.find(&format!("name=\"{name}\""))?;
+    let start = page[..at].rfind('<')?;
+    let end = at + page[at..].find('>')?;
+    let tag = &page[start..end];
+    let v = tag.split("value=\"").nth(1)?;
+    Some(v.split('"').next()?.to_owned())
+}
+
+/// The `action` of the form with id `form` in an HTML page, made absolute.
+fn form_action(page: &str, form: &str, origin: &str) -> Option<String> {
+    let at = page.find(&format!("id=\"{form}\""))?;
+    let tag_end = at + page[at..].find('>')?;
+    let action = page[at..tag_end]
+        .split("action=\"")
+        .nth(1)?
+        .split('"')
+        .next()?;
+    Some(if action.starts_with("http") {
+        action.to_owned()
+    } else {
+        format!("{origin}{action}")
+    })
+}
+
+/// Signs `user` in on the provider's device verification page as a person
+/// would in a browser (curl, keeping cookies): opens `verification_uri`,
+/// enters `user_code`, confirms (or, with `abort`, aborts), then signs in
+/// on the login page. The page the provider ends on, or what went wrong.
+pub fn device_sign_in(
+    verification_uri: &str,
+    user_code: &str,
+    user: &str,
+    password: &str,
+    abort: bool,
+) -> Result<String, String> {
+    let jar = tempfile_path("jar");
+    let body = tempfile_path("body");
+    let origin = verification_uri
+        .split('/')
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("/");
+    let fetch = |url: &str, form: Option<String>| -> Result<(String, String, String), String> {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-m", "10", "-c"])
+            .arg(&jar)
+            .arg("-b")
+            .arg(&jar)
+            .arg("-o")
+            .arg(&body)
+            .args(["-w", "%{http_code} %{redirect_url}"]);
+        if let Some(form) = form {
+            cmd.args(["--data-raw", &form]);
+        }
+        let out = cmd.arg(url).output().map_err(|e| format!("curl: {e}"))?;
+        let status = String::from_utf8_lossy(&out.stdout).to_string();
+        let (code, location) = status.split_once(' ').unwrap_or((&status, ""));
+        let page = std::fs::read_to_string(&body).unwrap_or_default();
+        Ok((code.to_owned(), location.to_owned(), page))
+    };
+    let result = (|| {
+        let (_, _, page) = fetch(verification_uri, None)?;
+        let action = form_action(&page, "op.deviceInputForm", &origin)
+            .ok_or_else(|| format!("no code input form at {verification_uri}: {page}"))?;
+        let xsrf = hidden_value(&page, "xsrf").ok_or("no xsrf on the code page")?;
+        let form = format!(
+            "xsrf={}&user_code={}",
+            form_encode(&xsrf),
+            form_encode(user_code)
+        );
+        let (_, _, page) = fetch(&action, Some(form))?;
+        let action = form_action(&page, "op.deviceConfirmForm", &origin)
+            .ok_or_else(|| format!("the code was not taken: {page}"))?;
+        let xsrf = hidden_value(&page, "xsrf").ok_or("no xsrf on the confirm page")?;
+        let code = hidden_value(&page, "user_code").ok_or("no code on the confirm page")?;
+        let mut form = format!(
+            "xsrf={}&user_code={}&confirm=yes",
+            form_encode(&xsrf),
+            form_encode(&code)
+        );
+        if abort {
+            form.push_str("&abort=yes");
+        }
+        let mut next = action;
+        let mut post = Some(form);
+        for _ in 0..12 {
+            let (code, location, page) = fetch(&next, post.take())?;
+            if !location.is_empty() {
+                next = location;
+                continue;
+            }
+            if code == "200" && next.contains("/interaction/") && page.contains("<form") {
+                post = Some(format!(
+                    "login={}&password={}",
+                    form_encode(user),
+                    form_encode(password)
+                ));
+                next = format!("{next}/login");
+                continue;
+            }
+            return Ok(page);
         }
         Err("too many redirects".into())
     })();

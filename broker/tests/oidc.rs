@@ -211,3 +211,120 @@ async fn an_id_token_with_another_nonce_is_refused() {
     assert!(matches!(e, OidcError::IdToken(_)), "{e}");
     assert!(e.to_string().contains("nonce"), "{e}");
 }
+
+/// A device code sign-in (RFC 8628): the broker starts it at the
+/// provider's device authorization endpoint, the person enters the code
+/// on the provider's device page and signs in, the broker's poll ends
+/// with the person's checked identity.
+async fn device_sign_in_at(
+    oidc: &Oidc,
+    device: &str,
+    user: &str,
+    pw: &str,
+    abort: bool,
+) -> (
+    lanyard_broker::auth::oidc::DeviceStarted,
+    Result<lanyard_broker::auth::oidc::Identity, OidcError>,
+    String,
+) {
+    let started = oidc.device_begin(device).await.expect("device begin");
+    let (uri, code, user, pw) = (
+        started.verification_uri.clone(),
+        started.user_code.clone(),
+        user.to_owned(),
+        pw.to_owned(),
+    );
+    let browser = tokio::task::spawn_blocking(move || {
+        lanyard_broker::testkit_oidc::device_sign_in(&uri, &code, &user, &pw, abort)
+    });
+    let (finished, page) = tokio::join!(oidc.device_finish(device, &started.handle), browser);
+    let page = page
+        .expect("the browser task ends")
+        .expect("the device page");
+    (started, finished, page)
+}
+
+#[tokio::test]
+async fn a_person_signs_in_with_a_device_code_once() {
+    let Some(provider) = Provider::start("oidc device code", &ProviderOptions::new(users())) else {
+        return;
+    };
+    let oidc = Oidc::new(settings(&provider.issuer, "lanyard"));
+    let (started, finished, page) =
+        device_sign_in_at(&oidc, "dev-1", "alice", "alice-pw", false).await;
+    assert!(
+        started.verification_uri.starts_with(&provider.issuer),
+        "{started:?}"
+    );
+    assert!(
+        started.expires_in_secs > 0 && started.interval_secs > 0,
+        "{started:?}"
+    );
+    assert!(page.contains("Sign-in Success"), "{page}");
+    let id = finished.expect("the device sign-in ends with an identity");
+    assert_eq!(id.username, "alice");
+    assert_eq!(id.groups, vec!["hr".to_owned(), "staff".to_owned()]);
+    assert!(id.refresh_token.is_some(), "a refresh token for re-checks");
+    // The handle is good once, and only for the device that began it.
+    let e = oidc
+        .device_finish("dev-1", &started.handle)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, OidcError::DeviceUnknown), "{e}");
+    let other = oidc.device_begin("dev-1").await.expect("begin again");
+    let e = oidc
+        .device_finish("dev-2", &other.handle)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, OidcError::DeviceUnknown), "{e}");
+    assert_eq!(
+        oidc.device_pending_count(),
+        1,
+        "dev-1's sign-in still waits"
+    );
+}
+
+#[tokio::test]
+async fn a_device_code_refused_at_the_provider_or_expired_says_so() {
+    let mut options = ProviderOptions::new(users());
+    options.device_code_ttl_secs = 8;
+    let Some(provider) = Provider::start("oidc device code refused", &options) else {
+        return;
+    };
+    let oidc = Oidc::new(settings(&provider.issuer, "lanyard"));
+    // The person aborts on the provider's confirmation page.
+    let (_, finished, _) = device_sign_in_at(&oidc, "dev-1", "alice", "alice-pw", true).await;
+    let e = finished.unwrap_err();
+    assert!(matches!(e, OidcError::DeviceDenied), "{e}");
+    assert!(e.to_string().contains("access_denied"), "{e}");
+    // Nobody enters the code: it expires, and the poll ends.
+    let started = oidc.device_begin("dev-1").await.expect("begin");
+    assert!(started.expires_in_secs <= 8, "{started:?}");
+    let t = std::time::Instant::now();
+    let e = oidc
+        .device_finish("dev-1", &started.handle)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, OidcError::DeviceExpired), "{e}");
+    assert!(
+        e.to_string().contains("lanyard-agent login --device-code"),
+        "{e}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+}
+
+#[tokio::test]
+async fn a_provider_without_the_device_flow_is_named() {
+    let mut options = ProviderOptions::new(users());
+    options.device_flow = false;
+    let Some(provider) = Provider::start("oidc no device flow", &options) else {
+        return;
+    };
+    let oidc = Oidc::new(settings(&provider.issuer, "lanyard"));
+    let e = oidc.device_begin("dev-1").await.unwrap_err();
+    assert!(matches!(e, OidcError::NoDeviceFlow), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "the provider does not offer the device code flow; use --sso"
+    );
+}

@@ -5,8 +5,9 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
-use lanyard_broker::model::GroupName;
-use lanyard_broker::store::oidc::Admission;
+use lanyard_broker::model::{GroupName, Role};
+use lanyard_broker::store::groups::GroupMappingChange;
+use lanyard_broker::store::oidc::{Admission, IdpRole};
 use lanyard_broker::store::{Store, StoreError};
 use lanyard_broker::testkit::stores;
 
@@ -218,5 +219,315 @@ async fn an_sso_sign_in_keeps_the_providers_state_and_can_be_ended() {
             ended.contains(&family),
             "{ts:?}: the live session would not close"
         );
+    }
+}
+
+/// The audit rows for `action` about `target`: their details.
+async fn audited(store: &Store, action: &str, target: &str) -> Vec<String> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT detail FROM audit_log WHERE action = $1 AND target = $2 ORDER BY seq",
+    )
+    .bind(action)
+    .bind(target)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    rows.into_iter().map(|(d,)| d).collect()
+}
+
+/// A mapped group may grant a role: a person the provider puts in it gets
+/// the highest role granted (is_admin kept equal to role = admin), and
+/// loses it when the provider no longer grants it; a role set by hand is
+/// never lowered. Each change is audited.
+#[tokio::test]
+async fn a_role_comes_from_a_mapped_group_and_goes_with_it() {
+    for ts in stores().await {
+        let store = &ts.store;
+        setup(store).await;
+        let g = |s: &str| GroupName::parse(s).unwrap();
+        store
+            .group_add_granting(
+                "ict",
+                &g("admins"),
+                "",
+                &groups(&["grp-admins"]),
+                Some(Role::Admin),
+                NOW,
+            )
+            .await
+            .unwrap();
+        store
+            .group_add_granting(
+                "ict",
+                &g("helpdesk"),
+                "",
+                &groups(&["grp-ict"]),
+                Some(Role::Ict),
+                NOW,
+            )
+            .await
+            .unwrap();
+        let listed = store.group_list().await.unwrap();
+        let admins = listed.iter().find(|g| g.name == "admins").unwrap();
+        assert_eq!(admins.grants_role, Some(Role::Admin), "{ts:?}");
+        // Granting staff, or a role with no provider group, is refused.
+        for (list, role) in [(groups(&["x"]), Role::Staff), (vec![], Role::Viewer)] {
+            let bad = store
+                .group_add_granting("ict", &g("bad"), "", &list, Some(role), NOW)
+                .await;
+            assert!(
+                matches!(bad, Err(StoreError::Invalid(_))),
+                "{ts:?}: {bad:?}"
+            );
+        }
+
+        // Made at first sign-in in both: the highest role, from the provider.
+        store
+            .sso_admit("f.jones", &groups(&["grp-admins", "grp-ict"]), true, NOW)
+            .await
+            .unwrap();
+        let p = store.staff_get("f.jones").await.unwrap();
+        assert_eq!((p.role, p.admin), (Role::Admin, true), "{ts:?}");
+        assert_eq!(
+            store.staff_role_source("f.jones").await.unwrap(),
+            Some((
+                Role::Admin,
+                Some(IdpRole {
+                    gave: Role::Admin,
+                    before: Role::Staff
+                })
+            ))
+        );
+        let rows = audited(store, "staff.role_from_idp", "f.jones").await;
+        assert_eq!(rows.len(), 1, "{ts:?}: {rows:?}");
+        assert!(
+            rows[0].contains("admin") && rows[0].contains("staff"),
+            "{rows:?}"
+        );
+        // Out of the admins' group at the provider: ict, then staff.
+        let a = store
+            .sso_admit("f.jones", &groups(&["grp-ict"]), true, NOW + 1)
+            .await
+            .unwrap();
+        assert!(matches!(a, Admission::Admitted { changed: true, .. }));
+        let p = store.staff_get("f.jones").await.unwrap();
+        assert_eq!((p.role, p.admin), (Role::Ict, false), "{ts:?}");
+        store
+            .sso_admit("f.jones", &groups(&["grp-fin"]), true, NOW + 2)
+            .await
+            .unwrap();
+        let p = store.staff_get("f.jones").await.unwrap();
+        assert_eq!((p.role, p.admin), (Role::Staff, false), "{ts:?}");
+        assert_eq!(
+            store.staff_role_source("f.jones").await.unwrap(),
+            Some((Role::Staff, None))
+        );
+        assert_eq!(
+            audited(store, "staff.role_from_idp", "f.jones").await.len(),
+            3
+        );
+
+        // An admin from before roles (is_admin, set by hand) in the ict
+        // group: stays admin.
+        store
+            .sso_admit("a.admin", &groups(&["grp-fin"]), true, NOW)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE staff SET role = 'admin', is_admin = 1 WHERE username = 'a.admin'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        store
+            .sso_admit("a.admin", &groups(&["grp-ict"]), true, NOW + 1)
+            .await
+            .unwrap();
+        let p = store.staff_get("a.admin").await.unwrap();
+        assert_eq!((p.role, p.admin), (Role::Admin, true), "{ts:?}");
+        // A viewer set by hand, raised to ict by the provider, drops back
+        // to viewer, not below.
+        sqlx::query("UPDATE staff SET role = 'viewer' WHERE username = 'f.jones'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        store
+            .sso_admit("f.jones", &groups(&["grp-ict"]), true, NOW + 3)
+            .await
+            .unwrap();
+        assert_eq!(store.staff_get("f.jones").await.unwrap().role, Role::Ict);
+        store
+            .sso_admit("f.jones", &groups(&["grp-fin"]), true, NOW + 4)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.staff_role_source("f.jones").await.unwrap(),
+            Some((Role::Viewer, None)),
+            "{ts:?}"
+        );
+        // Made admin by hand over a role the provider gave (as `lanyard
+        // staff set --role` does): theirs now, kept when the provider
+        // grants less.
+        store
+            .sso_admit("f.jones", &groups(&["grp-ict"]), true, NOW + 5)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE staff SET role = 'admin', is_admin = 1 WHERE username = 'f.jones'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        store
+            .sso_admit("f.jones", &groups(&["grp-fin"]), true, NOW + 6)
+            .await
+            .unwrap();
+        let p = store.staff_get("f.jones").await.unwrap();
+        assert_eq!((p.role, p.admin), (Role::Admin, true), "{ts:?}");
+        assert_eq!(
+            store.staff_role_source("f.jones").await.unwrap(),
+            Some((Role::Admin, None)),
+            "{ts:?}"
+        );
+    }
+}
+
+/// `lanyard groups set`: the provider groups are replaced (or cleared),
+/// the role granted set or cleared; audited; people follow at their next
+/// sign-in.
+#[tokio::test]
+async fn a_groups_mappings_are_changed_and_people_follow_at_sign_in() {
+    for ts in stores().await {
+        let store = &ts.store;
+        setup(store).await;
+        let hr = GroupName::parse("hr").unwrap();
+        store
+            .sso_admit("h.person", &groups(&["grp-hr"]), true, NOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.staff_get("h.person").await.unwrap().groups,
+            groups(&["hr"])
+        );
+
+        // hr now comes from another provider group, and grants viewer.
+        store
+            .group_set_mappings(
+                "ict",
+                &hr,
+                &GroupMappingChange {
+                    idp_groups: Some(groups(&["HR-Staff", "hr-managers", "HR-Staff"])),
+                    grants_role: Some(Some(Role::Viewer)),
+                },
+                NOW + 1,
+            )
+            .await
+            .unwrap();
+        let listed = store.group_list().await.unwrap();
+        let g = listed.iter().find(|g| g.name == "hr").unwrap();
+        assert_eq!(g.idp_groups, groups(&["HR-Staff", "hr-managers"]), "{ts:?}");
+        assert_eq!(g.grants_role, Some(Role::Viewer));
+        let rows = audited(store, "group.set", "hr").await;
+        assert_eq!(rows.len(), 1, "{ts:?}");
+        assert!(
+            rows[0].contains("grp-hr") && rows[0].contains("HR-Staff"),
+            "{rows:?}"
+        );
+
+        // At the next sign-in the old provider group no longer counts.
+        let a = store
+            .sso_admit("h.person", &groups(&["grp-hr", "grp-fin"]), true, NOW + 2)
+            .await
+            .unwrap();
+        assert!(matches!(a, Admission::Admitted { .. }));
+        let p = store.staff_get("h.person").await.unwrap();
+        assert_eq!(p.groups, groups(&["finance"]), "{ts:?}");
+        store
+            .sso_admit("h.person", &groups(&["hr-managers"]), true, NOW + 3)
+            .await
+            .unwrap();
+        let p = store.staff_get("h.person").await.unwrap();
+        assert_eq!(
+            (p.groups.clone(), p.role),
+            (groups(&["hr"]), Role::Viewer),
+            "{ts:?}"
+        );
+
+        // Only the role changes: the list stays; then no role.
+        store
+            .group_set_mappings(
+                "ict",
+                &hr,
+                &GroupMappingChange {
+                    idp_groups: None,
+                    grants_role: Some(None),
+                },
+                NOW + 4,
+            )
+            .await
+            .unwrap();
+        let listed = store.group_list().await.unwrap();
+        let g = listed.iter().find(|g| g.name == "hr").unwrap();
+        assert_eq!((g.idp_groups.len(), g.grants_role), (2, None), "{ts:?}");
+        store
+            .sso_admit("h.person", &groups(&["hr-managers"]), true, NOW + 5)
+            .await
+            .unwrap();
+        assert_eq!(store.staff_get("h.person").await.unwrap().role, Role::Staff);
+
+        // A role with no provider group left is refused, nothing changed;
+        // no provider group at all is fine.
+        let bad = store
+            .group_set_mappings(
+                "ict",
+                &hr,
+                &GroupMappingChange {
+                    idp_groups: Some(vec![]),
+                    grants_role: Some(Some(Role::Ict)),
+                },
+                NOW + 6,
+            )
+            .await;
+        assert!(
+            matches!(bad, Err(StoreError::Invalid(_))),
+            "{ts:?}: {bad:?}"
+        );
+        store
+            .group_set_mappings(
+                "ict",
+                &hr,
+                &GroupMappingChange {
+                    idp_groups: Some(vec![]),
+                    grants_role: None,
+                },
+                NOW + 7,
+            )
+            .await
+            .unwrap();
+        let listed = store.group_list().await.unwrap();
+        assert!(listed
+            .iter()
+            .find(|g| g.name == "hr")
+            .unwrap()
+            .idp_groups
+            .is_empty());
+        // An unknown group, a bad value: refused.
+        let none = store
+            .group_set_mappings(
+                "ict",
+                &GroupName::parse("nope").unwrap(),
+                &GroupMappingChange::default(),
+                NOW,
+            )
+            .await;
+        assert!(matches!(none, Err(StoreError::NotFound(_))), "{ts:?}");
+        let bad = store
+            .group_set_mappings(
+                "ict",
+                &hr,
+                &GroupMappingChange {
+                    idp_groups: Some(groups(&["a\tb"])),
+                    grants_role: None,
+                },
+                NOW,
+            )
+            .await;
+        assert!(matches!(bad, Err(StoreError::Invalid(_))), "{ts:?}");
     }
 }

@@ -34,6 +34,8 @@ pub mod limits {
     pub const STATE: usize = 256;
     /// Loopback redirect ports in an `SsoAuthorize`.
     pub const PORTS: usize = 16;
+    /// The user code in a `DeviceAuthorize`.
+    pub const USER_CODE: usize = 64;
 }
 
 /// The device key's algorithm.
@@ -206,6 +208,26 @@ pub enum Message {
         refresh_token: String,
         expires_in: u32,
     },
+    /// Agent → broker: start a device code sign-in (RFC 8628) with the
+    /// organisation's identity provider.
+    DeviceStart,
+    /// Broker → agent: what the person opens (`verification_uri`, or
+    /// `verification_uri_complete` with the code in it; empty when the
+    /// provider gives none) and the code they enter there, valid for
+    /// `expires_in` seconds; `handle` names the sign-in in a `DevicePoll`.
+    DeviceAuthorize {
+        handle: String,
+        user_code: String,
+        verification_uri: String,
+        verification_uri_complete: String,
+        expires_in: u32,
+        interval: u32,
+    },
+    /// Agent → broker: wait for the person to sign in at the provider; the
+    /// broker answers `SsoTokens` once they have, or `Refused`.
+    DevicePoll {
+        handle: String,
+    },
     /// Agent → broker: exchange a refresh token.
     Refresh {
         refresh_token: String,
@@ -315,6 +337,19 @@ impl std::fmt::Debug for Message {
                 .field("username", username)
                 .field("expires_in", expires_in)
                 .finish_non_exhaustive(),
+            Message::DeviceStart => f.write_str("DeviceStart"),
+            Message::DeviceAuthorize {
+                verification_uri,
+                expires_in,
+                interval,
+                ..
+            } => f
+                .debug_struct("DeviceAuthorize")
+                .field("verification_uri", verification_uri)
+                .field("expires_in", expires_in)
+                .field("interval", interval)
+                .finish_non_exhaustive(),
+            Message::DevicePoll { .. } => f.write_str("DevicePoll"),
             Message::Refresh { .. } => f.write_str("Refresh"),
             Message::SignOut { .. } => f.write_str("SignOut"),
             Message::SignedOut => f.write_str("SignedOut"),
@@ -378,6 +413,9 @@ mod tag {
     pub const SSO_AUTHORIZE: u8 = 0x16;
     pub const SSO_FINISH: u8 = 0x17;
     pub const SSO_TOKENS: u8 = 0x18;
+    pub const DEVICE_START: u8 = 0x19;
+    pub const DEVICE_AUTHORIZE: u8 = 0x1a;
+    pub const DEVICE_POLL: u8 = 0x1b;
     pub const HELLO: u8 = 0x20;
     pub const WELCOME: u8 = 0x21;
     pub const APPS_CHANGED: u8 = 0x22;
@@ -513,6 +551,9 @@ impl Message {
             Message::SsoAuthorize { .. } => "SsoAuthorize",
             Message::SsoFinish { .. } => "SsoFinish",
             Message::SsoTokens { .. } => "SsoTokens",
+            Message::DeviceStart => "DeviceStart",
+            Message::DeviceAuthorize { .. } => "DeviceAuthorize",
+            Message::DevicePoll { .. } => "DevicePoll",
             Message::Refresh { .. } => "Refresh",
             Message::SignOut { .. } => "SignOut",
             Message::SignedOut => "SignedOut",
@@ -540,6 +581,9 @@ impl Message {
             Message::SsoAuthorize { .. } => tag::SSO_AUTHORIZE,
             Message::SsoFinish { .. } => tag::SSO_FINISH,
             Message::SsoTokens { .. } => tag::SSO_TOKENS,
+            Message::DeviceStart => tag::DEVICE_START,
+            Message::DeviceAuthorize { .. } => tag::DEVICE_AUTHORIZE,
+            Message::DevicePoll { .. } => tag::DEVICE_POLL,
             Message::Refresh { .. } => tag::REFRESH,
             Message::SignOut { .. } => tag::SIGN_OUT,
             Message::SignedOut => tag::SIGNED_OUT,
@@ -629,6 +673,23 @@ impl Message {
                 w.string(refresh_token);
                 w.u32(*expires_in);
             }
+            Message::DeviceStart => {}
+            Message::DeviceAuthorize {
+                handle,
+                user_code,
+                verification_uri,
+                verification_uri_complete,
+                expires_in,
+                interval,
+            } => {
+                w.string(handle);
+                w.string(user_code);
+                w.string(verification_uri);
+                w.string(verification_uri_complete);
+                w.u32(*expires_in);
+                w.u32(*interval);
+            }
+            Message::DevicePoll { handle } => w.string(handle),
             Message::Refresh { refresh_token } | Message::SignOut { refresh_token } => {
                 w.string(refresh_token)
             }
@@ -753,6 +814,18 @@ impl Message {
                 access_token: r.string(limits::TOKEN)?,
                 refresh_token: r.string(limits::TOKEN)?,
                 expires_in: r.u32()?,
+            },
+            tag::DEVICE_START => Message::DeviceStart,
+            tag::DEVICE_AUTHORIZE => Message::DeviceAuthorize {
+                handle: r.string(limits::STATE)?,
+                user_code: r.string(limits::USER_CODE)?,
+                verification_uri: r.string(limits::URL)?,
+                verification_uri_complete: r.string(limits::URL)?,
+                expires_in: r.u32()?,
+                interval: r.u32()?,
+            },
+            tag::DEVICE_POLL => Message::DevicePoll {
+                handle: r.string(limits::STATE)?,
             },
             tag::REFRESH => Message::Refresh {
                 refresh_token: r.string(limits::TOKEN)?,

@@ -131,6 +131,18 @@ fn messages() -> Vec<Message> {
             refresh_token: "lyr_x".into(),
             expires_in: 900,
         },
+        Message::DeviceStart,
+        Message::DeviceAuthorize {
+            handle: "lyd_handle".into(),
+            user_code: "BCDF-GHJK".into(),
+            verification_uri: "https://login.example/device".into(),
+            verification_uri_complete: "https://login.example/device?user_code=BCDF-GHJK".into(),
+            expires_in: 600,
+            interval: 5,
+        },
+        Message::DevicePoll {
+            handle: "lyd_handle".into(),
+        },
         Message::Refresh {
             refresh_token: "lyr_x".into(),
         },

@@ -10,6 +10,9 @@
 //   OIDC_REDIRECT_PORTS  comma-separated loopback ports for the client's redirect URIs
 //   OIDC_ID_TOKEN_TTL  ID token lifetime in seconds (default 300)
 //   OIDC_EXTRA_REDIRECTS  comma-separated redirect URIs added to the client (the console's callback)
+//   OIDC_DEVICE_FLOW   "0": no device authorization grant (RFC 8628); on otherwise,
+//                      for the client "lanyard", its page at /device
+//   OIDC_DEVICE_CODE_TTL  device code lifetime in seconds (default 600)
 //
 // Prints one JSON line {"issuer": "..."} on stdout once it listens.
 //
@@ -34,6 +37,9 @@ const ports = (process.env.OIDC_REDIRECT_PORTS || '53682,53683,53684')
 const idTokenTtl = Number(process.env.OIDC_ID_TOKEN_TTL || 300);
 // More redirect URIs for the client, e.g. the web console's callback.
 const extraRedirects = (process.env.OIDC_EXTRA_REDIRECTS || '').split(',').filter(Boolean);
+const deviceFlow = process.env.OIDC_DEVICE_FLOW !== '0';
+const deviceCodeTtl = Number(process.env.OIDC_DEVICE_CODE_TTL || 600);
+const deviceGrant = 'urn:ietf:params:oauth:grant-type:device_code';
 
 const { privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const jwk = privateKey.export({ format: 'jwk' });
@@ -121,7 +127,7 @@ server.listen(Number(process.env.OIDC_PORT || 0), '127.0.0.1', () => {
         token_endpoint_auth_method: 'none',
         application_type: 'native',
         id_token_signed_response_alg: 'ES256',
-        grant_types: ['authorization_code', 'refresh_token'],
+        grant_types: ['authorization_code', 'refresh_token', ...(deviceFlow ? [deviceGrant] : [])],
         response_types: ['code'],
         redirect_uris: ports.map((p) => `http://127.0.0.1:${p}/callback`).concat(extraRedirects),
       },
@@ -146,10 +152,12 @@ server.listen(Number(process.env.OIDC_PORT || 0), '127.0.0.1', () => {
       email: ['email'],
     },
     conformIdTokenClaims: false,
-    features: { devInteractions: { enabled: false } },
+    features: { devInteractions: { enabled: false }, deviceFlow: { enabled: deviceFlow } },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     pkce: { required: () => true },
-    ttl: { IdToken: idTokenTtl, AccessToken: 300, RefreshToken: 3600, Session: 3600 },
+    ttl: {
+      IdToken: idTokenTtl, AccessToken: 300, RefreshToken: 3600, Session: 3600, DeviceCode: deviceCodeTtl,
+    },
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
     async findAccount(_ctx, sub) {
       const user = Object.hasOwn(users, sub) ? users[sub] : undefined;

@@ -71,6 +71,30 @@ fn every_command_prints_json_under_json() {
     let pw = format!("{PASSWORD}\n");
 
     s.run(&["groups", "add", "ops"], None);
+    let set = s.run(
+        &[
+            "groups",
+            "set",
+            "ops",
+            "--idp-group",
+            "grp-ops",
+            "--grants-role",
+            "viewer",
+        ],
+        None,
+    );
+    assert_eq!(set["grants_role"], "viewer", "{set}");
+    s.run(
+        &[
+            "groups",
+            "set",
+            "ops",
+            "--no-idp-groups",
+            "--grants-role",
+            "none",
+        ],
+        None,
+    );
     s.run(&["groups", "list"], None);
     let added = s.run(
         &[

@@ -24,6 +24,7 @@ fn needs() -> BTreeMap<(&'static str, &'static str), &'static str> {
         (("GET", "/me"), staff),
         (("GET", "/groups"), viewer),
         (("POST", "/groups"), admin),
+        (("PATCH", "/groups/{name}"), admin),
         (("DELETE", "/groups/{name}"), admin),
         (("GET", "/staff"), viewer),
         (("POST", "/staff"), admin),

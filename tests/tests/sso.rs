@@ -441,3 +441,225 @@ fn the_admin_cli_signs_in_with_sso() {
         .ok();
     assert!(tokens.stdout.contains("f.jones"), "{}", tokens.stdout);
 }
+
+/// Runs `lanyard-agent login --device-code`, reads the address and code
+/// it prints, and signs `user` in on the provider's device page as a
+/// browser would (`abort`: refuses there instead); the agent's exit code,
+/// stdout, stderr and the page the provider ended on.
+fn login_device_code(agent: &Agent, user: &str, abort: bool) -> (i32, String, String, String) {
+    let mut child = agent
+        .command()
+        .args(["login", "--device-code"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut said = String::new();
+    let mut uri = String::new();
+    let mut code = String::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        said.push_str(&line);
+        if let Some(rest) = line.strip_prefix("To sign in, open ") {
+            uri = rest.trim().trim_end_matches(" on any device").to_owned();
+        }
+        if let Some(rest) = line.strip_prefix("and enter the code: ") {
+            code = rest.trim().to_owned();
+            break;
+        }
+    }
+    let page = if uri.is_empty() || code.is_empty() {
+        String::new()
+    } else {
+        lanyard_broker::testkit_oidc::device_sign_in(&uri, &code, user, PW, abort)
+            .unwrap_or_else(|e| e)
+    };
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (
+        status.code().unwrap_or(-1),
+        format!("{said}{rest}"),
+        err,
+        page,
+    )
+}
+
+/// `lanyard-agent login --device-code`: the agent shows the provider's
+/// address and code, the person signs in there on "another device", the
+/// broker's poll ends and the agent is signed in, then reaches the
+/// finance app. Someone in no mapped group, or a person who refuses at the
+/// provider, is refused with the reason; each refusal is audited.
+#[test]
+fn device_code_sign_in_from_the_agent() {
+    let Some((_provider, w, agent)) = setup("sso device code", [29701, 29702]) else {
+        return;
+    };
+    let b = &w.broker;
+
+    let (code, out, err, page) = login_device_code(&agent, "o.other", false);
+    assert_ne!(code, 0, "a person in no mapped group signed in: {out}");
+    assert!(page.contains("Sign-in Success"), "{page}");
+    assert!(err.contains("no group mapped"), "{err}");
+
+    let (code, _, err, _) = login_device_code(&agent, "f.jones", true);
+    assert_ne!(code, 0, "an aborted sign-in went on");
+    assert!(err.contains("access_denied"), "{err}");
+    let audit = b.audit_json("agent.signin");
+    assert!(audit.contains("device_denied"), "{audit}");
+
+    let (code, out, err, page) = login_device_code(&agent, "f.jones", false);
+    assert_eq!(code, 0, "login --device-code failed: {out} {err}");
+    assert!(page.contains("Sign-in Success"), "{page}");
+    assert!(out.contains("and enter the code: "), "{out}");
+    assert!(out.contains("signed in as f.jones"), "{out}");
+    let person = b
+        .lanyard(&["staff", "show", "f.jones", "--json"], None, None)
+        .ok()
+        .stdout;
+    assert!(person.contains("finance"), "{person}");
+    let audit = b.audit_json("agent.signin");
+    assert!(
+        audit.contains("f.jones") && audit.contains("subject"),
+        "{audit}"
+    );
+
+    let mut up = agent.up(&[]);
+    let forwards = up.wait_ready(READY);
+    assert!(forwards.contains_key("fin-echo"), "{forwards:?}");
+    drop(up);
+    let log = b.log_text();
+    assert!(log.contains("device code sign-in started"), "{log}");
+    assert!(!log.contains(PW), "the password reached a log");
+}
+
+/// A role from the provider: `lanyard groups add … --grants-role admin`;
+/// f.jones, put in that provider group, is an admin after `login --sso`;
+/// `lanyard groups set` changes the role granted and then the mapping,
+/// and at each next sign-in the role follows, down to staff (audited).
+#[test]
+fn a_role_comes_from_a_mapped_provider_group() {
+    let Some((provider, w, agent)) = setup("sso roles", [29703, 29704]) else {
+        return;
+    };
+    let b = &w.broker;
+    // The person as the API shows them: role and the admin flag.
+    let role_of = |who: &str| -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "-m", "10", "--cacert"])
+            .arg(b.data_dir.join("ca.pem"))
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {}", b.admin_token()))
+            .arg(format!("{}/api/v1/staff/{who}", b.api))
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        format!("{}/{}", v["role"].as_str().unwrap_or("?"), v["admin"])
+    };
+    let added = b
+        .lanyard(
+            &[
+                "groups",
+                "add",
+                "it-admins",
+                "--idp-group",
+                "grp-admins",
+                "--grants-role",
+                "admin",
+            ],
+            None,
+            None,
+        )
+        .ok();
+    assert!(added.stdout.contains("granting admin"), "{}", added.stdout);
+    // A role must come with a provider group.
+    let refused = b.lanyard(
+        &[
+            "groups",
+            "set",
+            "finance",
+            "--no-idp-groups",
+            "--grants-role",
+            "ict",
+        ],
+        None,
+        None,
+    );
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("--idp-group"), "{}", refused.stderr);
+
+    provider.change_user("f.jones", json!({"groups": ["grp-fin", "grp-admins"]}));
+    let (status, out, err) = login_sso(&agent, "f.jones");
+    assert_eq!(status, 0, "{out} {err}");
+    assert_eq!(role_of("f.jones"), "admin/true");
+
+    let set = b
+        .lanyard(
+            &["groups", "set", "it-admins", "--grants-role", "viewer"],
+            None,
+            None,
+        )
+        .ok();
+    assert!(set.stdout.contains("granting viewer"), "{}", set.stdout);
+    let (status, out, err) = login_sso(&agent, "f.jones");
+    assert_eq!(status, 0, "{out} {err}");
+    assert_eq!(role_of("f.jones"), "viewer/false");
+
+    // The group now comes from another provider group: f.jones is not in
+    // it, so the role granted goes at the next sign-in.
+    let set = b
+        .lanyard(
+            &[
+                "groups",
+                "set",
+                "it-admins",
+                "--idp-group",
+                "grp-it",
+                "--json",
+            ],
+            None,
+            None,
+        )
+        .ok();
+    let g: serde_json::Value = serde_json::from_str(&set.stdout).unwrap();
+    assert_eq!(g["idp_groups"], json!(["grp-it"]), "{g}");
+    assert_eq!(g["grants_role"], json!("viewer"), "{g}");
+    let (status, out, err) = login_sso(&agent, "f.jones");
+    assert_eq!(status, 0, "{out} {err}");
+    assert_eq!(role_of("f.jones"), "staff/false");
+    let person = b
+        .lanyard(&["staff", "show", "f.jones", "--json"], None, None)
+        .ok()
+        .stdout;
+    assert!(!person.contains("it-admins"), "{person}");
+
+    // A role set by hand over one the provider gave is the person's own:
+    // the provider granting less leaves it.
+    provider.change_user("f.jones", json!({"groups": ["grp-fin", "grp-it"]}));
+    let (status, out, err) = login_sso(&agent, "f.jones");
+    assert_eq!(status, 0, "{out} {err}");
+    assert_eq!(role_of("f.jones"), "viewer/false");
+    b.lanyard(&["staff", "set", "f.jones", "--role", "admin"], None, None)
+        .ok();
+    provider.change_user("f.jones", json!({"groups": ["grp-fin"]}));
+    let (status, out, err) = login_sso(&agent, "f.jones");
+    assert_eq!(status, 0, "{out} {err}");
+    assert_eq!(role_of("f.jones"), "admin/true");
+
+    let audit: Vec<serde_json::Value> =
+        serde_json::from_str(&b.audit_json("staff.role_from_idp")).unwrap();
+    let changes = audit.iter().filter(|r| r["target"] == "f.jones").count();
+    assert_eq!(changes, 4, "admin, viewer, staff, viewer: {audit:?}");
+    let audit = b.audit_json("group.set");
+    assert!(
+        audit.contains("grp-it") && audit.contains("grp-admins"),
+        "{audit}"
+    );
+}

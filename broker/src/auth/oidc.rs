@@ -12,6 +12,15 @@
 //! JWKS are cached; a token signed with an unknown `kid` fetches the JWKS
 //! again (at most every [`JWKS_REFETCH_MS`]) and is checked once more.
 //!
+//! The device authorization grant (RFC 8628, `lanyard-agent login
+//! --device-code`): [`Oidc::device_begin`] asks the provider's
+//! `device_authorization_endpoint` (from discovery) for a user code, kept
+//! with its device code (which never leaves the broker) under a handle
+//! bound to the device that asked; [`Oidc::device_finish`] polls the token
+//! endpoint (the crate's loop: `interval`, `slow_down`, bounded by the
+//! code's expiry) and validates the ID token as a code sign-in does (there
+//! is no nonce in this grant: the device code is the broker's secret).
+//!
 //! The provider's tokens never reach a log or an error message: errors name
 //! what was wrong, never a token.
 //!
@@ -26,13 +35,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use openidconnect::core::{
-    CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet, CoreJwsSigningAlgorithm,
-    CoreProviderMetadata, CoreResponseType, CoreTokenResponse,
+    CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod,
+    CoreDeviceAuthorizationResponse, CoreGrantType, CoreIdToken, CoreIdTokenVerifier,
+    CoreJsonWebKey, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType,
+    CoreSubjectIdentifierType, CoreTokenResponse,
 };
 use openidconnect::{
-    AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, Scope,
-    TokenResponse,
+    AdditionalProviderMetadata, AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret,
+    CsrfToken, DeviceAuthorizationUrl, DeviceCodeErrorResponseType, IssuerUrl, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl,
+    RefreshToken, Scope, TokenResponse,
 };
 use serde_json::Value;
 
@@ -59,6 +72,37 @@ pub const MAX_CODE: usize = 4096;
 pub const MAX_STATE: usize = 256;
 /// Groups read from the claim at most.
 pub const MAX_GROUPS: usize = 1000;
+/// A device sign-in waits for the person at most this long, whatever the
+/// provider's `expires_in`.
+pub const DEVICE_WAIT_MAX_MS: Millis = 15 * 60_000;
+/// Longest user code and verification address passed on to the agent.
+pub const MAX_USER_CODE: usize = 64;
+pub const MAX_VERIFICATION_URI: usize = 2048;
+
+/// The discovery document's `device_authorization_endpoint`, when the
+/// provider offers the device code flow.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+pub struct DeviceEndpoint {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    device_authorization_endpoint: Option<DeviceAuthorizationUrl>,
+}
+impl AdditionalProviderMetadata for DeviceEndpoint {}
+
+/// Discovery, with the device endpoint.
+type Metadata = ProviderMetadata<
+    DeviceEndpoint,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
 
 /// Why an SSO sign-in was refused. The messages are for the person and the
 /// audit log; none carries a token.
@@ -91,6 +135,16 @@ pub enum OidcError {
     Overage { claim: String },
     #[error("the {claim:?} claim is not a list of strings")]
     BadGroups { claim: String },
+    #[error("the provider does not offer the device code flow; use --sso")]
+    NoDeviceFlow,
+    #[error("unknown or expired device sign-in; start `lanyard-agent login --device-code` again")]
+    DeviceUnknown,
+    #[error("the sign-in was refused at the identity provider (access_denied)")]
+    DeviceDenied,
+    #[error(
+        "nobody entered the code in time (expired_token); run `lanyard-agent login --device-code` again"
+    )]
+    DeviceExpired,
 }
 
 impl OidcError {
@@ -107,6 +161,10 @@ impl OidcError {
             OidcError::NoUsername { .. } => "no_username",
             OidcError::Overage { .. } => "groups_overage",
             OidcError::BadGroups { .. } => "bad_groups",
+            OidcError::NoDeviceFlow => "no_device_flow",
+            OidcError::DeviceUnknown => "device_unknown",
+            OidcError::DeviceDenied => "device_denied",
+            OidcError::DeviceExpired => "device_expired",
         }
     }
 }
@@ -144,8 +202,28 @@ struct Pending {
     expires_at: Millis,
 }
 
+/// A started device sign-in, waiting for the person.
+struct PendingDevice {
+    device: String,
+    details: CoreDeviceAuthorizationResponse,
+    expires_at: Millis,
+}
+
+/// What the person is shown to sign in on another screen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceStarted {
+    /// The broker's name for this sign-in (the device code stays here).
+    pub handle: String,
+    pub user_code: String,
+    pub verification_uri: String,
+    /// The address with the code in it, when the provider gives one.
+    pub verification_uri_complete: Option<String>,
+    pub expires_in_secs: u32,
+    pub interval_secs: u32,
+}
+
 struct Discovered {
-    metadata: CoreProviderMetadata,
+    metadata: Metadata,
     jwks: CoreJsonWebKeySet,
     /// The provider's signing algorithms, asymmetric ones only.
     algs: Vec<CoreJwsSigningAlgorithm>,
@@ -160,6 +238,7 @@ pub struct Oidc {
     tls: Arc<rustls::ClientConfig>,
     discovered: tokio::sync::Mutex<Option<Arc<Discovered>>>,
     pending: Mutex<HashMap<String, Pending>>,
+    devices: Mutex<HashMap<String, PendingDevice>>,
     /// Seconds added to the clock when checking a token's times (tests).
     skew_secs: std::sync::atomic::AtomicI64,
 }
@@ -374,6 +453,7 @@ impl Oidc {
             tls: tls_config(),
             discovered: tokio::sync::Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
+            devices: Mutex::new(HashMap::new()),
             skew_secs: std::sync::atomic::AtomicI64::new(0),
         }
     }
@@ -446,7 +526,7 @@ impl Oidc {
         let issuer = IssuerUrl::new(self.settings.issuer.clone())
             .map_err(|e| OidcError::Provider(format!("issuer URL: {e}")))?;
         let http = self.http();
-        let metadata = CoreProviderMetadata::discover_async(issuer, &http)
+        let metadata = Metadata::discover_async(issuer, &http)
             .await
             .map_err(|e| OidcError::Provider(format!("discovery: {e}")))?;
         let algs: Vec<_> = metadata
@@ -619,6 +699,143 @@ impl Oidc {
         .await
     }
 
+    /// Starts a device sign-in for `device`: the user code and where to
+    /// enter it, from the provider's device authorization endpoint.
+    pub async fn device_begin(&self, device: &str) -> Result<DeviceStarted, OidcError> {
+        let d = self.discovered(false).await?;
+        let endpoint = d
+            .metadata
+            .additional_metadata()
+            .device_authorization_endpoint
+            .clone()
+            .ok_or(OidcError::NoDeviceFlow)?;
+        let client = self.client(&d).set_device_authorization_url(endpoint);
+        let mut request = client.exchange_device_code();
+        for s in &self.settings.scopes {
+            request = request.add_scope(Scope::new(s.clone()));
+        }
+        let http = self.http();
+        let details: CoreDeviceAuthorizationResponse =
+            request.request_async(&http).await.map_err(|e| match e {
+                openidconnect::RequestTokenError::ServerResponse(r) => OidcError::Provider(format!(
+                    "the device authorization endpoint said {} (is the device code flow allowed for client {}?)",
+                    r.error().as_ref(),
+                    self.settings.client_id
+                )),
+                openidconnect::RequestTokenError::Request(e) => {
+                    OidcError::Provider(format!("device authorization endpoint: {e}"))
+                }
+                _ => OidcError::Provider(
+                    "device authorization endpoint: an answer that is not a device authorization"
+                        .into(),
+                ),
+            })?;
+        let user_code = details.user_code().secret().clone();
+        let verification_uri = details.verification_uri().to_string();
+        let complete = details
+            .verification_uri_complete()
+            .map(|u| u.secret().clone());
+        if user_code.is_empty()
+            || user_code.len() > MAX_USER_CODE
+            || verification_uri.len() > MAX_VERIFICATION_URI
+            || complete
+                .as_ref()
+                .is_some_and(|c| c.len() > MAX_VERIFICATION_URI)
+        {
+            return Err(OidcError::Provider(
+                "the device authorization's user code or address is too long".into(),
+            ));
+        }
+        let wait_ms = (details.expires_in().as_millis() as Millis).clamp(1000, DEVICE_WAIT_MAX_MS);
+        let started = DeviceStarted {
+            handle: crate::secrets::new_token("lyd_"),
+            user_code,
+            verification_uri,
+            verification_uri_complete: complete,
+            expires_in_secs: (wait_ms / 1000) as u32,
+            interval_secs: details.interval().as_secs().min(u64::from(u32::MAX)) as u32,
+        };
+        let now = now_ms();
+        let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        devices.retain(|_, p| p.expires_at > now);
+        let mine: Vec<(String, Millis)> = devices
+            .iter()
+            .filter(|(_, p)| p.device == device)
+            .map(|(k, p)| (k.clone(), p.expires_at))
+            .collect();
+        if mine.len() >= MAX_PENDING_PER_DEVICE {
+            if let Some((oldest, _)) = mine.iter().min_by_key(|(_, e)| *e) {
+                devices.remove(oldest);
+            }
+        }
+        if devices.len() >= MAX_PENDING {
+            if let Some(oldest) = devices
+                .iter()
+                .min_by_key(|(_, p)| p.expires_at)
+                .map(|(k, _)| k.clone())
+            {
+                devices.remove(&oldest);
+            }
+        }
+        devices.insert(
+            started.handle.clone(),
+            PendingDevice {
+                device: device.to_owned(),
+                details,
+                expires_at: now + wait_ms,
+            },
+        );
+        Ok(started)
+    }
+
+    /// Started device sign-ins waiting for the person.
+    pub fn device_pending_count(&self) -> usize {
+        self.devices.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Waits for the person to sign in at the provider for the device
+    /// sign-in `handle` that `device` started (once): polls the token
+    /// endpoint at the provider's `interval` (longer after `slow_down`)
+    /// until the code expires, then validates the ID token.
+    pub async fn device_finish(&self, device: &str, handle: &str) -> Result<Identity, OidcError> {
+        if handle.is_empty() || handle.len() > MAX_STATE {
+            return Err(OidcError::DeviceUnknown);
+        }
+        let pending = {
+            let mut map = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+            match map.get(handle) {
+                Some(p) if p.device == device => map.remove(handle),
+                _ => None,
+            }
+        };
+        let Some(pending) = pending else {
+            return Err(OidcError::DeviceUnknown);
+        };
+        let left = pending.expires_at - now_ms();
+        if left <= 0 {
+            return Err(OidcError::DeviceExpired);
+        }
+        let d = self.discovered(false).await?;
+        let client = self.client(&d);
+        let http = self.http();
+        let response: CoreTokenResponse = client
+            .exchange_device_access_token(&pending.details)
+            .map_err(|e| OidcError::Provider(format!("token endpoint: {e}")))?
+            .request_async(
+                &http,
+                tokio::time::sleep,
+                Some(Duration::from_millis(left as u64)),
+            )
+            .await
+            .map_err(device_error)?;
+        self.identity(&response, |v: &CoreIdTokenVerifier<'_>, t: &CoreIdToken| {
+            // No nonce in this grant: the device code never left the broker.
+            t.claims(v, |_: Option<&Nonce>| Ok(()))
+                .map(|c| c.subject().to_string())
+        })
+        .await
+    }
+
     /// Asks the provider again, with its refresh token, whether the person
     /// may still sign in: their identity now (and the next refresh token).
     pub async fn recheck(&self, refresh_token: &str) -> Result<Identity, OidcError> {
@@ -707,6 +924,31 @@ fn token_error<E: std::error::Error>(
     match e {
         openidconnect::RequestTokenError::ServerResponse(r) => match r.error() {
             T::InvalidGrant => OidcError::CodeRefused,
+            other => OidcError::Provider(format!("token endpoint said {}", other.as_ref())),
+        },
+        openidconnect::RequestTokenError::Request(e) => {
+            OidcError::Provider(format!("token endpoint: {e}"))
+        }
+        openidconnect::RequestTokenError::Parse(_, _) => {
+            OidcError::Provider("token endpoint: an answer that is not a token response".into())
+        }
+        openidconnect::RequestTokenError::Other(s) => {
+            OidcError::Provider(format!("token endpoint: {s}"))
+        }
+    }
+}
+
+/// The device grant's polling error, named for the person.
+fn device_error<E: std::error::Error>(
+    e: openidconnect::RequestTokenError<E, openidconnect::DeviceCodeErrorResponse>,
+) -> OidcError {
+    match e {
+        openidconnect::RequestTokenError::ServerResponse(r) => match r.error() {
+            DeviceCodeErrorResponseType::AccessDenied => OidcError::DeviceDenied,
+            DeviceCodeErrorResponseType::ExpiredToken => OidcError::DeviceExpired,
+            DeviceCodeErrorResponseType::Basic(
+                openidconnect::core::CoreErrorResponseType::InvalidGrant,
+            ) => OidcError::DeviceUnknown,
             other => OidcError::Provider(format!("token endpoint said {}", other.as_ref())),
         },
         openidconnect::RequestTokenError::Request(e) => {

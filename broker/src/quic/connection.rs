@@ -243,6 +243,11 @@ async fn request(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, first: Messa
             .close(d.close_code().into(), d.to_string().as_bytes());
         return;
     }
+    // A device code sign-in waits for the person, not the store.
+    let within = match first {
+        Message::DevicePoll { .. } => signin::DEVICE_POLL_WITHIN,
+        _ => crate::store::ANSWER_WITHIN,
+    };
     let answer = async {
         match first {
             Message::SignIn {
@@ -253,6 +258,8 @@ async fn request(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, first: Messa
             Message::Refresh { refresh_token } => signin::refresh(&ctx, &refresh_token).await,
             Message::SsoStart { port } => signin::sso_start(&ctx, port).await,
             Message::SsoFinish { code, state } => signin::sso_finish(&ctx, &code, &state).await,
+            Message::DeviceStart => signin::device_start(&ctx).await,
+            Message::DevicePoll { handle } => signin::device_poll(&ctx, &handle).await,
             Message::SignOut { refresh_token } => signin::sign_out(&ctx, &refresh_token).await,
             Message::Renew => enrol::renew(&ctx).await,
             other => {
@@ -262,7 +269,7 @@ async fn request(ctx: Arc<DeviceConn>, mut send: quinn::SendStream, first: Messa
         }
     };
     // Each of these waits on the store, whose link may have gone silent.
-    let reply = match tokio::time::timeout(crate::store::ANSWER_WITHIN, answer).await {
+    let reply = match tokio::time::timeout(within, answer).await {
         Ok(reply) => reply,
         Err(_) => {
             tracing::warn!("a request waited too long on the store");

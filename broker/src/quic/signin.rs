@@ -235,6 +235,70 @@ pub(super) async fn sso_finish(ctx: &DeviceConn, code: &str, state_param: &str) 
         Ok(id) => id,
         Err(e) => return sso_refused(ctx, "-", &e).await,
     };
+    admit(ctx, oidc, id, started, "SSO sign-in").await
+}
+
+/// How long a `DevicePoll` may wait for the person, at most.
+pub(super) const DEVICE_POLL_WITHIN: std::time::Duration = std::time::Duration::from_millis(
+    crate::auth::oidc::DEVICE_WAIT_MAX_MS as u64
+        + 2 * crate::store::ANSWER_WITHIN.as_millis() as u64,
+);
+
+/// `DeviceStart`: a device code sign-in at the provider; the code and
+/// where to enter it.
+pub(super) async fn device_start(ctx: &DeviceConn) -> Message {
+    let Some(oidc) = ctx.state.oidc.as_ref() else {
+        return sso_refused(ctx, "-", &OidcError::NotConfigured).await;
+    };
+    match oidc.device_begin(&ctx.device.fingerprint).await {
+        Ok(d) => {
+            tracing::info!(device = %ctx.device.label(), "device code sign-in started");
+            Message::DeviceAuthorize {
+                handle: d.handle,
+                user_code: d.user_code,
+                verification_uri: d.verification_uri,
+                verification_uri_complete: d.verification_uri_complete.unwrap_or_default(),
+                expires_in: d.expires_in_secs,
+                interval: d.interval_secs,
+            }
+        }
+        Err(e) => sso_refused(ctx, "-", &e).await,
+    }
+}
+
+/// `DevicePoll`: waits (polling the provider) until the person has signed
+/// in on another screen, then admits them as a code sign-in would. Given
+/// up when the device's connection closes.
+pub(super) async fn device_poll(ctx: &DeviceConn, handle: &str) -> Message {
+    let Some(oidc) = ctx.state.oidc.as_ref() else {
+        return sso_refused(ctx, "-", &OidcError::NotConfigured).await;
+    };
+    let waited = tokio::select! {
+        r = oidc.device_finish(&ctx.device.fingerprint, handle) => r,
+        _ = ctx.conn.closed() => {
+            tracing::info!(device = %ctx.device.label(), "device code sign-in given up: the device went away");
+            return Message::refused(ErrorCode::Unavailable, "the connection closed");
+        }
+    };
+    let started = std::time::Instant::now();
+    let id = match waited {
+        Ok(id) => id,
+        Err(e) => return sso_refused(ctx, "-", &e).await,
+    };
+    admit(ctx, oidc, id, started, "SSO device code sign-in").await
+}
+
+/// The person the provider signed in (checked): their groups and role
+/// from the provider, then a sign-in on this device as a password one
+/// would give, with the provider's state kept for re-checks.
+async fn admit(
+    ctx: &DeviceConn,
+    oidc: &crate::auth::oidc::Oidc,
+    id: crate::auth::oidc::Identity,
+    started: std::time::Instant,
+    what: &'static str,
+) -> Message {
+    let state = &ctx.state;
     let now = now_ms();
     let settings = oidc.settings();
     let admitted = state
@@ -295,7 +359,7 @@ pub(super) async fn sso_finish(ctx: &DeviceConn, code: &str, state_param: &str) 
         username = %id.username,
         device = %ctx.device.label(),
         ms = started.elapsed().as_millis() as u64,
-        "SSO sign-in"
+        "{what}"
     );
     match answer {
         Message::Tokens {

@@ -56,6 +56,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../migrations/0011_roles.sql"),
     ),
     file(
+        "0012_idp_roles.sql",
+        include_str!("../../../migrations/0012_idp_roles.sql"),
+    ),
+    file(
         "0013_leavers.sql",
         include_str!("../../../migrations/0013_leavers.sql"),
     ),

@@ -5,6 +5,45 @@ use std::collections::BTreeSet;
 
 use super::{AuditEntry, Result, Store};
 use crate::clock::Millis;
+use crate::model::Role;
+
+/// Where a person's role came from, when the provider gave it: the role
+/// it gave and the person's own role before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdpRole {
+    pub gave: Role,
+    pub before: Role,
+}
+
+/// The role a person has after an SSO sign-in, from their role now, what
+/// the provider gave before (if it did) and the highest role their mapped
+/// groups grant now: `Some((role, idp))` when either changes. A granted
+/// role higher than their own is taken; a role from the provider follows
+/// what it grants, back down to their own role; a role of their own (set
+/// by hand, even over one the provider gave) is never lowered.
+pub fn role_after_sign_in(
+    current: Role,
+    idp: Option<IdpRole>,
+    granted: Option<Role>,
+) -> Option<(Role, Option<IdpRole>)> {
+    let own = match idp {
+        Some(i) if i.gave == current => i.before,
+        _ => current,
+    };
+    let granted = granted.unwrap_or(Role::Staff);
+    let next = if granted > own {
+        (
+            granted,
+            Some(IdpRole {
+                gave: granted,
+                before: own,
+            }),
+        )
+    } else {
+        (own, None)
+    };
+    (next != (current, idp)).then_some(next)
+}
 
 /// What the store decided about a person the provider signed in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +70,28 @@ pub struct OidcSignIn {
     pub checked_at: Millis,
 }
 
+fn idp_role(gave: &Option<String>, before: &Option<String>) -> Option<IdpRole> {
+    Some(IdpRole {
+        gave: Role::from_stored(gave.as_deref()?),
+        before: Role::from_stored(before.as_deref()?),
+    })
+}
+
 impl Store {
+    /// A person's role, and where it came from when the provider gave it.
+    pub async fn staff_role_source(
+        &self,
+        username: &str,
+    ) -> Result<Option<(Role, Option<IdpRole>)>> {
+        let row: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT role, role_from_idp, role_before_idp FROM staff WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(r, gave, before)| (Role::from_stored(&r), idp_role(&gave, &before))))
+    }
+
     /// The provider groups mapped to each Lanyard group: (group, provider group).
     pub async fn idp_group_mappings(&self) -> Result<Vec<(String, String)>> {
         Ok(sqlx::query_as(
@@ -44,7 +104,9 @@ impl Store {
     /// Admits `username`, whom the provider says is in `idp_groups`: the
     /// person must be in at least one mapped group; with `provision` an
     /// unknown person is made (priority 3). Their membership of every
-    /// mapped group is set from `idp_groups`, audited, as an access change.
+    /// mapped group is set from `idp_groups`, audited, as an access change;
+    /// their role from what the groups grant ([`role_after_sign_in`]),
+    /// audited.
     pub async fn sso_admit(
         &self,
         username: &str,
@@ -68,12 +130,18 @@ impl Store {
             tx.rollback().await?;
             return Ok(Admission::NoMappedGroup);
         }
-        let person: Option<(i64,)> = sqlx::query_as("SELECT active FROM staff WHERE username = $1")
-            .bind(username)
-            .fetch_optional(tx.conn())
-            .await?;
+        let person: Option<(i64, String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT active, role, role_from_idp, role_before_idp FROM staff WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(tx.conn())
+        .await?;
+        let (role_now, idp_role) = person
+            .as_ref()
+            .map(|(_, r, gave, before)| (Role::from_stored(r), idp_role(gave, before)))
+            .unwrap_or((Role::Staff, None));
         let provisioned = match person {
-            Some((0,)) => {
+            Some((0, _, _, _)) => {
                 tx.rollback().await?;
                 return Ok(Admission::Disabled);
             }
@@ -126,16 +194,53 @@ impl Store {
                 removed.push(*g);
             }
         }
-        let changed = !(added.is_empty() && removed.is_empty() && !provisioned);
+        let grants: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, grants_role FROM access_groups WHERE grants_role IS NOT NULL",
+        )
+        .fetch_all(tx.conn())
+        .await?;
+        let granted = grants
+            .iter()
+            .filter(|(g, _)| wanted.contains(g.as_str()))
+            .map(|(_, r)| Role::from_stored(r))
+            .max();
+        let role_changed = role_after_sign_in(role_now, idp_role, granted);
+        if let Some((role, idp)) = role_changed {
+            sqlx::query(
+                "UPDATE staff SET role = $1, is_admin = $2, role_from_idp = $3,
+                        role_before_idp = $4, updated_at = $5
+                 WHERE username = $6",
+            )
+            .bind(role.as_str())
+            .bind(i64::from(role.is_admin()))
+            .bind(idp.map(|i| i.gave.as_str()))
+            .bind(idp.map(|i| i.before.as_str()))
+            .bind(now)
+            .bind(username)
+            .execute(tx.conn())
+            .await?;
+            if role != role_now {
+                tx.audit(
+                    AuditEntry::ok(username, "staff.role_from_idp", username).with_detail(
+                        serde_json::json!({ "role": role, "was": role_now, "by": "sso" }),
+                    ),
+                )
+                .await?;
+            }
+        }
+        let groups_changed = !(added.is_empty() && removed.is_empty() && !provisioned);
+        let changed = groups_changed || role_changed.is_some();
         if !changed {
             tx.rollback().await?;
         } else {
-            tx.access_changed();
-            tx.audit(
-                AuditEntry::ok(username, "staff.groups_from_idp", username)
-                    .with_detail(serde_json::json!({ "added": added, "removed": removed })),
-            )
-            .await?;
+            if groups_changed {
+                tx.access_changed();
+                tx.audit(
+                    AuditEntry::ok(username, "staff.groups_from_idp", username)
+                        .with_detail(serde_json::json!({ "added": added, "removed": removed })),
+                )
+                .await?;
+            }
             tx.commit().await?;
         }
         Ok(Admission::Admitted {
@@ -234,5 +339,57 @@ impl Store {
         )
         .await?;
         tx.commit().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_granted_role_raises_and_only_a_provider_role_drops() {
+        use Role::*;
+        let idp = |gave, before| Some(IdpRole { gave, before });
+        // Higher than their own: taken, over their own.
+        assert_eq!(
+            role_after_sign_in(Staff, None, Some(Ict)),
+            Some((Ict, idp(Ict, Staff)))
+        );
+        assert_eq!(
+            role_after_sign_in(Viewer, None, Some(Admin)),
+            Some((Admin, idp(Admin, Viewer)))
+        );
+        // Not higher than their own: nothing.
+        assert_eq!(role_after_sign_in(Admin, None, Some(Viewer)), None);
+        assert_eq!(role_after_sign_in(Ict, None, None), None);
+        assert_eq!(role_after_sign_in(Ict, None, Some(Ict)), None);
+        assert_eq!(role_after_sign_in(Staff, None, None), None);
+        // A provider role follows the provider, down to their own.
+        assert_eq!(
+            role_after_sign_in(Admin, idp(Admin, Staff), Some(Ict)),
+            Some((Ict, idp(Ict, Staff)))
+        );
+        assert_eq!(
+            role_after_sign_in(Admin, idp(Admin, Staff), None),
+            Some((Staff, None))
+        );
+        assert_eq!(
+            role_after_sign_in(Ict, idp(Ict, Viewer), None),
+            Some((Viewer, None))
+        );
+        assert_eq!(role_after_sign_in(Ict, idp(Ict, Viewer), Some(Ict)), None);
+        assert_eq!(
+            role_after_sign_in(Admin, idp(Admin, Viewer), Some(Viewer)),
+            Some((Viewer, None))
+        );
+        // Set by hand over a provider role: their own now, never lowered.
+        assert_eq!(
+            role_after_sign_in(Admin, idp(Ict, Staff), None),
+            Some((Admin, None))
+        );
+        assert_eq!(
+            role_after_sign_in(Viewer, idp(Ict, Staff), Some(Ict)),
+            Some((Ict, idp(Ict, Viewer)))
+        );
     }
 }
