@@ -65,15 +65,15 @@ struct CodeRequest {
 }
 
 #[derive(Debug, Serialize)]
-struct CodeResponse {
+pub(crate) struct CodeResponse {
     /// The one string to hand to the laptop's user. Shown once.
-    code: String,
-    id: String,
-    kind: &'static str,
+    pub code: String,
+    pub id: String,
+    pub kind: &'static str,
     #[serde(rename = "for")]
-    for_: String,
-    broker: String,
-    expires_at: String,
+    pub for_: String,
+    pub broker: String,
+    pub expires_at: String,
 }
 
 async fn create(
@@ -90,7 +90,21 @@ async fn create(
             ))
         }
     };
-    let ttl = match req.ttl.as_deref() {
+    Ok((
+        StatusCode::CREATED,
+        Json(create_code(&state, &caller.name, what, req.ttl.as_deref()).await?),
+    ))
+}
+
+/// Makes a code for `what` with `ttl` (a duration such as `24h`; the
+/// configured default when `None`), audited for `actor`.
+pub(crate) async fn create_code(
+    state: &AppState,
+    actor: &str,
+    what: EnrolFor,
+    ttl: Option<&str>,
+) -> ApiResult<CodeResponse> {
+    let ttl = match ttl {
         None => state.live().code_ttl,
         Some(s) => humantime::parse_duration(s.trim())
             .map_err(|_| ApiError::bad(format!("bad ttl {s:?}: use a duration like 30m or 24h")))?,
@@ -116,7 +130,7 @@ async fn create(
     let issued = state
         .store
         .enrol_code_create(
-            &caller.name,
+            actor,
             &what,
             &crate::secrets::hash_secret(&secret),
             duration_ms(ttl),
@@ -131,15 +145,12 @@ async fn create(
         EnrolFor::Laptop(t) => format!("laptop {t}"),
         EnrolFor::Personal(u) => format!("personal device of {u}"),
     };
-    Ok((
-        StatusCode::CREATED,
-        Json(CodeResponse {
-            code: code.encode(),
-            id: issued.id,
-            kind: issued.kind,
-            for_,
-            broker: state.public_quic_addr.clone(),
-            expires_at: issued.expires_at,
-        }),
-    ))
+    Ok(CodeResponse {
+        code: code.encode(),
+        id: issued.id,
+        kind: issued.kind,
+        for_,
+        broker: state.public_quic_addr.clone(),
+        expires_at: issued.expires_at,
+    })
 }

@@ -131,6 +131,7 @@ mod tests {
             department: None,
             allocated_since: None,
             pool: None,
+            recall_since: None,
             notes: String::new(),
             purchase_date: Some("2025-01-31".into()),
             warranty_end: None,
