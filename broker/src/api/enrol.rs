@@ -65,7 +65,7 @@ struct CodeRequest {
 }
 
 #[derive(Debug, Serialize)]
-pub(crate) struct CodeResponse {
+pub struct CodeResponse {
     /// The one string to hand to the laptop's user. Shown once.
     pub code: String,
     pub id: String,
@@ -92,13 +92,14 @@ async fn create(
     };
     Ok((
         StatusCode::CREATED,
-        Json(create_code(&state, &caller.name, what, req.ttl.as_deref()).await?),
+        Json(issue(&state, &caller.name, what, req.ttl.as_deref()).await?),
     ))
 }
 
-/// Makes a code for `what` with `ttl` (a duration such as `24h`; the
-/// configured default when `None`), audited for `actor`.
-pub(crate) async fn create_code(
+/// Makes an enrolment code for `what`, valid for `ttl` (the configured
+/// default when `None`), made by `actor`; the code itself is in the answer
+/// and nowhere else.
+pub async fn issue(
     state: &AppState,
     actor: &str,
     what: EnrolFor,

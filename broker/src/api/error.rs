@@ -33,6 +33,21 @@ impl ApiError {
         ApiError::BadRequest(msg.into())
     }
 
+    /// What the error says to a person.
+    pub fn message(&self) -> &str {
+        match self {
+            ApiError::BadRequest(m)
+            | ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m)
+            | ApiError::NotFound(m)
+            | ApiError::Conflict(m)
+            | ApiError::Unavailable(m)
+            | ApiError::Rows { message: m, .. } => m,
+            ApiError::Timeout => "the request took too long; try again",
+            ApiError::Internal => "something went wrong on the broker; it has been logged",
+        }
+    }
+
     /// The store cannot answer now (unreachable, locked, disk full).
     pub fn store_unavailable() -> Self {
         ApiError::Unavailable("the store is unavailable; try again shortly".into())

@@ -225,16 +225,17 @@ pub fn link(href: &str, text: &str) -> String {
 }
 
 /// A one-button form posting to `action` (with the CSRF token), for an
-/// action on a row. `label` names the action and the thing, for screen
-/// readers moving from button to button.
-pub fn button_form(csrf: &str, action: &str, text: &str, label: &str, warning: bool) -> String {
+/// action on a row. The button reads `text`; `context` (the thing it acts
+/// on) follows it for screen readers only, so the name starts with what
+/// is seen.
+pub fn button_form(csrf: &str, action: &str, text: &str, context: &str, warning: bool) -> String {
     format!(
-        "<form class=\"inline\" method=\"post\" action=\"{}\">{}<button type=\"submit\" class=\"{}\" aria-label=\"{}\">{}</button></form>",
+        "<form class=\"inline\" method=\"post\" action=\"{}\">{}<button type=\"submit\" class=\"{}\">{}<span class=\"visually-hidden\"> {}</span></button></form>",
         esc(action),
         csrf_field(csrf),
         if warning { "button warn" } else { "button secondary" },
-        esc(label),
-        esc(text)
+        esc(text),
+        esc(context)
     )
 }
 

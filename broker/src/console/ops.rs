@@ -84,7 +84,7 @@ async fn sessions_page(state: &AppState, viewer: &Viewer, notice: Option<Notice>
                     &viewer.csrf,
                     &format!("/sessions/{}/kill", url(&s.id)),
                     "Kill",
-                    &format!("Kill session {} of {}", s.id, s.username),
+                    &format!("session {} of {}", s.id, s.username),
                     true,
                 ));
             }
@@ -229,7 +229,7 @@ async fn codes_page(
                         &viewer.csrf,
                         &format!("/enrolment/{}/cancel", url(&c.id)),
                         "Cancel",
-                        &format!("Cancel code {} for {}", c.id, c.for_),
+                        &format!("code {} for {}", c.id, c.for_),
                         true,
                     )
                 } else {
@@ -328,7 +328,7 @@ async fn code_create(State(state): State<AppState>, session: Session, form: Form
         }
     };
     let ttl = Some(form.get("ttl")).filter(|t| !t.is_empty());
-    match crate::api::enrol::create_code(&state, &session.caller.name, what, ttl).await {
+    match crate::api::enrol::issue(&state, &session.caller.name, what, ttl).await {
         Ok(c) => {
             let created = Created {
                 code: c.code,

@@ -669,7 +669,7 @@ async fn person_page(
                     &viewer.csrf,
                     &format!("{base}/disable"),
                     "Disable",
-                    &format!("Disable {}", person.username),
+                    &person.username,
                     true,
                 )
             } else {
@@ -677,7 +677,7 @@ async fn person_page(
                     &viewer.csrf,
                     &format!("{base}/enable"),
                     "Enable",
-                    &format!("Enable {}", person.username),
+                    &person.username,
                     false,
                 )
             },

@@ -184,37 +184,48 @@ impl Store {
         limit: Option<usize>,
         now: Millis,
     ) -> Result<FulfilReport> {
+        self.requests_fulfil_as_previewed(actor, limit, None, now)
+            .await
+    }
+
+    /// Who would get which laptop if the queue were served now (at most
+    /// `limit`), without changing anything; with the digest that
+    /// [`requests_fulfil_as_previewed`](Self::requests_fulfil_as_previewed)
+    /// checks.
+    pub async fn requests_fulfil_preview(
+        &self,
+        limit: Option<usize>,
+    ) -> Result<(FulfilReport, String)> {
+        let (queue, stock) = queue_and_stock(&mut *self.pool.acquire().await?).await?;
+        let report = plan(queue, stock, limit).report();
+        let digest = plan_digest(&report);
+        Ok((report, digest))
+    }
+
+    /// Serves the queue as [`requests_fulfil`](Self::requests_fulfil) does;
+    /// with `expected` (a preview's digest), only if the plan is still the
+    /// one previewed: otherwise nothing is written and the answer is a
+    /// conflict naming why.
+    pub async fn requests_fulfil_as_previewed(
+        &self,
+        actor: &str,
+        limit: Option<usize>,
+        expected: Option<&str>,
+        now: Millis,
+    ) -> Result<FulfilReport> {
         let mut tx = self.begin_audited(now).await?;
-        let queue: Vec<RequestRow> = sqlx::query_as(&format!(
-            "{REQUEST_SELECT} WHERE r.status = 'open' {QUEUE_ORDER}"
-        ))
-        .fetch_all(tx.conn())
-        .await?;
-        let stock: Vec<String> =
-            sqlx::query_scalar("SELECT asset_tag FROM laptops WHERE status = 'in-stock' ORDER BY created_at, asset_tag")
-                .fetch_all(tx.conn())
-                .await?;
-        let mut stock = stock.into_iter();
-        let mut report = FulfilReport {
-            allocated: Vec::new(),
-            still_queued: 0,
-            in_stock: 0,
-            skipped_disabled: Vec::new(),
-        };
-        let limit = limit.unwrap_or(usize::MAX);
-        for req in queue {
-            if req.active != 1 {
-                report.skipped_disabled.push(req.username);
-                continue;
+        let (queue, stock) = queue_and_stock(tx.conn()).await?;
+        let plan = plan(queue, stock, limit);
+        if let Some(expected) = expected {
+            if plan_digest(&plan.report()) != expected {
+                return Err(StoreError::Conflict(
+                    "the queue or the stock changed since the preview; nothing was allocated: look at the new preview".into(),
+                ));
             }
-            if report.allocated.len() >= limit {
-                report.still_queued += 1;
-                continue;
-            }
-            let Some(tag) = stock.next() else {
-                report.still_queued += 1;
-                continue;
-            };
+        }
+        let mut report = plan.report();
+        report.allocated.clear();
+        for (req, tag) in plan.pairs {
             let allocation = assign_in(&mut tx, actor, &tag, &req.username, Some(&req.id)).await?;
             sqlx::query(
                 "UPDATE laptop_requests SET status = 'fulfilled', fulfilled_at = $1, allocation_id = $2
@@ -236,10 +247,94 @@ impl Store {
                 asset_tag: tag,
             });
         }
-        report.in_stock = stock.count();
         tx.commit().await?;
         Ok(report)
     }
+}
+
+/// The open requests in queue order and the in-stock laptops, oldest
+/// stock first.
+async fn queue_and_stock(conn: &mut sqlx::AnyConnection) -> Result<(Vec<RequestRow>, Vec<String>)> {
+    let queue: Vec<RequestRow> = sqlx::query_as(&format!(
+        "{REQUEST_SELECT} WHERE r.status = 'open' {QUEUE_ORDER}"
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
+    let stock: Vec<String> = sqlx::query_scalar(
+        "SELECT asset_tag FROM laptops WHERE status = 'in-stock' ORDER BY created_at, asset_tag",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok((queue, stock))
+}
+
+/// Who gets what: requests in queue order take stock in order; disabled
+/// people are passed over; at most `limit` are served.
+struct Plan {
+    pairs: Vec<(RequestRow, String)>,
+    still_queued: usize,
+    in_stock: usize,
+    skipped_disabled: Vec<String>,
+}
+
+fn plan(queue: Vec<RequestRow>, stock: Vec<String>, limit: Option<usize>) -> Plan {
+    let mut stock = stock.into_iter();
+    let limit = limit.unwrap_or(usize::MAX);
+    let mut p = Plan {
+        pairs: Vec::new(),
+        still_queued: 0,
+        in_stock: 0,
+        skipped_disabled: Vec::new(),
+    };
+    for req in queue {
+        if req.active != 1 {
+            p.skipped_disabled.push(req.username);
+            continue;
+        }
+        if p.pairs.len() >= limit {
+            p.still_queued += 1;
+            continue;
+        }
+        match stock.next() {
+            Some(tag) => p.pairs.push((req, tag)),
+            None => p.still_queued += 1,
+        }
+    }
+    p.in_stock = stock.count();
+    p
+}
+
+impl Plan {
+    fn report(&self) -> FulfilReport {
+        FulfilReport {
+            allocated: self
+                .pairs
+                .iter()
+                .map(|(req, tag)| Fulfilled {
+                    request_id: req.id.clone(),
+                    username: req.username.clone(),
+                    priority: req.priority,
+                    asset_tag: tag.clone(),
+                })
+                .collect(),
+            still_queued: self.still_queued,
+            in_stock: self.in_stock,
+            skipped_disabled: self.skipped_disabled.clone(),
+        }
+    }
+}
+
+/// A digest of who gets what, for a preview to be committed only as seen.
+pub fn plan_digest(report: &FulfilReport) -> String {
+    let mut text = String::new();
+    for a in &report.allocated {
+        text.push_str(&a.request_id);
+        text.push(':');
+        text.push_str(&a.asset_tag);
+        text.push('\n');
+    }
+    let d = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    data_encoding::HEXLOWER.encode(&d.as_ref()[..16])
 }
 
 fn view(row: RequestRow, place: Option<usize>) -> RequestView {

@@ -1,0 +1,274 @@
+//! The web console in a real browser (headless Chromium over WebDriver):
+//! signing in, the inventory flow, a member of staff's own page, refusals
+//! (a post without its CSRF token, a viewer's action), with axe-core's WCAG
+//! 2.2 A/AA check on every page and screenshots at 1280 and 320 px under
+//! the target dir. Skipped, saying so, without Chromium, chromedriver or
+//! axe-core (.ci/run installs them).
+
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+use serde_json::{json, Value};
+
+use lanyard_e2e::axe::Axe;
+use lanyard_e2e::screenshots::screenshot_both_widths;
+use lanyard_e2e::webdriver::Browser;
+use lanyard_e2e::world::{World, PASSWORD};
+
+/// Adds a person with `role` and the test password.
+fn person(w: &World, username: &str, role: &str, group: Option<&str>) {
+    let mut args = vec![
+        "staff",
+        "add",
+        username,
+        "--name",
+        username,
+        "--role",
+        role,
+        "--password-stdin",
+    ];
+    if let Some(g) = group {
+        args.extend(["--group", g]);
+    }
+    w.broker
+        .lanyard(&args, None, Some(&format!("{PASSWORD}\n")))
+        .ok();
+}
+
+/// The page is accessible (axe: no WCAG 2.2 A/AA violation), reflows at
+/// 320 px without a page-wide sideways scroll, and is screenshotted.
+fn look(b: &Browser, axe: &Axe, name: &str) {
+    axe.assert_accessible(b, name);
+    b.set_window_size(320, 640).unwrap();
+    let wide = b
+        .execute("return document.documentElement.scrollWidth;", &[])
+        .unwrap();
+    assert!(
+        wide.as_u64().unwrap() <= 320,
+        "{name}: the page is {wide} px wide at 320 px"
+    );
+    axe.assert_accessible(b, &format!("{name} at 320 px"));
+    b.set_window_size(1280, 800).unwrap();
+    screenshot_both_widths(b, name).unwrap();
+}
+
+fn sign_in(b: &Browser, base: &str, username: &str) {
+    b.goto(&format!("{base}/login")).unwrap();
+    b.fill("#username", username).unwrap();
+    b.fill("#password", PASSWORD).unwrap();
+    b.submit_form("form[action='/login']").unwrap();
+    b.wait_for_url("signed in", |u| !u.contains("/login"))
+        .unwrap();
+}
+
+fn sign_out(b: &Browser) {
+    b.submit_form("form.signout").unwrap();
+    b.wait_for_url("signed out", |u| u.ends_with("/login"))
+        .unwrap();
+}
+
+/// A form POST from the page itself (same origin, the session's cookie
+/// sent): its status.
+fn post_from_page(b: &Browser, path: &str, body: &str) -> u64 {
+    b.execute_async(
+        "const [path, body, done] = arguments;\
+         fetch(path, {method: 'POST', headers: {'Content-Type': 'application/x-www-form-urlencoded'}, body})\
+           .then(r => done(r.status)).catch(e => done(String(e)));",
+        &[json!(path), json!(body)],
+    )
+    .unwrap()
+    .as_u64()
+    .unwrap_or(0)
+}
+
+fn csrf_on_page(b: &Browser) -> String {
+    b.execute(
+        "return document.querySelector('input[name=csrf]').value;",
+        &[],
+    )
+    .unwrap()
+    .as_str()
+    .unwrap()
+    .to_owned()
+}
+
+fn laptop_json(w: &World, tag: &str) -> Value {
+    serde_json::from_str(
+        &w.broker
+            .lanyard(&["devices", "show", tag, "--json"], None, None)
+            .ok()
+            .stdout,
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_inventory_tour_in_the_console() {
+    let Some(axe) = Axe::for_test() else { return };
+    let Some(b) = Browser::for_test() else { return };
+    let w = World::new();
+    person(&w, "c.viewer", "viewer", None);
+    person(&w, "s.staff", "staff", Some("hr"));
+    person(&w, "c.ict", "ict", None);
+    let base = w.broker.api.clone();
+
+    // Sign-in: the page, a wrong password named beside the field, then in.
+    b.goto(&format!("{base}/laptops")).unwrap();
+    assert!(b.current_url().unwrap().contains("/login?next=%2Flaptops"));
+    look(&b, &axe, "login");
+    b.fill("#username", "c.ict").unwrap();
+    b.fill("#password", "not-the-password").unwrap();
+    b.submit_form("form[action='/login']").unwrap();
+    let summary = b.text_of(".error-summary").unwrap();
+    assert!(summary.contains("wrong username or password"), "{summary}");
+    look(&b, &axe, "login-error");
+    b.fill("#password", PASSWORD).unwrap();
+    b.submit_form("form[action='/login']").unwrap();
+    b.wait_for_url("the laptops page after sign-in", |u| {
+        u.ends_with("/laptops")
+    })
+    .unwrap();
+    let cookie = b
+        .cookie("__Host-lanyard")
+        .unwrap()
+        .expect("a session cookie");
+    assert!(cookie.secure && cookie.http_only, "{cookie:?}");
+    assert_eq!(cookie.same_site.as_deref(), Some("Strict"));
+    look(&b, &axe, "laptops");
+
+    // Add a laptop: a bad tag is named beside its field; a good one lands.
+    b.fill("#asset_tag", "bad tag!").unwrap();
+    b.fill("#serial", "S2").unwrap();
+    b.fill("#model", "T14").unwrap();
+    b.submit_form("form[action='/laptops'][method='post']")
+        .unwrap();
+    if b.find("#asset_tag-error").is_err() {
+        panic!("no error beside the tag: {}", b.page_source().unwrap());
+    }
+    look(&b, &axe, "laptops-add-error");
+    b.fill("#asset_tag", "LT-2").unwrap();
+    b.submit_form("form[action='/laptops'][method='post']")
+        .unwrap();
+    b.wait_for_url("the new laptop", |u| u.contains("/laptops/LT-2"))
+        .unwrap();
+    assert!(b.text_of(".notice").unwrap().contains("Laptop added"));
+    // Literal search: '%' matches nothing, the tag matches.
+    b.goto(&format!("{base}/laptops?q=%25")).unwrap();
+    assert!(b.page_source().unwrap().contains("0 devices found"));
+    b.goto(&format!("{base}/laptops?q=lt-2")).unwrap();
+    assert!(b.page_source().unwrap().contains("1 device found"));
+
+    // The queue: a request, its place, a preview, then the allocation.
+    b.goto(&format!("{base}/requests")).unwrap();
+    b.fill("#username", "s.staff").unwrap();
+    b.fill("#reason", "new starter").unwrap();
+    b.submit_form("form[action='/requests'][method='post']")
+        .unwrap();
+    b.wait_for_url("the queue", |u| u.contains("done=added"))
+        .unwrap();
+    look(&b, &axe, "requests");
+    b.click_css("a[href='/requests/fulfil']").unwrap();
+    let preview = b.text_of("main").unwrap();
+    assert!(
+        preview.contains("Nothing has been allocated yet"),
+        "{preview}"
+    );
+    assert!(
+        preview.contains("s.staff") && preview.contains("LT-1"),
+        "{preview}"
+    );
+    look(&b, &axe, "requests-fulfil");
+    assert_eq!(laptop_json(&w, "LT-1")["status"], "in-stock");
+    b.submit_form("form[action='/requests/fulfil']").unwrap();
+    b.wait_for_url("the queue again", |u| u.contains("done=fulfilled"))
+        .unwrap();
+    assert!(b.text_of(".notice").unwrap().contains("1 laptop allocated"));
+    assert_eq!(laptop_json(&w, "LT-1")["holder"], "s.staff");
+
+    // Assign LT-2 by hand, mark it in repair; its history says so.
+    b.goto(&format!("{base}/laptops/LT-2")).unwrap();
+    b.fill("#to", "c.viewer").unwrap();
+    b.submit_form("form[action='/laptops/LT-2/assign']")
+        .unwrap();
+    b.wait_for_url("assigned", |u| u.contains("done=assigned"))
+        .unwrap();
+    // Marking an allocated laptop in repair is refused beside the field:
+    // it is returned first.
+    b.execute(
+        "document.getElementById('mark_status').value = 'in-repair';",
+        &[],
+    )
+    .unwrap();
+    b.submit_form("form[action='/laptops/LT-2/mark']").unwrap();
+    b.find("#mark_status-error").unwrap();
+    look(&b, &axe, "laptop-action-error");
+    b.execute(
+        "document.getElementById('return_status').value = 'in-repair';",
+        &[],
+    )
+    .unwrap();
+    b.fill("#return_note", "cracked screen").unwrap();
+    b.submit_form("form[action='/laptops/LT-2/return']")
+        .unwrap();
+    b.wait_for_url("returned", |u| u.contains("done=returned"))
+        .unwrap();
+    let history = b.text_of("main").unwrap();
+    assert!(
+        history.contains("laptop.assign") && history.contains("cracked screen"),
+        "{history}"
+    );
+    look(&b, &axe, "laptop");
+
+    // A post without the session's CSRF token changes nothing.
+    assert_eq!(
+        post_from_page(&b, "/laptops/LT-1/mark", "mark_status=lost"),
+        403
+    );
+    assert_eq!(laptop_json(&w, "LT-1")["status"], "allocated");
+    look(&b, &axe, "dashboard-before");
+    b.goto(&format!("{base}/")).unwrap();
+    assert!(b.try_find("#agents").unwrap().is_some());
+    look(&b, &axe, "dashboard");
+    sign_out(&b);
+    // The session is over: its cookie no longer opens a page.
+    b.goto(&format!("{base}/laptops")).unwrap();
+    assert!(b.current_url().unwrap().contains("/login"));
+
+    // A viewer reads, and is refused an action even with a valid token.
+    sign_in(&b, &base, "c.viewer");
+    b.goto(&format!("{base}/laptops/LT-1")).unwrap();
+    assert!(b
+        .try_find("form[action='/laptops/LT-1/mark']")
+        .unwrap()
+        .is_none());
+    let csrf = csrf_on_page(&b);
+    assert_eq!(
+        post_from_page(
+            &b,
+            "/laptops/LT-1/mark",
+            &format!("csrf={csrf}&mark_status=lost")
+        ),
+        403
+    );
+    assert_eq!(laptop_json(&w, "LT-1")["status"], "allocated");
+    sign_out(&b);
+
+    // Staff: their own page; an enrolment code for their own device; their
+    // laptop reported lost (revoked at once).
+    sign_in(&b, &base, "s.staff");
+    assert!(b.current_url().unwrap().ends_with("/me"));
+    let mine = b.text_of("main").unwrap();
+    assert!(mine.contains("LT-1"), "{mine}");
+    look(&b, &axe, "me");
+    b.submit_form("form[action='/me/enrol']").unwrap();
+    let code = b.text_of(".code").unwrap();
+    assert!(code.starts_with("lye"), "{code}");
+    look(&b, &axe, "me-code");
+    b.submit_form("form[action='/me/lost/LT-1']").unwrap();
+    b.wait_for_url("reported lost", |u| u.contains("done=lost"))
+        .unwrap();
+    assert_eq!(laptop_json(&w, "LT-1")["status"], "lost");
+    // Staff see only their own page.
+    b.goto(&format!("{base}/laptops")).unwrap();
+    assert!(b.title().unwrap().contains("You cannot do this"));
+    look(&b, &axe, "forbidden");
+}
