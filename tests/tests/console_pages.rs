@@ -287,6 +287,14 @@ fn an_admin_runs_people_and_operations_from_the_console() {
     // The audit log filtered by action prefix and actor.
     let log = web.get("/audit?action=enrol_code.&actor=a.admin").body;
     assert!(log.contains("enrol_code.cancel"), "{log}");
+    let (cancel, create) = (
+        log.find("<td>enrol_code.cancel</td>").unwrap(),
+        log.find("<td>enrol_code.create</td>").unwrap(),
+    );
+    assert!(cancel < create, "not newest first: {log}");
+    assert_eq!(web.get("/audit?before=x").status, 400);
+    let first_page_back = web.get("/audit?action=enrol_code.&before=1").body;
+    assert!(!first_page_back.contains("<td>enrol_code."), "{first_page_back}");
     assert!(!log.contains("<td>staff.add</td>"), "{log}");
     let other = web.get("/audit?action=enrol_code.&actor=nobody").body;
     assert!(!other.contains("enrol_code.cancel"), "{other}");

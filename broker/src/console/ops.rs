@@ -432,14 +432,22 @@ async fn audit_list(
     let viewer = session.viewer();
     let q = query(q);
     let (action, actor) = (q.get("action"), q.get("actor"));
-    let mut errors = Vec::new();
     let before = match q.get("before") {
         "" => None,
         b => match b.parse::<i64>() {
             Ok(n) if n > 0 => Some(n),
             _ => {
-                errors.push(field_error("before", "Not a page of the log"));
-                None
+                let r = page(
+                    &viewer,
+                    "Audit",
+                    "/audit",
+                    Some(Notice::Problem(
+                        "That is not a page of the audit log.".into(),
+                    )),
+                    &[],
+                    link("/audit", "Go to the newest entries"),
+                );
+                return with_status(r, StatusCode::BAD_REQUEST);
             }
         },
     };
@@ -451,13 +459,9 @@ async fn audit_list(
         limit: AUDIT_PAGE + 1,
         before_seq: before,
     };
-    let mut rows = if errors.is_empty() {
-        match state.store.audit_list(&filter).await {
-            Ok(r) => r,
-            Err(e) => return problem(&viewer, "Audit", "/audit", e),
-        }
-    } else {
-        Vec::new()
+    let mut rows = match state.store.audit_list(&filter).await {
+        Ok(r) => r,
+        Err(e) => return problem(&viewer, "Audit", "/audit", e),
     };
     // Newest first.
     rows.reverse();
@@ -489,8 +493,8 @@ async fn audit_list(
         link("/audit/verify", "Check the chain"),
         Field::text("action", "Action starts with", action)
             .hint("e.g. staff. or laptop.assign")
-            .render(&errors),
-        Field::text("actor", "Actor (exact username)", actor).render(&errors),
+            .render(&[]),
+        Field::text("actor", "Actor (exact username)", actor).render(&[]),
         table(
             "Audit log",
             &["Seq", "Time", "Actor", "Action", "Target", "Outcome", "Detail"],
@@ -515,7 +519,7 @@ async fn audit_list(
         }
     }
     body.push_str("</nav>");
-    page(&viewer, "Audit", "/audit", None, &errors, body)
+    page(&viewer, "Audit", "/audit", None, &[], body)
 }
 
 async fn audit_verify(State(state): State<AppState>, session: Session) -> Response {
