@@ -639,3 +639,47 @@ async fn laptop_import_is_all_or_nothing_with_line_numbers() {
         );
     }
 }
+
+/// The console's pages of the list: `LIMIT`/`OFFSET` in the store, the
+/// same rows in the same order as the whole list, with the total; a
+/// search narrows the total too.
+#[tokio::test]
+async fn a_page_of_the_list_is_the_lists_own_rows() {
+    for ts in stores().await {
+        let store = &ts.store;
+        for i in (1..=7).rev() {
+            store
+                .laptop_add(
+                    "ict",
+                    &laptop(&format!("LT-{i}"), &format!("S{i}"), "T14"),
+                    NOW,
+                )
+                .await
+                .unwrap();
+        }
+        let all = LaptopFilter::default();
+        let tags = |rows: Vec<lanyard_broker::store::laptops::DeviceRow>| {
+            rows.into_iter()
+                .filter_map(|r| r.asset_tag)
+                .collect::<Vec<_>>()
+        };
+        let (first, total) = store.device_page(&all, 0, 3).await.unwrap();
+        assert_eq!(total, 7, "{ts:?}");
+        assert_eq!(tags(first), vec!["LT-1", "LT-2", "LT-3"], "{ts:?}");
+        let (last, _) = store.device_page(&all, 6, 3).await.unwrap();
+        assert_eq!(tags(last), vec!["LT-7"], "{ts:?}");
+        let (past, total) = store.device_page(&all, 9, 3).await.unwrap();
+        assert!(past.is_empty() && total == 7, "{ts:?}");
+        let one = LaptopFilter {
+            search: Some("s5".into()),
+            ..LaptopFilter::default()
+        };
+        let (found, total) = store.device_page(&one, 0, 3).await.unwrap();
+        assert_eq!((tags(found), total), (vec!["LT-5".to_owned()], 1), "{ts:?}");
+        assert_eq!(
+            tags(store.device_list(&all).await.unwrap()).len(),
+            7,
+            "{ts:?}"
+        );
+    }
+}

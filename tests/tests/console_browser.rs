@@ -157,6 +157,35 @@ fn the_inventory_tour_in_the_console() {
     b.goto(&format!("{base}/laptops?q=lt-2")).unwrap();
     assert!(b.page_source().unwrap().contains("1 device found"));
 
+    // Import: a file with two bad rows is refused whole, each named by
+    // line; the good file lands.
+    b.goto(&format!("{base}/laptops")).unwrap();
+    b.fill(
+        "#csv",
+        "asset_tag,serial,model,status\nLT-10,S10,T14,in-stock\nbad tag,S11,T14,in-stock\nLT-12,S12,T14,sideways\n",
+    )
+    .unwrap();
+    b.submit_form("form[action='/laptops/import']").unwrap();
+    let refused = b.text_of("#csv-error").unwrap();
+    assert!(
+        refused.contains("line 3")
+            && refused.contains("line 4")
+            && refused.contains("nothing was written"),
+        "{refused}"
+    );
+    look(&b, &axe, "laptops-import-error");
+    let nothing = w.broker.lanyard(&["devices", "show", "LT-10"], None, None);
+    assert_ne!(nothing.code, 0, "a refused import wrote LT-10");
+    b.fill(
+        "#csv",
+        "asset_tag,serial,model,status\nLT-10,S10,T14,in-stock\nLT-11,S11,T14,in-repair\n",
+    )
+    .unwrap();
+    b.submit_form("form[action='/laptops/import']").unwrap();
+    b.wait_for_url("imported", |u| u.contains("done=imported"))
+        .unwrap();
+    assert_eq!(laptop_json(&w, "LT-11")["status"], "in-repair");
+
     // The queue: a request, its place, a preview, then the allocation.
     b.goto(&format!("{base}/requests")).unwrap();
     b.fill("#username", "s.staff").unwrap();
@@ -271,4 +300,7 @@ fn the_inventory_tour_in_the_console() {
     b.goto(&format!("{base}/laptops")).unwrap();
     assert!(b.title().unwrap().contains("You cannot do this"));
     look(&b, &axe, "forbidden");
+    b.goto(&format!("{base}/no-such-page")).unwrap();
+    assert!(b.title().unwrap().contains("Page not found"));
+    look(&b, &axe, "not-found");
 }

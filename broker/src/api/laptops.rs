@@ -211,8 +211,16 @@ async fn import(
     Ict(caller): Ict,
     body: String,
 ) -> ApiResult<Json<Imported>> {
+    Ok(Json(Imported {
+        imported: import_file(&state, &caller.name, &body).await?,
+    }))
+}
+
+/// Reads a laptop CSV file whole and imports it all or not at all (the API
+/// and the console's import both come here): how many were written.
+pub async fn import_file(state: &AppState, actor: &str, body: &str) -> ApiResult<usize> {
     let (rows, unreadable) =
-        crate::csv_import::read(&body, &CSV_COLUMNS, &CSV_OPTIONAL).map_err(header_refused)?;
+        crate::csv_import::read(body, &CSV_COLUMNS, &CSV_OPTIONAL).map_err(header_refused)?;
     let mut file: Vec<LaptopImportRow> = unreadable
         .into_iter()
         .map(|p| LaptopImportRow::unreadable(p.line, p.problem))
@@ -233,12 +241,10 @@ async fn import(
         return Err(ApiError::bad("the file has a header but no rows"));
     }
     file.sort_by_key(|r| r.line);
-    Ok(Json(Imported {
-        imported: state
-            .store
-            .laptop_import_rows(&caller.name, &file, now_ms())
-            .await?,
-    }))
+    Ok(state
+        .store
+        .laptop_import_rows(actor, &file, now_ms())
+        .await?)
 }
 
 async fn show(

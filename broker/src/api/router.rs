@@ -106,10 +106,23 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found(req: Request) -> ApiError {
+/// No such route: the API's JSON error, or for a browser asking for a
+/// page outside the API, a page that says so.
+async fn not_found(req: Request) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let wants_page = !req.uri().path().starts_with("/api/")
+        && req
+            .headers()
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"));
+    if wants_page {
+        return crate::console::not_found_page();
+    }
     ApiError::NotFound(format!(
         "no such endpoint: {} {}",
         req.method(),
         req.uri().path()
     ))
+    .into_response()
 }

@@ -8,7 +8,9 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
-use super::html::{csrf_field, esc, link, select, summary, table, url, Field, FieldError, Notice};
+use super::html::{
+    csrf_field, esc, link, select, summary, table, textarea, url, Field, FieldError, Notice,
+};
 use super::session::Session;
 use super::{done, page, problem, FormData};
 use crate::clock::now_ms;
@@ -22,6 +24,7 @@ pub const PAGE_SIZE: usize = 50;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/laptops", get(list).post(add))
+        .route("/laptops/import", post(import))
         .route("/laptops/{tag}", get(show))
         .route("/laptops/{tag}/assign", post(assign))
         .route("/laptops/{tag}/return", post(give_back))
@@ -55,6 +58,7 @@ const STATUSES: [(&str, &str); 6] = [
 fn notice(done: Option<&str>) -> Option<Notice> {
     let text = match done? {
         "added" => "Laptop added.",
+        "imported" => "The file was imported: every row was written.",
         "assigned" => "Laptop assigned.",
         "returned" => "Laptop returned.",
         "marked" => "Laptop marked.",
@@ -153,19 +157,30 @@ async fn render_list(
             LaptopFilter::default()
         }
     };
-    let rows = match state.store.device_list(&filter).await {
+    let page_no = q.page.unwrap_or(1).max(1);
+    let (rows, total) = match state
+        .store
+        .device_page(&filter, (page_no - 1).saturating_mul(PAGE_SIZE), PAGE_SIZE)
+        .await
+    {
         Ok(r) => r,
         Err(e) => return problem(&viewer, "Laptops", "/laptops", e),
     };
-    let total = rows.len();
     let pages = total.div_ceil(PAGE_SIZE).max(1);
-    let page_no = q.page.unwrap_or(1).clamp(1, pages);
-    let shown: Vec<Vec<String>> = rows
-        .iter()
-        .skip((page_no - 1) * PAGE_SIZE)
-        .take(PAGE_SIZE)
-        .map(device_cells)
-        .collect();
+    // Past the last page (the list shrank, or a typed address): the last.
+    let (rows, page_no) = if page_no > pages {
+        match state
+            .store
+            .device_page(&filter, (pages - 1) * PAGE_SIZE, PAGE_SIZE)
+            .await
+        {
+            Ok((r, _)) => (r, pages),
+            Err(e) => return problem(&viewer, "Laptops", "/laptops", e),
+        }
+    } else {
+        (rows, page_no)
+    };
+    let shown: Vec<Vec<String>> = rows.iter().map(device_cells).collect();
     let query = format!(
         "status={}&kind={}&q={}",
         url(q.status.trim()),
@@ -216,6 +231,21 @@ async fn render_list(
     );
     if session.caller.role >= Role::Ict {
         body.push_str(&add_form(&session.csrf, &errors, form));
+        body.push_str(&format!(
+            "<section class=\"panel\" aria-labelledby=\"import\"><h2 id=\"import\">Import laptops</h2>\
+             <form method=\"post\" action=\"/laptops/import\" novalidate>{}{}\
+             <button type=\"submit\" class=\"button\">Import laptops</button></form></section>",
+            csrf_field(&session.csrf),
+            textarea(
+                "csv",
+                "CSV file",
+                "Paste the file: the header asset_tag,serial,model,status (notes, purchase_date, \
+                 warranty_end optional), one laptop a line. The whole file is checked first; if any \
+                 row is bad nothing is written and every problem is listed by line.",
+                form.get("csv"),
+                &errors
+            ),
+        ));
     }
     page(
         &viewer,
@@ -283,6 +313,39 @@ async fn add(State(state): State<AppState>, session: Session, form: FormData) ->
             render_list(&state, &session, &ListQuery::default(), &errors, &form).await
         }
     }
+}
+
+async fn import(State(state): State<AppState>, session: Session, form: FormData) -> Response {
+    if let Err(r) = session.check_csrf(form.get("csrf")) {
+        return r;
+    }
+    if let Err(r) = session
+        .require(&state, Role::Ict, "POST /laptops/import")
+        .await
+    {
+        return r;
+    }
+    let csv = form.get("csv");
+    let message = if csv.trim().is_empty() {
+        "Paste a CSV file with its header line".to_owned()
+    } else {
+        match crate::api::laptops::import_file(&state, &session.caller.name, csv).await {
+            Ok(_) => return done("/laptops", "imported"),
+            Err(crate::api::error::ApiError::Rows { message, rows }) => {
+                let mut m = message;
+                for r in rows {
+                    m.push_str(&format!("\nline {}: {}", r.line, r.problem));
+                }
+                m
+            }
+            Err(e) => e.message().to_owned(),
+        }
+    };
+    let errors = [FieldError {
+        field: "csv".into(),
+        message,
+    }];
+    render_list(&state, &session, &ListQuery::default(), &errors, &form).await
 }
 
 /// Which field a parse problem is about, from its wording.

@@ -184,6 +184,24 @@ impl<S: Send + Sync> FromRequest<S> for FormData {
     }
 }
 
+/// A page for a path the console does not have.
+pub fn not_found_page() -> Response {
+    respond(
+        StatusCode::NOT_FOUND,
+        Page {
+            title: "Page not found",
+            viewer: None,
+            current: "",
+            notice: None,
+            errors: &[],
+            live: false,
+            body: "<p>If you typed the address, check it is correct.</p>\
+                   <p><a href=\"/\">Go to the start</a></p>"
+                .into(),
+        },
+    )
+}
+
 const CSS: &str = include_str!("assets/console.css");
 const JS: &str = include_str!("assets/console.js");
 

@@ -629,29 +629,63 @@ impl Store {
 
     /// Laptops and personal devices matching `filter`, laptops first by tag.
     pub async fn device_list(&self, filter: &LaptopFilter) -> Result<Vec<DeviceRow>> {
+        Ok(self.device_page(filter, 0, usize::MAX).await?.0)
+    }
+
+    /// One page of [`device_list`](Self::device_list): `limit` rows from
+    /// `offset`, and how many match in all. The laptops' page is read with
+    /// `LIMIT`/`OFFSET` (a page of 10,000 laptops costs a page, not 10,000
+    /// rows).
+    pub async fn device_page(
+        &self,
+        filter: &LaptopFilter,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<DeviceRow>, usize)> {
         let want = |f: &Option<String>| f.clone().unwrap_or_default();
         let search = filter.search.as_deref().map(str::trim).unwrap_or("");
-        let mut out = Vec::new();
+        let like = super::like_pattern(&search.to_lowercase());
         let kind = filter.kind.as_deref().unwrap_or("");
-        if kind.is_empty() || kind == "managed" {
-            let rows: Vec<LaptopRow> = sqlx::query_as(&format!(
-                "{LAPTOP_SELECT}
-                 WHERE ($1 = '' OR l.status = $1)
+        let status = filter.status.map_or("", LaptopStatus::as_str);
+        const MANAGED_WHERE: &str = "WHERE ($1 = '' OR l.status = $1)
                    AND ($2 = '' OR l.model = $2)
                    AND ($3 = '' OR a.username = $3)
                    AND ($4 = '' OR s.department = $4)
-                   AND ($5 = '' OR l.search_key LIKE $6 ESCAPE '\\')
-                 ORDER BY l.asset_tag"
+                   AND ($5 = '' OR l.search_key LIKE $6 ESCAPE '\\')";
+        let mut out = Vec::new();
+        let mut managed_total = 0usize;
+        if kind.is_empty() || kind == "managed" {
+            let count: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM laptops l
+                 LEFT JOIN allocations a ON a.asset_tag = l.asset_tag AND a.returned_at IS NULL
+                 LEFT JOIN staff s ON s.username = a.username
+                 {MANAGED_WHERE}"
             ))
-            .bind(filter.status.map_or("", LaptopStatus::as_str))
+            .bind(status)
             .bind(want(&filter.model))
             .bind(want(&filter.holder))
             .bind(want(&filter.department))
             .bind(search)
-            .bind(super::like_pattern(&search.to_lowercase()))
-            .fetch_all(&self.pool)
+            .bind(&like)
+            .fetch_one(&self.pool)
             .await?;
-            out.extend(rows.into_iter().map(DeviceRow::from));
+            managed_total = usize::try_from(count).unwrap_or(0);
+            if offset < managed_total && limit > 0 {
+                let rows: Vec<LaptopRow> = sqlx::query_as(&format!(
+                    "{LAPTOP_SELECT} {MANAGED_WHERE} ORDER BY l.asset_tag LIMIT $7 OFFSET $8"
+                ))
+                .bind(status)
+                .bind(want(&filter.model))
+                .bind(want(&filter.holder))
+                .bind(want(&filter.department))
+                .bind(search)
+                .bind(&like)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await?;
+                out.extend(rows.into_iter().map(DeviceRow::from));
+            }
         }
         // Personal devices have no status, model or serial of the laptop kind;
         // they match only filters that apply to them.
@@ -659,6 +693,7 @@ impl Store {
             && filter.status.is_none()
             && filter.model.is_none()
             && search.is_empty();
+        let mut personal_total = 0;
         if personal_applies {
             let rows: Vec<PersonalRow> = sqlx::query_as(
                 "SELECT d.fingerprint, d.owner, s.name, s.department, d.enrolled_at, d.revoked_at, d.os
@@ -670,7 +705,10 @@ impl Store {
             .bind(want(&filter.department))
             .fetch_all(&self.pool)
             .await?;
-            out.extend(rows.into_iter().map(|p| {
+            personal_total = rows.len();
+            let skip = offset.saturating_sub(managed_total);
+            let room = limit.saturating_sub(out.len());
+            out.extend(rows.into_iter().skip(skip).take(room).map(|p| {
                 DeviceRow {
                     kind: "personal",
                     asset_tag: None,
@@ -695,7 +733,7 @@ impl Store {
                 }
             }));
         }
-        Ok(out)
+        Ok((out, managed_total + personal_total))
     }
 
     pub async fn laptop_assign(
