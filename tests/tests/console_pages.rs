@@ -294,7 +294,10 @@ fn an_admin_runs_people_and_operations_from_the_console() {
     assert!(cancel < create, "not newest first: {log}");
     assert_eq!(web.get("/audit?before=x").status, 400);
     let first_page_back = web.get("/audit?action=enrol_code.&before=1").body;
-    assert!(!first_page_back.contains("<td>enrol_code."), "{first_page_back}");
+    assert!(
+        !first_page_back.contains("<td>enrol_code."),
+        "{first_page_back}"
+    );
     assert!(!log.contains("<td>staff.add</td>"), "{log}");
     let other = web.get("/audit?action=enrol_code.&actor=nobody").body;
     assert!(!other.contains("enrol_code.cancel"), "{other}");

@@ -662,8 +662,8 @@ async fn person_page(
         );
         let _ = write!(
             body,
-            "<section class=\"panel\" aria-labelledby=\"access\"><h2 id=\"access\">Access</h2><p>{} \
-             <a class=\"button warn\" href=\"{}/leave\">Leaver action…</a></p></section>",
+            "<section class=\"panel\" aria-labelledby=\"access\"><h2 id=\"access\">Access</h2><div>{} \
+             <a class=\"button warn\" href=\"{}/leave\">Leaver action…</a></div></section>",
             if person.active {
                 button_form(
                     &viewer.csrf,
