@@ -184,6 +184,23 @@ fn an_admin_runs_people_and_operations_from_the_console() {
     let page = web.get("/staff/c.one");
     assert_eq!(page.status, 200);
     assert!(page.body.contains("<label for=\"role\">Role</label>"));
+    let bad_set = web.post(
+        "/staff/c.one",
+        "/staff/c.one",
+        &[
+            ("name", "Cee One"),
+            ("priority", "9"),
+            ("role", "ict"),
+            ("groups", "hr"),
+        ],
+    );
+    assert_eq!(bad_set.status, 400, "{bad_set:?}");
+    assert!(
+        bad_set.body.contains("id=\"priority-error\""),
+        "{}",
+        bad_set.body
+    );
+    assert_eq!(staff_json(&w, &tok, "c.one").unwrap()["role"], "staff");
     let set = web.post(
         "/staff/c.one",
         "/staff/c.one",
