@@ -439,6 +439,33 @@ async fn audit_chain_verifies_and_names_an_edited_or_deleted_row() {
 }
 
 #[tokio::test]
+async fn the_audit_log_pages_back_by_sequence_number_under_a_filter() {
+    for ts in stores().await {
+        let store = &ts.store;
+        with_groups(store, &["a", "b", "c", "d", "e"]).await;
+        store
+            .staff_add("admin", &person("p.one", &["a"]), NOW)
+            .await
+            .unwrap();
+        let filter = |before_seq| lanyard_broker::store::audit::AuditFilter {
+            action_prefix: Some("group.".into()),
+            limit: 2,
+            before_seq,
+            ..Default::default()
+        };
+        let seqs = |rows: Vec<lanyard_broker::store::audit::AuditRow>| {
+            rows.iter().map(|r| r.seq).collect::<Vec<_>>()
+        };
+        let newest = seqs(store.audit_list(&filter(None)).await.unwrap());
+        assert_eq!(newest, [4, 5], "{ts:?}");
+        let older = seqs(store.audit_list(&filter(Some(4))).await.unwrap());
+        assert_eq!(older, [2, 3], "{ts:?}");
+        let oldest = seqs(store.audit_list(&filter(Some(2))).await.unwrap());
+        assert_eq!(oldest, [1], "{ts:?}");
+    }
+}
+
+#[tokio::test]
 async fn audit_chain_detects_a_deleted_tail() {
     for ts in stores().await {
         let store = &ts.store;

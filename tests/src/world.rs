@@ -176,6 +176,174 @@ pub fn api_with(
     )
 }
 
+/// A console answer: its status, where it sends the browser, the cookies
+/// it sets and its body.
+#[derive(Debug)]
+pub struct WebResponse {
+    pub status: u16,
+    pub location: Option<String>,
+    pub set_cookies: Vec<String>,
+    pub body: String,
+}
+
+/// A small browser for the console: it keeps the cookies it is given and
+/// posts forms (`application/x-www-form-urlencoded`) over HTTPS.
+pub struct Web<'a> {
+    w: &'a World,
+    pub cookies: std::collections::BTreeMap<String, String>,
+}
+
+impl<'a> Web<'a> {
+    pub fn new(w: &'a World) -> Self {
+        Web {
+            w,
+            cookies: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Signed in through `GET /login` (its CSRF cookie and hidden field)
+    /// and `POST /login`.
+    pub fn signed_in(w: &'a World, username: &str, password: &str) -> Self {
+        let mut web = Web::new(w);
+        let form = web.get("/login");
+        assert_eq!(form.status, 200, "{form:?}");
+        let csrf = csrf_of(&form.body);
+        let r = web.post_raw(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("next", "/"),
+                ("username", username),
+                ("password", password),
+            ],
+        );
+        assert_eq!(r.status, 303, "signing in as {username}: {r:?}");
+        web
+    }
+
+    pub fn get(&mut self, path: &str) -> WebResponse {
+        self.request("GET", path, None)
+    }
+
+    /// Posts `fields` as they are (add the CSRF token yourself, or not).
+    pub fn post_raw(&mut self, path: &str, fields: &[(&str, &str)]) -> WebResponse {
+        let body = fields
+            .iter()
+            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        self.request("POST", path, Some(&body))
+    }
+
+    /// Posts `fields` with the CSRF token of the page at `from`.
+    pub fn post(&mut self, from: &str, path: &str, fields: &[(&str, &str)]) -> WebResponse {
+        let page = self.get(from);
+        assert_eq!(page.status, 200, "{from}: {page:?}");
+        let csrf = csrf_of(&page.body);
+        let mut all = vec![("csrf", csrf.as_str())];
+        all.extend_from_slice(fields);
+        self.post_raw(path, &all)
+    }
+
+    fn request(&mut self, method: &str, path: &str, form: Option<&str>) -> WebResponse {
+        let tcp = TcpStream::connect(self.w.broker.api_addr()).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut tls = self.w.broker.tls_over(tcp);
+        let cookie = if self.cookies.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "Cookie: {}\r\n",
+                self.cookies
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        };
+        let body = form.unwrap_or("");
+        let kind = if form.is_some() {
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+        } else {
+            ""
+        };
+        write!(
+            tls,
+            "{method} {path} HTTP/1.1\r\nHost: lanyard\r\n{cookie}{kind}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        let _ = tls.read_to_end(&mut raw);
+        let raw = String::from_utf8_lossy(&raw).into_owned();
+        let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP response: {raw:?}"));
+        let mut location = None;
+        let mut set_cookies = Vec::new();
+        let mut chunked = false;
+        for line in head.lines().skip(1) {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            match name.trim().to_ascii_lowercase().as_str() {
+                "location" => location = Some(value.to_owned()),
+                "set-cookie" => {
+                    set_cookies.push(value.to_owned());
+                    let pair = value.split(';').next().unwrap_or("");
+                    if let Some((k, v)) = pair.split_once('=') {
+                        if v.is_empty() {
+                            self.cookies.remove(k);
+                        } else {
+                            self.cookies.insert(k.to_owned(), v.to_owned());
+                        }
+                    }
+                }
+                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+                _ => {}
+            }
+        }
+        WebResponse {
+            status,
+            location,
+            set_cookies,
+            body: if chunked {
+                unchunk(rest)
+            } else {
+                rest.to_owned()
+            },
+        }
+    }
+}
+
+/// The CSRF token in a page's forms.
+pub fn csrf_of(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no CSRF field in the page: {page}"));
+    let rest = &page[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// A form value percent-encoded (space as `+`).
+pub fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 /// A chunked body's data.
 fn unchunk(mut body: &str) -> String {
     let mut out = String::new();

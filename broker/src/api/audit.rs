@@ -85,6 +85,7 @@ async fn list(
         actor: q.actor,
         action_prefix: q.action,
         limit,
+        before_seq: None,
     };
     let rows = state.store.audit_list(&filter).await?;
     Ok(Json(rows.into_iter().map(Entry::from).collect()))
@@ -94,6 +95,11 @@ async fn list(
 /// in this node's checkpoint file (a line there that is not signed by this
 /// deployment's key fails the check too).
 async fn verify(State(state): State<AppState>, _viewer: Viewer) -> ApiResult<Json<VerifyReport>> {
+    Ok(Json(verify_chain(&state).await?))
+}
+
+/// The whole chain checked, against the signed checkpoints too.
+pub(crate) async fn verify_chain(state: &AppState) -> ApiResult<VerifyReport> {
     let read = state.checkpoints.read().map_err(|e| {
         tracing::error!(error = %e, "cannot read the audit checkpoints");
         ApiError::Unavailable(format!(
@@ -114,5 +120,5 @@ async fn verify(State(state): State<AppState>, _viewer: Viewer) -> ApiResult<Jso
     state
         .metrics
         .audit_checked(crate::metrics::AuditCheck::Full, report.ok, now_ms() / 1000);
-    Ok(Json(report))
+    Ok(report)
 }

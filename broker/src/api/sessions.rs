@@ -35,6 +35,18 @@ async fn list(
     _viewer: Viewer,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Vec<SessionView>>> {
+    let mut all = live_sessions(&state).await?;
+    if let Some(node) = &q.node {
+        all.retain(|s| &s.node == node);
+    }
+    Ok(Json(all))
+}
+
+/// Every live session: this node's with their live figures, then every
+/// other node's as the store records them; oldest first.
+pub(crate) async fn live_sessions(
+    state: &AppState,
+) -> Result<Vec<SessionView>, crate::store::StoreError> {
     let mut all: Vec<SessionView> = state
         .sessions
         .list()
@@ -46,11 +58,8 @@ async fn list(
             all.push(SessionView::elsewhere(&row));
         }
     }
-    if let Some(node) = &q.node {
-        all.retain(|s| &s.node == node);
-    }
     all.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.id.cmp(&b.id)));
-    Ok(Json(all))
+    Ok(all)
 }
 
 /// Ends the session and the sign-in behind it, on whichever node holds
@@ -60,22 +69,29 @@ async fn kill(
     Ict(caller): Ict,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    kill_session(&state, &caller.name, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Ends session `id` and the sign-in behind it for `actor`, on whichever
+/// node holds it.
+pub(crate) async fn kill_session(state: &AppState, actor: &str, id: &str) -> ApiResult<()> {
     let not_found =
         || ApiError::NotFound(format!("no live session {id}; see `lanyard sessions list`"));
     if id.len() > 64 {
         return Err(not_found());
     }
-    let here = state.sessions.get(&id);
+    let here = state.sessions.get(id);
     let row = match &here {
         Some(s) => s.row(&state.node),
-        None => state.store.session_live(&id).await?.ok_or_else(not_found)?,
+        None => state.store.session_live(id).await?.ok_or_else(not_found)?,
     };
     // Committed first: the sign-in is over on every node before any
     // tunnel closes; the node holding the session closes it on reload.
     state
         .store
         .session_kill(
-            &caller.name,
+            actor,
             &row.id,
             &row.username,
             row.sign_in.as_deref(),
@@ -89,7 +105,7 @@ async fn kill(
         );
         state.sessions.remove(&session.id);
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// A node as `lanyard nodes list` shows it.

@@ -63,7 +63,7 @@ pub struct StaffRequest {
 
 /// A staff member's fields, each checked, so that every bad one is named.
 /// `line` is the row's line in an import file (0 for one added alone).
-fn parse_staff<'a>(
+pub(crate) fn parse_staff<'a>(
     line: u64,
     username: &str,
     name: &str,
@@ -112,7 +112,7 @@ fn parse_staff<'a>(
     }
 }
 
-async fn hash_password(pw: String) -> ApiResult<String> {
+pub(crate) async fn hash_password(pw: String) -> ApiResult<String> {
     tokio::task::spawn_blocking(move || password::hash(&pw))
         .await
         .map_err(|_| ApiError::Internal)?
@@ -168,8 +168,20 @@ async fn import(
     Admin(caller): Admin,
     body: String,
 ) -> ApiResult<Json<Imported>> {
+    let file = read_staff_file(&body)?;
+    let imported = state
+        .store
+        .staff_import_rows(&caller.name, &file, now_ms())
+        .await?;
+    Ok(Json(Imported { imported }))
+}
+
+/// A staff CSV file read row by row, each as far as it could be read (the
+/// store then checks the whole file against itself and what exists). A
+/// bad header, or a header with no rows, refuses the file at once.
+pub(crate) fn read_staff_file(body: &str) -> ApiResult<Vec<StaffImportRow>> {
     let (rows, unreadable) =
-        crate::csv_import::read(&body, &CSV_COLUMNS, &[]).map_err(header_refused)?;
+        crate::csv_import::read(body, &CSV_COLUMNS, &[]).map_err(header_refused)?;
     let mut file: Vec<StaffImportRow> = unreadable
         .into_iter()
         .map(|p| StaffImportRow::unreadable(p.line, p.problem))
@@ -191,11 +203,7 @@ async fn import(
         return Err(ApiError::bad("the file has a header but no rows"));
     }
     file.sort_by_key(|r| r.line);
-    let imported = state
-        .store
-        .staff_import_rows(&caller.name, &file, now_ms())
-        .await?;
-    Ok(Json(Imported { imported }))
+    Ok(file)
 }
 
 async fn list(State(state): State<AppState>, _viewer: Viewer) -> ApiResult<Json<Vec<Staff>>> {
@@ -210,7 +218,7 @@ async fn show(
     Ok(Json(state.store.staff_get(&username).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaffSetRequest {
     #[serde(default)]

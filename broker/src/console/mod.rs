@@ -12,6 +12,7 @@ pub mod html;
 pub mod laptops;
 pub mod login;
 pub mod me;
+pub mod ops;
 pub mod people;
 pub mod requests;
 pub mod session;
@@ -244,5 +245,6 @@ pub fn router() -> Router<AppState> {
         .merge(laptops::routes())
         .merge(requests::routes())
         .merge(people::routes())
+        .merge(ops::routes())
         .merge(me::routes())
 }

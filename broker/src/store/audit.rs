@@ -192,6 +192,8 @@ pub struct AuditFilter {
     pub actor: Option<String>,
     pub action_prefix: Option<String>,
     pub limit: i64,
+    /// Only rows older than this sequence number (the next page back).
+    pub before_seq: Option<i64>,
 }
 
 /// The outcome of checking the whole chain.
@@ -217,6 +219,7 @@ impl Store {
             "SELECT seq, at_ms, actor, action, target, outcome, detail, prev_hash, hash
              FROM audit_log
              WHERE at_ms >= $1 AND ($2 = '' OR actor = $2) AND ($3 = '' OR action LIKE $4 ESCAPE '\\')
+               AND seq < $6
              ORDER BY seq DESC LIMIT $5",
         )
         .bind(filter.since.unwrap_or(0))
@@ -224,6 +227,7 @@ impl Store {
         .bind(filter.action_prefix.clone().unwrap_or_default())
         .bind(super::like_prefix(filter.action_prefix.as_deref().unwrap_or("")))
         .bind(limit)
+        .bind(filter.before_seq.unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
         rows.reverse();
