@@ -63,7 +63,7 @@ fn staff(i: usize) -> NewStaff {
         department: ["Revenues", "Housing", "Contact Centre", "Parks"][i % 4].into(),
         priority: Priority::parse(&(1 + i % 3).to_string()).unwrap(),
         groups: vec![],
-        admin: false,
+        role: lanyard_broker::model::Role::Staff,
         password_hash: None,
     }
 }

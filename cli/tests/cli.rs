@@ -563,11 +563,15 @@ async fn non_admins_get_403_and_the_attempt_is_audited() {
     let forbidden = env
         .run_with(&["staff", "list"], Some(&user_token), None)
         .await;
-    refused(&forbidden, 1, "j.smith is not an admin");
+    refused(
+        &forbidden,
+        1,
+        "j.smith has the role staff; this needs the role viewer, ict or admin",
+    );
     let forbidden = env
         .run_with(&["audit", "verify"], Some(&user_token), None)
         .await;
-    refused(&forbidden, 1, "not an admin");
+    refused(&forbidden, 1, "needs the role viewer");
 
     let audit = env.json(&["audit", "list", "--actor", "j.smith"]).await;
     let actions: Vec<&str> = audit

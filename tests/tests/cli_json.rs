@@ -119,9 +119,12 @@ fn every_command_prints_json_under_json() {
     s.run(&["staff", "totp", "j.smith"], None);
     let off = s.run(&["staff", "totp", "j.smith", "--disable"], None);
     assert_eq!(off["totp"], false, "{off}");
+    let set = s.run(&["staff", "set", "t.temp", "--priority", "1"], None);
+    assert_eq!(set["priority"], 1, "{set}");
     s.run(&["staff", "disable", "t.temp"], None);
     s.run(&["staff", "enable", "t.temp"], None);
-    s.run(&["staff", "disable", "t.temp"], None);
+    let left = s.run(&["staff", "leave", "t.temp"], None);
+    assert_eq!(left["disabled"], true, "{left}");
     s.run(&["staff", "remove", "t.temp"], None);
 
     s.run(

@@ -126,7 +126,11 @@ fn a_revoked_api_token_is_refused_at_once() {
     let token = login(&w, "t.user");
     // Known (403 for a non-admin, not 401).
     let before = w.broker.lanyard(&["staff", "list"], Some(&token), None);
-    assert!(before.stderr.contains("not an admin"), "{}", before.stderr);
+    assert!(
+        before.stderr.contains("has the role staff"),
+        "{}",
+        before.stderr
+    );
     let listed = w
         .broker
         .lanyard(
@@ -406,7 +410,11 @@ fn a_password_reset_ends_sign_ins_tokens_and_tunnels() {
     let fresh = w
         .broker
         .lanyard(&["staff", "list"], Some(fresh.stdout.trim()), None);
-    assert!(fresh.stderr.contains("not an admin"), "{}", fresh.stderr);
+    assert!(
+        fresh.stderr.contains("has the role staff"),
+        "{}",
+        fresh.stderr
+    );
 }
 
 /// `lanyard-agent logout` ends the sign-in at the broker: the running

@@ -130,7 +130,6 @@ mod tests {
             holder_name: None,
             department: None,
             allocated_since: None,
-            recall_since: None,
             pool: None,
             recall_since: None,
             notes: String::new(),

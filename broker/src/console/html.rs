@@ -157,22 +157,22 @@ impl Page<'_> {
         }
         match &self.notice {
             Some(Notice::Done(m)) => {
-                let _ = write!(
+                let _ = writeln!(
                     h,
-                    "<div class=\"notice done\" role=\"status\"><p>{}</p></div>\n",
+                    "<div class=\"notice done\" role=\"status\"><p>{}</p></div>",
                     esc(m)
                 );
             }
             Some(Notice::Problem(m)) => {
-                let _ = write!(
+                let _ = writeln!(
                     h,
-                    "<div class=\"notice problem\" role=\"alert\"><p>{}</p></div>\n",
+                    "<div class=\"notice problem\" role=\"alert\"><p>{}</p></div>",
                     esc(m)
                 );
             }
             None => {}
         }
-        let _ = write!(h, "<h1>{title}</h1>\n");
+        let _ = writeln!(h, "<h1>{title}</h1>");
         h.push_str(&self.body);
         h.push_str("\n</main>\n<footer class=\"foot\"><div class=\"wrap\">Lanyard remote access and laptops</div></footer>\n</body>\n</html>\n");
         h
