@@ -33,6 +33,7 @@ const EXAMPLES: &[&str] = &[
     "oidc.redirect_ports",
     "oidc.recheck_every",
     "oidc.scopes",
+    "oidc.console_redirect_url",
 ];
 
 fn settings(text: &str) -> Settings {

@@ -202,6 +202,37 @@ struct Pending {
     expires_at: Millis,
 }
 
+/// Makes room in a map of started sign-ins for one more of `device`:
+/// expired ones go; past the device's share its oldest goes, and past the
+/// map's bound the oldest of all, so neither grows without bound.
+fn make_room<V>(
+    map: &mut HashMap<String, V>,
+    device: &str,
+    now: Millis,
+    of: impl Fn(&V) -> (&String, Millis),
+) {
+    map.retain(|_, v| of(v).1 > now);
+    let mine: Vec<(String, Millis)> = map
+        .iter()
+        .filter(|(_, v)| of(v).0 == device)
+        .map(|(k, v)| (k.clone(), of(v).1))
+        .collect();
+    if mine.len() >= MAX_PENDING_PER_DEVICE {
+        if let Some((oldest, _)) = mine.iter().min_by_key(|(_, e)| *e) {
+            map.remove(oldest);
+        }
+    }
+    if map.len() >= MAX_PENDING {
+        if let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, v)| of(v).1)
+            .map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
+    }
+}
+
 /// A started device sign-in, waiting for the person.
 struct PendingDevice {
     device: String,
@@ -613,26 +644,7 @@ impl Oidc {
         let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
         let now = now_ms();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.retain(|_, p| p.expires_at > now);
-        let mine: Vec<(String, Millis)> = pending
-            .iter()
-            .filter(|(_, p)| p.device == device)
-            .map(|(k, p)| (k.clone(), p.expires_at))
-            .collect();
-        if mine.len() >= MAX_PENDING_PER_DEVICE {
-            if let Some((oldest, _)) = mine.iter().min_by_key(|(_, e)| *e) {
-                pending.remove(oldest);
-            }
-        }
-        if pending.len() >= MAX_PENDING {
-            if let Some(oldest) = pending
-                .iter()
-                .min_by_key(|(_, p)| p.expires_at)
-                .map(|(k, _)| k.clone())
-            {
-                pending.remove(&oldest);
-            }
-        }
+        make_room(&mut pending, device, now, |p| (&p.device, p.expires_at));
         pending.insert(
             state.secret().clone(),
             Pending {
@@ -757,26 +769,7 @@ impl Oidc {
         };
         let now = now_ms();
         let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
-        devices.retain(|_, p| p.expires_at > now);
-        let mine: Vec<(String, Millis)> = devices
-            .iter()
-            .filter(|(_, p)| p.device == device)
-            .map(|(k, p)| (k.clone(), p.expires_at))
-            .collect();
-        if mine.len() >= MAX_PENDING_PER_DEVICE {
-            if let Some((oldest, _)) = mine.iter().min_by_key(|(_, e)| *e) {
-                devices.remove(oldest);
-            }
-        }
-        if devices.len() >= MAX_PENDING {
-            if let Some(oldest) = devices
-                .iter()
-                .min_by_key(|(_, p)| p.expires_at)
-                .map(|(k, _)| k.clone())
-            {
-                devices.remove(&oldest);
-            }
-        }
+        make_room(&mut devices, device, now, |p| (&p.device, p.expires_at));
         devices.insert(
             started.handle.clone(),
             PendingDevice {

@@ -316,11 +316,8 @@ async fn add(State(state): State<AppState>, session: Session, form: FormData) ->
 }
 
 async fn import(State(state): State<AppState>, session: Session, form: FormData) -> Response {
-    if let Err(r) = session.check_csrf(form.get("csrf")) {
-        return r;
-    }
     if let Err(r) = session
-        .require(&state, Role::Ict, "POST /laptops/import")
+        .post(&state, &form, Role::Ict, "POST /laptops/import")
         .await
     {
         return r;

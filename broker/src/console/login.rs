@@ -211,38 +211,24 @@ pub async fn submit(
             );
         }
     };
-    let token = crate::secrets::new_token("lyt_");
-    let ttl = duration_ms(state.live().api_token_ttl);
-    if let Err(e) = state
-        .store
-        .api_token_create(
-            &person.username,
-            person.role.is_admin(),
-            &crate::secrets::hash_secret(token.as_bytes()),
-            ttl,
-            now,
-        )
-        .await
-    {
-        let (status, text) = super::store_problem(e);
-        let errors = [FieldError {
-            field: "username".into(),
-            message: text,
-        }];
-        return login_page(
-            &csrf,
-            &next,
-            &shown_name,
-            &errors,
-            status,
-            None,
-            sso_offered(&state),
-        );
-    }
-    state
-        .metrics
-        .api_logins_ok
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (token, ttl) = match start_session(&state, &person.username, person.role, now).await {
+        Ok(t) => t,
+        Err((status, text)) => {
+            let errors = [FieldError {
+                field: "username".into(),
+                message: text,
+            }];
+            return login_page(
+                &csrf,
+                &next,
+                &shown_name,
+                &errors,
+                status,
+                None,
+                sso_offered(&state),
+            );
+        }
+    };
     let mut r = Redirect::to(&landing(person.role, next)).into_response();
     r.headers_mut().append(
         header::SET_COOKIE,
@@ -251,6 +237,34 @@ pub async fn submit(
     r.headers_mut()
         .append(header::SET_COOKIE, clear_cookie(LOGIN_COOKIE));
     r
+}
+
+/// A console session for a person who has just signed in: its token
+/// (stored hashed, audited as a sign-in) and its life in milliseconds.
+async fn start_session(
+    state: &AppState,
+    username: &str,
+    role: crate::model::Role,
+    now: crate::clock::Millis,
+) -> Result<(String, i64), (StatusCode, String)> {
+    let token = crate::secrets::new_token("lyt_");
+    let ttl = duration_ms(state.live().api_token_ttl);
+    state
+        .store
+        .api_token_create(
+            username,
+            role.is_admin(),
+            &crate::secrets::hash_secret(token.as_bytes()),
+            ttl,
+            now,
+        )
+        .await
+        .map_err(super::store_problem)?;
+    state
+        .metrics
+        .api_logins_ok
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok((token, ttl))
 }
 
 /// Where a sign-in lands: staff on their own page.
@@ -389,26 +403,10 @@ pub async fn sso_callback(
         Ok(p) => p,
         Err(e) => return sso_problem(&state, StatusCode::FORBIDDEN, e.message().to_owned()),
     };
-    let token = crate::secrets::new_token("lyt_");
-    let ttl = duration_ms(state.live().api_token_ttl);
-    if let Err(e) = state
-        .store
-        .api_token_create(
-            &person.username,
-            person.role.is_admin(),
-            &crate::secrets::hash_secret(token.as_bytes()),
-            ttl,
-            now,
-        )
-        .await
-    {
-        let (status, text) = super::store_problem(e);
-        return sso_problem(&state, status, text);
-    }
-    state
-        .metrics
-        .api_logins_ok
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (token, ttl) = match start_session(&state, &person.username, person.role, now).await {
+        Ok(t) => t,
+        Err((status, text)) => return sso_problem(&state, status, text),
+    };
     let to = landing(person.role, "/".into());
     let mut r = respond(
         StatusCode::OK,

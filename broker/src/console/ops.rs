@@ -122,11 +122,8 @@ async fn session_kill(
     Path(id): Path<String>,
     form: FormData,
 ) -> Response {
-    if let Err(r) = session.check_csrf(form.get("csrf")) {
-        return r;
-    }
     if let Err(r) = session
-        .require(&state, Role::Ict, "POST /sessions/{id}/kill")
+        .post(&state, &form, Role::Ict, "POST /sessions/{id}/kill")
         .await
     {
         return r;
@@ -366,11 +363,8 @@ async fn code_cancel(
     Path(id): Path<String>,
     form: FormData,
 ) -> Response {
-    if let Err(r) = session.check_csrf(form.get("csrf")) {
-        return r;
-    }
     if let Err(r) = session
-        .require(&state, Role::Ict, "POST /enrolment/{id}/cancel")
+        .post(&state, &form, Role::Ict, "POST /enrolment/{id}/cancel")
         .await
     {
         return r;

@@ -450,11 +450,8 @@ async fn staff_add(State(state): State<AppState>, session: Session, form: FormDa
 }
 
 async fn staff_import(State(state): State<AppState>, session: Session, form: FormData) -> Response {
-    if let Err(r) = session.check_csrf(form.get("csrf")) {
-        return r;
-    }
     if let Err(r) = session
-        .require(&state, Role::Admin, "POST /staff/import")
+        .post(&state, &form, Role::Admin, "POST /staff/import")
         .await
     {
         return r;
@@ -693,11 +690,8 @@ async fn staff_change(
     Path(username): Path<String>,
     form: FormData,
 ) -> Response {
-    if let Err(r) = session.check_csrf(form.get("csrf")) {
-        return r;
-    }
     if let Err(r) = session
-        .require(&state, Role::Admin, "POST /staff/{username}")
+        .post(&state, &form, Role::Admin, "POST /staff/{username}")
         .await
     {
         return r;
@@ -892,11 +886,8 @@ async fn leave(
     Path(username): Path<String>,
     form: FormData,
 ) -> Response {
-    if let Err(r) = session.check_csrf(form.get("csrf")) {
-        return r;
-    }
     if let Err(r) = session
-        .require(&state, Role::Admin, "POST /staff/{username}/leave")
+        .post(&state, &form, Role::Admin, "POST /staff/{username}/leave")
         .await
     {
         return r;

@@ -175,11 +175,8 @@ async fn cancel(
     Path(username): Path<String>,
     form: FormData,
 ) -> Response {
-    if let Err(r) = session.check_csrf(form.get("csrf")) {
-        return r;
-    }
     if let Err(r) = session
-        .require(&state, Role::Ict, "POST /requests/{username}/cancel")
+        .post(&state, &form, Role::Ict, "POST /requests/{username}/cancel")
         .await
     {
         return r;
@@ -275,11 +272,8 @@ async fn render_preview(
 }
 
 async fn fulfil(State(state): State<AppState>, session: Session, form: FormData) -> Response {
-    if let Err(r) = session.check_csrf(form.get("csrf")) {
-        return r;
-    }
     if let Err(r) = session
-        .require(&state, Role::Ict, "POST /requests/fulfil")
+        .post(&state, &form, Role::Ict, "POST /requests/fulfil")
         .await
     {
         return r;

@@ -136,6 +136,20 @@ impl Session {
             .into_response())
     }
 
+    /// What every console POST checks first: the form's CSRF token (a
+    /// forged post is refused before anything else, and not audited), then
+    /// the role.
+    pub async fn post(
+        &self,
+        state: &AppState,
+        form: &super::FormData,
+        needed: Role,
+        what: &str,
+    ) -> Result<(), Response> {
+        self.check_csrf(form.get("csrf"))?;
+        self.require(state, needed, what).await
+    }
+
     /// Checks a form's CSRF token against this session's.
     #[allow(clippy::result_large_err)] // the refusal page is the answer itself
     pub fn check_csrf(&self, given: &str) -> Result<(), Response> {
