@@ -272,9 +272,17 @@ async fn staff_page(
         (Err(e), _) | (_, Err(e)) => return problem(viewer, "Staff", "/staff", e),
     };
     let term = q.get("q");
-    let rows: Vec<Vec<String>> = staff
+    let found: Vec<&crate::store::staff::Staff> =
+        staff.iter().filter(|s| matches(s, term)).collect();
+    // Pages of 50, as the laptops list: a council's 4,000 staff are not
+    // one page.
+    let per = super::laptops::PAGE_SIZE;
+    let pages = found.len().div_ceil(per).max(1);
+    let page_no = q.get("page").parse::<usize>().unwrap_or(1).clamp(1, pages);
+    let rows: Vec<Vec<String>> = found
         .iter()
-        .filter(|s| matches(s, term))
+        .skip((page_no - 1) * per)
+        .take(per)
         .map(|s| {
             vec![
                 link(&format!("/staff/{}", url(&s.username)), &s.username),
@@ -294,7 +302,11 @@ async fn staff_page(
             .kind("search")
             .render(&[]),
         table(
-            &format!("Staff ({} shown of {})", rows.len(), staff.len()),
+            &format!(
+                "Staff: {} found of {}, page {page_no} of {pages}",
+                found.len(),
+                staff.len()
+            ),
             &[
                 "Username",
                 "Name",
@@ -307,6 +319,24 @@ async fn staff_page(
             &rows
         )
     );
+    if pages > 1 {
+        let q_enc = url(term);
+        let mut pager = String::from("<nav class=\"pager\" aria-label=\"Pages\">");
+        if page_no > 1 {
+            pager.push_str(&link(
+                &format!("/staff?q={q_enc}&page={}", page_no - 1),
+                "Previous page",
+            ));
+        }
+        if page_no < pages {
+            pager.push_str(&link(
+                &format!("/staff?q={q_enc}&page={}", page_no + 1),
+                "Next page",
+            ));
+        }
+        pager.push_str("</nav>");
+        body.push_str(&pager);
+    }
     if viewer.role >= Role::Admin {
         let chosen = add.all("groups");
         let _ = write!(

@@ -196,8 +196,8 @@ impl Store {
         &self,
         limit: Option<usize>,
     ) -> Result<(FulfilReport, String)> {
-        let (queue, stock) = queue_and_stock(&mut *self.pool.acquire().await?).await?;
-        let report = plan(queue, stock, limit).report();
+        let (queue, stock, in_stock) = queue_and_stock(&mut *self.pool.acquire().await?).await?;
+        let report = plan(queue, stock, in_stock, limit).report();
         let digest = plan_digest(&report);
         Ok((report, digest))
     }
@@ -214,8 +214,8 @@ impl Store {
         now: Millis,
     ) -> Result<FulfilReport> {
         let mut tx = self.begin_audited(now).await?;
-        let (queue, stock) = queue_and_stock(tx.conn()).await?;
-        let plan = plan(queue, stock, limit);
+        let (queue, stock, in_stock) = queue_and_stock(tx.conn()).await?;
+        let plan = plan(queue, stock, in_stock, limit);
         if let Some(expected) = expected {
             if plan_digest(&plan.report()) != expected {
                 return Err(StoreError::Conflict(
@@ -252,20 +252,28 @@ impl Store {
     }
 }
 
-/// The open requests in queue order and the in-stock laptops, oldest
-/// stock first.
-async fn queue_and_stock(conn: &mut sqlx::AnyConnection) -> Result<(Vec<RequestRow>, Vec<String>)> {
+/// The open requests in queue order, the in-stock laptops they could take
+/// (oldest stock first, no more than there are requests), and how many
+/// laptops are in stock in all.
+async fn queue_and_stock(
+    conn: &mut sqlx::AnyConnection,
+) -> Result<(Vec<RequestRow>, Vec<String>, usize)> {
     let queue: Vec<RequestRow> = sqlx::query_as(&format!(
         "{REQUEST_SELECT} WHERE r.status = 'open' {QUEUE_ORDER}"
     ))
     .fetch_all(&mut *conn)
     .await?;
     let stock: Vec<String> = sqlx::query_scalar(
-        "SELECT asset_tag FROM laptops WHERE status = 'in-stock' ORDER BY created_at, asset_tag",
+        "SELECT asset_tag FROM laptops WHERE status = 'in-stock' ORDER BY created_at, asset_tag LIMIT $1",
     )
+    .bind(i64::try_from(queue.len()).unwrap_or(i64::MAX))
     .fetch_all(&mut *conn)
     .await?;
-    Ok((queue, stock))
+    let in_stock: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM laptops WHERE status = 'in-stock'")
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok((queue, stock, usize::try_from(in_stock).unwrap_or(0)))
 }
 
 /// Who gets what: requests in queue order take stock in order; disabled
@@ -277,7 +285,7 @@ struct Plan {
     skipped_disabled: Vec<String>,
 }
 
-fn plan(queue: Vec<RequestRow>, stock: Vec<String>, limit: Option<usize>) -> Plan {
+fn plan(queue: Vec<RequestRow>, stock: Vec<String>, in_stock: usize, limit: Option<usize>) -> Plan {
     let mut stock = stock.into_iter();
     let limit = limit.unwrap_or(usize::MAX);
     let mut p = Plan {
@@ -300,7 +308,7 @@ fn plan(queue: Vec<RequestRow>, stock: Vec<String>, limit: Option<usize>) -> Pla
             None => p.still_queued += 1,
         }
     }
-    p.in_stock = stock.count();
+    p.in_stock = in_stock.saturating_sub(p.pairs.len());
     p
 }
 
