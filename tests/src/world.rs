@@ -91,6 +91,42 @@ impl World {
         self.broker.add_person(username, group, PASSWORD);
     }
 
+    /// A person with `role` (admin, ict, viewer, staff), in `group` when
+    /// given, who signs in with [`PASSWORD`].
+    pub fn person_with_role(&self, username: &str, role: &str, group: Option<&str>) {
+        let mut args = vec![
+            "staff",
+            "add",
+            username,
+            "--name",
+            username,
+            "--role",
+            role,
+            "--password-stdin",
+        ];
+        if let Some(g) = group {
+            args.extend(["--group", g]);
+        }
+        self.broker
+            .lanyard(&args, None, Some(&format!("{PASSWORD}\n")))
+            .ok();
+    }
+
+    /// An API token for `username` from `lanyard login`. An admin's
+    /// password sign-in ends the bootstrap token: set up with the CLI first.
+    pub fn token_of(&self, username: &str) -> String {
+        self.broker
+            .lanyard(
+                &["login", username, "--password-stdin"],
+                None,
+                Some(&format!("{PASSWORD}\n")),
+            )
+            .ok()
+            .stdout
+            .trim()
+            .to_owned()
+    }
+
     pub fn code(&self, args: &[&str]) -> String {
         let mut all = vec!["enroll-code", "create"];
         all.extend_from_slice(args);

@@ -14,26 +14,6 @@ use lanyard_e2e::screenshots::screenshot_both_widths;
 use lanyard_e2e::webdriver::Browser;
 use lanyard_e2e::world::{World, PASSWORD};
 
-/// Adds a person with `role` and the test password.
-fn person(w: &World, username: &str, role: &str, group: Option<&str>) {
-    let mut args = vec![
-        "staff",
-        "add",
-        username,
-        "--name",
-        username,
-        "--role",
-        role,
-        "--password-stdin",
-    ];
-    if let Some(g) = group {
-        args.extend(["--group", g]);
-    }
-    w.broker
-        .lanyard(&args, None, Some(&format!("{PASSWORD}\n")))
-        .ok();
-}
-
 /// The page is accessible (axe: no WCAG 2.2 A/AA violation), reflows at
 /// 320 px without a page-wide sideways scroll, and is screenshotted.
 fn look(b: &Browser, axe: &Axe, name: &str) {
@@ -115,9 +95,9 @@ fn the_inventory_tour_in_the_console() {
     let Some(axe) = Axe::for_test() else { return };
     let Some(b) = Browser::for_test() else { return };
     let w = World::new();
-    person(&w, "c.viewer", "viewer", None);
-    person(&w, "s.staff", "staff", Some("hr"));
-    person(&w, "c.ict", "ict", None);
+    w.person_with_role("c.viewer", "viewer", None);
+    w.person_with_role("s.staff", "staff", Some("hr"));
+    w.person_with_role("c.ict", "ict", None);
     let base = w.broker.api.clone();
 
     // Sign-in: the page, a wrong password named beside the field, then in.
@@ -352,7 +332,7 @@ fn the_people_pages_and_the_leaver_action_in_the_console() {
             None,
         )
         .ok();
-    person(&w, "c.admin", "admin", None);
+    w.person_with_role("c.admin", "admin", None);
     let mut up = agent.up(&["--forward", "echo=127.0.0.1:0"]);
     let port = up.wait_ready(READY)["echo"];
     let base = w.broker.api.clone();
@@ -397,7 +377,7 @@ fn the_people_pages_and_the_leaver_action_in_the_console() {
     );
     look(&b, &axe, "leaver-done");
     // (The admin's sign-in ended the bootstrap token: the admin reads.)
-    let admin = login_token(&w, "c.admin");
+    let admin = w.token_of("c.admin");
     let (_, laptop) = lanyard_e2e::world::api(&w, "GET", "/api/v1/devices/LT-1", Some(&admin));
     let laptop: Value = serde_json::from_str(&laptop).unwrap();
     assert!(laptop["recall_since"].is_string(), "{laptop}");
@@ -406,18 +386,4 @@ fn the_people_pages_and_the_leaver_action_in_the_console() {
     let audit: Value = serde_json::from_str(&audit).unwrap();
     assert_eq!(audit.as_array().unwrap().len(), 1, "{audit}");
     assert_eq!(audit[0]["actor"], "c.admin", "{audit}");
-}
-
-/// An API token for `username` (the test password).
-fn login_token(w: &World, username: &str) -> String {
-    w.broker
-        .lanyard(
-            &["login", username, "--password-stdin"],
-            None,
-            Some(&format!("{PASSWORD}\n")),
-        )
-        .ok()
-        .stdout
-        .trim()
-        .to_owned()
 }

@@ -13,41 +13,6 @@ use lanyard_e2e::world::{
     api, closed_at, ended_after, live_connection, Web, WebResponse, World, PASSWORD, READY,
 };
 
-/// A person with `role` who signs in with [`PASSWORD`].
-fn person_with_role(w: &World, username: &str, role: &str) {
-    w.broker
-        .lanyard(
-            &[
-                "staff",
-                "add",
-                username,
-                "--name",
-                username,
-                "--role",
-                role,
-                "--password-stdin",
-            ],
-            None,
-            Some(&format!("{PASSWORD}\n")),
-        )
-        .ok();
-}
-
-/// An API token for `username` from `lanyard login`. An admin's password
-/// sign-in ends the bootstrap token, so tests set up with the CLI first.
-fn token_of(w: &World, username: &str) -> String {
-    w.broker
-        .lanyard(
-            &["login", username, "--password-stdin"],
-            None,
-            Some(&format!("{PASSWORD}\n")),
-        )
-        .ok()
-        .stdout
-        .trim()
-        .to_owned()
-}
-
 /// A person as the API shows them, or `None` when there is no such person.
 fn staff_json(w: &World, token: &str, username: &str) -> Option<serde_json::Value> {
     let (status, body) = api(w, "GET", &format!("/api/v1/staff/{username}"), Some(token));
@@ -89,7 +54,7 @@ fn audited(w: &World, token: &str, action: &str) -> Vec<(String, String)> {
 #[test]
 fn an_admin_runs_people_and_operations_from_the_console() {
     let w = World::new();
-    person_with_role(&w, "a.admin", "admin");
+    w.person_with_role("a.admin", "admin", None);
     w.person("k.kill", "hr");
     let agent = w.agent("phone", "k.kill", None);
     w.person("l.leaver", "hr");
@@ -100,7 +65,7 @@ fn an_admin_runs_people_and_operations_from_the_console() {
             None,
         )
         .ok();
-    let tok = token_of(&w, "a.admin");
+    let tok = w.token_of("a.admin");
     let mut web = Web::signed_in(&w, "a.admin", PASSWORD);
 
     // Add a person by form: written, and audited as the signed-in admin.
@@ -326,11 +291,11 @@ fn an_admin_runs_people_and_operations_from_the_console() {
 #[test]
 fn the_pages_refuse_a_forged_post_and_a_role_too_small() {
     let w = World::new();
-    person_with_role(&w, "a.admin", "admin");
-    person_with_role(&w, "v.viewer", "viewer");
-    person_with_role(&w, "i.desk", "ict");
-    person_with_role(&w, "s.staff", "staff");
-    let tok = token_of(&w, "a.admin");
+    w.person_with_role("a.admin", "admin", None);
+    w.person_with_role("v.viewer", "viewer", None);
+    w.person_with_role("i.desk", "ict", None);
+    w.person_with_role("s.staff", "staff", None);
+    let tok = w.token_of("a.admin");
     let mut admin = Web::signed_in(&w, "a.admin", PASSWORD);
 
     // No CSRF token, or another session's: 403 and nothing written.

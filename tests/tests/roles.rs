@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use lanyard_e2e::world::{api, closed_at, ended_after, live_connection, World, PASSWORD, READY};
+use lanyard_e2e::world::{api, closed_at, ended_after, live_connection, World, READY};
 
 /// The least role each route needs. Every route the API document names
 /// must be here, so a new route cannot go unclassified.
@@ -85,31 +85,8 @@ fn rank(role: &str) -> usize {
 
 /// An API token for a new person with `role`.
 fn token_for(w: &World, username: &str, role: &str) -> String {
-    w.broker
-        .lanyard(
-            &[
-                "staff",
-                "add",
-                username,
-                "--name",
-                username,
-                "--role",
-                role,
-                "--password-stdin",
-            ],
-            None,
-            Some(&format!("{PASSWORD}\n")),
-        )
-        .ok();
-    let login = w
-        .broker
-        .lanyard(
-            &["login", username, "--password-stdin"],
-            None,
-            Some(&format!("{PASSWORD}\n")),
-        )
-        .ok();
-    login.stdout.trim().to_owned()
+    w.person_with_role(username, role, None);
+    w.token_of(username)
 }
 
 #[test]
