@@ -263,6 +263,20 @@ fn the_inventory_tour_in_the_console() {
     look(&b, &axe, "dashboard-before");
     b.goto(&format!("{base}/")).unwrap();
     assert!(b.try_find("#agents").unwrap().is_some());
+    // The figures the page's script refreshes, as it fetches them (the
+    // session's cookie, and the CSP's connect-src, let it).
+    let live = b
+        .execute_async(
+            "const done = arguments[0];\
+             fetch('/live.json').then(r => r.json()).then(j => done(j)).catch(e => done(String(e)));",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(live["agents"], "0", "{live}");
+    assert!(
+        live["capacity"].as_str().unwrap().contains("% of"),
+        "{live}"
+    );
     look(&b, &axe, "dashboard");
     sign_out(&b);
     // The session is over: its cookie no longer opens a page.
