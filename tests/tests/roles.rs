@@ -284,3 +284,83 @@ fn a_leaver_loses_everything_in_one_audited_step() {
         unknown.stderr
     );
 }
+
+/// The console holds the same roles: every page and every action, opened
+/// by a person of every role (each with their own session and CSRF token),
+/// is refused with 403 exactly when the role is too small.
+#[test]
+fn every_console_page_and_action_answers_every_role_as_its_role_allows() {
+    use lanyard_e2e::world::{csrf_of, Web, PASSWORD};
+    let w = World::new();
+    for role in ROLES {
+        w.person_with_role(&format!("r.{role}"), role, Some("hr"));
+    }
+    // (method, path, least role); actions carry fields that name nothing,
+    // so an allowed caller gets its own refusal and nothing changes.
+    let routes: &[(&str, &str, &str)] = &[
+        ("GET", "/me", "staff"),
+        ("GET", "/live.json", "viewer"),
+        ("GET", "/laptops", "viewer"),
+        ("GET", "/laptops/LT-1", "viewer"),
+        ("GET", "/requests", "viewer"),
+        ("GET", "/requests/fulfil", "ict"),
+        ("GET", "/staff", "viewer"),
+        ("GET", "/staff/r.staff", "viewer"),
+        ("GET", "/staff/r.staff/leave", "admin"),
+        ("GET", "/groups", "viewer"),
+        ("GET", "/apps", "viewer"),
+        ("GET", "/sessions", "viewer"),
+        ("GET", "/enrolment", "viewer"),
+        ("GET", "/audit", "viewer"),
+        ("GET", "/audit/verify", "viewer"),
+        ("POST", "/laptops", "ict"),
+        ("POST", "/laptops/import", "ict"),
+        ("POST", "/laptops/NO-SUCH/assign", "ict"),
+        ("POST", "/laptops/NO-SUCH/return", "ict"),
+        ("POST", "/laptops/NO-SUCH/mark", "ict"),
+        ("POST", "/laptops/NO-SUCH/revoke", "ict"),
+        ("POST", "/requests", "ict"),
+        ("POST", "/requests/fulfil", "ict"),
+        ("POST", "/requests/no.one/cancel", "ict"),
+        ("POST", "/staff", "admin"),
+        ("POST", "/staff/import", "admin"),
+        ("POST", "/staff/no.one", "admin"),
+        ("POST", "/staff/no.one/disable", "admin"),
+        ("POST", "/staff/no.one/enable", "admin"),
+        ("POST", "/staff/no.one/leave", "admin"),
+        ("POST", "/groups", "admin"),
+        ("POST", "/sessions/no-such/kill", "ict"),
+        ("POST", "/enrolment", "ict"),
+        ("POST", "/enrolment/no-such/cancel", "ict"),
+    ];
+    let mut wrong = Vec::new();
+    for role in ROLES {
+        let mut web = Web::signed_in(&w, &format!("r.{role}"), PASSWORD);
+        let csrf = csrf_of(&web.get("/me").body);
+        for (method, path, need) in routes {
+            let r = if *method == "GET" {
+                web.get(path)
+            } else {
+                web.post_raw(path, &[("csrf", &csrf)])
+            };
+            let allowed = rank(role) >= rank(need);
+            if allowed == (r.status == 403)
+                || r.status == 303 && r.location.as_deref().is_some_and(|l| l.contains("/login"))
+            {
+                wrong.push(format!(
+                    "{method} {path} as {role} (needs {need}): {}",
+                    r.status
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // Staff opening the dashboard are sent to their own page.
+    let mut staff = Web::signed_in(&w, "r.staff", PASSWORD);
+    let r = staff.get("/");
+    assert_eq!(
+        (r.status, r.location.as_deref()),
+        (303, Some("/me")),
+        "{r:?}"
+    );
+}
