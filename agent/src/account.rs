@@ -175,6 +175,36 @@ pub async fn connect_any(
     Ok(client::connect_first(None, &config, addrs).await?)
 }
 
+/// A connection for one sign-in: the broker node that worked last first,
+/// the others from this process's starting point; the node that answered
+/// is remembered for next time.
+pub async fn connect_for_sign_in(
+    state: &StateDir,
+    device: &Device,
+) -> Result<(quinn::Endpoint, quinn::Connection), AccountError> {
+    let mut addrs = state.addresses(&device.enrolment)?;
+    let (endpoint, conn, addr) = connect_any(device, &addrs.order(spread())).await?;
+    if addrs.worked(&addr) {
+        state.save_addresses(&addrs)?;
+    }
+    Ok((endpoint, conn))
+}
+
+/// Ends a sign-in's connection; when the sign-in worked, the record of why
+/// an earlier one was ended goes.
+pub async fn after_sign_in<E>(
+    state: &StateDir,
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    signed: Result<Tokens, E>,
+) -> Result<Tokens, E> {
+    conn.close(0u32.into(), b"signed in");
+    endpoint.wait_idle().await;
+    let tokens = signed?;
+    let _ = state.remove(crate::up::ENDED_FILE);
+    Ok(tokens)
+}
+
 /// Where this agent process starts among the other broker nodes when it
 /// leaves one (see [`Addresses::order`]): drawn once, so that the agents of
 /// a lost node spread over the rest.

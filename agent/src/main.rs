@@ -323,12 +323,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let state = StateDir::open(&dir)?;
             let device = state.device()?;
-            let mut addrs = state.addresses(&device.enrolment)?;
-            let (endpoint, conn, addr) =
-                account::connect_any(&device, &addrs.order(account::spread())).await?;
-            if addrs.worked(&addr) {
-                state.save_addresses(&addrs)?;
-            }
+            let (endpoint, conn) = account::connect_for_sign_in(&state, &device).await?;
             let show = |p: &lanyard_agent::sso::DeviceCodePrompt| {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "To sign in, open {} on any device", p.verification_uri);
@@ -343,10 +338,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             };
             let signed = lanyard_agent::sso::device_sign_in(&state, &device, &conn, show).await;
-            conn.close(0u32.into(), b"signed in");
-            endpoint.wait_idle().await;
-            let tokens = signed?;
-            let _ = state.remove(up::ENDED_FILE);
+            let tokens = account::after_sign_in(&state, endpoint, conn, signed).await?;
             say!("signed in as {}", tokens.username);
             eprintln!("next: {}", next("up"));
             Ok(())
@@ -358,12 +350,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let state = StateDir::open(&dir)?;
             let device = state.device()?;
-            let mut addrs = state.addresses(&device.enrolment)?;
-            let (endpoint, conn, addr) =
-                account::connect_any(&device, &addrs.order(account::spread())).await?;
-            if addrs.worked(&addr) {
-                state.save_addresses(&addrs)?;
-            }
+            let (endpoint, conn) = account::connect_for_sign_in(&state, &device).await?;
             let show = |url: &str| {
                 if no_browser || !lanyard_agent::sso::open_browser(url) {
                     eprintln!("Open this address in a browser to sign in:");
@@ -375,10 +362,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let _ = out.flush();
             };
             let signed = lanyard_agent::sso::sign_in(&state, &device, &conn, show).await;
-            conn.close(0u32.into(), b"signed in");
-            endpoint.wait_idle().await;
-            let tokens = signed?;
-            let _ = state.remove(up::ENDED_FILE);
+            let tokens = account::after_sign_in(&state, endpoint, conn, signed).await?;
             say!("signed in as {}", tokens.username);
             eprintln!("next: {}", next("up"));
             Ok(())
@@ -392,17 +376,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let state = StateDir::open(&dir)?;
             let device = state.device()?;
             let password = read_password(password_stdin)?;
-            let mut addrs = state.addresses(&device.enrolment)?;
-            let (endpoint, conn, addr) =
-                account::connect_any(&device, &addrs.order(account::spread())).await?;
-            if addrs.worked(&addr) {
-                state.save_addresses(&addrs)?;
-            }
+            let (endpoint, conn) = account::connect_for_sign_in(&state, &device).await?;
             let signed = account::sign_in(&state, &device, &conn, &username, password, totp).await;
-            conn.close(0u32.into(), b"signed in");
-            endpoint.wait_idle().await;
-            let tokens = signed?;
-            let _ = state.remove(up::ENDED_FILE);
+            let tokens = account::after_sign_in(&state, endpoint, conn, signed).await?;
             say!("signed in as {}", tokens.username);
             eprintln!("next: {}", next("up"));
             Ok(())
