@@ -107,7 +107,13 @@ impl FrameDecoder {
             return Ok(None);
         }
         let msg = Message::decode(self.buf[4], &self.buf[5..4 + len])?;
-        self.buf.drain(..4 + len);
+        if self.buf.len() == 4 + len {
+            // Nothing left over: a session's decoder waits most of its life
+            // between messages, and holds no buffer while it does.
+            self.buf = Vec::new();
+        } else {
+            self.buf.drain(..4 + len);
+        }
         Ok(Some(msg))
     }
 
@@ -275,6 +281,24 @@ mod tests {
             assert_eq!(d.push(&frame).unwrap(), Some(msg.clone()), "{msg:?}");
             d.finish().unwrap();
         }
+    }
+
+    #[test]
+    fn a_decoder_between_messages_holds_no_buffer() {
+        let hello = to_frame(&samples()[9]);
+        let mut d = FrameDecoder::new();
+        // Half a message is kept; the whole one leaves nothing allocated.
+        assert_eq!(d.push(&hello[..10]).unwrap(), None);
+        assert!(d.buf.capacity() >= 10);
+        assert!(d.push(&hello[10..]).unwrap().is_some());
+        assert_eq!(d.buf.capacity(), 0);
+        // A message and a part of the next: the part stays.
+        let mut two = hello.clone();
+        two.extend_from_slice(&hello[..5]);
+        assert!(d.push(&two).unwrap().is_some());
+        assert_eq!(d.buffered(), 5);
+        assert!(d.push(&hello[5..]).unwrap().is_some());
+        assert_eq!((d.buffered(), d.buf.capacity()), (0, 0));
     }
 
     #[test]

@@ -26,8 +26,10 @@ pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// for every stream the peer may open, so a connection starts with room for
 /// this many and grows towards `[limits] streams_per_agent` as it uses them
 /// (see [`stream_room`]): two hash-map entries per stream,
-/// which at 256 streams come to about 20 KiB by their layout.
-pub const INITIAL_STREAMS: u32 = 32;
+/// which at 256 streams come to about 20 KiB by their layout. Sixteen (the
+/// session, a browser's six connections to a host, room to spare) keep an
+/// idle agent's maps near 1 KiB; at twelve open the room doubles.
+pub const INITIAL_STREAMS: u32 = 16;
 
 /// What every stream of a device connection shares.
 pub struct DeviceConn {
