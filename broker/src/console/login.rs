@@ -160,6 +160,22 @@ pub async fn submit(
             sso_offered(&state),
         );
     }
+    // A refusal after the form was whole: shown against the username.
+    let refuse = |status: StatusCode, message: String| {
+        let errors = [FieldError {
+            field: "username".into(),
+            message,
+        }];
+        login_page(
+            &csrf,
+            &next,
+            &shown_name,
+            &errors,
+            status,
+            None,
+            sso_offered(&state),
+        )
+    };
     let now = now_ms();
     let person = match crate::auth::signin::check_credentials(
         &state.store,
@@ -177,57 +193,19 @@ pub async fn submit(
         Ok(p) => p,
         Err(crate::auth::signin::SignInError::Store(e)) => {
             let (status, text) = super::store_problem(e);
-            let errors = [FieldError {
-                field: "username".into(),
-                message: text,
-            }];
-            return login_page(
-                &csrf,
-                &next,
-                &shown_name,
-                &errors,
-                status,
-                None,
-                sso_offered(&state),
-            );
+            return refuse(status, text);
         }
         Err(e) => {
             state
                 .metrics
                 .api_logins_failed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let errors = [FieldError {
-                field: "username".into(),
-                message: e.to_string(),
-            }];
-            return login_page(
-                &csrf,
-                &next,
-                &shown_name,
-                &errors,
-                StatusCode::UNAUTHORIZED,
-                None,
-                sso_offered(&state),
-            );
+            return refuse(StatusCode::UNAUTHORIZED, e.to_string());
         }
     };
     let (token, ttl) = match start_session(&state, &person.username, person.role, now).await {
         Ok(t) => t,
-        Err((status, text)) => {
-            let errors = [FieldError {
-                field: "username".into(),
-                message: text,
-            }];
-            return login_page(
-                &csrf,
-                &next,
-                &shown_name,
-                &errors,
-                status,
-                None,
-                sso_offered(&state),
-            );
-        }
+        Err((status, text)) => return refuse(status, text),
     };
     let mut r = Redirect::to(&landing(person.role, next)).into_response();
     r.headers_mut().append(
