@@ -87,7 +87,8 @@ pub fn endpoint(broker: SocketAddr) -> Result<quinn::Endpoint, ClientError> {
     let sock = socket2::SockRef::from(&socket);
     let _ = sock.set_recv_buffer_size(4 * 1024 * 1024);
     let _ = sock.set_send_buffer_size(4 * 1024 * 1024);
-    quinn::Endpoint::new(
+    let socket = lanyard_relay::udp::wrap(socket).map_err(ClientError::Socket)?;
+    quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
         None,
         socket,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use bytes::{Bytes, BytesMut};
 use lanyard_proto::ErrorCode;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -104,12 +104,15 @@ pub(crate) async fn pump_out(
 ) -> std::io::Result<u64> {
     let mut total = 0u64;
     // No buffer until the socket has something: a quiet stream holds none.
+    // The read itself goes through `AsyncRead`, which takes a read that did
+    // not fill the buffer as the socket drained: no further read just to
+    // hear that it would block.
     let mut buf = BytesMut::new();
     loop {
         let read = match tcp.readable().await {
             Ok(()) => {
                 buf.reserve(READ_CHUNK);
-                tcp.try_read_buf(&mut buf)
+                tcp.read_buf(&mut buf).await
             }
             Err(e) => Err(e),
         };
@@ -119,7 +122,6 @@ pub(crate) async fn pump_out(
                 return Ok(total);
             }
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 let _ = send.reset(code(ErrorCode::Unavailable));
                 return Err(e);

@@ -144,7 +144,8 @@ pub fn endpoint(
     // Only packets with this broker's own CIDs earn a reset, so a flood of
     // made-up packets cannot turn the broker into a reflector.
     endpoint_config.min_reset_interval(MIN_RESET_INTERVAL);
-    quinn::Endpoint::new(
+    let socket = lanyard_relay::udp::wrap(socket).map_err(bind_err)?;
+    quinn::Endpoint::new_with_abstract_socket(
         endpoint_config,
         Some(config),
         socket,
