@@ -22,9 +22,22 @@ pub use lanyard_broker::testkit::TestStore;
 
 /// The directory holding the workspace's binaries, built once per test run
 /// (a no-op when they are fresh) with the same profile as this test.
+/// `LANYARD_BIN_DIR` names a directory of binaries built earlier to use
+/// instead, unbuilt: how a benchmark compares two builds in one sitting.
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("LANYARD_BIN_DIR") {
+            let dir = PathBuf::from(dir);
+            for name in ["lanyard-broker", "lanyard-agent", "lanyard"] {
+                assert!(
+                    dir.join(name).is_file(),
+                    "LANYARD_BIN_DIR={} holds no {name}",
+                    dir.display()
+                );
+            }
+            return dir;
+        }
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/<test> -> target/<profile>
         let dir = exe
