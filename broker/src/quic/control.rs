@@ -140,7 +140,11 @@ pub(super) async fn serve(
 ) {
     let state = ctx.state.clone();
     let mut ctl = BrokerControl::new();
-    if ctl.handle_bytes(&to_frame(&hello)).is_err() {
+    let fed = ctl.handle_bytes(&to_frame(&hello));
+    // What the task holds, it holds for as long as the agent is connected:
+    // the hello (and its token, below) is let go once read.
+    drop(hello);
+    if fed.is_err() {
         return;
     }
     let Some(BrokerEvent::Hello {
@@ -157,7 +161,9 @@ pub(super) async fn serve(
     // Boxed, as are the other one-off steps below: the session task lives
     // as long as the agent is connected, and its size is that of its
     // largest state.
-    let session = match Box::pin(open(&ctx, &access_token)).await {
+    let opened = Box::pin(open(&ctx, &access_token)).await;
+    drop(access_token);
+    let session = match opened {
         Ok(s) => s,
         Err(r) => {
             state.metrics.sessions_refused.fetch_add(1, Relaxed);
@@ -199,8 +205,10 @@ pub(super) async fn serve(
     state.metrics.sessions_opened.fetch_add(1, Relaxed);
     // Recorded for every node to see; the session does not wait on it
     // being possible (the rules in memory decide access).
-    let row = session.row(&state.node);
-    let recorded = tokio::time::timeout(RECORD_TIMEOUT, state.store.session_open(&row));
+    let recorded = async {
+        let row = session.row(&state.node);
+        tokio::time::timeout(RECORD_TIMEOUT, state.store.session_open(&row)).await
+    };
     match Box::pin(recorded).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
@@ -315,23 +323,22 @@ pub(super) async fn serve(
             ctl.revoke(reason.clone());
             flush(&mut ctl, &mut send).await;
             session.close(d.close_code(), &reason);
-            state
-                .store
-                .audit_denial(
-                    &session.username,
-                    "session.close",
-                    &session.device_label,
-                    &reason,
-                )
-                .await;
+            Box::pin(state.store.audit_denial(
+                &session.username,
+                "session.close",
+                &session.device_label,
+                &reason,
+            ))
+            .await;
         }
     }
     state.sessions.remove(&session.id);
     let end = session.end(&reason);
-    let recorded = tokio::time::timeout(
-        RECORD_TIMEOUT,
-        state.store.session_close(&row, &end, now_ms()),
-    );
+    let recorded = async {
+        let row = session.row(&state.node);
+        let closing = state.store.session_close(&row, &end, now_ms());
+        tokio::time::timeout(RECORD_TIMEOUT, closing).await
+    };
     match Box::pin(recorded).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {

@@ -306,9 +306,7 @@ pub async fn serve(
                     continue;
                 };
                 let (state, stop, slots) = (state.clone(), stop_rx.clone(), slots.clone());
-                tasks.spawn(async move {
-                    connection::handle(incoming, state, stop, handshake, slots).await;
-                });
+                tasks.spawn(connection::handle(incoming, state, stop, handshake, slots));
             }
         }
     }
