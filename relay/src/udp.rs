@@ -17,11 +17,22 @@
 //!
 //! Readiness set by an event newer than the read is never lost: tokio only
 //! clears what it had seen when the read began.
+//!
+//! It also offers GSO batches (several datagrams in one send) only to the
+//! connections that need them. quinn reserves a connection's send buffer
+//! for a whole batch (up to ten datagrams, about 15 KiB) the first time it
+//! has more than one datagram to send, and keeps it for the connection's
+//! life. Every server handshake is such a time, so every idle agent held
+//! that buffer. Here a connection is offered batches once it has sent
+//! several datagrams in one go ([`BATCH_AFTER`]): a download in its first
+//! round, never a handshake. quinn runs each connection's sending in one
+//! tokio task, so the task is the connection.
 
+use std::hash::{Hash, Hasher};
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -44,6 +55,7 @@ fn quiet(socket: std::net::UdpSocket) -> io::Result<Arc<QuietSocket>> {
         io,
         state,
         full: AtomicBool::new(false),
+        batching: Batching::default(),
     }))
 }
 
@@ -70,6 +82,76 @@ struct QuietSocket {
     /// A send found the kernel's buffer full, and no wait has seen room
     /// since.
     full: AtomicBool,
+    batching: Batching,
+}
+
+/// Datagrams one connection sends in one go before it is offered batches:
+/// more than a server's handshake flight (two or three), fewer than
+/// quinn's most in one go (twenty) when it has much to send.
+pub const BATCH_AFTER: usize = 4;
+
+/// Connections (their tasks) recently offered batches.
+const BATCHING_SLOTS: usize = 16;
+
+/// Which connections are offered GSO batches. quinn asks how many
+/// datagrams it may batch when a connection begins to send, then sends
+/// them one transmit at a time, all within that one call: the asking task
+/// is the sender until the next one asks.
+#[derive(Debug, Default)]
+struct Batching {
+    /// Tasks that sent [`BATCH_AFTER`] datagrams in one go; the oldest
+    /// place is taken by the next. 0 is an empty place.
+    recent: [AtomicU64; BATCHING_SLOTS],
+    next: AtomicUsize,
+    /// The task now sending, and its transmits so far.
+    sender: AtomicU64,
+    sent: AtomicUsize,
+}
+
+impl Batching {
+    /// Called when `task` begins to send: whether it may batch.
+    fn begin(&self, task: u64) -> bool {
+        self.sender.store(task, Relaxed);
+        self.sent.store(0, Relaxed);
+        task != 0 && self.recent.iter().any(|t| t.load(Relaxed) == task)
+    }
+
+    /// Called for each transmit `task` sends.
+    fn sent(&self, task: u64) {
+        if task == 0 || self.sender.load(Relaxed) != task {
+            return;
+        }
+        if self.sent.fetch_add(1, Relaxed) + 1 == BATCH_AFTER
+            && !self.recent.iter().any(|t| t.load(Relaxed) == task)
+        {
+            let place = self.next.fetch_add(1, Relaxed) % BATCHING_SLOTS;
+            self.recent[place].store(task, Relaxed);
+        }
+    }
+}
+
+/// The current tokio task as a number, 0 outside one.
+fn current_task() -> u64 {
+    /// Keeps the number a task id hashes as.
+    struct Number(u64);
+    impl Hasher for Number {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for b in bytes {
+                self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+            }
+        }
+        fn write_u64(&mut self, n: u64) {
+            self.0 = n;
+        }
+    }
+    tokio::task::try_id().map_or(0, |id| {
+        let mut n = Number(0);
+        id.hash(&mut n);
+        n.finish().max(1)
+    })
 }
 
 impl AsyncUdpSocket for QuietSocket {
@@ -81,6 +163,7 @@ impl AsyncUdpSocket for QuietSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        self.batching.sent(current_task());
         let sent = self.state.send(self.io.get_ref().into(), transmit);
         if matches!(&sent, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
             self.full.store(true, Relaxed);
@@ -123,7 +206,11 @@ impl AsyncUdpSocket for QuietSocket {
     }
 
     fn max_transmit_segments(&self) -> usize {
-        self.state.max_gso_segments()
+        if self.batching.begin(current_task()) {
+            self.state.max_gso_segments()
+        } else {
+            1
+        }
     }
 
     fn max_receive_segments(&self) -> usize {
@@ -236,6 +323,100 @@ mod tests {
             .map(|i| (i as u32).to_be_bytes().to_vec())
             .collect();
         assert_eq!(got, want);
+    }
+
+    /// One go of a connection's sending as quinn does it: ask how many
+    /// datagrams may be batched, then send `sends` transmits.
+    fn go(socket: &QuietSocket, dest: SocketAddr, sends: usize) -> usize {
+        let offered = socket.max_transmit_segments();
+        let payload = [1u8; 32];
+        for _ in 0..sends {
+            let transmit = Transmit {
+                destination: dest,
+                ecn: None,
+                contents: &payload,
+                segment_size: None,
+                src_ip: None,
+            };
+            socket.try_send(&transmit).expect("send");
+        }
+        offered
+    }
+
+    /// Runs `f` in a task of its own (quinn runs each connection in one).
+    async fn in_task<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        tokio::spawn(async move { f() }).await.expect("task")
+    }
+
+    #[tokio::test]
+    async fn batches_are_offered_only_to_a_connection_that_sent_several_datagrams_at_once() {
+        let socket = quiet(bound()).expect("wrap");
+        let peer = bound();
+        let dest = peer.local_addr().expect("addr");
+        let most = socket.state.max_gso_segments();
+        if most < 2 {
+            eprintln!("skipped: this kernel offers no UDP GSO, so there is nothing to offer");
+            return;
+        }
+        // A handshake: a flight of three, then one datagram at a time. Never
+        // offered batches, so quinn never reserves a batch's buffer for it.
+        let s = socket.clone();
+        let handshake = in_task(move || [go(&s, dest, 3), go(&s, dest, 1), go(&s, dest, 1)]).await;
+        assert_eq!(handshake, [1, 1, 1]);
+        // A download: its first go sends one at a time, the next are batched.
+        let s = socket.clone();
+        let download =
+            in_task(move || [go(&s, dest, BATCH_AFTER), go(&s, dest, 2), go(&s, dest, 1)]).await;
+        assert_eq!(download, [1, most, most]);
+        // Sends in separate goes do not add up.
+        let s = socket.clone();
+        let trickle = in_task(move || {
+            let mut offered = Vec::new();
+            for _ in 0..BATCH_AFTER * 2 {
+                offered.push(go(&s, dest, 1));
+            }
+            offered
+        })
+        .await;
+        assert!(trickle.iter().all(|&n| n == 1), "{trickle:?}");
+        // Sends from a task that did not ask (quinn's endpoint answering
+        // for no connection) do not count for anyone.
+        let s = socket.clone();
+        in_task(move || go(&s, dest, 0)).await;
+        let s = socket.clone();
+        let endpoint = in_task(move || {
+            for _ in 0..BATCH_AFTER {
+                let transmit = Transmit {
+                    destination: dest,
+                    ecn: None,
+                    contents: &[2u8; 32],
+                    segment_size: None,
+                    src_ip: None,
+                };
+                s.try_send(&transmit).expect("send");
+            }
+            go(&s, dest, 1)
+        })
+        .await;
+        assert_eq!(endpoint, 1);
+        // The places are few: once as many newer downloads have taken them,
+        // a connection starts again from one at a time.
+        let (went, first_done) = tokio::sync::oneshot::channel::<()>();
+        let (go_on, wait) = tokio::sync::oneshot::channel::<()>();
+        let s = socket.clone();
+        let early = tokio::spawn(async move {
+            let first = go(&s, dest, BATCH_AFTER);
+            let _ = went.send(());
+            let _ = wait.await;
+            [first, go(&s, dest, 1)]
+        });
+        first_done.await.expect("early task went");
+        for _ in 0..BATCHING_SLOTS {
+            let s = socket.clone();
+            in_task(move || go(&s, dest, BATCH_AFTER)).await;
+        }
+        go_on.send(()).expect("early task waits");
+        assert_eq!(early.await.expect("task"), [1, 1]);
     }
 
     #[tokio::test]

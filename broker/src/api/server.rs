@@ -120,7 +120,7 @@ async fn serve_connection(
         .max_buf_size(MAX_HEADER_BUFFER)
         .serve_connection(
             TokioIo::new(stream),
-            TowerToHyperService::new(app.layer(axum::Extension(ClientAddr(peer)))),
+            TowerToHyperService::new(WithClientAddr { app, peer }),
         );
     tokio::pin!(conn);
     let stopping = tokio::select! {
@@ -137,6 +137,33 @@ async fn serve_connection(
         let _ = conn.await;
     }
     state.metrics.http_connections_open.fetch_sub(1, Relaxed);
+}
+
+/// The router, with each request marked with the address it came from.
+/// (`Router::layer` would do it by building a whole router for every
+/// connection: some 100 KiB of route tables each time.)
+#[derive(Clone)]
+struct WithClientAddr {
+    app: Router,
+    peer: std::net::SocketAddr,
+}
+
+impl<B> tower_service::Service<axum::http::Request<B>> for WithClientAddr
+where
+    Router: tower_service::Service<axum::http::Request<B>>,
+{
+    type Response = <Router as tower_service::Service<axum::http::Request<B>>>::Response;
+    type Error = <Router as tower_service::Service<axum::http::Request<B>>>::Error;
+    type Future = <Router as tower_service::Service<axum::http::Request<B>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.app.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(ClientAddr(self.peer));
+        self.app.call(request)
+    }
 }
 
 /// A stream whose writes fail once one has made no progress for `limit`:
