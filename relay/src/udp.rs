@@ -325,20 +325,25 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// One plain datagram of `contents` for `dest`.
+    fn transmit_to(dest: SocketAddr, contents: &[u8]) -> Transmit<'_> {
+        Transmit {
+            destination: dest,
+            ecn: None,
+            contents,
+            segment_size: None,
+            src_ip: None,
+        }
+    }
+
     /// One go of a connection's sending as quinn does it: ask how many
     /// datagrams may be batched, then send `sends` transmits.
     fn go(socket: &QuietSocket, dest: SocketAddr, sends: usize) -> usize {
         let offered = socket.max_transmit_segments();
-        let payload = [1u8; 32];
         for _ in 0..sends {
-            let transmit = Transmit {
-                destination: dest,
-                ecn: None,
-                contents: &payload,
-                segment_size: None,
-                src_ip: None,
-            };
-            socket.try_send(&transmit).expect("send");
+            socket
+                .try_send(&transmit_to(dest, &[1u8; 32]))
+                .expect("send");
         }
         offered
     }
@@ -386,14 +391,7 @@ mod tests {
         let s = socket.clone();
         let endpoint = in_task(move || {
             for _ in 0..BATCH_AFTER {
-                let transmit = Transmit {
-                    destination: dest,
-                    ecn: None,
-                    contents: &[2u8; 32],
-                    segment_size: None,
-                    src_ip: None,
-                };
-                s.try_send(&transmit).expect("send");
+                s.try_send(&transmit_to(dest, &[2u8; 32])).expect("send");
             }
             go(&s, dest, 1)
         })
@@ -425,14 +423,7 @@ mod tests {
         let peer = bound();
         let dest = peer.local_addr().expect("addr");
         let payload = [7u8; 64];
-        let transmit = Transmit {
-            destination: dest,
-            ecn: None,
-            contents: &payload,
-            segment_size: None,
-            src_ip: None,
-        };
-        socket.try_send(&transmit).expect("send");
+        socket.try_send(&transmit_to(dest, &payload)).expect("send");
         let mut buf = [0u8; 100];
         peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .expect("timeout");
