@@ -2,6 +2,12 @@
 //! and the end-to-end tests run it in-process on 127.0.0.1 port 0.
 
 #![forbid(unsafe_code)]
+// A service logs through tracing; a stray print would go to every
+// operator's journal (tests may still say what they skipped).
+#![cfg_attr(
+    not(test),
+    deny(clippy::print_stderr, clippy::print_stdout, clippy::dbg_macro)
+)]
 
 pub mod api;
 pub mod auth;

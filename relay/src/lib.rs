@@ -9,6 +9,12 @@
 //! `lanyard-proto`, which has no I/O; this crate is its thin async layer.
 
 #![forbid(unsafe_code)]
+// A service logs through tracing; a stray print would go to every
+// operator's journal (tests may still say what they skipped).
+#![cfg_attr(
+    not(test),
+    deny(clippy::print_stderr, clippy::print_stdout, clippy::dbg_macro)
+)]
 
 pub mod framed;
 pub mod open;

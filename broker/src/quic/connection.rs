@@ -168,7 +168,6 @@ async fn serve_device(
             accepted = conn.accept_bi() => {
                 let Ok((send, recv)) = accepted else { break };
                 let f = dispatch(ctx.clone(), send, recv);
-                eprintln!("SIZE dispatch {}", std::mem::size_of_val(&f));
                 streams.spawn(f);
                 if let Some(more) = stream_room(streams.len(), limit, most) {
                     limit = more;
