@@ -113,7 +113,10 @@ pub async fn resolve(broker: &str) -> Result<(SocketAddr, String), ClientError> 
     Ok((addr, host))
 }
 
-fn client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, ClientError> {
+fn client_config(mut tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, ClientError> {
+    // The broker sends no session tickets (every connection is a full
+    // handshake with the device's certificate): no cache for them.
+    tls.resumption = rustls::client::Resumption::disabled();
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| ClientError::Tls(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));

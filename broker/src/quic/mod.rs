@@ -84,6 +84,25 @@ pub fn server_config(
     streams_per_agent: u32,
     idle_timeout: Duration,
 ) -> Result<quinn::ServerConfig, QuicError> {
+    let tls = server_tls(certs, ca)?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| QuicError::Tls(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport(streams_per_agent, idle_timeout)));
+    Ok(config)
+}
+
+/// The TLS 1.3 settings of the QUIC endpoint: the served certificate, a
+/// client certificate asked for (enrolment comes without one) and checked
+/// against the CA, and no session tickets. Every connection is a full
+/// handshake with the device's certificate: a resumed one would skip it,
+/// and with thousands of agents rustls's cache (256 sessions) would hold
+/// almost none of their tickets anyway, while making and sending two per
+/// handshake, each a copy of the client's certificate.
+fn server_tls(
+    certs: Arc<crate::tls::CertSlot>,
+    ca: &CertificateDer<'static>,
+) -> Result<rustls::ServerConfig, QuicError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -102,11 +121,8 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(certs);
     tls.alpn_protocols = vec![lanyard_proto::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-        .map_err(|e| QuicError::Tls(e.to_string()))?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(transport(streams_per_agent, idle_timeout)));
-    Ok(config)
+    tls.send_tls13_tickets = 0;
+    Ok(tls)
 }
 
 /// Binds the endpoint's UDP socket, with big buffers; done first at start,
@@ -324,7 +340,7 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::{must_validate, SignedCids, RETRY_AT};
+    use super::{must_validate, server_tls, SignedCids, RETRY_AT};
 
     #[test]
     fn addresses_prove_themselves_only_when_handshakes_pile_up() {
@@ -366,5 +382,77 @@ mod tests {
         assert!(after_restart
             .validate(&quinn::ConnectionId::new(&[]))
             .is_err());
+    }
+
+    /// Counts the sessions rustls would keep for resumption.
+    #[derive(Debug, Default)]
+    struct Kept(std::sync::atomic::AtomicUsize);
+
+    impl rustls::server::StoresServerSessions for Kept {
+        fn put(&self, _key: Vec<u8>, _value: Vec<u8>) -> bool {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            true
+        }
+        fn get(&self, _key: &[u8]) -> Option<Vec<u8>> {
+            None
+        }
+        fn take(&self, _key: &[u8]) -> Option<Vec<u8>> {
+            None
+        }
+        fn can_cache(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_handshake_leaves_no_session_ticket_behind() {
+        use std::sync::Arc;
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = crate::datadir::DataDir::open(tmp.path()).expect("data dir");
+        let ca = crate::auth::ca::Ca::load_or_create(&dir).expect("ca");
+        let certs =
+            crate::tls::ServerCerts::new(&ca, vec![], std::time::Duration::from_secs(3600), None)
+                .expect("server certificate");
+        let mut server = server_tls(certs.quic(), ca.cert_der()).expect("server config");
+        let kept = Arc::new(Kept::default());
+        server.session_storage = kept.clone();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert_der().clone()).expect("ca root");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("tls 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let mut c = rustls::ClientConnection::new(Arc::new(client), name).expect("client");
+        let mut s = rustls::ServerConnection::new(Arc::new(server)).expect("server");
+        // Both ends' flights, in memory, until neither has more to say.
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut wire).expect("client writes");
+            }
+            let mut input = &wire[..];
+            while !input.is_empty() {
+                s.read_tls(&mut input).expect("server reads");
+            }
+            s.process_new_packets().expect("server handshake");
+            let mut wire = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut wire).expect("server writes");
+            }
+            let mut input = &wire[..];
+            while !input.is_empty() {
+                c.read_tls(&mut input).expect("client reads");
+            }
+            c.process_new_packets().expect("client handshake");
+        }
+        assert!(!c.is_handshaking() && !s.is_handshaking(), "handshake done");
+        assert_eq!(
+            kept.0.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "the server made session tickets"
+        );
     }
 }
