@@ -33,9 +33,12 @@ pub mod secrets;
 pub mod state;
 pub mod store;
 pub mod systemd;
+// The test kit tells the test's output what it skipped.
 #[cfg(any(test, feature = "testkit"))]
+#[allow(clippy::print_stdout, clippy::print_stderr)]
 pub mod testkit;
 #[cfg(any(test, feature = "testkit"))]
+#[allow(clippy::print_stdout, clippy::print_stderr)]
 pub mod testkit_oidc;
 pub mod tls;
 pub mod tunnel;

@@ -404,6 +404,19 @@ mod tests {
         }
     }
 
+    /// Hands what `from` has to send to `to`, which reads it.
+    fn deliver(from: &mut rustls::Connection, to: &mut rustls::Connection) {
+        let mut wire = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut wire).expect("write");
+        }
+        let mut input = &wire[..];
+        while !input.is_empty() {
+            to.read_tls(&mut input).expect("read");
+        }
+        to.process_new_packets().expect("handshake");
+    }
+
     #[test]
     fn a_handshake_leaves_no_session_ticket_behind() {
         use std::sync::Arc;
@@ -425,28 +438,16 @@ mod tests {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-        let mut c = rustls::ClientConnection::new(Arc::new(client), name).expect("client");
-        let mut s = rustls::ServerConnection::new(Arc::new(server)).expect("server");
+        let mut c = rustls::Connection::from(
+            rustls::ClientConnection::new(Arc::new(client), name).expect("client"),
+        );
+        let mut s = rustls::Connection::from(
+            rustls::ServerConnection::new(Arc::new(server)).expect("server"),
+        );
         // Both ends' flights, in memory, until neither has more to say.
         for _ in 0..10 {
-            let mut wire = Vec::new();
-            while c.wants_write() {
-                c.write_tls(&mut wire).expect("client writes");
-            }
-            let mut input = &wire[..];
-            while !input.is_empty() {
-                s.read_tls(&mut input).expect("server reads");
-            }
-            s.process_new_packets().expect("server handshake");
-            let mut wire = Vec::new();
-            while s.wants_write() {
-                s.write_tls(&mut wire).expect("server writes");
-            }
-            let mut input = &wire[..];
-            while !input.is_empty() {
-                c.read_tls(&mut input).expect("client reads");
-            }
-            c.process_new_packets().expect("client handshake");
+            deliver(&mut c, &mut s);
+            deliver(&mut s, &mut c);
         }
         assert!(!c.is_handshaking() && !s.is_handshaking(), "handshake done");
         assert_eq!(
