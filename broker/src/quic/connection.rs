@@ -167,8 +167,7 @@ async fn serve_device(
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
             accepted = conn.accept_bi() => {
                 let Ok((send, recv)) = accepted else { break };
-                let f = dispatch(ctx.clone(), send, recv);
-                streams.spawn(f);
+                streams.spawn(dispatch(ctx.clone(), send, recv));
                 if let Some(more) = stream_room(streams.len(), limit, most) {
                     limit = more;
                     conn.set_max_concurrent_bi_streams(limit.into());
